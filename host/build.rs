@@ -1,0 +1,90 @@
+//! Builds the policy plugins for `wasm32-wasip2` so that `cargo build` alone yields a binary
+//! with the default plugin inside.
+//!
+//! One nested `cargo build` compiles the default plugin and the test fixtures together (they
+//! share their dependencies) in a target directory of their own, so it never contends for the
+//! outer build's lock. The default plugin's bytes are embedded through a generated file; the
+//! fixtures' paths reach the tests as `BILLSTACK_FIXTURE_*` compile-time environment variables
+//! and never enter the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+const PROFILE: &str = "plugin";
+const DEFAULT_PLUGIN: &str = "billstack-default-scopes";
+const FIXTURES: &[&str] = &[
+    "bad-status",
+    "deep-recursion",
+    "env-snoop",
+    "huge-output",
+    "infinite-loop",
+    "memory-bomb",
+    "panic",
+    "wrong-world",
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir.parent().expect("host/ has a parent").to_path_buf();
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+
+    for path in ["wit", "plugins", "Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(path).display());
+    }
+
+    let target_dir = guest_target_dir(&out_dir);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"))
+        .args(["--target", TARGET, "--profile", PROFILE, "--quiet"])
+        .args(["-p", DEFAULT_PLUGIN]);
+    for fixture in FIXTURES {
+        cmd.args(["-p", &format!("fixture-{fixture}")]);
+    }
+    // The outer build's flags are for the host target; they must not leak into the guests.
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
+        cmd.env_remove(var);
+    }
+    cmd.env("CARGO_TARGET_DIR", &target_dir);
+    let status = cmd.status().expect("failed to run cargo for the policy plugins");
+    if !status.success() {
+        panic!(
+            "building the policy plugins for {TARGET} failed (is the target installed? \
+             `rustup target add {TARGET}`)"
+        );
+    }
+
+    let wasm_dir = target_dir.join(TARGET).join(PROFILE);
+    let default_wasm = wasm_dir.join(format!("{}.wasm", DEFAULT_PLUGIN.replace('-', "_")));
+    let embedded = out_dir.join("default-scopes.wasm");
+    std::fs::copy(&default_wasm, &embedded).expect("copy the default plugin");
+    std::fs::write(
+        out_dir.join("plugins.rs"),
+        format!(
+            "/// The default scope plugin, a `wasm32-wasip2` component built by `build.rs`.\n\
+             pub const DEFAULT_PLUGIN: &[u8] = include_bytes!({:?});\n",
+            embedded.display().to_string()
+        ),
+    )
+    .expect("write plugins.rs");
+
+    for fixture in FIXTURES {
+        let path = wasm_dir.join(format!("fixture_{}.wasm", fixture.replace('-', "_")));
+        assert!(path.exists(), "fixture {} was not built at {}", fixture, path.display());
+        let var = format!("BILLSTACK_FIXTURE_{}", fixture.replace('-', "_").to_uppercase());
+        println!("cargo:rustc-env={var}={}", path.display());
+    }
+}
+
+/// `<outer target dir>/wasm-plugins`, found as the ancestor of `OUT_DIR` holding cargo's
+/// `CACHEDIR.TAG`; falls back to a directory under `OUT_DIR`.
+fn guest_target_dir(out_dir: &Path) -> PathBuf {
+    out_dir
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .map(|dir| dir.join("wasm-plugins"))
+        .unwrap_or_else(|| out_dir.join("wasm-plugins"))
+}

@@ -1,0 +1,206 @@
+//! `billstack.toml` and its `BILLSTACK_*` environment overrides.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use crate::policy::PolicyLimits;
+
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./billstack-data";
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The config file read when present and none is named.
+pub const DEFAULT_CONFIG: &str = "billstack.toml";
+
+/// The config file. Every field is optional; unknown keys are an error so a typo never silently
+/// falls back to a default.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: Option<String>,
+    /// Data directory (sled store, compile cache). Default `./billstack-data`.
+    pub data_dir: Option<PathBuf>,
+    /// Upstream base URL for reverse-proxy mode, e.g. `http://127.0.0.1:9000`. Default: none.
+    pub upstream: Option<String>,
+    /// Forward the client's `Authorization` header to the upstream. Default `false`.
+    pub forward_authorization: Option<bool>,
+    /// Mark the session cookie `Secure`. Default `false` (set it behind TLS).
+    pub cookie_secure: Option<bool>,
+    /// Path of a policy component that replaces the embedded default. Default: the embedded one.
+    pub policy: Option<PathBuf>,
+    /// Sandbox limits for policy plugins.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]` in the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Memory cap per plugin instance in MiB. Default 16.
+    pub plugin_memory_mib: Option<u64>,
+    /// Deadline per plugin call in milliseconds. Default 10.
+    pub plugin_deadline_ms: Option<u64>,
+    /// Largest accepted plugin in MiB. Default 32.
+    pub plugin_max_mib: Option<u64>,
+    /// Warm instances kept per plugin. Default 16.
+    pub plugin_pool_size: Option<usize>,
+}
+
+/// Settings after the file, the environment and the command line are combined.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Upstream for the reverse proxy.
+    pub upstream: Option<String>,
+    /// Forward `Authorization` to the upstream.
+    pub forward_authorization: bool,
+    /// `Secure` cookies.
+    pub cookie_secure: bool,
+    /// Deployment default policy file, if not the embedded one.
+    pub policy: Option<PathBuf>,
+    /// Sandbox limits.
+    pub limits: PolicyLimits,
+}
+
+/// The values given on the command line (or their environment variables, which clap reads).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--config` / `BILLSTACK_CONFIG`.
+    pub config: Option<PathBuf>,
+    /// `--listen` / `BILLSTACK_LISTEN`.
+    pub listen: Option<String>,
+    /// `--data-dir` / `BILLSTACK_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn parse_bool(name: &str, value: &str) -> anyhow::Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => bail!("{name}={value:?} is not a boolean (true or false)"),
+    }
+}
+
+fn env_u64(name: &str) -> anyhow::Result<Option<u64>> {
+    env_var(name).map(|v| v.parse().with_context(|| format!("{name}={v:?} is not a whole number"))).transpose()
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn read(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+impl Settings {
+    /// Combines, in rising priority: defaults, the config file, `BILLSTACK_*` variables, flags.
+    pub fn resolve(overrides: &Overrides) -> anyhow::Result<Settings> {
+        let file = match &overrides.config {
+            Some(path) => FileConfig::read(path)?,
+            None if Path::new(DEFAULT_CONFIG).is_file() => FileConfig::read(Path::new(DEFAULT_CONFIG))?,
+            None => FileConfig::default(),
+        };
+        Settings::from_file(file, overrides)
+    }
+
+    fn from_file(file: FileConfig, overrides: &Overrides) -> anyhow::Result<Settings> {
+        let listen_text = overrides.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .with_context(|| format!("listen address {listen_text:?} is not host:port (e.g. 127.0.0.1:8080)"))?;
+        let data_dir = overrides.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let upstream = env_var("BILLSTACK_UPSTREAM").or(file.upstream);
+        if let Some(u) = &upstream {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                bail!("upstream {u:?} must be an http:// or https:// URL");
+            }
+        }
+        let forward_authorization = match env_var("BILLSTACK_FORWARD_AUTHORIZATION") {
+            Some(v) => parse_bool("BILLSTACK_FORWARD_AUTHORIZATION", &v)?,
+            None => file.forward_authorization.unwrap_or(false),
+        };
+        let cookie_secure = match env_var("BILLSTACK_COOKIE_SECURE") {
+            Some(v) => parse_bool("BILLSTACK_COOKIE_SECURE", &v)?,
+            None => file.cookie_secure.unwrap_or(false),
+        };
+        let policy = env_var("BILLSTACK_POLICY").map(PathBuf::from).or(file.policy);
+
+        let defaults = PolicyLimits::default();
+        let memory_mib = env_u64("BILLSTACK_PLUGIN_MEMORY_MIB")?.or(file.limits.plugin_memory_mib);
+        let deadline_ms = env_u64("BILLSTACK_PLUGIN_DEADLINE_MS")?.or(file.limits.plugin_deadline_ms);
+        let max_mib = env_u64("BILLSTACK_PLUGIN_MAX_MIB")?.or(file.limits.plugin_max_mib);
+        let pool = env_u64("BILLSTACK_PLUGIN_POOL_SIZE")?.map(|v| v as usize).or(file.limits.plugin_pool_size);
+        let limits = PolicyLimits {
+            memory_bytes: memory_mib.map_or(defaults.memory_bytes, |m| (m as usize) << 20),
+            deadline: deadline_ms.map_or(defaults.deadline, Duration::from_millis),
+            max_plugin_bytes: max_mib.map_or(defaults.max_plugin_bytes, |m| (m as usize) << 20),
+            pool_size: pool.unwrap_or(defaults.pool_size),
+        };
+        let settings = Settings { listen, data_dir, upstream, forward_authorization, cookie_secure, policy, limits };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks ranges that the types alone do not.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let l = &self.limits;
+        if !(1 << 20..=4 << 30).contains(&l.memory_bytes) {
+            bail!("plugin_memory_mib must be between 1 and 4096");
+        }
+        if l.deadline < Duration::from_millis(1) || l.deadline > Duration::from_secs(10) {
+            bail!("plugin_deadline_ms must be between 1 and 10000");
+        }
+        if !(1 << 20..=256 << 20).contains(&l.max_plugin_bytes) {
+            bail!("plugin_max_mib must be between 1 and 256");
+        }
+        if !(1..=1024).contains(&l.pool_size) {
+            bail!("plugin_pool_size must be between 1 and 1024");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").expect_err("unknown key");
+        assert!(err.to_string().contains("listen_port"), "{err}");
+        let err = toml::from_str::<FileConfig>("[limits]\nplugin_memory = 3\n").expect_err("unknown key");
+        assert!(err.to_string().contains("plugin_memory"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file_and_limits_are_checked() {
+        let file: FileConfig = toml::from_str(
+            "listen = \"127.0.0.1:9\"\ndata_dir = \"/tmp/x\"\n[limits]\nplugin_memory_mib = 32\nplugin_deadline_ms = 20\n",
+        )
+        .expect("parses");
+        let s = Settings::from_file(file.clone(), &Overrides { listen: Some("127.0.0.1:0".into()), ..Default::default() })
+            .expect("valid");
+        assert_eq!(s.listen.port(), 0);
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(s.limits.memory_bytes, 32 << 20);
+        assert_eq!(s.limits.deadline, Duration::from_millis(20));
+        let bad: FileConfig = toml::from_str("[limits]\nplugin_deadline_ms = 0\n").expect("parses");
+        assert!(Settings::from_file(bad, &Overrides::default()).is_err());
+        let bad: FileConfig = toml::from_str("listen = \"nope\"\n").expect("parses");
+        assert!(Settings::from_file(bad, &Overrides::default()).is_err());
+    }
+}

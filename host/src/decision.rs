@@ -1,0 +1,459 @@
+//! The one decision function behind every front door (forward auth, reverse proxy, JSON
+//! verify): DESIGN.md § Decision order. Host invariants first — credential, key, tenant,
+//! project — then the team's policy plugin. No plugin answer can get past a host check.
+
+use billstack_keystore::{apikey, clock, KeyRecord, Store};
+
+use crate::policy::{PolicyDecision, PolicyRequest, PolicySet, ScopePolicy};
+
+/// Longest request target (path and query) accepted, in bytes.
+pub const MAX_TARGET_LEN: usize = 8 * 1024;
+/// Longest HTTP method accepted.
+pub const MAX_METHOD_LEN: usize = 16;
+
+/// Why a request was refused. Each kind has one status, one error code and one JSON-verify
+/// code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyKind {
+    /// No credential at all.
+    MissingCredential,
+    /// Malformed, unknown or revoked key.
+    InvalidKey,
+    /// The key has expired.
+    ExpiredKey,
+    /// The method or path is malformed (traversal, encoded slash, ...).
+    InvalidRequest,
+    /// The path names another team.
+    TeamMismatch,
+    /// The path names a project the key may not use.
+    ProjectMismatch,
+    /// The policy requires a scope the key lacks.
+    InsufficientScope,
+    /// The policy (or the host, for paths outside the team API) does not know the route.
+    UnknownRoute,
+    /// The plugin failed: fail closed.
+    PolicyError,
+    /// Storage failed: fail closed.
+    Internal,
+}
+
+impl DenyKind {
+    /// The HTTP status.
+    pub fn status(self) -> u16 {
+        match self {
+            DenyKind::MissingCredential | DenyKind::InvalidKey | DenyKind::ExpiredKey => 401,
+            DenyKind::InvalidRequest => 400,
+            DenyKind::TeamMismatch | DenyKind::ProjectMismatch | DenyKind::InsufficientScope => 403,
+            DenyKind::UnknownRoute => 404,
+            DenyKind::PolicyError | DenyKind::Internal => 503,
+        }
+    }
+
+    /// The snake_case error code for JSON error bodies.
+    pub fn code(self) -> &'static str {
+        match self {
+            DenyKind::MissingCredential => "missing_credential",
+            DenyKind::InvalidKey => "invalid_key",
+            DenyKind::ExpiredKey => "expired_key",
+            DenyKind::InvalidRequest => "invalid_request",
+            DenyKind::TeamMismatch => "team_mismatch",
+            DenyKind::ProjectMismatch => "project_mismatch",
+            DenyKind::InsufficientScope => "insufficient_scope",
+            DenyKind::UnknownRoute => "unknown_route",
+            DenyKind::PolicyError => "policy_error",
+            DenyKind::Internal => "internal_error",
+        }
+    }
+
+    /// The `code` of `POST /api/billstack/keys/verify`.
+    pub fn verify_code(self) -> &'static str {
+        match self {
+            DenyKind::MissingCredential | DenyKind::InvalidKey | DenyKind::Internal => "INVALID_KEY",
+            DenyKind::ExpiredKey => "EXPIRED",
+            DenyKind::InvalidRequest | DenyKind::UnknownRoute => "UNKNOWN_ROUTE",
+            DenyKind::TeamMismatch => "TEAM_MISMATCH",
+            DenyKind::ProjectMismatch => "PROJECT_MISMATCH",
+            DenyKind::InsufficientScope => "INSUFFICIENT_SCOPE",
+            DenyKind::PolicyError => "POLICY_ERROR",
+        }
+    }
+}
+
+/// The identity of an authenticated key, as sent upstream in `X-BillStack-*` headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `key_…`
+    pub key_id: String,
+    /// The key's team.
+    pub team_id: String,
+    /// The key's project restriction, if any.
+    pub project_id: Option<String>,
+    /// Effective scopes under the team's active policy.
+    pub scopes: Vec<String>,
+}
+
+/// A refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// Which rule refused.
+    pub kind: DenyKind,
+    /// A sentence for the caller; never contains the key or internal details.
+    pub message: String,
+    /// For `insufficient_scope`: the scope that would have allowed it.
+    pub required_scope: Option<String>,
+    /// The key, when it was authenticated before the refusal.
+    pub identity: Option<Identity>,
+    /// Whether any credential was presented (for `WWW-Authenticate: error="invalid_token"`).
+    pub credential_sent: bool,
+    /// For `policy_error`/`internal_error`: the cause, for logs and metrics only.
+    pub cause: Option<String>,
+}
+
+/// The outcome of a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Let the request through, with this identity.
+    Allow(Identity),
+    /// Refuse it.
+    Deny(Denied),
+}
+
+impl Decision {
+    /// The identity, if the key was authenticated (allowed or not).
+    pub fn identity(&self) -> Option<&Identity> {
+        match self {
+            Decision::Allow(id) => Some(id),
+            Decision::Deny(d) => d.identity.as_ref(),
+        }
+    }
+}
+
+fn deny(kind: DenyKind, message: impl Into<String>, credential_sent: bool) -> Decision {
+    Decision::Deny(Denied {
+        kind,
+        message: message.into(),
+        required_scope: None,
+        identity: None,
+        credential_sent,
+        cause: None,
+    })
+}
+
+/// The credential a front door received.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    /// The value of an `Authorization` header, if there was one.
+    AuthorizationHeader(Option<&'a str>),
+    /// A raw key given directly (JSON verify).
+    RawKey(&'a str),
+}
+
+impl<'a> Credential<'a> {
+    /// The presented token, or `None` when nothing usable was sent. `Some("")` means a
+    /// credential was sent but is empty or not a bearer token.
+    fn token(self) -> Option<&'a str> {
+        match self {
+            Credential::RawKey(k) => Some(k),
+            Credential::AuthorizationHeader(None) => None,
+            Credential::AuthorizationHeader(Some(value)) => {
+                let value = value.trim();
+                match value.split_once(' ') {
+                    Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Some(token.trim()),
+                    _ => Some(""),
+                }
+            }
+        }
+    }
+}
+
+/// A request target split into the parts the decision needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The path as sent, without the query.
+    pub path: &'a str,
+    /// The query, without `?`.
+    pub query: Option<&'a str>,
+    /// `teamId` from the path.
+    pub team_id: &'a str,
+    /// `projectId` from the path.
+    pub project_id: &'a str,
+    /// The path below the project, starting with `/`.
+    pub resource: &'a str,
+}
+
+/// Why a target was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetError {
+    /// Malformed: 400.
+    Invalid(String),
+    /// Well formed but outside `/api/billstack/teams/{teamId}/projects/{projectId}/…`: 404.
+    NotTeamApi,
+}
+
+const TEAM_API: [&str; 3] = ["api", "billstack", "teams"];
+
+/// Parses and checks a request target (`/path?query`). Refuses what could make the host and an
+/// upstream disagree about which route this is: control characters, backslashes, empty
+/// segments (`//`), `.` and `..` segments, encoded slashes, backslashes, dots and NULs, and
+/// malformed percent-escapes.
+pub fn parse_target(target: &str) -> Result<Target<'_>, TargetError> {
+    let invalid = |why: &str| Err(TargetError::Invalid(why.to_string()));
+    if target.len() > MAX_TARGET_LEN {
+        return invalid("the path is too long");
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let path = path.split('#').next().unwrap_or_default();
+    if !path.starts_with('/') {
+        return invalid("the path must start with /");
+    }
+    if target.bytes().any(|b| b.is_ascii_control() || b == b'\\' || b == b' ' || b >= 0x80) {
+        return invalid("the path contains characters that must be percent-encoded");
+    }
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let Some(value) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
+                return invalid("the path has a malformed percent-escape");
+            };
+            if matches!(value, b'/' | b'\\' | b'.' | 0) || value.is_ascii_control() {
+                return invalid("the path has an encoded slash, backslash, dot or control character");
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let inner = &path[1..];
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    if !inner.is_empty() {
+        for seg in inner.split('/') {
+            if seg.is_empty() {
+                return invalid("the path has an empty segment (//)");
+            }
+            if seg == "." || seg == ".." {
+                return invalid("the path has a . or .. segment");
+            }
+        }
+    }
+    let mut segs = inner.split('/');
+    for expected in TEAM_API {
+        if segs.next() != Some(expected) {
+            return Err(TargetError::NotTeamApi);
+        }
+    }
+    let team_id = segs.next().ok_or(TargetError::NotTeamApi)?;
+    if segs.next() != Some("projects") {
+        return Err(TargetError::NotTeamApi);
+    }
+    let project_id = segs.next().ok_or(TargetError::NotTeamApi)?;
+    // Everything after `/api/billstack/teams/{t}/projects/{p}`, keeping a trailing slash.
+    // `project_id` is a slice of `path`; the resource starts right after it.
+    let prefix_len = project_id.as_ptr() as usize - path.as_ptr() as usize + project_id.len();
+    let resource = if prefix_len >= path.len() { "/" } else { &path[prefix_len..] };
+    Ok(Target { path, query, team_id, project_id, resource })
+}
+
+fn valid_method(method: &str) -> bool {
+    !method.is_empty() && method.len() <= MAX_METHOD_LEN && method.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+/// Makes decisions against a store and a set of policies.
+pub struct Decider<'a> {
+    /// Where keys are looked up.
+    pub store: &'a Store,
+    /// The active policies.
+    pub policies: &'a PolicySet,
+}
+
+impl Decider<'_> {
+    /// Decides one request: `method` and `target` (path and query) of the original request.
+    pub fn decide(&self, credential: Credential<'_>, method: &str, target: &str) -> Decision {
+        let key = match authenticate(self.store, credential, clock::now_ms()) {
+            Ok(key) => key,
+            Err(denied) => return denied,
+        };
+        let (policy, _) = self.policies.for_team(&key.team_id);
+        decide_for_key(&key, &*policy, method, target)
+    }
+}
+
+/// Steps 1 and 2: a well-formed bearer credential naming an active, unexpired key.
+pub fn authenticate(store: &Store, credential: Credential<'_>, now_ms: i64) -> Result<KeyRecord, Decision> {
+    let Some(token) = credential.token() else {
+        return Err(deny(DenyKind::MissingCredential, "an API key is required (Authorization: Bearer bs_…)", false));
+    };
+    if let Err(why) = apikey::check_format(token) {
+        return Err(deny(DenyKind::InvalidKey, format!("invalid API key: {why}"), true));
+    }
+    let key = match store.lookup_key(token) {
+        Ok(Some(key)) => key,
+        Ok(None) => return Err(deny(DenyKind::InvalidKey, "invalid API key: unknown or revoked", true)),
+        Err(e) => {
+            let Decision::Deny(mut d) = deny(DenyKind::Internal, "internal error", true) else { unreachable!() };
+            d.cause = Some(e.to_string());
+            return Err(Decision::Deny(d));
+        }
+    };
+    if key.is_expired(now_ms) {
+        return Err(deny(DenyKind::ExpiredKey, "the API key has expired", true));
+    }
+    Ok(key)
+}
+
+/// The key's effective scopes under `policy`: all of the catalogue for a full-access key,
+/// otherwise the key's scopes that the policy defines.
+pub fn effective_scopes(key: &KeyRecord, policy: &dyn ScopePolicy) -> Vec<String> {
+    let catalogue = policy.scope_names();
+    if key.scopes.is_empty() {
+        catalogue.to_vec()
+    } else {
+        key.scopes.iter().filter(|s| catalogue.contains(s)).cloned().collect()
+    }
+}
+
+/// Steps 3 to 6 for an authenticated key: tenant, project, then the policy plugin.
+pub fn decide_for_key(key: &KeyRecord, policy: &dyn ScopePolicy, method: &str, target: &str) -> Decision {
+    let identity = Identity {
+        key_id: key.id.clone(),
+        team_id: key.team_id.clone(),
+        project_id: key.project_id.clone(),
+        scopes: effective_scopes(key, policy),
+    };
+    let refuse = |kind: DenyKind, message: String, required_scope: Option<String>, cause: Option<String>| {
+        Decision::Deny(Denied {
+            kind,
+            message,
+            required_scope,
+            identity: Some(identity.clone()),
+            credential_sent: true,
+            cause,
+        })
+    };
+    if !valid_method(method) {
+        return refuse(DenyKind::InvalidRequest, "the method is not a valid HTTP method".into(), None, None);
+    }
+    let target = match parse_target(target) {
+        Ok(t) => t,
+        Err(TargetError::Invalid(why)) => return refuse(DenyKind::InvalidRequest, why, None, None),
+        Err(TargetError::NotTeamApi) => {
+            return refuse(
+                DenyKind::UnknownRoute,
+                "not a route under /api/billstack/teams/{teamId}/projects/{projectId}/".into(),
+                None,
+                None,
+            );
+        }
+    };
+    if target.team_id != key.team_id {
+        return refuse(DenyKind::TeamMismatch, "the API key belongs to another team".into(), None, None);
+    }
+    if let Some(project) = &key.project_id {
+        if target.project_id != project {
+            return refuse(DenyKind::ProjectMismatch, "the API key is limited to another project".into(), None, None);
+        }
+    }
+    let request = PolicyRequest {
+        method,
+        path: target.path,
+        resource: target.resource,
+        query: target.query,
+        team_id: target.team_id,
+        project_id: target.project_id,
+        key_id: &key.id,
+        key_project_id: key.project_id.as_deref(),
+        scopes: &identity.scopes,
+    };
+    match policy.authorize(&request) {
+        Ok(PolicyDecision::Allow) => Decision::Allow(identity),
+        Ok(PolicyDecision::Deny { status: 404, message, .. }) => refuse(DenyKind::UnknownRoute, message, None, None),
+        Ok(PolicyDecision::Deny { message, required_scope, .. }) => {
+            refuse(DenyKind::InsufficientScope, message, required_scope, None)
+        }
+        Err(e) => refuse(
+            DenyKind::PolicyError,
+            "the scope policy failed; the request is refused".into(),
+            None,
+            Some(e.to_string()),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_under_the_team_api() {
+        let t = parse_target("/api/billstack/teams/team_1/projects/proj_1/customers/cus_1/?a=b").expect("ok");
+        assert_eq!(t.team_id, "team_1");
+        assert_eq!(t.project_id, "proj_1");
+        assert_eq!(t.resource, "/customers/cus_1/");
+        assert_eq!(t.path, "/api/billstack/teams/team_1/projects/proj_1/customers/cus_1/");
+        assert_eq!(t.query, Some("a=b"));
+        assert_eq!(parse_target("/api/billstack/teams/t/projects/p").expect("ok").resource, "/");
+        assert_eq!(parse_target("/api/billstack/teams/t/projects/p/").expect("ok").resource, "/");
+        assert_eq!(parse_target("/api/billstack/teams/t/projects/p/a%20b").expect("ok").resource, "/a%20b");
+    }
+
+    #[test]
+    fn targets_outside_the_team_api() {
+        for t in ["/", "/healthz", "/api/billstack/teams/t", "/api/billstack/teams/t/projects", "/api/billstack/teams/t/keys/p/x", "/API/billstack/teams/t/projects/p/x"] {
+            assert_eq!(parse_target(t), Err(TargetError::NotTeamApi), "{t}");
+        }
+    }
+
+    #[test]
+    fn malformed_targets() {
+        for t in [
+            "",
+            "customers",
+            "/api/billstack/teams/t/projects/p//customers",
+            "//api/billstack/teams/t/projects/p/customers",
+            "/api/billstack/teams/t/projects/p/customers/../../../q/projects/x",
+            "/api/billstack/teams/t/projects/p/./customers",
+            "/api/billstack/teams/t%2Fx/projects/p/customers",
+            "/api/billstack/teams/t/projects/p/customers%2f1",
+            "/api/billstack/teams/t/projects/p/%2e%2e/customers",
+            "/api/billstack/teams/t/projects/p/customers%5c1",
+            "/api/billstack/teams/t/projects/p/customers%00",
+            "/api/billstack/teams/t/projects/p/customers%zz",
+            "/api/billstack/teams/t/projects/p/customers%4",
+            "/api/billstack/teams/t/projects/p/cust\\omers",
+            "/api/billstack/teams/t/projects/p/cust omers",
+            "/api/billstack/teams/t/projects/p/customers\n",
+            "/api/billstack/teams/t/projects/p/cüstomers",
+        ] {
+            assert!(matches!(parse_target(t), Err(TargetError::Invalid(_))), "{t:?}");
+        }
+        let long = format!("/api/billstack/teams/t/projects/p/{}", "a".repeat(MAX_TARGET_LEN));
+        assert!(matches!(parse_target(&long), Err(TargetError::Invalid(_))));
+        let within = format!("/api/billstack/teams/t/projects/p/customers/{}", "a".repeat(MAX_TARGET_LEN - 100));
+        assert!(parse_target(&within).is_ok());
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(Credential::AuthorizationHeader(None).token(), None);
+        assert_eq!(Credential::AuthorizationHeader(Some("Bearer bs_x")).token(), Some("bs_x"));
+        assert_eq!(Credential::AuthorizationHeader(Some("bearer  bs_x ")).token(), Some("bs_x"));
+        assert_eq!(Credential::AuthorizationHeader(Some("Basic abc")).token(), Some(""));
+        assert_eq!(Credential::AuthorizationHeader(Some("bs_x")).token(), Some(""));
+        assert_eq!(Credential::RawKey("bs_y").token(), Some("bs_y"));
+    }
+
+    #[test]
+    fn methods() {
+        assert!(valid_method("GET"));
+        assert!(valid_method("PATCH"));
+        assert!(!valid_method("get"));
+        assert!(!valid_method(""));
+        assert!(!valid_method("G ET"));
+        assert!(!valid_method(&"A".repeat(MAX_METHOD_LEN + 1)));
+        assert!(valid_method(&"A".repeat(MAX_METHOD_LEN)));
+    }
+}

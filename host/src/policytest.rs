@@ -1,0 +1,125 @@
+//! `billstack policy test PLUGIN.wasm CASES.toml`: runs a table of cases against a plugin,
+//! through the same host checks as real requests (tenant, project, then the plugin), like
+//! `opa test` does for Rego.
+//!
+//! ```toml
+//! [[case]]
+//! name = "read customers"            # optional; defaults to "METHOD PATH"
+//! method = "GET"
+//! path = "/customers"                # below the project, or a full /api/billstack/… path
+//! scopes = ["customers:read"]        # the key's scopes; omitted or [] = full access
+//! project = "proj_other"             # optional: the key's project restriction
+//! expect = "allow"                   # "allow", or a deny code such as "insufficient_scope"
+//! required_scope = "customers:read"  # optional, checked when given
+//! ```
+
+use serde::Deserialize;
+
+use crate::decision::{decide_for_key, Decision};
+use crate::policy::ScopePolicy;
+use billstack_keystore::KeyRecord;
+
+/// Team id used for relative paths.
+pub const TEST_TEAM: &str = "team_test";
+/// Project id used for relative paths.
+pub const TEST_PROJECT: &str = "proj_test";
+
+/// A cases file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CasesFile {
+    /// The cases, in order.
+    #[serde(rename = "case", default)]
+    pub cases: Vec<Case>,
+}
+
+/// One case.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    /// Shown in the report.
+    pub name: Option<String>,
+    /// HTTP method.
+    pub method: String,
+    /// Path below the project (`/customers`) or a full team API path.
+    pub path: String,
+    /// The key's scopes; empty means full access.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The key's project restriction.
+    pub project: Option<String>,
+    /// The key's team (defaults to the team in the path).
+    pub team: Option<String>,
+    /// `allow` or a deny code.
+    pub expect: String,
+    /// The scope a denial must name.
+    pub required_scope: Option<String>,
+}
+
+/// The outcome of one case.
+#[derive(Debug)]
+pub struct CaseResult {
+    /// The case's name.
+    pub name: String,
+    /// `None` if it passed, else what went wrong.
+    pub failure: Option<String>,
+}
+
+fn describe(decision: &Decision) -> String {
+    match decision {
+        Decision::Allow(_) => "allow".to_string(),
+        Decision::Deny(d) => match &d.required_scope {
+            Some(s) => format!("{} (requires {s})", d.kind.code()),
+            None => format!("{}: {}", d.kind.code(), d.message),
+        },
+    }
+}
+
+/// Runs one case against `policy`.
+pub fn run_case(policy: &dyn ScopePolicy, case: &Case) -> CaseResult {
+    let name = case.name.clone().unwrap_or_else(|| format!("{} {}", case.method, case.path));
+    let target = if case.path.starts_with("/api/billstack/") {
+        case.path.clone()
+    } else {
+        format!("/api/billstack/teams/{TEST_TEAM}/projects/{TEST_PROJECT}{}", case.path)
+    };
+    let team = case.team.clone().unwrap_or_else(|| {
+        crate::decision::parse_target(&target).map(|t| t.team_id.to_string()).unwrap_or_else(|_| TEST_TEAM.to_string())
+    });
+    let key = KeyRecord {
+        id: "key_test".into(),
+        team_id: team,
+        project_id: case.project.clone(),
+        name: "policy test".into(),
+        prefix: "bs_test".into(),
+        scopes: case.scopes.clone(),
+        expires_at: None,
+        created_at: 0,
+        revoked_at: None,
+        last_used_at: None,
+        hash: String::new(),
+    };
+    let decision = decide_for_key(&key, policy, &case.method, &target);
+    let got_code = match &decision {
+        Decision::Allow(_) => "allow",
+        Decision::Deny(d) => d.kind.code(),
+    };
+    let mut failure = None;
+    if got_code != case.expect {
+        failure = Some(format!("expected {}, got {}", case.expect, describe(&decision)));
+    } else if let (Some(want), Decision::Deny(d)) = (&case.required_scope, &decision) {
+        if d.required_scope.as_ref() != Some(want) {
+            failure = Some(format!("expected required scope {want}, got {}", describe(&decision)));
+        }
+    }
+    CaseResult { name, failure }
+}
+
+/// Parses a cases file.
+pub fn parse_cases(text: &str) -> anyhow::Result<CasesFile> {
+    let file: CasesFile = toml::from_str(text)?;
+    if file.cases.is_empty() {
+        anyhow::bail!("the cases file has no [[case]] entries");
+    }
+    Ok(file)
+}

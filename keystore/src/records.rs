@@ -1,0 +1,223 @@
+//! The records kept in the store, and their on-disk encoding.
+//!
+//! Every value is one format byte followed by JSON. The format byte lets a later version change
+//! the encoding without guessing; anything that does not decode is a [`Error::Corruption`].
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+const FORMAT_V1: u8 = 1;
+
+/// An API key's metadata. The raw key is never part of it; `hash` is its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRecord {
+    /// `key_…`
+    pub id: String,
+    /// The team that owns the key.
+    pub team_id: String,
+    /// The one project the key may use, or `None` for all of the team's projects.
+    pub project_id: Option<String>,
+    /// A person's label for the key.
+    pub name: String,
+    /// The first 7 characters of the raw key.
+    pub prefix: String,
+    /// Scopes; empty means full access.
+    pub scopes: Vec<String>,
+    /// Expiry in Unix ms, or `None` for none.
+    pub expires_at: Option<i64>,
+    /// Creation time in Unix ms.
+    pub created_at: i64,
+    /// Revocation time in Unix ms; a revoked key is no longer in the hash index.
+    pub revoked_at: Option<i64>,
+    /// Last successful use in Unix ms (written in batches, so it may trail by a few seconds).
+    pub last_used_at: Option<i64>,
+    /// Hex SHA-256 of the raw key.
+    pub hash: String,
+}
+
+impl KeyRecord {
+    /// Whether the key has expired at `now_ms`.
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now_ms)
+    }
+}
+
+/// A team.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Team {
+    /// `team_…`
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Creation time in Unix ms.
+    pub created_at: i64,
+}
+
+/// A project inside a team.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Project {
+    /// `proj_…`
+    pub id: String,
+    /// The owning team.
+    pub team_id: String,
+    /// Display name.
+    pub name: String,
+    /// Creation time in Unix ms.
+    pub created_at: i64,
+}
+
+/// A dashboard user.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    /// `user_…`
+    pub id: String,
+    /// Email address, stored lower-cased.
+    pub email: String,
+    /// Argon2id hash in PHC string format.
+    pub password_hash: String,
+    /// Creation time in Unix ms.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User").field("id", &self.id).field("email", &self.email).finish_non_exhaustive()
+    }
+}
+
+/// A user's role in a team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// May manage keys and the team's policy.
+    Owner,
+    /// May manage keys.
+    Member,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "owner" => Ok(Role::Owner),
+            "member" => Ok(Role::Member),
+            other => Err(format!("unknown role {other:?}: expected owner or member")),
+        }
+    }
+}
+
+impl Role {
+    /// The role's name as used in JSON and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Member => "member",
+        }
+    }
+}
+
+/// A dashboard session. Stored under the SHA-256 of its token, never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    /// The signed-in user.
+    pub user_id: String,
+    /// Creation time in Unix ms (for the absolute expiry).
+    pub created_at: i64,
+    /// Last use in Unix ms (for the idle expiry).
+    pub last_seen_at: i64,
+}
+
+/// Metadata of a policy plugin uploaded by a team; the bytes are stored by SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamPolicy {
+    /// The team the policy applies to.
+    pub team_id: String,
+    /// Hex SHA-256 of the component bytes.
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size: u64,
+    /// Upload time in Unix ms.
+    pub uploaded_at: i64,
+    /// Who uploaded it (a user id, or `cli`).
+    pub uploaded_by: String,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// Monotonic sequence number.
+    pub seq: u64,
+    /// When, in Unix ms.
+    pub at: i64,
+    /// The team concerned, if any.
+    pub team_id: Option<String>,
+    /// Who did it: a user id, `cli`, or `system`.
+    pub actor: String,
+    /// What happened, e.g. `key.created`.
+    pub action: String,
+    /// The id of the object acted on.
+    pub target: String,
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT_V1];
+    // Serialising these plain structs to JSON cannot fail (no maps with non-string keys).
+    serde_json::to_writer(&mut out, value).expect("record serialises");
+    out
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+    match bytes.split_first() {
+        Some((&FORMAT_V1, json)) => serde_json::from_slice(json)
+            .map_err(|e| Error::Corruption { what: format!("{what}: {e}") }),
+        Some((other, _)) => {
+            Err(Error::Corruption { what: format!("{what}: unknown record format {other}") })
+        }
+        None => Err(Error::Corruption { what: format!("{what}: empty record") }),
+    }
+}
+
+pub(crate) fn decode_str(what: &str, bytes: &[u8]) -> Result<String> {
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .map_err(|_| Error::Corruption { what: format!("{what}: not UTF-8") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncated_and_garbage_records_are_corruption_not_panics() {
+        let team = Team { id: "team_1".into(), name: "A".into(), created_at: 1 };
+        let bytes = encode(&team);
+        assert_eq!(decode::<Team>("team", &bytes).expect("decodes"), team);
+        for cut in 0..bytes.len() {
+            let got = decode::<Team>("team", &bytes[..cut]);
+            assert!(matches!(got, Err(Error::Corruption { .. })), "cut at {cut}: {got:?}");
+        }
+        assert!(matches!(decode::<Team>("team", &[9, b'{', b'}']), Err(Error::Corruption { .. })));
+        assert!(matches!(decode::<Team>("team", &[1, 0xff, 0xfe]), Err(Error::Corruption { .. })));
+        assert!(matches!(decode_str("id", &[0xff]), Err(Error::Corruption { .. })));
+    }
+
+    #[test]
+    fn user_debug_hides_the_password_hash() {
+        let user = User {
+            id: "user_1".into(),
+            email: "a@b.c".into(),
+            password_hash: "$argon2id$secret".into(),
+            created_at: 0,
+        };
+        assert!(!format!("{user:?}").contains("argon2id"));
+    }
+}

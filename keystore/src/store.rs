@@ -1,0 +1,746 @@
+//! The sled-backed [`Store`].
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use argon2::password_hash::rand_core::OsRng as PhOsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rand::TryRngCore;
+use sha2::{Digest, Sha256};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::Tree;
+
+use crate::records::{decode, decode_str, encode};
+use crate::{
+    apikey, clock, ids, invalid, is_valid_scope_name, validate_name, AuditEvent, Error, KeyRecord,
+    Project, Result, Role, Session, Team, TeamPolicy, User, MAX_SCOPES,
+};
+
+/// Tunables for [`Store::open_with`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled's page cache budget in bytes (default 32 MiB, which keeps the idle footprint small;
+    /// key lookups stay fast because the hash index is small and hot).
+    pub cache_capacity: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { cache_capacity: 32 * 1024 * 1024 }
+    }
+}
+
+/// What [`Store::create_key`] needs. Scope names must already be checked against the team's
+/// active policy by the caller; here they are only checked for form.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// Owning team.
+    pub team_id: String,
+    /// Limit to one project of the team, or `None` for all.
+    pub project_id: Option<String>,
+    /// Label.
+    pub name: String,
+    /// Scopes; empty means full access.
+    pub scopes: Vec<String>,
+    /// Expiry in Unix ms; must be in the future.
+    pub expires_at: Option<i64>,
+    /// Who is creating it, for the audit log.
+    pub actor: String,
+}
+
+/// What [`Store::create_user`] needs.
+#[derive(Clone)]
+pub struct NewUser {
+    /// Email address (case-insensitive, unique).
+    pub email: String,
+    /// The password, hashed with Argon2id before it is stored.
+    pub password: String,
+    /// The team the user joins.
+    pub team_id: String,
+    /// Their role in it.
+    pub role: Role,
+}
+
+/// Shortest accepted dashboard password.
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// Longest accepted dashboard password (bytes); bounds the hashing cost.
+pub const MAX_PASSWORD_LEN: usize = 1024;
+
+/// The BillStack Keys database. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+    keys: Tree,
+    key_hash: Tree,
+    team_keys: Tree,
+    teams: Tree,
+    projects: Tree,
+    users: Tree,
+    user_email: Tree,
+    members: Tree,
+    user_teams: Tree,
+    sessions: Tree,
+    team_policy: Tree,
+    policy_blobs: Tree,
+    audit: Tree,
+    // Held for the store's lifetime: the OS lock that keeps a second process out.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn join(a: &str, b: &str) -> Vec<u8> {
+    // Ids never contain '/', so it separates the parts of a composite key unambiguously.
+    let mut k = Vec::with_capacity(a.len() + b.len() + 1);
+    k.extend_from_slice(a.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+fn prefix(a: &str) -> Vec<u8> {
+    join(a, "")
+}
+
+fn tx_err(e: TransactionError<Error>) -> Error {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => Error::Storage(e),
+    }
+}
+
+fn abort<T>(e: Error) -> std::result::Result<T, ConflictableTransactionError<Error>> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn check_id(kind: &'static str, id: &str) -> Result<()> {
+    if ids::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            field: "id",
+            message: format!("{kind} id {id:?} must be 1-64 characters of A-Z, a-z, 0-9, _ and -"),
+        })
+    }
+}
+
+fn dummy_password_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let salt = SaltString::generate(&mut PhOsRng);
+        Argon2::default()
+            .hash_password(b"not a real password", &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// Hashes a password with Argon2id (the crate's defaults: 19 MiB, 2 passes).
+pub fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::generate(&mut PhOsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::PasswordHash(e.to_string()))
+}
+
+fn password_matches(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .unwrap_or(false)
+}
+
+fn validate_email(email: &str) -> Result<String> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.split_once('@').is_some_and(|(user, domain)| {
+            !user.is_empty() && !domain.is_empty() && !domain.contains('@')
+        });
+    if valid { Ok(email) } else { Err(invalid("email", format!("{email:?} is not an email address"))) }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(dir, &StoreOptions::default())
+    }
+
+    /// Opens (or creates) the store in `dir`. Fails with [`Error::Locked`] when another process
+    /// has it open.
+    pub fn open_with(dir: impl AsRef<Path>, options: &StoreOptions) -> Result<Store> {
+        let path = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path)?;
+        let lock = File::options().create(true).truncate(false).write(true).open(path.join("LOCK"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(path)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::Io(e)),
+        }
+        let db = sled::Config::new()
+            .path(path.join("db"))
+            .cache_capacity(options.cache_capacity)
+            .open()?;
+        let tree = |name: &str| db.open_tree(name);
+        Ok(Store {
+            keys: tree("keys")?,
+            key_hash: tree("key_hash")?,
+            team_keys: tree("team_keys")?,
+            teams: tree("teams")?,
+            projects: tree("projects")?,
+            users: tree("users")?,
+            user_email: tree("user_email")?,
+            members: tree("members")?,
+            user_teams: tree("user_teams")?,
+            sessions: tree("sessions")?,
+            team_policy: tree("team_policy")?,
+            policy_blobs: tree("policy_blobs")?,
+            audit: tree("audit")?,
+            db,
+            path,
+            _lock: lock,
+        })
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Forces everything written so far to disk. Every write method already does this before
+    /// returning; call it at shutdown for the batched `lastUsedAt` updates.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn durable<T>(&self, value: T) -> Result<T> {
+        self.db.flush()?;
+        Ok(value)
+    }
+
+    fn audit_event(&self, team_id: Option<&str>, actor: &str, action: &str, target: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+        let seq = self.db.generate_id()?;
+        let event = AuditEvent {
+            seq,
+            at: clock::now_ms(),
+            team_id: team_id.map(str::to_owned),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+        };
+        Ok((seq.to_be_bytes().to_vec(), encode(&event)))
+    }
+
+    /// True when no team exists yet (a fresh data directory).
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.teams.is_empty())
+    }
+
+    // ----- teams and projects -------------------------------------------------------------
+
+    /// Creates a team with a new random id, or `id` if given.
+    pub fn create_team(&self, id: Option<&str>, name: &str, actor: &str) -> Result<Team> {
+        let name = validate_name("name", name)?;
+        let id = match id {
+            Some(id) => {
+                check_id("team", id)?;
+                id.to_owned()
+            }
+            None => ids::new_id("team"),
+        };
+        let team = Team { id: id.clone(), name, created_at: clock::now_ms() };
+        let (ak, av) = self.audit_event(Some(&id), actor, "team.created", &id)?;
+        (&self.teams, &self.audit)
+            .transaction(|(teams, audit)| {
+                if teams.get(id.as_bytes())?.is_some() {
+                    return abort(Error::AlreadyExists { kind: "team", id: id.clone() });
+                }
+                teams.insert(id.as_bytes(), encode(&team))?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.durable(team)
+    }
+
+    /// A team by id.
+    pub fn get_team(&self, id: &str) -> Result<Option<Team>> {
+        self.teams.get(id.as_bytes())?.map(|v| decode("team", &v)).transpose()
+    }
+
+    /// All teams, by id.
+    pub fn list_teams(&self) -> Result<Vec<Team>> {
+        self.teams.iter().values().map(|v| decode("team", &v?)).collect()
+    }
+
+    fn require_team(&self, id: &str) -> Result<Team> {
+        self.get_team(id)?.ok_or_else(|| Error::NotFound { kind: "team", id: id.to_owned() })
+    }
+
+    /// Creates a project in `team_id`.
+    pub fn create_project(&self, team_id: &str, id: Option<&str>, name: &str, actor: &str) -> Result<Project> {
+        let name = validate_name("name", name)?;
+        self.require_team(team_id)?;
+        let id = match id {
+            Some(id) => {
+                check_id("project", id)?;
+                id.to_owned()
+            }
+            None => ids::new_id("proj"),
+        };
+        let project = Project { id: id.clone(), team_id: team_id.to_owned(), name, created_at: clock::now_ms() };
+        let key = join(team_id, &id);
+        let (ak, av) = self.audit_event(Some(team_id), actor, "project.created", &id)?;
+        (&self.teams, &self.projects, &self.audit)
+            .transaction(|(teams, projects, audit)| {
+                // Re-read the team inside the transaction so a concurrent delete cannot race us.
+                if teams.get(team_id.as_bytes())?.is_none() {
+                    return abort(Error::NotFound { kind: "team", id: team_id.to_owned() });
+                }
+                if projects.get(key.as_slice())?.is_some() {
+                    return abort(Error::AlreadyExists { kind: "project", id: id.clone() });
+                }
+                projects.insert(key.as_slice(), encode(&project))?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.durable(project)
+    }
+
+    /// A project of a team; `None` if it does not exist in that team.
+    pub fn get_project(&self, team_id: &str, project_id: &str) -> Result<Option<Project>> {
+        self.projects.get(join(team_id, project_id))?.map(|v| decode("project", &v)).transpose()
+    }
+
+    /// The team's projects, by id.
+    pub fn list_projects(&self, team_id: &str) -> Result<Vec<Project>> {
+        self.projects.scan_prefix(prefix(team_id)).values().map(|v| decode("project", &v?)).collect()
+    }
+
+    // ----- users, memberships, sessions -----------------------------------------------------
+
+    /// Creates a user (Argon2id-hashed password) as a member of one team.
+    pub fn create_user(&self, new: &NewUser, actor: &str) -> Result<User> {
+        let email = validate_email(&new.email)?;
+        if new.password.chars().count() < MIN_PASSWORD_LEN {
+            return Err(invalid("password", format!("must be at least {MIN_PASSWORD_LEN} characters")));
+        }
+        if new.password.len() > MAX_PASSWORD_LEN {
+            return Err(invalid("password", format!("must be at most {MAX_PASSWORD_LEN} bytes")));
+        }
+        self.require_team(&new.team_id)?;
+        let user = User {
+            id: ids::new_id("user"),
+            email: email.clone(),
+            password_hash: hash_password(&new.password)?,
+            created_at: clock::now_ms(),
+        };
+        let role = encode(&new.role);
+        let (ak, av) = self.audit_event(Some(&new.team_id), actor, "user.created", &user.id)?;
+        let team_id = new.team_id.as_str();
+        (&self.users, &self.user_email, &self.members, &self.user_teams, &self.teams, &self.audit)
+            .transaction(|(users, user_email, members, user_teams, teams, audit)| {
+                if teams.get(team_id.as_bytes())?.is_none() {
+                    return abort(Error::NotFound { kind: "team", id: team_id.to_owned() });
+                }
+                if user_email.get(email.as_bytes())?.is_some() {
+                    return abort(Error::AlreadyExists { kind: "user", id: email.clone() });
+                }
+                users.insert(user.id.as_bytes(), encode(&user))?;
+                user_email.insert(email.as_bytes(), user.id.as_bytes())?;
+                members.insert(join(team_id, &user.id), role.as_slice())?;
+                user_teams.insert(join(&user.id, team_id), role.as_slice())?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.durable(user)
+    }
+
+    /// Adds an existing user to a team, or changes their role there.
+    pub fn set_membership(&self, team_id: &str, user_id: &str, role: Role, actor: &str) -> Result<()> {
+        self.require_team(team_id)?;
+        if self.get_user(user_id)?.is_none() {
+            return Err(Error::NotFound { kind: "user", id: user_id.to_owned() });
+        }
+        let role = encode(&role);
+        let (ak, av) = self.audit_event(Some(team_id), actor, "member.set", user_id)?;
+        (&self.members, &self.user_teams, &self.audit)
+            .transaction(|(members, user_teams, audit)| {
+                members.insert(join(team_id, user_id), role.as_slice())?;
+                user_teams.insert(join(user_id, team_id), role.as_slice())?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.durable(())
+    }
+
+    /// A user by id.
+    pub fn get_user(&self, id: &str) -> Result<Option<User>> {
+        self.users.get(id.as_bytes())?.map(|v| decode("user", &v)).transpose()
+    }
+
+    /// A user by email (case-insensitive).
+    pub fn find_user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let email = email.trim().to_lowercase();
+        match self.user_email.get(email.as_bytes())? {
+            Some(id) => self.get_user(&decode_str("user email index", &id)?),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks a password. Takes about as long for an unknown email as for a wrong password, so
+    /// the timing does not reveal which emails have accounts. CPU-heavy (tens of ms): call it
+    /// off any async executor.
+    pub fn verify_password(&self, email: &str, password: &str) -> Result<Option<User>> {
+        if password.len() > MAX_PASSWORD_LEN {
+            return Ok(None);
+        }
+        match self.find_user_by_email(email)? {
+            Some(user) if password_matches(password, &user.password_hash) => Ok(Some(user)),
+            Some(_) => Ok(None),
+            None => {
+                let _ = password_matches(password, dummy_password_hash());
+                Ok(None)
+            }
+        }
+    }
+
+    /// The user's role in a team, or `None` if not a member.
+    pub fn membership(&self, team_id: &str, user_id: &str) -> Result<Option<Role>> {
+        self.members.get(join(team_id, user_id))?.map(|v| decode("membership", &v)).transpose()
+    }
+
+    /// The teams a user belongs to, with their role in each.
+    pub fn user_teams(&self, user_id: &str) -> Result<Vec<(Team, Role)>> {
+        let mut out = Vec::new();
+        for entry in self.user_teams.scan_prefix(prefix(user_id)) {
+            let (k, v) = entry?;
+            let team_id = decode_str("user team index", &k[user_id.len() + 1..])?;
+            let role = decode("membership", &v)?;
+            if let Some(team) = self.get_team(&team_id)? {
+                out.push((team, role));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts a session; returns the raw token (for the cookie) and the record. Only the
+    /// token's SHA-256 is stored.
+    pub fn create_session(&self, user_id: &str) -> Result<(String, Session)> {
+        let mut raw = [0u8; 32];
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut raw)
+            .expect("the OS random number generator is unavailable");
+        let token = hex::encode(raw);
+        let now = clock::now_ms();
+        let session = Session { user_id: user_id.to_owned(), created_at: now, last_seen_at: now };
+        self.sessions.insert(Sha256::digest(token.as_bytes()).as_slice(), encode(&session))?;
+        self.durable((token, session))
+    }
+
+    /// The session for a raw token, if it exists.
+    pub fn get_session(&self, token: &str) -> Result<Option<Session>> {
+        let k = Sha256::digest(token.as_bytes());
+        self.sessions.get(k.as_slice())?.map(|v| decode("session", &v)).transpose()
+    }
+
+    /// Records activity on a session (for the idle expiry). Not flushed: losing a few seconds of
+    /// idle time in a crash only ends a session sooner.
+    pub fn touch_session(&self, token: &str, now_ms: i64) -> Result<()> {
+        let k = Sha256::digest(token.as_bytes());
+        if let Some(v) = self.sessions.get(k.as_slice())? {
+            let mut session: Session = decode("session", &v)?;
+            session.last_seen_at = now_ms;
+            // Only update if it still holds what we read, so a concurrent logout wins.
+            let _ = self.sessions.compare_and_swap(k.as_slice(), Some(v), Some(encode(&session)))?;
+        }
+        Ok(())
+    }
+
+    /// Ends a session. Durable: a logged-out token never works again, even after a crash.
+    pub fn delete_session(&self, token: &str) -> Result<()> {
+        let k = Sha256::digest(token.as_bytes());
+        self.sessions.remove(k.as_slice())?;
+        self.durable(())
+    }
+
+    /// Deletes sessions for which `expired` is true; returns how many.
+    pub fn purge_sessions(&self, expired: impl Fn(&Session) -> bool) -> Result<usize> {
+        let mut n = 0;
+        for entry in self.sessions.iter() {
+            let (k, v) = entry?;
+            let gone = match decode::<Session>("session", &v) {
+                Ok(s) => expired(&s),
+                Err(_) => true,
+            };
+            if gone {
+                self.sessions.remove(k)?;
+                n += 1;
+            }
+        }
+        self.durable(n)
+    }
+
+    // ----- API keys ---------------------------------------------------------------------
+
+    /// Creates a key; returns its record and the raw key, which exists nowhere else.
+    pub fn create_key(&self, new: &NewApiKey) -> Result<(KeyRecord, String)> {
+        let name = validate_name("name", &new.name)?;
+        self.require_team(&new.team_id)?;
+        if let Some(project) = &new.project_id {
+            if self.get_project(&new.team_id, project)?.is_none() {
+                return Err(invalid("projectId", format!("project {project} is not in team {}", new.team_id)));
+            }
+        }
+        if new.scopes.len() > MAX_SCOPES {
+            return Err(invalid("scopes", format!("at most {MAX_SCOPES} scopes")));
+        }
+        let mut scopes: Vec<String> = Vec::with_capacity(new.scopes.len());
+        for scope in &new.scopes {
+            if !is_valid_scope_name(scope) {
+                return Err(invalid("scopes", format!("{scope:?} is not a scope name")));
+            }
+            if !scopes.contains(scope) {
+                scopes.push(scope.clone());
+            }
+        }
+        let now = clock::now_ms();
+        if let Some(at) = new.expires_at {
+            if at <= now {
+                return Err(invalid("expiresAt", "must be in the future"));
+            }
+        }
+        let generated = apikey::generate();
+        let record = KeyRecord {
+            id: ids::new_id("key"),
+            team_id: new.team_id.clone(),
+            project_id: new.project_id.clone(),
+            name,
+            prefix: generated.prefix.clone(),
+            scopes,
+            expires_at: new.expires_at,
+            created_at: now,
+            revoked_at: None,
+            last_used_at: None,
+            hash: hex::encode(generated.hash),
+        };
+        let (ak, av) = self.audit_event(Some(&new.team_id), &new.actor, "key.created", &record.id)?;
+        let encoded = encode(&record);
+        let team_key = join(&record.team_id, &record.id);
+        (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
+            .transaction(|(keys, key_hash, team_keys, audit)| {
+                keys.insert(record.id.as_bytes(), encoded.as_slice())?;
+                key_hash.insert(&generated.hash[..], record.id.as_bytes())?;
+                team_keys.insert(team_key.as_slice(), &[][..])?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        let raw = generated.raw;
+        self.durable((record, raw))
+    }
+
+    /// The active (unrevoked) key with this SHA-256, if any. The hot path of every decision.
+    pub fn lookup_key_hash(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>> {
+        let Some(id) = self.key_hash.get(hash)? else { return Ok(None) };
+        let Some(bytes) = self.keys.get(&id)? else {
+            return Err(Error::Corruption { what: "key hash index points at a missing key".into() });
+        };
+        let record: KeyRecord = decode("key", &bytes)?;
+        // The index entry is removed in the same transaction as revocation; check anyway.
+        Ok(if record.revoked_at.is_some() { None } else { Some(record) })
+    }
+
+    /// The active key for a raw key string (hashes it first).
+    pub fn lookup_key(&self, raw: &str) -> Result<Option<KeyRecord>> {
+        self.lookup_key_hash(&apikey::hash(raw))
+    }
+
+    /// A key of a team by id, revoked or not; `None` if it does not exist in that team.
+    pub fn get_key(&self, team_id: &str, key_id: &str) -> Result<Option<KeyRecord>> {
+        let Some(bytes) = self.keys.get(key_id.as_bytes())? else { return Ok(None) };
+        let record: KeyRecord = decode("key", &bytes)?;
+        Ok((record.team_id == team_id).then_some(record))
+    }
+
+    /// The team's unrevoked keys, oldest first (expired keys included: they still need revoking
+    /// or rotating, and the list shows their expiry).
+    pub fn list_keys(&self, team_id: &str) -> Result<Vec<KeyRecord>> {
+        let mut out = Vec::new();
+        let p = prefix(team_id);
+        for entry in self.team_keys.scan_prefix(&p) {
+            let (k, _) = entry?;
+            let key_id = decode_str("team key index", &k[p.len()..])?;
+            match self.keys.get(key_id.as_bytes())? {
+                Some(bytes) => {
+                    let record: KeyRecord = decode("key", &bytes)?;
+                    if record.revoked_at.is_none() {
+                        out.push(record);
+                    }
+                }
+                None => return Err(Error::Corruption { what: format!("team key index names missing key {key_id}") }),
+            }
+        }
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Revokes a key of a team: removes it from the hash index in the same atomic step as
+    /// marking it revoked, and flushes before returning. `NotFound` for an unknown key, a key of
+    /// another team, or one already revoked.
+    pub fn revoke_key(&self, team_id: &str, key_id: &str, actor: &str) -> Result<KeyRecord> {
+        let now = clock::now_ms();
+        let (ak, av) = self.audit_event(Some(team_id), actor, "key.revoked", key_id)?;
+        let team_key = join(team_id, key_id);
+        let not_found = || Error::NotFound { kind: "key", id: key_id.to_owned() };
+        let record = (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
+            .transaction(|(keys, key_hash, team_keys, audit)| {
+                let Some(bytes) = keys.get(key_id.as_bytes())? else { return abort(not_found()) };
+                let mut record: KeyRecord = match decode("key", &bytes) {
+                    Ok(r) => r,
+                    Err(e) => return abort(e),
+                };
+                if record.team_id != team_id || record.revoked_at.is_some() {
+                    return abort(not_found());
+                }
+                let hash = match hex::decode(&record.hash) {
+                    Ok(h) if h.len() == 32 => h,
+                    _ => return abort(Error::Corruption { what: format!("key {key_id}: bad hash") }),
+                };
+                record.revoked_at = Some(now);
+                keys.insert(key_id.as_bytes(), encode(&record))?;
+                key_hash.remove(hash)?;
+                team_keys.remove(team_key.as_slice())?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(record)
+            })
+            .map_err(tx_err)?;
+        self.durable(record)
+    }
+
+    /// Records the latest use of keys, in one batch. Revoked or vanished keys are skipped;
+    /// a use older than the stored one never moves `lastUsedAt` back. Not flushed by itself:
+    /// usage times are advisory, and the next durable write or [`Store::flush`] persists them.
+    pub fn record_key_usage(&self, uses: &[(String, i64)]) -> Result<()> {
+        for (key_id, at) in uses {
+            self.keys.fetch_and_update(key_id.as_bytes(), |old| {
+                let old = old?;
+                match decode::<KeyRecord>("key", old) {
+                    Ok(mut r) if r.revoked_at.is_none() && r.last_used_at.is_none_or(|t| t < *at) => {
+                        r.last_used_at = Some(*at);
+                        Some(encode(&r))
+                    }
+                    _ => Some(old.to_vec()),
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    // ----- per-team policies --------------------------------------------------------------
+
+    /// Stores a team's policy plugin and makes it the team's policy. The caller validates the
+    /// component first; this only stores bytes.
+    pub fn put_team_policy(&self, team_id: &str, bytes: &[u8], actor: &str) -> Result<TeamPolicy> {
+        self.require_team(team_id)?;
+        let sha = hex::encode(Sha256::digest(bytes));
+        let meta = TeamPolicy {
+            team_id: team_id.to_owned(),
+            sha256: sha.clone(),
+            size: bytes.len() as u64,
+            uploaded_at: clock::now_ms(),
+            uploaded_by: actor.to_owned(),
+        };
+        let (ak, av) = self.audit_event(Some(team_id), actor, "policy.uploaded", &sha)?;
+        (&self.team_policy, &self.policy_blobs, &self.audit)
+            .transaction(|(team_policy, blobs, audit)| {
+                blobs.insert(sha.as_bytes(), bytes)?;
+                team_policy.insert(team_id.as_bytes(), encode(&meta))?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.gc_policy_blobs()?;
+        self.durable(meta)
+    }
+
+    /// The team's uploaded policy and its bytes, if it has one.
+    pub fn get_team_policy(&self, team_id: &str) -> Result<Option<(TeamPolicy, Vec<u8>)>> {
+        let Some(meta) = self.team_policy.get(team_id.as_bytes())? else { return Ok(None) };
+        let meta: TeamPolicy = decode("team policy", &meta)?;
+        let Some(bytes) = self.policy_blobs.get(meta.sha256.as_bytes())? else {
+            return Err(Error::Corruption { what: format!("policy blob {} of team {team_id} is missing", meta.sha256) });
+        };
+        if hex::encode(Sha256::digest(&bytes)) != meta.sha256 {
+            return Err(Error::Corruption { what: format!("policy blob of team {team_id} does not match its hash") });
+        }
+        Ok(Some((meta, bytes.to_vec())))
+    }
+
+    /// Every team that has uploaded a policy.
+    pub fn list_team_policies(&self) -> Result<Vec<TeamPolicy>> {
+        self.team_policy.iter().values().map(|v| decode("team policy", &v?)).collect()
+    }
+
+    /// Removes a team's policy (back to the deployment default). `true` if it had one.
+    pub fn delete_team_policy(&self, team_id: &str, actor: &str) -> Result<bool> {
+        let (ak, av) = self.audit_event(Some(team_id), actor, "policy.reset", team_id)?;
+        let removed = (&self.team_policy, &self.audit)
+            .transaction(|(team_policy, audit)| {
+                let had = team_policy.remove(team_id.as_bytes())?.is_some();
+                if had {
+                    audit.insert(ak.as_slice(), av.as_slice())?;
+                }
+                Ok(had)
+            })
+            .map_err(tx_err)?;
+        self.gc_policy_blobs()?;
+        self.durable(removed)
+    }
+
+    fn gc_policy_blobs(&self) -> Result<()> {
+        let mut live = std::collections::HashSet::new();
+        for meta in self.list_team_policies()? {
+            live.insert(meta.sha256);
+        }
+        for k in self.policy_blobs.iter().keys() {
+            let k = k?;
+            if !live.contains(&decode_str("policy blob key", &k)?) {
+                self.policy_blobs.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ----- audit ----------------------------------------------------------------------------
+
+    /// The newest `limit` audit events, newest first, optionally only one team's.
+    pub fn list_audit(&self, team_id: Option<&str>, limit: usize) -> Result<Vec<AuditEvent>> {
+        let mut out = Vec::new();
+        for v in self.audit.iter().values().rev() {
+            let event: AuditEvent = decode("audit event", &v?)?;
+            if team_id.is_none_or(|t| event.team_id.as_deref() == Some(t)) {
+                out.push(event);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raw_tree(&self, name: &str) -> Tree {
+        self.db.open_tree(name).expect("tree")
+    }
+}

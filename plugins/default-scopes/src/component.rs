@@ -1,0 +1,44 @@
+//! The component face of the table: `info` and `authorize` of the `billstack:policy` world.
+
+use self::billstack::policy::types::{Denial, ScopeInfo};
+use crate::{decide, Outcome, NAME, SCOPES, VERSION};
+
+wit_bindgen::generate!({
+    world: "policy",
+    path: "../../wit",
+});
+
+struct DefaultScopes;
+
+impl Guest for DefaultScopes {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: NAME.to_string(),
+            version: VERSION.to_string(),
+            scopes: SCOPES
+                .iter()
+                .map(|(name, description)| ScopeInfo { name: name.to_string(), description: description.to_string() })
+                .collect(),
+        }
+    }
+
+    fn authorize(request: Request) -> Decision {
+        match decide(&request.method, &request.resource_path, &request.key.scopes) {
+            Outcome::Allow => Decision::Allow,
+            Outcome::InsufficientScope(scope) => Decision::Deny(Denial {
+                status: 403,
+                code: "insufficient_scope".to_string(),
+                message: format!("this key lacks the {scope} scope needed for {} {}", request.method, request.resource_path),
+                required_scope: Some(scope.to_string()),
+            }),
+            Outcome::UnknownRoute => Decision::Deny(Denial {
+                status: 404,
+                code: "unknown_route".to_string(),
+                message: format!("{} {} is not a BillStack API route", request.method, request.resource_path),
+                required_scope: None,
+            }),
+        }
+    }
+}
+
+export!(DefaultScopes);
