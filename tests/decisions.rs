@@ -1,0 +1,469 @@
+//! The decision path in-process: real store, real Wasm runtime, the embedded default plugin and
+//! the fixture plugins. Covers DESIGN.md's decision order row by row.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use billstack_host::decision::{authenticate, Credential, Decider, Decision, DenyKind};
+use billstack_host::plugins::DEFAULT_PLUGIN;
+use billstack_host::policy::{LoadError, PluginError, PolicyEngine, PolicyLimits, PolicySet, ScopePolicy};
+use billstack_keystore::{clock, NewApiKey, Store};
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    engine: Arc<PolicyEngine>,
+    policies: PolicySet,
+}
+
+impl World {
+    /// Default limits except a generous deadline: the deadline is wall-clock, and parallel
+    /// tests on a 2-core machine can stall a thread for longer than 10 ms. The deadline itself
+    /// is tested in `deadline_within_limit_and_over_limit`.
+    fn new() -> World {
+        World::with_limits(PolicyLimits { deadline: Duration::from_secs(5), ..PolicyLimits::default() })
+    }
+
+    fn with_limits(limits: PolicyLimits) -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("store")).expect("store");
+        for team in ["team_a", "team_b"] {
+            store.create_team(Some(team), team, "test").expect("team");
+        }
+        store.create_project("team_a", Some("proj_a"), "A", "test").expect("project");
+        store.create_project("team_a", Some("proj_a2"), "A2", "test").expect("project");
+        store.create_project("team_b", Some("proj_b"), "B", "test").expect("project");
+        let engine = PolicyEngine::new(limits, Some(dir.path().join("cache"))).expect("engine");
+        let policies = PolicySet::new(engine.load(DEFAULT_PLUGIN).expect("default plugin"));
+        World { _dir: dir, store, engine, policies }
+    }
+
+    fn key(&self, team: &str, project: Option<&str>, scopes: &[&str]) -> String {
+        self.store
+            .create_key(&NewApiKey {
+                team_id: team.into(),
+                project_id: project.map(str::to_owned),
+                name: "test".into(),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                expires_at: None,
+                actor: "test".into(),
+            })
+            .expect("key")
+            .1
+    }
+
+    fn decide(&self, key: &str, method: &str, target: &str) -> Decision {
+        let header = format!("Bearer {key}");
+        Decider { store: &self.store, policies: &self.policies }.decide(
+            Credential::AuthorizationHeader(Some(&header)),
+            method,
+            target,
+        )
+    }
+}
+
+fn path(team: &str, project: &str, rest: &str) -> String {
+    format!("/api/billstack/teams/{team}/projects/{project}{rest}")
+}
+
+fn kind(d: &Decision) -> Option<DenyKind> {
+    match d {
+        Decision::Allow(_) => None,
+        Decision::Deny(d) => Some(d.kind),
+    }
+}
+
+/// DESIGN.md § Default scope table, one row per (method, path).
+const TABLE: &[(&str, &str, &str)] = &[
+    ("GET", "/customers", "customers:read"),
+    ("GET", "/customers/cus_1", "customers:read"),
+    ("POST", "/customers", "customers:write"),
+    ("PUT", "/customers/cus_1", "customers:write"),
+    ("PATCH", "/customers/cus_1", "customers:write"),
+    ("DELETE", "/customers/cus_1", "customers:write"),
+    ("GET", "/products", "products:read"),
+    ("GET", "/products/prod_1", "products:read"),
+    ("GET", "/prices", "products:read"),
+    ("GET", "/prices/price_1", "products:read"),
+    ("POST", "/products", "products:write"),
+    ("PUT", "/products/prod_1", "products:write"),
+    ("PATCH", "/prices/price_1", "products:write"),
+    ("DELETE", "/prices/price_1", "products:write"),
+    ("GET", "/subscriptions", "subscriptions:read"),
+    ("GET", "/subscriptions/sub_1", "subscriptions:read"),
+    ("GET", "/checkout-sessions/cs_1", "subscriptions:read"),
+    ("POST", "/subscriptions/sub_1/cancel", "subscriptions:write"),
+    ("POST", "/checkout-sessions", "subscriptions:write"),
+    ("DELETE", "/subscriptions/sub_1", "subscriptions:write"),
+    ("GET", "/analytics", "analytics:read"),
+    ("GET", "/analytics/revenue/monthly", "analytics:read"),
+    ("GET", "/referrals/codes", "referrals:read"),
+    ("GET", "/referrals/codes/ref_1", "referrals:read"),
+    ("GET", "/referrals/config", "referrals:read"),
+    ("POST", "/referrals/codes", "referrals:write"),
+    ("POST", "/referrals/apply", "referrals:write"),
+    ("PUT", "/referrals/config", "referrals:write"),
+    ("PATCH", "/referrals/config", "referrals:write"),
+    ("DELETE", "/referrals/codes/ref_1", "referrals:write"),
+];
+
+#[test]
+fn every_table_row_is_allowed_with_its_scope_and_denied_without() {
+    let w = World::new();
+    let scopes: Vec<String> = w.policies.default_policy().scope_names().to_vec();
+    for &(method, rest, scope) in TABLE {
+        let with = w.key("team_a", None, &[scope]);
+        let others: Vec<&str> = scopes.iter().map(String::as_str).filter(|s| *s != scope).collect();
+        let without = w.key("team_a", None, &others);
+        let target = path("team_a", "proj_a", rest);
+        match w.decide(&with, method, &target) {
+            Decision::Allow(id) => assert_eq!(id.scopes, vec![scope.to_string()]),
+            other => panic!("{method} {rest} with {scope}: {other:?}"),
+        }
+        match w.decide(&without, method, &target) {
+            Decision::Deny(d) => {
+                assert_eq!(d.kind, DenyKind::InsufficientScope, "{method} {rest}");
+                assert_eq!(d.required_scope.as_deref(), Some(scope));
+                assert_eq!(d.identity.map(|i| i.team_id), Some("team_a".into()));
+            }
+            other => panic!("{method} {rest} without {scope}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn full_access_keys_hold_every_scope_of_the_active_policy() {
+    let w = World::new();
+    let key = w.key("team_a", None, &[]);
+    for &(method, rest, _) in TABLE {
+        match w.decide(&key, method, &path("team_a", "proj_a", &format!("{rest}/?x=1"))) {
+            Decision::Allow(id) => {
+                assert_eq!(id.scopes, w.policies.default_policy().scope_names());
+                assert_eq!(id.project_id, None);
+            }
+            other => panic!("{method} {rest}: {other:?}"),
+        }
+    }
+    let d = w.decide(&key, "GET", &path("team_a", "proj_a", "/invoices"));
+    assert_eq!(kind(&d), Some(DenyKind::UnknownRoute));
+    assert_eq!(DenyKind::UnknownRoute.status(), 404);
+}
+
+#[test]
+fn scopes_the_policy_does_not_define_are_not_effective() {
+    let w = World::new();
+    // Created before a policy change, say: the scope is kept but grants nothing now.
+    let key = w.key("team_a", None, &["customers:read", "invoices:read"]);
+    match w.decide(&key, "GET", &path("team_a", "proj_a", "/customers")) {
+        Decision::Allow(id) => assert_eq!(id.scopes, vec!["customers:read".to_string()]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn tenant_and_project_isolation() {
+    let w = World::new();
+    let team_key = w.key("team_a", None, &[]);
+    let project_key = w.key("team_a", Some("proj_a"), &["customers:read"]);
+    assert_eq!(kind(&w.decide(&team_key, "GET", &path("team_b", "proj_b", "/customers"))), Some(DenyKind::TeamMismatch));
+    assert_eq!(kind(&w.decide(&team_key, "GET", &path("team_a", "proj_a2", "/customers"))), None);
+    assert_eq!(kind(&w.decide(&project_key, "GET", &path("team_a", "proj_a", "/customers"))), None);
+    assert_eq!(
+        kind(&w.decide(&project_key, "GET", &path("team_a", "proj_a2", "/customers"))),
+        Some(DenyKind::ProjectMismatch)
+    );
+    // Team checks come before project checks, and both before the plugin.
+    assert_eq!(kind(&w.decide(&project_key, "GET", &path("team_b", "proj_a", "/nope"))), Some(DenyKind::TeamMismatch));
+    assert_eq!(kind(&w.decide(&project_key, "GET", &path("team_a", "proj_a2", "/nope"))), Some(DenyKind::ProjectMismatch));
+    match w.decide(&project_key, "GET", &path("team_a", "proj_a", "/customers")) {
+        Decision::Allow(id) => assert_eq!(id.project_id.as_deref(), Some("proj_a")),
+        other => panic!("{other:?}"),
+    }
+    // Paths outside the team API are unknown routes, not allowed.
+    assert_eq!(kind(&w.decide(&team_key, "GET", "/api/billstack/teams/team_a/api-keys")), Some(DenyKind::UnknownRoute));
+}
+
+#[test]
+fn malformed_and_unknown_credentials_are_401() {
+    let w = World::new();
+    let good = w.key("team_a", None, &[]);
+    let target = path("team_a", "proj_a", "/customers");
+    let mut bad_checksum = good.clone().into_bytes();
+    let last = bad_checksum.len() - 1;
+    bad_checksum[last] = if bad_checksum[last] == b'0' { b'1' } else { b'0' };
+    let bad_checksum = String::from_utf8(bad_checksum).expect("ascii");
+    let unknown = billstack_keystore::apikey::generate().raw;
+    let cases: Vec<(&str, String)> = vec![
+        ("wrong prefix", good.replacen("bs_", "sk_", 1)),
+        ("too short", good[..50].to_string()),
+        ("too long", format!("{good}a")),
+        ("non-hex", format!("bs_{}", "g".repeat(48))),
+        ("upper-case hex", format!("bs_{}", good[3..].to_uppercase())),
+        ("bad checksum", bad_checksum),
+        ("empty", String::new()),
+        ("10 KB", "a".repeat(10 * 1024)),
+        ("well formed but unknown", unknown),
+    ];
+    for (name, key) in cases {
+        let d = w.decide(&key, "GET", &target);
+        match d {
+            Decision::Deny(d) => {
+                assert_eq!(d.kind, DenyKind::InvalidKey, "{name}");
+                assert_eq!(d.kind.status(), 401);
+                assert!(d.credential_sent);
+                assert!(d.identity.is_none(), "{name}");
+                assert!(key.len() < 8 || !d.message.contains(&key[3..]), "the message must not echo the key");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    let decider = Decider { store: &w.store, policies: &w.policies };
+    match decider.decide(Credential::AuthorizationHeader(None), "GET", &target) {
+        Decision::Deny(d) => {
+            assert_eq!(d.kind, DenyKind::MissingCredential);
+            assert!(!d.credential_sent);
+        }
+        other => panic!("{other:?}"),
+    }
+    let basic = format!("Basic {good}");
+    assert_eq!(
+        kind(&decider.decide(Credential::AuthorizationHeader(Some(&basic)), "GET", &target)),
+        Some(DenyKind::InvalidKey)
+    );
+    assert_eq!(kind(&decider.decide(Credential::RawKey(&good), "GET", &target)), None);
+}
+
+#[test]
+fn revoked_keys_stop_at_once() {
+    let w = World::new();
+    let raw = w.key("team_a", None, &[]);
+    let target = path("team_a", "proj_a", "/customers");
+    assert_eq!(kind(&w.decide(&raw, "GET", &target)), None);
+    let id = w.store.lookup_key(&raw).expect("lookup").expect("active").id;
+    w.store.revoke_key("team_a", &id, "test").expect("revoke");
+    assert_eq!(kind(&w.decide(&raw, "GET", &target)), Some(DenyKind::InvalidKey));
+}
+
+#[test]
+fn expired_keys_are_refused() {
+    let w = World::new();
+    let expires_at = clock::now_ms() + 300;
+    let (record, raw) = w
+        .store
+        .create_key(&NewApiKey {
+            team_id: "team_a".into(),
+            project_id: None,
+            name: "short-lived".into(),
+            scopes: vec![],
+            expires_at: Some(expires_at),
+            actor: "test".into(),
+        })
+        .expect("key");
+    // At the exact expiry instant the key is already expired; a millisecond before it is not.
+    assert!(authenticate(&w.store, Credential::RawKey(&raw), expires_at - 1).is_ok());
+    match authenticate(&w.store, Credential::RawKey(&raw), expires_at) {
+        Err(Decision::Deny(d)) => assert_eq!(d.kind, DenyKind::ExpiredKey),
+        other => panic!("{other:?}"),
+    }
+    // And through the real clock: poll until it expires (bounded), never a fixed sleep.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match kind(&w.decide(&raw, "GET", &path("team_a", "proj_a", "/customers"))) {
+            Some(DenyKind::ExpiredKey) => break,
+            None => assert!(Instant::now() < deadline, "key {} never expired", record.id),
+            other => panic!("{other:?}"),
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn malformed_requests_are_400_never_allowed() {
+    let w = World::new();
+    let key = w.key("team_a", None, &[]);
+    for target in [
+        path("team_a", "proj_a", "/customers/../../../../team_b/projects/proj_b/customers"),
+        path("team_a", "proj_a", "//customers"),
+        path("team_a", "proj_a", "/customers%2Fcus_1"),
+        path("team_a", "proj_a", "/%2e%2e/customers"),
+        "relative/path".to_string(),
+    ] {
+        assert_eq!(kind(&w.decide(&key, "GET", &target)), Some(DenyKind::InvalidRequest), "{target}");
+    }
+    assert_eq!(kind(&w.decide(&key, "get", &path("team_a", "proj_a", "/customers"))), Some(DenyKind::InvalidRequest));
+    assert_eq!(DenyKind::InvalidRequest.status(), 400);
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = match name {
+        "infinite-loop" => env!("BILLSTACK_FIXTURE_INFINITE_LOOP"),
+        "memory-bomb" => env!("BILLSTACK_FIXTURE_MEMORY_BOMB"),
+        "panic" => env!("BILLSTACK_FIXTURE_PANIC"),
+        "deep-recursion" => env!("BILLSTACK_FIXTURE_DEEP_RECURSION"),
+        "huge-output" => env!("BILLSTACK_FIXTURE_HUGE_OUTPUT"),
+        "bad-status" => env!("BILLSTACK_FIXTURE_BAD_STATUS"),
+        "wrong-world" => env!("BILLSTACK_FIXTURE_WRONG_WORLD"),
+        "env-snoop" => env!("BILLSTACK_FIXTURE_ENV_SNOOP"),
+        other => panic!("no fixture {other}"),
+    };
+    std::fs::read(path).expect("fixture built by host/build.rs")
+}
+
+/// Installs `fixture` as team_b's policy, checks that team_b's request fails closed with
+/// `cause`, and that a normal decision right after (same plugin's team and another team) works.
+fn assert_fails_closed(w: &World, fixture_name: &str, cause: &str) {
+    let plugin = w.engine.load(&fixture(fixture_name)).unwrap_or_else(|e| panic!("{fixture_name} loads: {e}"));
+    w.policies.set_team("team_b", plugin);
+    let b_key = w.key("team_b", None, &[]);
+    let a_key = w.key("team_a", None, &["customers:read"]);
+    for _ in 0..2 {
+        match w.decide(&b_key, "GET", &path("team_b", "proj_b", "/customers")) {
+            Decision::Deny(d) => {
+                assert_eq!(d.kind, DenyKind::PolicyError, "{fixture_name}: {d:?}");
+                assert_eq!(d.kind.status(), 503);
+                let why = d.cause.expect("cause");
+                assert!(why.contains(cause), "{fixture_name}: cause {why:?} should mention {cause:?}");
+                assert!(!d.message.contains(cause), "the client message carries no internals");
+            }
+            other => panic!("{fixture_name} must fail closed, got {other:?}"),
+        }
+        assert_eq!(kind(&w.decide(&a_key, "GET", &path("team_a", "proj_a", "/customers"))), None, "{fixture_name}");
+    }
+    w.policies.clear_team("team_b");
+    assert_eq!(kind(&w.decide(&b_key, "GET", &path("team_b", "proj_b", "/customers"))), None);
+}
+
+#[test]
+fn deadline_within_limit_and_over_limit() {
+    // One deadline, both ways: 50 ms is far more than the default plugin needs (about a
+    // microsecond) yet an infinite loop must be cut off by it.
+    let w = World::with_limits(PolicyLimits { deadline: Duration::from_millis(50), ..PolicyLimits::default() });
+    // Within: the default plugin answers well inside the deadline.
+    let key = w.key("team_a", None, &[]);
+    assert_eq!(kind(&w.decide(&key, "GET", &path("team_a", "proj_a", "/customers"))), None);
+    // Over: an infinite loop is interrupted.
+    assert_fails_closed(&w, "infinite-loop", "deadline");
+}
+
+#[test]
+fn memory_within_limit_and_over_limit() {
+    // Within: the default plugin runs under a 2 MiB cap.
+    let small = World::with_limits(PolicyLimits { memory_bytes: 2 << 20, deadline: Duration::from_secs(5), ..PolicyLimits::default() });
+    let key = small.key("team_a", None, &[]);
+    assert_eq!(kind(&small.decide(&key, "GET", &path("team_a", "proj_a", "/customers"))), None);
+    // Over: unbounded allocation hits the 16 MiB default cap.
+    assert_fails_closed(&World::new(), "memory-bomb", "memory limit");
+}
+
+#[test]
+fn panics_fail_closed() {
+    assert_fails_closed(&World::new(), "panic", "trapped");
+}
+
+#[test]
+fn deep_recursion_fails_closed() {
+    assert_fails_closed(&World::new(), "deep-recursion", "stack");
+}
+
+#[test]
+fn huge_output_fails_closed() {
+    assert_fails_closed(&World::new(), "huge-output", "deny message of");
+}
+
+#[test]
+fn statuses_other_than_403_and_404_fail_closed() {
+    assert_fails_closed(&World::new(), "bad-status", "deny status 200");
+}
+
+#[test]
+fn the_sandbox_has_no_environment_files_network_or_stdio() {
+    let w = World::new();
+    let plugin = w.engine.load(&fixture("env-snoop")).expect("loads");
+    let key = billstack_keystore::KeyRecord {
+        id: "key_x".into(),
+        team_id: "team_b".into(),
+        project_id: None,
+        name: "x".into(),
+        prefix: "bs_0000".into(),
+        scopes: vec![],
+        expires_at: None,
+        created_at: 0,
+        revoked_at: None,
+        last_used_at: None,
+        hash: String::new(),
+    };
+    // The fixture allows only if every escape attempt failed, and names what leaked otherwise.
+    let d = billstack_host::decision::decide_for_key(&key, &*plugin, "GET", &path("team_b", "proj_b", "/x"));
+    assert!(matches!(d, Decision::Allow(_)), "the sandbox leaked: {d:?}");
+}
+
+#[test]
+fn components_of_another_world_and_non_components_are_refused_at_load() {
+    let w = World::new();
+    match w.engine.load(&fixture("wrong-world")) {
+        Err(LoadError::WrongWorld(why)) => assert!(!why.is_empty()),
+        other => panic!("expected WrongWorld, got {other:?}"),
+    }
+    // A minimal core module (header only) and garbage.
+    assert!(matches!(w.engine.load(b"\0asm\x01\0\0\0"), Err(LoadError::CoreModule)));
+    assert!(matches!(w.engine.load(b"definitely not wasm"), Err(LoadError::NotWasm)));
+    assert!(matches!(w.engine.load(b""), Err(LoadError::NotWasm)));
+    let mut truncated = DEFAULT_PLUGIN[..DEFAULT_PLUGIN.len() / 2].to_vec();
+    truncated.extend_from_slice(&[0xff; 16]);
+    assert!(matches!(w.engine.load(&truncated), Err(LoadError::Compile(_))));
+}
+
+#[test]
+fn plugin_size_cap_within_and_over() {
+    let exact = World::with_limits(PolicyLimits { max_plugin_bytes: DEFAULT_PLUGIN.len(), ..PolicyLimits::default() });
+    assert!(exact.engine.load(DEFAULT_PLUGIN).is_ok());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = PolicyEngine::new(PolicyLimits { max_plugin_bytes: DEFAULT_PLUGIN.len() - 1, ..PolicyLimits::default() }, Some(dir.path().into()))
+        .expect("engine");
+    assert!(matches!(engine.load(DEFAULT_PLUGIN), Err(LoadError::TooLarge { .. })));
+}
+
+#[test]
+fn compiled_plugins_are_cached_on_disk_and_a_bad_cache_entry_is_recompiled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = PolicyLimits::default();
+    let first = PolicyEngine::new(limits.clone(), Some(dir.path().into())).expect("engine");
+    assert!(!first.is_cached_on_disk(DEFAULT_PLUGIN));
+    let a = first.load(DEFAULT_PLUGIN).expect("load");
+    assert!(first.is_cached_on_disk(DEFAULT_PLUGIN));
+    // A second engine (a restart) loads from the cache and decides the same way.
+    let second = PolicyEngine::new(limits.clone(), Some(dir.path().into())).expect("engine");
+    let b = second.load(DEFAULT_PLUGIN).expect("load from cache");
+    assert_eq!(a.info(), b.info());
+    // A corrupt cache entry is discarded and the plugin recompiled.
+    for entry in std::fs::read_dir(dir.path()).expect("read_dir") {
+        std::fs::write(entry.expect("entry").path(), b"garbage").expect("corrupt");
+    }
+    let third = PolicyEngine::new(limits, Some(dir.path().into())).expect("engine");
+    let c = third.load(DEFAULT_PLUGIN).expect("recompiles");
+    assert_eq!(c.info(), a.info());
+}
+
+#[test]
+fn plugin_errors_name_their_cause() {
+    assert_eq!(PluginError::Timeout(Duration::from_millis(10)).cause(), "timeout");
+    assert_eq!(PluginError::MemoryLimit(1).cause(), "memory_limit");
+    assert_eq!(PluginError::StackOverflow.cause(), "stack_overflow");
+}
+
+#[test]
+fn decisions_are_safe_from_many_threads() {
+    let w = Arc::new(World::new());
+    let keys: Vec<String> = (0..4).map(|_| w.key("team_a", None, &["customers:read"])).collect();
+    std::thread::scope(|s| {
+        for key in &keys {
+            let w = Arc::clone(&w);
+            s.spawn(move || {
+                for i in 0..200 {
+                    let (rest, want) = if i % 2 == 0 { ("/customers", None) } else { ("/products", Some(DenyKind::InsufficientScope)) };
+                    assert_eq!(kind(&w.decide(key, "GET", &path("team_a", "proj_a", rest))), want);
+                }
+            });
+        }
+    });
+}

@@ -743,4 +743,9 @@ impl Store {
     pub(crate) fn raw_tree(&self, name: &str) -> Tree {
         self.db.open_tree(name).expect("tree")
     }
+
+    #[cfg(test)]
+    pub(crate) fn tree_names(&self) -> Vec<sled::IVec> {
+        self.db.tree_names()
+    }
 }

@@ -44,8 +44,8 @@ fn key_lifecycle_create_lookup_list_revoke() {
     assert_eq!(store.list_keys(&team.id).expect("list"), vec![record.clone()]);
 
     // The raw key is stored nowhere: scan every tree for it.
-    for name in store.db.tree_names() {
-        for entry in store.db.open_tree(&name).expect("tree").iter() {
+    for name in store.tree_names() {
+        for entry in store.raw_tree(std::str::from_utf8(&name).expect("utf8")).iter() {
             let (k, v) = entry.expect("entry");
             let needle = &raw.as_bytes()[3..];
             assert!(!k.windows(needle.len()).any(|w| w == needle));
@@ -196,11 +196,11 @@ fn team_policies_are_stored_by_hash_and_collected() {
     let meta = store.put_team_policy(&team.id, b"first", "t").expect("put");
     assert_eq!(store.get_team_policy(&team.id).expect("get"), Some((meta, b"first".to_vec())));
     store.put_team_policy(&team.id, b"second", "t").expect("put");
-    assert_eq!(store.policy_blobs.len(), 1, "the replaced blob is collected");
+    assert_eq!(store.raw_tree("policy_blobs").len(), 1, "the replaced blob is collected");
     assert!(store.delete_team_policy(&team.id, "t").expect("delete"));
     assert!(!store.delete_team_policy(&team.id, "t").expect("delete again"));
     assert!(store.get_team_policy(&team.id).expect("get").is_none());
-    assert_eq!(store.policy_blobs.len(), 0);
+    assert_eq!(store.raw_tree("policy_blobs").len(), 0);
 }
 
 #[test]

@@ -285,8 +285,11 @@ impl PolicyEngine {
         // SAFETY: the file was written by `Component::serialize` of an engine with the same
         // compatibility hash (it is in the file name, and wasmtime checks it again), into the
         // data directory, which only the operator controls: the same trust as the binary.
+        // Read into memory rather than mmap the file: a mapped file truncated underneath us
+        // (a full disk, an operator cleaning up) would crash the process with SIGBUS.
+        let bytes = std::fs::read(path).ok()?;
         #[allow(unsafe_code)]
-        let result = unsafe { Component::deserialize_file(&self.engine, path) };
+        let result = unsafe { Component::deserialize(&self.engine, &bytes) };
         match result {
             Ok(c) => Some(c),
             Err(e) => {

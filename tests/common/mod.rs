@@ -1,0 +1,128 @@
+//! Shared set-up for the black-box tests: run the real `billstack` binary with a temporary
+//! data directory, and start `billstack serve` on port 0.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_billstack")
+}
+
+/// A `billstack` command against `data_dir`, isolated from the caller's environment and from
+/// any `billstack.toml` in the working directory.
+pub fn cmd(data_dir: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("BILLSTACK_DATA_DIR", data_dir)
+        .env("BILLSTACK_LOG", "warn")
+        .current_dir(data_dir.parent().unwrap_or(data_dir));
+    c
+}
+
+/// Runs a command with `stdin` piped in; returns its output.
+pub fn run(mut c: Command, stdin: &str) -> Output {
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn billstack");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// Runs `billstack ARGS…` and parses its stdout as JSON, failing the test on a non-zero exit.
+pub fn json(data_dir: &Path, args: &[&str]) -> serde_json::Value {
+    let mut c = cmd(data_dir);
+    c.args(args);
+    let out = run(c, "");
+    assert!(
+        out.status.success(),
+        "billstack {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout of {args:?} is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// A running `billstack serve`.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub stderr: mpsc::Receiver<String>,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts the server on 127.0.0.1:0 and waits (with a deadline) for its listening line.
+    pub fn start(data_dir: &Path, envs: &[(&str, &str)]) -> Server {
+        let mut c = cmd(data_dir);
+        c.args(["serve", "--listen", "127.0.0.1:0"]).envs(envs.iter().copied());
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn server");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("billstack listening on ") {
+                        return Server { child, base: url.trim().to_string(), stderr: rx, data_dir: data_dir.into() };
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("server did not start; stderr:\n{}", seen.join("\n"));
+                }
+            }
+        }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends SIGTERM and waits (with a deadline) for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP agent that returns 4xx/5xx responses instead of erroring on them.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
