@@ -63,6 +63,50 @@ pub struct NewUser {
     pub role: Role,
 }
 
+/// Active keys by hash, in memory, so the hot path skips sled and JSON. Bounded: when full it
+/// is simply emptied and refills with the keys in use.
+///
+/// Revocation must never be undone by a stale fill: a lookup reads the generation before it
+/// reads sled and fills only if no invalidation happened since; every invalidation bumps the
+/// generation and removes the entry under the write lock, after the revocation committed.
+#[derive(Default)]
+struct KeyCache {
+    inner: std::sync::RwLock<KeyCacheInner>,
+}
+
+#[derive(Default)]
+struct KeyCacheInner {
+    generation: u64,
+    entries: std::collections::HashMap<[u8; 32], KeyRecord>,
+}
+
+/// Most keys held in the lookup cache (about 400 bytes each).
+const KEY_CACHE_CAPACITY: usize = 50_000;
+
+impl KeyCache {
+    fn get(&self, hash: &[u8; 32]) -> (Option<KeyRecord>, u64) {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        (inner.entries.get(hash).cloned(), inner.generation)
+    }
+
+    fn fill(&self, hash: [u8; 32], record: &KeyRecord, seen_generation: u64) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if inner.generation != seen_generation {
+            return;
+        }
+        if inner.entries.len() >= KEY_CACHE_CAPACITY {
+            inner.entries.clear();
+        }
+        inner.entries.insert(hash, record.clone());
+    }
+
+    fn invalidate(&self, hash: &[u8; 32]) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner.generation += 1;
+        inner.entries.remove(hash);
+    }
+}
+
 /// Shortest accepted dashboard password.
 pub const MIN_PASSWORD_LEN: usize = 8;
 /// Longest accepted dashboard password (bytes); bounds the hashing cost.
@@ -85,6 +129,7 @@ pub struct Store {
     team_policy: Tree,
     policy_blobs: Tree,
     audit: Tree,
+    key_cache: KeyCache,
     // Held for the store's lifetime: the OS lock that keeps a second process out.
     _lock: File,
 }
@@ -202,6 +247,7 @@ impl Store {
             team_policy: tree("team_policy")?,
             policy_blobs: tree("policy_blobs")?,
             audit: tree("audit")?,
+            key_cache: KeyCache::default(),
             db,
             path,
             _lock: lock,
@@ -550,8 +596,22 @@ impl Store {
         self.durable((record, raw))
     }
 
-    /// The active (unrevoked) key with this SHA-256, if any. The hot path of every decision.
+    /// The active (unrevoked) key with this SHA-256, if any. The hot path of every decision,
+    /// served from an in-memory cache when it can be; `last_used_at` in the answer may trail
+    /// (use [`Store::get_key`] or [`Store::list_keys`] for it).
     pub fn lookup_key_hash(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>> {
+        let (cached, generation) = self.key_cache.get(hash);
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let found = self.lookup_key_hash_uncached(hash)?;
+        if let Some(record) = &found {
+            self.key_cache.fill(*hash, record, generation);
+        }
+        Ok(found)
+    }
+
+    fn lookup_key_hash_uncached(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>> {
         let Some(id) = self.key_hash.get(hash)? else { return Ok(None) };
         let Some(bytes) = self.keys.get(&id)? else {
             return Err(Error::Corruption { what: "key hash index points at a missing key".into() });
@@ -625,6 +685,11 @@ impl Store {
                 Ok(record)
             })
             .map_err(tx_err)?;
+        // Only after the commit: a lookup racing with us either saw the key before the
+        // revocation (and answered before DELETE returned) or finds it gone.
+        if let Ok(hash) = <[u8; 32]>::try_from(hex::decode(&record.hash).unwrap_or_default().as_slice()) {
+            self.key_cache.invalidate(&hash);
+        }
         self.durable(record)
     }
 

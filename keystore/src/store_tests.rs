@@ -231,3 +231,37 @@ fn a_second_open_of_the_same_directory_is_refused_clearly() {
         other => panic!("expected Locked, got {other:?}"),
     }
 }
+
+#[test]
+fn the_lookup_cache_never_outlives_a_revocation() {
+    let (_dir, store) = open();
+    let (team, _) = team_and_project(&store);
+    let (record, raw) = store.create_key(&new_key(&team.id)).expect("create");
+    // Warm the cache, then revoke: the next lookup must miss.
+    assert!(store.lookup_key(&raw).expect("lookup").is_some());
+    assert!(store.lookup_key(&raw).expect("cached lookup").is_some());
+    store.revoke_key(&team.id, &record.id, "test").expect("revoke");
+    assert!(store.lookup_key(&raw).expect("lookup").is_none());
+
+    // Lookups racing revocations from other threads: once revoke_key has returned, no lookup
+    // that starts afterwards may find the key.
+    let keys: Vec<(KeyRecord, String)> = (0..50).map(|_| store.create_key(&new_key(&team.id)).expect("create")).collect();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    for (_, raw) in &keys {
+                        let _ = store.lookup_key(raw).expect("lookup");
+                    }
+                }
+            });
+        }
+        for (record, raw) in &keys {
+            store.revoke_key(&team.id, &record.id, "test").expect("revoke");
+            assert!(store.lookup_key(raw).expect("lookup").is_none(), "{} found after revocation", record.id);
+        }
+    });
+    for (_, raw) in &keys {
+        assert!(store.lookup_key(raw).expect("lookup").is_none());
+    }
+}

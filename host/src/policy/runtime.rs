@@ -547,8 +547,7 @@ impl ScopePolicy for Plugin {
     fn authorize(&self, r: &PolicyRequest<'_>) -> Result<PolicyDecision, PluginError> {
         let request = bindings::Request {
             method: r.method.to_owned(),
-            path: r.path.to_owned(),
-            resource_path: r.resource.to_owned(),
+            path: r.resource.to_owned(),
             query: r.query.map(str::to_owned),
             team_id: r.team_id.to_owned(),
             project_id: r.project_id.to_owned(),

@@ -23,18 +23,18 @@ impl Guest for DefaultScopes {
     }
 
     fn authorize(request: Request) -> Decision {
-        match decide(&request.method, &request.resource_path, &request.key.scopes) {
+        match decide(&request.method, &request.path, &request.key.scopes) {
             Outcome::Allow => Decision::Allow,
             Outcome::InsufficientScope(scope) => Decision::Deny(Denial {
                 status: 403,
                 code: "insufficient_scope".to_string(),
-                message: format!("this key lacks the {scope} scope needed for {} {}", request.method, request.resource_path),
+                message: format!("this key lacks the {scope} scope needed for {} {}", request.method, request.path),
                 required_scope: Some(scope.to_string()),
             }),
             Outcome::UnknownRoute => Decision::Deny(Denial {
                 status: 404,
                 code: "unknown_route".to_string(),
-                message: format!("{} {} is not a BillStack API route", request.method, request.resource_path),
+                message: format!("{} {} is not a BillStack API route", request.method, request.path),
                 required_scope: None,
             }),
         }
