@@ -378,7 +378,8 @@ pub fn decide_for_key(key: &KeyRecord, policy: &dyn ScopePolicy, method: &str, t
             DenyKind::PolicyError,
             "the scope policy failed; the request is refused".into(),
             None,
-            Some(e.to_string()),
+            // "<label>: <detail>", the label being PluginError::cause() for metrics.
+            Some(format!("{}: {e}", e.cause())),
         ),
     }
 }

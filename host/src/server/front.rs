@@ -1,0 +1,267 @@
+//! The three front doors for SaaS requests — forward auth, reverse proxy, JSON verify — all
+//! answered by the one decision function.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use billstack_keystore::clock;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{ApiError, ApiJson};
+use super::AppState;
+use crate::decision::{Credential, Decider, Decision, Denied, DenyKind};
+
+/// How long the proxy waits for the upstream's response headers.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Decides on the blocking pool, behind the concurrency bound, and records metrics and usage.
+pub(super) async fn decide(
+    state: &Arc<AppState>,
+    front_door: &'static str,
+    credential: Option<String>,
+    raw_key: bool,
+    method: String,
+    target: String,
+) -> Decision {
+    let started = Instant::now();
+    let decision = match state.decisions.acquire().await {
+        Ok(_permit) => {
+            let st = Arc::clone(state);
+            let joined = tokio::task::spawn_blocking(move || {
+                let decider = Decider { store: &st.store, policies: &st.policies };
+                let credential = match (&credential, raw_key) {
+                    (Some(k), true) => Credential::RawKey(k),
+                    (c, _) => Credential::AuthorizationHeader(c.as_deref()),
+                };
+                decider.decide(credential, &method, &target)
+            })
+            .await;
+            joined.unwrap_or_else(|e| internal(&e.to_string()))
+        }
+        Err(_) => internal("the decision semaphore is closed"),
+    };
+    let outcome = match &decision {
+        Decision::Allow(id) => {
+            state.usage.note(&id.key_id, clock::now_ms());
+            "allow"
+        }
+        Decision::Deny(d) => {
+            if d.kind == DenyKind::PolicyError {
+                let cause = d.cause.as_deref().unwrap_or("unknown");
+                state.metrics.plugin_error(plugin_cause(cause));
+                tracing::warn!(front_door, cause, "policy plugin failed; request refused");
+            }
+            d.kind.code()
+        }
+    };
+    state.metrics.decision(front_door, outcome, started.elapsed().as_secs_f64());
+    decision
+}
+
+/// The stable label at the front of a policy-error cause (see `decide_for_key`).
+fn plugin_cause(cause: &str) -> &str {
+    cause.split_once(':').map_or(cause, |(label, _)| label)
+}
+
+fn internal(cause: &str) -> Decision {
+    Decision::Deny(Denied {
+        kind: DenyKind::Internal,
+        message: "internal error".into(),
+        required_scope: None,
+        identity: None,
+        credential_sent: true,
+        cause: Some(cause.to_string()),
+    })
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn identity_headers(headers: &mut HeaderMap, decision: &Decision) {
+    let Some(id) = decision.identity() else { return };
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    put("x-billstack-key-id", &id.key_id);
+    put("x-billstack-team-id", &id.team_id);
+    if let Some(p) = &id.project_id {
+        put("x-billstack-project-id", p);
+    }
+    put("x-billstack-scopes", &id.scopes.join(","));
+}
+
+/// The HTTP answer for a refusal: status, JSON error, RFC 6750 `WWW-Authenticate`.
+pub(super) fn denial_response(d: &Denied) -> Response {
+    if d.kind == DenyKind::Internal {
+        return ApiError::internal(d.cause.as_deref().unwrap_or("decision failed")).into_response();
+    }
+    let status = StatusCode::from_u16(d.kind.status()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut body = json!({"error": {"code": d.kind.code(), "message": d.message}});
+    if let Some(scope) = &d.required_scope {
+        body["error"]["requiredScope"] = json!(scope);
+    }
+    let mut response = (status, Json(body)).into_response();
+    let challenge = match d.kind {
+        DenyKind::MissingCredential if !d.credential_sent => Some("Bearer realm=\"billstack\"".to_string()),
+        DenyKind::MissingCredential | DenyKind::InvalidKey | DenyKind::ExpiredKey => {
+            Some("Bearer realm=\"billstack\", error=\"invalid_token\"".to_string())
+        }
+        DenyKind::InsufficientScope => Some(format!(
+            "Bearer realm=\"billstack\", error=\"insufficient_scope\", scope=\"{}\"",
+            d.required_scope.as_deref().unwrap_or_default()
+        )),
+        _ => None,
+    };
+    if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+    }
+    response
+}
+
+/// `/auth/verify` (any method): forward auth for nginx, Traefik, Caddy and Envoy.
+pub(super) async fn forward_auth(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let headers = request.headers();
+    let original = header_str(headers, "x-forwarded-method")
+        .zip(header_str(headers, "x-forwarded-uri"))
+        .or_else(|| header_str(headers, "x-original-method").zip(header_str(headers, "x-original-uri")));
+    let Some((method, uri)) = original else {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_original_request",
+            "send X-Forwarded-Method and X-Forwarded-Uri (or X-Original-Method and X-Original-URI)",
+        )
+        .into_response();
+    };
+    // Envoy and some proxies send an absolute URI; decide on its path and query.
+    let target = match uri.parse::<Uri>() {
+        Ok(u) if u.scheme().is_some() => u.path_and_query().map_or("/".to_string(), |pq| pq.as_str().to_string()),
+        _ => uri.to_string(),
+    };
+    let authorization = header_str(headers, "authorization").map(str::to_owned);
+    let decision = decide(&state, "forward_auth", authorization, false, method.to_string(), target).await;
+    match &decision {
+        Decision::Allow(_) => {
+            let mut response = StatusCode::OK.into_response();
+            identity_headers(response.headers_mut(), &decision);
+            response
+        }
+        Decision::Deny(d) => denial_response(d),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VerifyBody {
+    key: String,
+    method: String,
+    path: String,
+}
+
+/// `POST /api/billstack/keys/verify`: always 200 with `{"valid", "code", …}`.
+pub(super) async fn json_verify(State(state): State<Arc<AppState>>, ApiJson(body): ApiJson<VerifyBody>) -> Response {
+    let decision = decide(&state, "json_verify", Some(body.key), true, body.method, body.path).await;
+    let mut out = match &decision {
+        Decision::Allow(_) => json!({"valid": true, "code": "VALID"}),
+        Decision::Deny(d) if d.kind == DenyKind::Internal => return denial_response(d),
+        Decision::Deny(d) => {
+            let mut b = json!({"valid": false, "code": d.kind.verify_code()});
+            if let Some(s) = &d.required_scope {
+                b["requiredScope"] = json!(s);
+            }
+            b
+        }
+    };
+    if let Some(id) = decision.identity() {
+        out["keyId"] = json!(id.key_id);
+        out["teamId"] = json!(id.team_id);
+        out["projectId"] = json!(id.project_id);
+        out["scopes"] = json!(id.scopes);
+    }
+    (StatusCode::OK, Json(out)).into_response()
+}
+
+/// Headers that describe one hop and must not be forwarded (RFC 9110 § 7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    for name in HOP_BY_HOP.iter().copied().map(str::to_string).chain(named) {
+        headers.remove(name.as_str());
+    }
+}
+
+/// Requests under `/api/billstack/teams/{teamId}/projects/{projectId}/…`: decided, then
+/// forwarded to the upstream with the identity headers.
+pub(super) async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let target = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_string(), |pq| pq.as_str().to_string());
+    let authorization = header_str(&parts.headers, "authorization").map(str::to_owned);
+    let decision = decide(&state, "proxy", authorization, false, parts.method.as_str().to_string(), target.clone()).await;
+    if let Decision::Deny(d) = &decision {
+        return denial_response(d);
+    }
+    let Some(upstream) = &state.upstream else {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_upstream", "no upstream is configured for the proxy")
+            .into_response();
+    };
+    let uri: Uri = match format!("{}{}", upstream.trim_end_matches('/'), target).parse() {
+        Ok(u) => u,
+        Err(_) => return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "the request target is not a valid URI").into_response(),
+    };
+    let client_host = parts.headers.get(header::HOST).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::HOST);
+    let spoofed: Vec<HeaderName> =
+        parts.headers.keys().filter(|k| k.as_str().starts_with("x-billstack-")).cloned().collect();
+    for name in spoofed {
+        parts.headers.remove(&name);
+    }
+    if !state.forward_authorization {
+        parts.headers.remove(header::AUTHORIZATION);
+    }
+    identity_headers(&mut parts.headers, &decision);
+    if let Some(host) = client_host {
+        parts.headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    parts.uri = uri;
+    let outbound = Request::from_parts(parts, body);
+    match tokio::time::timeout(UPSTREAM_TIMEOUT, state.http.request(outbound)).await {
+        Ok(Ok(response)) => {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Body::new(body))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "upstream request failed");
+            ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", "the upstream could not be reached").into_response()
+        }
+        Err(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", "the upstream did not answer in time")
+            .into_response(),
+    }
+}

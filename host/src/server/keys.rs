@@ -1,0 +1,119 @@
+//! The documented key-management endpoints (session cookie required; API keys refused).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use billstack_keystore::{clock, NewApiKey};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{ApiError, ApiJson, ApiResult};
+use super::session::{require_member, SessionUser};
+use super::AppState;
+use crate::policy::ScopePolicy;
+use crate::views::{CreatedKey, KeyView};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct CreateKey {
+    name: String,
+    #[serde(default)]
+    project_id: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+/// `POST /api/billstack/teams/{teamId}/api-keys`.
+pub(super) async fn create(
+    State(state): State<Arc<AppState>>,
+    session: SessionUser,
+    Path(team_id): Path<String>,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+    require_member(&state, &session, &team_id)?;
+    let scopes = body.scopes.unwrap_or_default();
+    let (policy, _) = state.policies.for_team(&team_id);
+    let catalogue = policy.scope_names();
+    if let Some(unknown) = scopes.iter().find(|s| !catalogue.contains(s)) {
+        let shown: String = unknown.chars().take(80).collect();
+        return Err(ApiError::invalid("scopes", format!("scope {shown:?} is not defined by the team's policy")));
+    }
+    let expires_at = match body.expires_at.as_deref() {
+        None => None,
+        Some(text) => Some(clock::parse_rfc3339(text).ok_or_else(|| {
+            ApiError::invalid("expiresAt", "expiresAt must be an RFC 3339 time such as 2027-01-31T00:00:00Z")
+        })?),
+    };
+    if body.project_id.as_deref() == Some("") {
+        return Err(ApiError::invalid("projectId", "projectId must be a project id or null"));
+    }
+    let new = NewApiKey {
+        team_id,
+        project_id: body.project_id,
+        name: body.name,
+        scopes,
+        expires_at,
+        actor: session.user.id.clone(),
+    };
+    let store = Arc::clone(&state.store);
+    let (record, raw_key) = tokio::task::spawn_blocking(move || store.create_key(&new)).await??;
+    Ok((StatusCode::CREATED, Json(CreatedKey { key: KeyView::created(&record), raw_key })))
+}
+
+/// `GET /api/billstack/teams/{teamId}/api-keys`.
+pub(super) async fn list(
+    State(state): State<Arc<AppState>>,
+    session: SessionUser,
+    Path(team_id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require_member(&state, &session, &team_id)?;
+    let keys: Vec<KeyView> = state.store.list_keys(&team_id)?.iter().map(KeyView::listed).collect();
+    Ok(Json(json!({"keys": keys})))
+}
+
+/// `DELETE /api/billstack/teams/{teamId}/api-keys/{keyId}`.
+pub(super) async fn revoke(
+    State(state): State<Arc<AppState>>,
+    session: SessionUser,
+    Path((team_id, key_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    require_member(&state, &session, &team_id)?;
+    let store = Arc::clone(&state.store);
+    let actor = session.user.id.clone();
+    tokio::task::spawn_blocking(move || store.revoke_key(&team_id, &key_id, &actor)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/billstack/teams/{teamId}/projects`.
+pub(super) async fn projects(
+    State(state): State<Arc<AppState>>,
+    session: SessionUser,
+    Path(team_id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require_member(&state, &session, &team_id)?;
+    let projects: Vec<serde_json::Value> =
+        state.store.list_projects(&team_id)?.into_iter().map(|p| json!({"id": p.id, "name": p.name})).collect();
+    Ok(Json(json!({"projects": projects})))
+}
+
+/// `GET /api/billstack/teams/{teamId}/policy`.
+pub(super) async fn policy(
+    State(state): State<Arc<AppState>>,
+    session: SessionUser,
+    Path(team_id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require_member(&state, &session, &team_id)?;
+    let (plugin, source) = state.policies.for_team(&team_id);
+    let info = plugin.info();
+    Ok(Json(json!({"policy": {
+        "source": source,
+        "name": info.name,
+        "version": info.version,
+        "sha256": plugin.sha256_hex(),
+        "scopes": info.scopes,
+    }})))
+}

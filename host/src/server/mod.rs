@@ -1,0 +1,229 @@
+//! `billstack serve`: the HTTP server (axum).
+//!
+//! Routes: health and metrics; dashboard sessions ([`session`]); the documented key endpoints
+//! ([`keys`]); and the three front doors for SaaS requests ([`front`]). Decisions run on the
+//! blocking pool behind a semaphore, so a slow plugin holds at most that many threads and never
+//! an executor worker.
+
+mod error;
+mod front;
+mod keys;
+mod metrics;
+mod session;
+mod usage;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use billstack_keystore::{NewUser, Role, Store};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tower_http::timeout::TimeoutLayer;
+
+pub use error::{ApiError, ApiResult};
+pub use metrics::Metrics;
+pub use session::{COOKIE, MAX_FAILURES_PER_EMAIL};
+
+use crate::config::Settings;
+use crate::policy::PolicySet;
+
+/// Shared server state.
+pub struct AppState {
+    /// The store.
+    pub store: Arc<Store>,
+    /// Active policies.
+    pub policies: Arc<PolicySet>,
+    /// Bounds concurrent decisions (each may run a plugin for up to its deadline).
+    pub decisions: Semaphore,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Failed-login counters.
+    pub login_limiter: session::LoginLimiter,
+    /// Pending `lastUsedAt` updates.
+    pub usage: Arc<usage::UsageTracker>,
+    /// Mark cookies `Secure`.
+    pub cookie_secure: bool,
+    /// Upstream for the reverse proxy.
+    pub upstream: Option<String>,
+    /// Forward `Authorization` upstream.
+    pub forward_authorization: bool,
+    /// The proxy's HTTP client.
+    pub http: Client<HttpConnector, axum::body::Body>,
+}
+
+impl AppState {
+    /// State for a store and policies, configured from `settings`.
+    pub fn new(store: Arc<Store>, policies: Arc<PolicySet>, settings: &Settings) -> AppState {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        AppState {
+            store,
+            policies,
+            decisions: Semaphore::new(MAX_CONCURRENT_DECISIONS),
+            metrics: Metrics::default(),
+            login_limiter: session::LoginLimiter::default(),
+            usage: Arc::new(usage::UsageTracker::default()),
+            cookie_secure: settings.cookie_secure,
+            upstream: settings.upstream.clone(),
+            forward_authorization: settings.forward_authorization,
+            http: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+}
+
+/// Most decisions run at once; the rest queue.
+pub const MAX_CONCURRENT_DECISIONS: usize = 64;
+/// Largest JSON body the API accepts.
+pub const MAX_JSON_BODY: usize = 64 * 1024;
+/// Longest an API request (not a proxied one) may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The application's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/api/auth/login", post(session::login))
+        .route("/api/auth/logout", post(session::logout))
+        .route("/api/auth/me", get(session::me))
+        .route("/api/billstack/teams/{team_id}/api-keys", post(keys::create).get(keys::list))
+        .route("/api/billstack/teams/{team_id}/api-keys/{key_id}", axum::routing::delete(keys::revoke))
+        .route("/api/billstack/teams/{team_id}/projects", get(keys::projects))
+        .route("/api/billstack/teams/{team_id}/policy", get(keys::policy))
+        .route("/api/billstack/keys/verify", post(front::json_verify))
+        .route("/auth/verify", any(front::forward_auth))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
+    // Proxied requests stream their bodies to the upstream, so no body limit or timeout here
+    // beyond the upstream timeout in `front::proxy`.
+    let proxied = Router::new()
+        .route("/api/billstack/teams/{team_id}/projects/{project_id}", any(front::proxy))
+        .route("/api/billstack/teams/{team_id}/projects/{project_id}/{*rest}", any(front::proxy));
+    api.merge(proxied)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), count_requests))
+        .with_state(state)
+}
+
+async fn count_requests(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let method = request.method().as_str().to_string();
+    let response = next.run(request).await;
+    state.metrics.request(&route, &method, response.status().as_u16());
+    response
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    // Ready when the store answers and a default policy is loaded.
+    let store_ok = state.store.get_team("").is_ok();
+    let policy_ok = !state.policies.default_policy().sha256_hex().is_empty();
+    if store_ok && policy_ok {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+fn random_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..24).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// On an empty store: a team, a project and an owner account. The password comes from
+/// `BILLSTACK_ADMIN_PASSWORD` or is generated and printed once on stderr.
+pub fn bootstrap(store: &Store) -> anyhow::Result<()> {
+    if !store.is_empty()? {
+        return Ok(());
+    }
+    let team = store.create_team(None, "My team", "system")?;
+    let project = store.create_project(&team.id, None, "My project", "system")?;
+    let email = std::env::var("BILLSTACK_ADMIN_EMAIL").unwrap_or_else(|_| "admin@localhost".to_string());
+    let (password, generated) = match std::env::var("BILLSTACK_ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => (p, false),
+        _ => (random_password(), true),
+    };
+    let user = store
+        .create_user(&NewUser { email, password: password.clone(), team_id: team.id.clone(), role: Role::Owner }, "system")
+        .context("cannot create the bootstrap account")?;
+    eprintln!("bootstrap: created team {} with project {} and owner {}", team.id, project.id, user.email);
+    if generated {
+        // Printed once, to the operator's terminal only; it is stored nowhere in clear.
+        eprintln!("bootstrap: generated password for {}: {password}", user.email);
+    }
+    Ok(())
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn serve_blocking(settings: Settings) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(settings))
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}
+
+/// Opens everything, binds, and serves until a shutdown signal; in-flight requests finish,
+/// then pending usage is written and the store flushed.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    if let Some(u) = &settings.upstream {
+        if u.starts_with("https://") {
+            bail!("upstream {u}: https upstreams are not supported yet; use http:// on a trusted network");
+        }
+    }
+    let store = Arc::new(Store::open(&settings.data_dir)?);
+    bootstrap(&store)?;
+    let engine = crate::runtime::engine_for(&settings)?;
+    let policies = {
+        let (engine, settings, store) = (Arc::clone(&engine), settings.clone(), Arc::clone(&store));
+        tokio::task::spawn_blocking(move || crate::runtime::load_policies(&engine, &settings, &store)).await??
+    };
+    let state = Arc::new(AppState::new(Arc::clone(&store), Arc::new(policies), &settings));
+    usage::spawn_flusher(Arc::clone(&state.usage), Arc::clone(&store));
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    // A fixed line that scripts and tests wait for (the port matters when --listen used :0).
+    eprintln!("billstack listening on http://{addr}");
+    axum::serve(listener, router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    state.usage.flush(&store)?;
+    store.flush()?;
+    eprintln!("billstack stopped");
+    Ok(())
+}

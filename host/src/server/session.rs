@@ -1,0 +1,306 @@
+//! Dashboard sessions: login, logout, me; the session extractor; the CSRF check; login rate
+//! limiting.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use billstack_keystore::{clock, Role, User};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{ApiError, ApiJson, ApiResult};
+use super::AppState;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "billstack_session";
+/// A session ends after this long without use.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+/// A session ends this long after login, used or not.
+pub const ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Activity is written back at most this often per session (it only moves the idle expiry).
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// Failed logins allowed per email address in a window.
+pub const MAX_FAILURES_PER_EMAIL: u32 = 5;
+/// Failed logins allowed per client address in a window.
+pub const MAX_FAILURES_PER_IP: u32 = 50;
+/// The rate-limit window.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Counts failed logins per email and per client address.
+#[derive(Default)]
+pub struct LoginLimiter {
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl LoginLimiter {
+    fn check(&self, keys: &[(String, u32)]) -> Result<(), u64> {
+        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, limit) in keys {
+            if let Some((count, start)) = map.get(key) {
+                let elapsed = start.elapsed();
+                if elapsed < FAILURE_WINDOW && count >= limit {
+                    return Err((FAILURE_WINDOW - elapsed).as_secs() + 1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&self, keys: &[(String, u32)]) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 100_000 {
+            map.retain(|_, (_, start)| start.elapsed() < FAILURE_WINDOW);
+        }
+        for (key, _) in keys {
+            let entry = map.entry(key.clone()).or_insert((0, Instant::now()));
+            if entry.1.elapsed() >= FAILURE_WINDOW {
+                *entry = (0, Instant::now());
+            }
+            entry.0 += 1;
+        }
+    }
+
+    fn succeed(&self, email_key: &str) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(email_key);
+    }
+}
+
+/// The signed-in user of a request (from the session cookie).
+pub struct SessionUser {
+    /// The user.
+    pub user: User,
+    /// The raw session token (to end the session).
+    pub token: String,
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.trim().to_string())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+fn is_state_changing(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The authority (`host[:port]`) of an `Origin` or `Referer` value.
+fn authority_of(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    Some(rest.split(['/', '?', '#']).next().unwrap_or(rest))
+}
+
+/// CSRF: a state-changing request authenticated by cookie must come from a page of this
+/// server: its `Origin` (or, failing that, `Referer`) must name the host it was sent to.
+pub fn check_same_origin(parts: &Parts) -> ApiResult<()> {
+    if !is_state_changing(&parts.method) {
+        return Ok(());
+    }
+    let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let claimed = parts
+        .headers
+        .get(header::ORIGIN)
+        .or_else(|| parts.headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok())
+        .and_then(authority_of);
+    match (host, claimed) {
+        (Some(host), Some(origin)) if host.eq_ignore_ascii_case(origin) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_rejected",
+            "state-changing requests must carry an Origin (or Referer) header of this server",
+        )),
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for SessionUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> ApiResult<SessionUser> {
+        let Some(token) = cookie_token(&parts.headers) else {
+            if parts.headers.contains_key(header::AUTHORIZATION) {
+                return Err(ApiError::unauthenticated(
+                    "API keys cannot be used here; sign in to the dashboard (session cookie)",
+                ));
+            }
+            return Err(ApiError::unauthenticated("sign in first"));
+        };
+        let Some(session) = state.store.get_session(&token)? else {
+            return Err(ApiError::unauthenticated("the session has ended; sign in again"));
+        };
+        let now = clock::now_ms();
+        let idle = now - session.last_seen_at > IDLE_TIMEOUT.as_millis() as i64;
+        let old = now - session.created_at > ABSOLUTE_TIMEOUT.as_millis() as i64;
+        if idle || old {
+            let store = Arc::clone(&state.store);
+            let t = token.clone();
+            tokio::task::spawn_blocking(move || store.delete_session(&t)).await??;
+            return Err(ApiError::unauthenticated("the session has expired; sign in again"));
+        }
+        check_same_origin(parts)?;
+        let Some(user) = state.store.get_user(&session.user_id)? else {
+            return Err(ApiError::unauthenticated("the account no longer exists"));
+        };
+        if now - session.last_seen_at > TOUCH_EVERY.as_millis() as i64 {
+            state.store.touch_session(&token, now)?;
+        }
+        Ok(SessionUser { user, token })
+    }
+}
+
+fn session_cookie(state: &AppState, value: &str, max_age: Option<u64>) -> HeaderValue {
+    let mut cookie = format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/");
+    if let Some(age) = max_age {
+        cookie.push_str(&format!("; Max-Age={age}"));
+    }
+    if state.cookie_secure {
+        cookie.push_str("; Secure");
+    }
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("billstack_session=; Path=/"))
+}
+
+fn user_json(state: &AppState, user: &User) -> ApiResult<serde_json::Value> {
+    let teams: Vec<serde_json::Value> = state
+        .store
+        .user_teams(&user.id)?
+        .into_iter()
+        .map(|(team, role)| json!({"id": team.id, "name": team.name, "role": role.as_str()}))
+        .collect();
+    Ok(json!({"user": {"id": user.id, "email": user.email}, "teams": teams}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LoginBody {
+    email: String,
+    password: String,
+}
+
+/// The client's address, from the connection (unspecified when there is none, as in tests that
+/// drive the router without a socket).
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<ClientIp, Self::Rejection> {
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        Ok(ClientIp(ip))
+    }
+}
+
+/// `POST /api/auth/login`.
+pub(super) async fn login(
+    State(state): State<Arc<AppState>>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> ApiResult<Response> {
+    // Login is not cookie-authenticated, but a cross-site login (login CSRF) is still refused
+    // when the browser says where it comes from.
+    if let (Some(origin), Some(host)) = (
+        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+    ) {
+        if authority_of(origin).is_none_or(|a| !a.eq_ignore_ascii_case(host)) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "csrf_rejected", "cross-site sign-in refused"));
+        }
+    }
+    let email = body.email.trim().to_lowercase();
+    let keys = [
+        (format!("email:{email}"), MAX_FAILURES_PER_EMAIL),
+        (format!("ip:{ip}"), MAX_FAILURES_PER_IP),
+    ];
+    if let Err(retry_after) = state.login_limiter.check(&keys) {
+        state.metrics.login("rate_limited");
+        return Err(ApiError::rate_limited(retry_after));
+    }
+    let store = Arc::clone(&state.store);
+    let password = body.password;
+    let email_for_check = email.clone();
+    // Argon2id takes tens of milliseconds of CPU: never on an executor thread.
+    let verified = tokio::task::spawn_blocking(move || store.verify_password(&email_for_check, &password)).await??;
+    let Some(user) = verified else {
+        state.login_limiter.fail(&keys);
+        state.metrics.login("failure");
+        return Err(ApiError::unauthenticated("wrong email or password"));
+    };
+    state.login_limiter.succeed(&keys[0].0);
+    state.metrics.login("success");
+    let store = Arc::clone(&state.store);
+    let user_id = user.id.clone();
+    let (token, _) = tokio::task::spawn_blocking(move || store.create_session(&user_id)).await??;
+    let body = user_json(&state, &user)?;
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie(&state, &token, None));
+    Ok(response)
+}
+
+/// `POST /api/auth/logout`.
+pub(super) async fn logout(State(state): State<Arc<AppState>>, session: SessionUser) -> ApiResult<Response> {
+    let store = Arc::clone(&state.store);
+    tokio::task::spawn_blocking(move || store.delete_session(&session.token)).await??;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie(&state, "", Some(0)));
+    Ok(response)
+}
+
+/// `GET /api/auth/me`.
+pub(super) async fn me(State(state): State<Arc<AppState>>, session: SessionUser) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(user_json(&state, &session.user)?))
+}
+
+/// The caller's role in `team_id`; 404 (not 403) for a non-member, so a team's existence is
+/// not revealed.
+pub fn require_member(state: &AppState, session: &SessionUser, team_id: &str) -> ApiResult<Role> {
+    state.store.membership(team_id, &session.user.id)?.ok_or_else(|| ApiError::not_found("team"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; billstack_session=abc ; b=2"));
+        assert_eq!(cookie_token(&h).as_deref(), Some("abc"));
+        h.insert(header::COOKIE, HeaderValue::from_static("billstack_session="));
+        assert_eq!(cookie_token(&h), None);
+        h.insert(header::COOKIE, HeaderValue::from_static("xbillstack_session=abc"));
+        assert_eq!(cookie_token(&h), None);
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(authority_of("http://127.0.0.1:8080"), Some("127.0.0.1:8080"));
+        assert_eq!(authority_of("https://keys.example.com/dashboard?x"), Some("keys.example.com"));
+        assert_eq!(authority_of("null"), None);
+    }
+
+    #[test]
+    fn limiter_allows_up_to_the_limit_then_refuses() {
+        let l = LoginLimiter::default();
+        let keys = [("email:a".to_string(), 2)];
+        assert!(l.check(&keys).is_ok());
+        l.fail(&keys);
+        assert!(l.check(&keys).is_ok());
+        l.fail(&keys);
+        assert!(l.check(&keys).is_err());
+        l.succeed("email:a");
+        assert!(l.check(&keys).is_ok());
+    }
+}
