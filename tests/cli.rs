@@ -242,3 +242,31 @@ fn serve_bootstraps_and_answers_forward_auth_and_json_verify() {
     assert_eq!(body, serde_json::json!({"valid": false, "code": "INVALID_KEY"}));
     assert_eq!(server.stop().code(), Some(0));
 }
+
+#[test]
+fn the_config_file_is_read_and_unknown_keys_are_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("billstack.toml");
+    std::fs::write(&config, format!("data_dir = {:?}\nlisten = \"127.0.0.1:0\"\n", data.join("from-config"))).expect("write");
+    let mut c = cmd(&data);
+    c.env_remove("BILLSTACK_DATA_DIR").args(["--config", config.to_str().expect("utf8"), "team", "create", "--name", "Cfg", "--id", "team_cfg"]);
+    let out = run(c, "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(data.join("from-config").join("db").exists(), "data_dir came from the file");
+
+    std::fs::write(&config, "data_dri = \"/tmp/typo\"\n").expect("write");
+    let mut c = cmd(&data);
+    c.args(["team", "create", "--name", "X", "--config", config.to_str().expect("utf8")]);
+    let out = run(c, "");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("data_dri"), "the unknown key is named: {stderr}");
+
+    std::fs::write(&config, "[limits]\nplugin_deadline_ms = 0\n").expect("write");
+    let mut c = cmd(&data);
+    c.args(["--config", config.to_str().expect("utf8"), "serve"]);
+    let out = run(c, "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plugin_deadline_ms"));
+}

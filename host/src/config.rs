@@ -124,11 +124,10 @@ impl Settings {
             .with_context(|| format!("listen address {listen_text:?} is not host:port (e.g. 127.0.0.1:8080)"))?;
         let data_dir = overrides.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let upstream = env_var("BILLSTACK_UPSTREAM").or(file.upstream);
-        if let Some(u) = &upstream {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
+        if let Some(u) = &upstream
+            && !(u.starts_with("http://") || u.starts_with("https://")) {
                 bail!("upstream {u:?} must be an http:// or https:// URL");
             }
-        }
         let forward_authorization = match env_var("BILLSTACK_FORWARD_AUTHORIZATION") {
             Some(v) => parse_bool("BILLSTACK_FORWARD_AUTHORIZATION", &v)?,
             None => file.forward_authorization.unwrap_or(false),

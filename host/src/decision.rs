@@ -283,6 +283,8 @@ impl Decider<'_> {
 }
 
 /// Steps 1 and 2: a well-formed bearer credential naming an active, unexpired key.
+// The refusal is the decision itself; boxing it would allocate on every refused request.
+#[allow(clippy::result_large_err)]
 pub fn authenticate(store: &Store, credential: Credential<'_>, now_ms: i64) -> Result<KeyRecord, Decision> {
     let Some(token) = credential.token() else {
         return Err(deny(DenyKind::MissingCredential, "an API key is required (Authorization: Bearer bs_…)", false));
@@ -352,11 +354,10 @@ pub fn decide_for_key(key: &KeyRecord, policy: &dyn ScopePolicy, method: &str, t
     if target.team_id != key.team_id {
         return refuse(DenyKind::TeamMismatch, "the API key belongs to another team".into(), None, None);
     }
-    if let Some(project) = &key.project_id {
-        if target.project_id != project {
+    if let Some(project) = &key.project_id
+        && target.project_id != project {
             return refuse(DenyKind::ProjectMismatch, "the API key is limited to another project".into(), None, None);
         }
-    }
     let request = PolicyRequest {
         method,
         path: target.path,

@@ -107,11 +107,10 @@ pub fn run_case(policy: &dyn ScopePolicy, case: &Case) -> CaseResult {
     let mut failure = None;
     if got_code != case.expect {
         failure = Some(format!("expected {}, got {}", case.expect, describe(&decision)));
-    } else if let (Some(want), Decision::Deny(d)) = (&case.required_scope, &decision) {
-        if d.required_scope.as_ref() != Some(want) {
+    } else if let (Some(want), Decision::Deny(d)) = (&case.required_scope, &decision)
+        && d.required_scope.as_ref() != Some(want) {
             failure = Some(format!("expected required scope {want}, got {}", describe(&decision)));
         }
-    }
     CaseResult { name, failure }
 }
 

@@ -543,11 +543,10 @@ impl Store {
     pub fn create_key(&self, new: &NewApiKey) -> Result<(KeyRecord, String)> {
         let name = validate_name("name", &new.name)?;
         self.require_team(&new.team_id)?;
-        if let Some(project) = &new.project_id {
-            if self.get_project(&new.team_id, project)?.is_none() {
+        if let Some(project) = &new.project_id
+            && self.get_project(&new.team_id, project)?.is_none() {
                 return Err(invalid("projectId", format!("project {project} is not in team {}", new.team_id)));
             }
-        }
         if new.scopes.len() > MAX_SCOPES {
             return Err(invalid("scopes", format!("at most {MAX_SCOPES} scopes")));
         }
@@ -561,11 +560,10 @@ impl Store {
             }
         }
         let now = clock::now_ms();
-        if let Some(at) = new.expires_at {
-            if at <= now {
+        if let Some(at) = new.expires_at
+            && at <= now {
                 return Err(invalid("expiresAt", "must be in the future"));
             }
-        }
         let generated = apikey::generate();
         let record = KeyRecord {
             id: ids::new_id("key"),

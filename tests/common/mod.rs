@@ -85,6 +85,7 @@ impl Server {
                 }
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!("server did not start; stderr:\n{}", seen.join("\n"));
                 }
             }

@@ -266,11 +266,10 @@ impl PolicyEngine {
             Some(c) => c,
             None => {
                 let c = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-                if let Some(path) = &cache_file {
-                    if let Err(e) = store_cached(&c, path) {
+                if let Some(path) = &cache_file
+                    && let Err(e) = store_cached(&c, path) {
                         tracing::warn!(path = %path.display(), error = %e, "could not write the plugin compile cache");
                     }
-                }
                 c
             }
         };
@@ -398,11 +397,10 @@ fn validate_decision(raw: bindings::Decision) -> Result<PolicyDecision, PluginEr
     if denial.message.len() > MAX_MESSAGE {
         return bad(format!("deny message of {} bytes (at most {MAX_MESSAGE})", denial.message.len()));
     }
-    if let Some(scope) = &denial.required_scope {
-        if !billstack_keystore::is_valid_scope_name(scope) {
+    if let Some(scope) = &denial.required_scope
+        && !billstack_keystore::is_valid_scope_name(scope) {
             return bad("required scope is not a valid scope name".to_string());
         }
-    }
     Ok(PolicyDecision::Deny {
         status: denial.status,
         code: denial.code,

@@ -199,11 +199,10 @@ async fn shutdown_signal() {
 /// Opens everything, binds, and serves until a shutdown signal; in-flight requests finish,
 /// then pending usage is written and the store flushed.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    if let Some(u) = &settings.upstream {
-        if u.starts_with("https://") {
+    if let Some(u) = &settings.upstream
+        && u.starts_with("https://") {
             bail!("upstream {u}: https upstreams are not supported yet; use http:// on a trusted network");
         }
-    }
     let store = Arc::new(Store::open(&settings.data_dir)?);
     bootstrap(&store)?;
     let engine = crate::runtime::engine_for(&settings)?;

@@ -214,11 +214,10 @@ pub(super) async fn login(
     if let (Some(origin), Some(host)) = (
         headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
         headers.get(header::HOST).and_then(|v| v.to_str().ok()),
-    ) {
-        if authority_of(origin).is_none_or(|a| !a.eq_ignore_ascii_case(host)) {
+    )
+        && authority_of(origin).is_none_or(|a| !a.eq_ignore_ascii_case(host)) {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "csrf_rejected", "cross-site sign-in refused"));
         }
-    }
     let email = body.email.trim().to_lowercase();
     let keys = [
         (format!("email:{email}"), MAX_FAILURES_PER_EMAIL),
