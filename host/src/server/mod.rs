@@ -5,6 +5,7 @@
 //! blocking pool behind a semaphore, so a slow plugin holds at most that many threads and never
 //! an executor worker.
 
+mod dashboard;
 mod error;
 mod front;
 mod keys;
@@ -102,6 +103,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/billstack/teams/{team_id}/policy", get(keys::policy))
         .route("/api/billstack/keys/verify", post(front::json_verify))
         .route("/auth/verify", any(front::forward_auth))
+        .route("/", get(dashboard::index))
+        .route("/assets/app.js", get(dashboard::app_js))
+        .route("/assets/app.css", get(dashboard::app_css))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

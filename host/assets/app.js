@@ -1,0 +1,337 @@
+// BillStack Keys dashboard: Team Settings › API Keys. Plain JavaScript, no build step; every
+// request goes to this server's JSON API with the session cookie.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+const state = { me: null, teamId: null, projects: [], policy: null, keys: [], revoking: null, reopenCreate: false };
+
+class Unauthenticated extends Error {}
+
+async function api(method, path, body) {
+  const options = { method, headers: {}, credentials: "same-origin" };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, options);
+  if (response.status === 401 && !path.startsWith("/api/auth/login")) {
+    // The session ended: back to sign-in, keeping whatever the person typed.
+    showSignIn(state.me ? "Your session has ended. Sign in again to continue." : "");
+    throw new Unauthenticated();
+  }
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) {
+    const error = new Error((data && data.error && data.error.message) || `request failed (${response.status})`);
+    error.field = data && data.error && data.error.field;
+    error.status = response.status;
+    throw error;
+  }
+  return data;
+}
+
+function show(el, visible) { el.hidden = !visible; }
+
+function setError(el, message) {
+  el.textContent = message || "";
+  show(el, Boolean(message));
+}
+
+function formatTime(value) {
+  if (!value) return "—";
+  const d = new Date(value);
+  return d.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+function showSignIn(reason) {
+  state.reopenCreate = $("create-dialog").open;
+  for (const id of ["create-dialog", "revoke-dialog"]) if ($(id).open) $(id).close();
+  show($("app-view"), false);
+  show($("account"), false);
+  show($("sign-in-view"), true);
+  setError($("sign-in-reason"), reason || "");
+  $("sign-in-reason").classList.toggle("error", false);
+  $("email").focus();
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  setError($("sign-in-error"), "");
+  const email = $("email").value.trim();
+  const password = $("password").value;
+  if (!email || !password) {
+    setError($("sign-in-error"), "Enter your email and password.");
+    return;
+  }
+  $("sign-in-submit").disabled = true;
+  try {
+    const me = await api("POST", "/api/auth/login", { email, password });
+    $("password").value = "";
+    await enter(me);
+  } catch (e) {
+    setError($("sign-in-error"), e.status === 401 ? "Wrong email or password." : e.message);
+  } finally {
+    $("sign-in-submit").disabled = false;
+  }
+}
+
+async function enter(me) {
+  state.me = me;
+  show($("sign-in-view"), false);
+  show($("account"), true);
+  $("user-email").textContent = me.user.email;
+  const switcher = $("team-switcher");
+  switcher.replaceChildren(...me.teams.map((t) => new Option(t.name, t.id)));
+  show(switcher, me.teams.length > 1);
+  const saved = sessionStorage.getItem("billstack-team");
+  state.teamId = me.teams.some((t) => t.id === saved) ? saved : (me.teams[0] && me.teams[0].id);
+  switcher.value = state.teamId || "";
+  show($("app-view"), true);
+  if (!state.teamId) {
+    setError($("keys-error"), "Your account is not a member of any team.");
+    return;
+  }
+  await loadTeam();
+  if (state.reopenCreate) {
+    state.reopenCreate = false;
+    $("create-dialog").showModal();
+  }
+}
+
+async function loadTeam() {
+  const team = state.me.teams.find((t) => t.id === state.teamId);
+  $("team-name").textContent = team ? team.name : state.teamId;
+  const base = `/api/billstack/teams/${encodeURIComponent(state.teamId)}`;
+  const [projects, policy, keys] = await Promise.all([
+    api("GET", `${base}/projects`), api("GET", `${base}/policy`), api("GET", `${base}/api-keys`),
+  ]);
+  state.projects = projects.projects;
+  state.policy = policy.policy;
+  state.keys = keys.keys;
+  renderPolicy();
+  renderCreateChoices();
+  renderKeys();
+}
+
+function renderPolicy() {
+  const p = state.policy;
+  $("policy-source").textContent = p.source === "team" ? "Uploaded by this team" : "Deployment default";
+  $("policy-name").textContent = p.name;
+  $("policy-version").textContent = p.version;
+  $("policy-sha").textContent = p.sha256;
+}
+
+function renderCreateChoices() {
+  // Keep what the person already chose when the lists are refreshed.
+  const select = $("key-project");
+  const chosenProject = select.value;
+  select.replaceChildren(new Option("All projects", ""), ...state.projects.map((p) => new Option(`${p.name} (${p.id})`, p.id)));
+  if (state.projects.some((p) => p.id === chosenProject)) select.value = chosenProject;
+  const box = $("key-scopes");
+  const chosen = new Set([...box.querySelectorAll("input:checked")].map((i) => i.value));
+  box.replaceChildren(...state.policy.scopes.map((scope, i) => {
+    const label = document.createElement("label");
+    const input = document.createElement("input");
+    input.type = "checkbox";
+    input.name = "scopes";
+    input.value = scope.name;
+    input.id = `scope-${i}`;
+    input.checked = chosen.has(scope.name);
+    const text = document.createElement("span");
+    const name = document.createElement("span");
+    name.className = "name mono";
+    name.textContent = scope.name;
+    const desc = document.createElement("span");
+    desc.className = "desc";
+    desc.textContent = scope.description;
+    text.append(name, desc);
+    label.append(input, text);
+    return label;
+  }));
+}
+
+function projectName(id) {
+  if (!id) return "All projects";
+  const p = state.projects.find((x) => x.id === id);
+  return p ? p.name : id;
+}
+
+function cell(label, content, className) {
+  const td = document.createElement("td");
+  td.dataset.label = label;
+  if (className) td.className = className;
+  if (content instanceof Node) td.append(content); else td.textContent = content;
+  return td;
+}
+
+function renderKeys() {
+  const body = $("keys-body");
+  body.replaceChildren(...state.keys.map((key) => {
+    const tr = document.createElement("tr");
+    tr.dataset.keyId = key.id;
+    const scopes = document.createElement("span");
+    if (key.scopes.length === 0) scopes.textContent = "Full access";
+    for (const s of key.scopes) {
+      const tag = document.createElement("span");
+      tag.className = "tag mono";
+      tag.textContent = s;
+      scopes.append(tag);
+    }
+    const prefix = document.createElement("span");
+    prefix.className = "mono";
+    prefix.textContent = `${key.prefix}…`;
+    const revoke = document.createElement("button");
+    revoke.type = "button";
+    revoke.className = "link revoke";
+    revoke.textContent = "Revoke";
+    revoke.setAttribute("aria-label", `Revoke ${key.name}`);
+    revoke.addEventListener("click", () => askRevoke(key));
+    tr.append(
+      cell("Name", key.name, "key-name"), cell("Key", prefix), cell("Project", projectName(key.projectId)),
+      cell("Scopes", scopes), cell("Expires", key.expiresAt ? formatTime(key.expiresAt) : "Never"),
+      cell("Created", formatTime(key.createdAt)), cell("Last used", key.lastUsedAt ? formatTime(key.lastUsedAt) : "Never"),
+      cell("", revoke, "row-actions"),
+    );
+    return tr;
+  }));
+  show($("keys-table"), state.keys.length > 0);
+  show($("keys-empty"), state.keys.length === 0);
+}
+
+const FIELD_ERRORS = { name: "key-name-error", projectId: "key-project-error", scopes: "key-scopes-error", expiresAt: "key-expires-error" };
+
+function clearCreateErrors() {
+  for (const id of Object.values(FIELD_ERRORS)) setError($(id), "");
+  setError($("create-error"), "");
+}
+
+function openCreate() {
+  clearCreateErrors();
+  $("create-dialog").showModal();
+  $("key-name").focus();
+}
+
+function resetCreate() {
+  $("create-form").reset();
+  clearCreateErrors();
+}
+
+async function submitCreate(event) {
+  event.preventDefault();
+  clearCreateErrors();
+  const name = $("key-name").value.trim();
+  if (!name) {
+    setError($("key-name-error"), "Give the key a name, such as “production server”.");
+    $("key-name").focus();
+    return;
+  }
+  const body = { name };
+  if ($("key-project").value) body.projectId = $("key-project").value;
+  const scopes = [...$("key-scopes").querySelectorAll("input:checked")].map((i) => i.value);
+  if (scopes.length) body.scopes = scopes;
+  if ($("key-expires").value) body.expiresAt = `${$("key-expires").value}T23:59:59Z`;
+  $("create-submit").disabled = true;
+  try {
+    const created = await api("POST", `/api/billstack/teams/${encodeURIComponent(state.teamId)}/api-keys`, body);
+    $("create-dialog").close();
+    resetCreate();
+    showSecret(created.rawKey);
+    state.keys.push({ ...created.key, lastUsedAt: null });
+    renderKeys();
+  } catch (e) {
+    if (e instanceof Unauthenticated) return;
+    const fieldError = e.field && FIELD_ERRORS[e.field];
+    setError(fieldError ? $(fieldError) : $("create-error"), e.message);
+  } finally {
+    $("create-submit").disabled = false;
+  }
+}
+
+function showSecret(raw) {
+  $("secret-value").value = raw;
+  $("secret-copied").textContent = "";
+  $("secret-dialog").showModal();
+  $("secret-value").select();
+  $("secret-copy").focus();
+}
+
+async function copySecret() {
+  const input = $("secret-value");
+  try {
+    await navigator.clipboard.writeText(input.value);
+  } catch {
+    input.select();
+    document.execCommand("copy");
+  }
+  $("secret-copied").textContent = "Copied to the clipboard.";
+}
+
+function closeSecret() {
+  // The raw key leaves the page and memory with the dialog.
+  $("secret-value").value = "";
+  $("secret-copied").textContent = "";
+  if ($("secret-dialog").open) $("secret-dialog").close();
+  $("open-create").focus();
+}
+
+function askRevoke(key) {
+  state.revoking = key;
+  $("revoke-name").textContent = key.name;
+  $("revoke-prefix").textContent = key.prefix;
+  setError($("revoke-error"), "");
+  $("revoke-dialog").showModal();
+  $("revoke-cancel").focus();
+}
+
+async function confirmRevoke() {
+  const key = state.revoking;
+  if (!key) return;
+  $("revoke-confirm").disabled = true;
+  try {
+    await api("DELETE", `/api/billstack/teams/${encodeURIComponent(state.teamId)}/api-keys/${encodeURIComponent(key.id)}`);
+    state.keys = state.keys.filter((k) => k.id !== key.id);
+    renderKeys();
+    $("revoke-dialog").close();
+    $("open-create").focus();
+  } catch (e) {
+    if (!(e instanceof Unauthenticated)) setError($("revoke-error"), e.message);
+  } finally {
+    $("revoke-confirm").disabled = false;
+    state.revoking = null;
+  }
+}
+
+async function signOut() {
+  try { await api("POST", "/api/auth/logout"); } catch { /* signed out either way */ }
+  state.me = null;
+  resetCreate();
+  showSignIn("");
+}
+
+async function start() {
+  $("sign-in-form").addEventListener("submit", signIn);
+  $("sign-out").addEventListener("click", signOut);
+  $("open-create").addEventListener("click", openCreate);
+  $("create-form").addEventListener("submit", submitCreate);
+  $("create-cancel").addEventListener("click", () => { $("create-dialog").close(); resetCreate(); });
+  $("secret-copy").addEventListener("click", copySecret);
+  $("secret-done").addEventListener("click", closeSecret);
+  $("secret-dialog").addEventListener("close", closeSecret);
+  $("revoke-cancel").addEventListener("click", () => $("revoke-dialog").close());
+  $("revoke-confirm").addEventListener("click", confirmRevoke);
+  $("team-switcher").addEventListener("change", async (e) => {
+    state.teamId = e.target.value;
+    sessionStorage.setItem("billstack-team", state.teamId);
+    resetCreate();
+    try { await loadTeam(); } catch (err) { if (!(err instanceof Unauthenticated)) setError($("keys-error"), err.message); }
+  });
+  try {
+    const me = await api("GET", "/api/auth/me");
+    await enter(me);
+  } catch (e) {
+    if (!(e instanceof Unauthenticated)) showSignIn(e.message);
+  }
+}
+
+start();

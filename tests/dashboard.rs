@@ -1,0 +1,224 @@
+//! The dashboard in a real browser: Debian's Chromium, headless, driven through chromedriver
+//! (WebDriver) by fantoccini. `.ci/run` installs both. Screenshots land in
+//! `target/dashboard-screenshots/` for a person to look at.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{agent, cmd, json, run, Server};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+const EMAIL: &str = "owner@acme.test";
+const PASSWORD: &str = "dashboard-pass-1";
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_chromedriver() -> (Driver, String) {
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver is not installed: apt-get install chromium chromium-driver (.ci/run does this)");
+    let driver = Driver(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent().get(&format!("{url}/status")).call().is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (driver, url)
+}
+
+async fn browser(webdriver: &str, profile: &std::path::Path, width: u32, height: u32) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            // Headless windows have a minimum width; device metrics give a true 375 px viewport.
+            "mobileEmulation": {"deviceMetrics": {"width": width, "height": height, "pixelRatio": 1.0}},
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                format!("--user-data-dir={}", profile.display()),
+                format!("--window-size={width},{height}"),
+            ],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(webdriver)
+        .await
+        .expect("start a Chromium session")
+}
+
+fn screenshots() -> PathBuf {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/dashboard-screenshots"));
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+async fn sign_in(c: &Client) {
+    c.wait().for_element(Locator::Id("email")).await.expect("sign-in form");
+    let email = c.find(Locator::Id("email")).await.expect("email");
+    email.clear().await.expect("clear");
+    email.send_keys(EMAIL).await.expect("type email");
+    c.find(Locator::Id("password")).await.expect("password").send_keys(PASSWORD).await.expect("type password");
+    c.find(Locator::Id("sign-in-submit")).await.expect("submit").click().await.expect("click");
+    wait_visible(c, "#open-create").await;
+}
+
+async fn wait_visible(c: &Client, css: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(el) = c.find(Locator::Css(css)).await {
+            if el.is_displayed().await.unwrap_or(false) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{css} never became visible");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_until(c: &Client, script: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if c.execute(script, vec![]).await.ok().and_then(|v| v.as_bool()) == Some(true) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn forward_auth(server: &Server, key: &str, method: &str, path: &str) -> u16 {
+    agent()
+        .get(&server.url("/auth/verify"))
+        .header("X-Forwarded-Method", method)
+        .header("X-Forwarded-Uri", path)
+        .header("Authorization", &format!("Bearer {key}"))
+        .call()
+        .expect("verify")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_use_and_revoke_a_key_in_the_browser() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    json(&data, &["team", "create", "--name", "Acme", "--id", "team_a"]);
+    json(&data, &["project", "create", "--team", "team_a", "--name", "Web shop", "--id", "proj_web"]);
+    json(&data, &["project", "create", "--team", "team_a", "--name", "Mobile", "--id", "proj_mobile"]);
+    let mut c = cmd(&data);
+    c.args(["user", "create", "--email", EMAIL, "--team", "team_a", "--role", "owner", "--password-stdin"]);
+    assert!(run(c, &format!("{PASSWORD}\n")).status.success());
+    let server = Server::start(&data, &[]);
+    let (_driver, webdriver) = start_chromedriver();
+    let shots = screenshots();
+
+    let c = browser(&webdriver, &dir.path().join("profile"), 1440, 1000).await;
+    c.goto(&server.url("/")).await.expect("open the dashboard");
+    sign_in(&c).await;
+    wait_visible(&c, "#keys-empty").await;
+    assert!(c.find(Locator::Id("keys-empty")).await.expect("empty").text().await.expect("text").contains("No API keys yet"));
+
+    // Create a project-scoped key with two scopes and an expiry.
+    c.find(Locator::Id("open-create")).await.expect("button").click().await.expect("click");
+    wait_visible(&c, "#key-name").await;
+    // Errors appear next to the field they belong to: one caught in the page, one from the API.
+    c.find(Locator::Id("create-submit")).await.expect("create").click().await.expect("click");
+    wait_visible(&c, "#key-name-error").await;
+    c.find(Locator::Id("key-name")).await.expect("name").send_keys("Web shop backend").await.expect("type");
+    c.execute("document.getElementById('key-expires').value = arguments[0]", vec![json!("2001-01-01")]).await.expect("date");
+    c.find(Locator::Id("create-submit")).await.expect("create").click().await.expect("click");
+    wait_visible(&c, "#key-expires-error").await;
+    let why = c.find(Locator::Id("key-expires-error")).await.expect("error").text().await.expect("text");
+    assert!(why.contains("future"), "{why}");
+    c.find(Locator::Css("#key-project option[value='proj_web']")).await.expect("project").click().await.expect("select");
+    for scope in ["customers:read", "products:read"] {
+        c.find(Locator::Css(&format!("#key-scopes input[value='{scope}']"))).await.expect("scope").click().await.expect("check");
+    }
+    c.execute("document.getElementById('key-expires').value = arguments[0]", vec![json!("2099-12-31")]).await.expect("date");
+    c.find(Locator::Id("create-submit")).await.expect("create").click().await.expect("click");
+    wait_visible(&c, "#secret-value").await;
+    let raw = c.find(Locator::Id("secret-value")).await.expect("secret").prop("value").await.expect("value").expect("a key");
+    assert!(raw.starts_with("bs_") && raw.len() == 51, "{raw}");
+    std::fs::write(shots.join("one-time-key-dialog.png"), c.screenshot().await.expect("screenshot")).expect("save");
+
+    // The key works where its scopes allow and nowhere else.
+    let base = "/api/billstack/teams/team_a/projects";
+    assert_eq!(forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/customers")), 200);
+    assert_eq!(forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/prices/p1")), 200);
+    assert_eq!(forward_auth(&server, &raw, "POST", &format!("{base}/proj_web/customers")), 403);
+    assert_eq!(forward_auth(&server, &raw, "GET", &format!("{base}/proj_mobile/customers")), 403);
+
+    // Closing the dialog removes the key from the page.
+    c.find(Locator::Id("secret-done")).await.expect("done").click().await.expect("click");
+    wait_until(&c, "return !document.getElementById('secret-dialog').open", "the dialog to close").await;
+    assert_eq!(c.find(Locator::Id("secret-value")).await.expect("secret").prop("value").await.expect("value").as_deref(), Some(""));
+    let html = c.source().await.expect("source");
+    assert!(!html.contains(&raw[3..]), "the raw key is gone from the page");
+    let row = c.find(Locator::Css("#keys-body tr")).await.expect("row").text().await.expect("text");
+    for expected in ["Web shop backend", &raw[..7], "Web shop", "customers:read", "products:read", "Never"] {
+        assert!(row.contains(expected), "row {row:?} lacks {expected:?}");
+    }
+    std::fs::write(shots.join("key-list.png"), c.screenshot().await.expect("screenshot")).expect("save");
+
+    // Revoke it in the page: confirmation names the key, the row disappears, the key stops.
+    c.find(Locator::Css("#keys-body button.revoke")).await.expect("revoke").click().await.expect("click");
+    wait_visible(&c, "#revoke-confirm").await;
+    assert_eq!(c.find(Locator::Id("revoke-name")).await.expect("name").text().await.expect("text"), "Web shop backend");
+    c.find(Locator::Id("revoke-confirm")).await.expect("confirm").click().await.expect("click");
+    wait_until(&c, "return document.querySelectorAll('#keys-body tr').length === 0", "the row to disappear").await;
+    assert_eq!(forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/customers")), 401);
+
+    // A session that ends mid-edit sends the person to sign-in and keeps what they typed.
+    c.find(Locator::Id("open-create")).await.expect("button").click().await.expect("click");
+    wait_visible(&c, "#key-name").await;
+    c.find(Locator::Id("key-name")).await.expect("name").send_keys("draft key").await.expect("type");
+    let session = c.get_named_cookie("billstack_session").await.expect("session cookie");
+    let res = agent()
+        .post(&server.url("/api/auth/logout"))
+        .header("Cookie", &format!("billstack_session={}", session.value()))
+        .header("Origin", &server.base)
+        .send_empty()
+        .expect("logout behind the page's back");
+    assert_eq!(res.status(), 204);
+    c.find(Locator::Id("create-submit")).await.expect("create").click().await.expect("click");
+    wait_visible(&c, "#sign-in-form").await;
+    c.find(Locator::Id("password")).await.expect("password").send_keys(PASSWORD).await.expect("type");
+    c.find(Locator::Id("sign-in-submit")).await.expect("submit").click().await.expect("click");
+    wait_visible(&c, "#key-name").await;
+    assert_eq!(c.find(Locator::Id("key-name")).await.expect("name").prop("value").await.expect("value").as_deref(), Some("draft key"));
+    c.close().await.expect("close the browser");
+
+    // Readable on a phone.
+    let phone = browser(&webdriver, &dir.path().join("profile-phone"), 375, 812).await;
+    phone.goto(&server.url("/")).await.expect("open");
+    sign_in(&phone).await;
+    let overflow: bool = phone
+        .execute("return document.documentElement.scrollWidth > window.innerWidth + 1", vec![])
+        .await
+        .expect("measure")
+        .as_bool()
+        .expect("bool");
+    assert!(!overflow, "the page scrolls sideways at 375 px");
+    std::fs::write(shots.join("phone-375px.png"), phone.screenshot().await.expect("screenshot")).expect("save");
+    phone.close().await.expect("close");
+}
