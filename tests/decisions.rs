@@ -73,39 +73,8 @@ fn kind(d: &Decision) -> Option<DenyKind> {
     }
 }
 
-/// DESIGN.md § Default scope table, one row per (method, path).
-const TABLE: &[(&str, &str, &str)] = &[
-    ("GET", "/customers", "customers:read"),
-    ("GET", "/customers/cus_1", "customers:read"),
-    ("POST", "/customers", "customers:write"),
-    ("PUT", "/customers/cus_1", "customers:write"),
-    ("PATCH", "/customers/cus_1", "customers:write"),
-    ("DELETE", "/customers/cus_1", "customers:write"),
-    ("GET", "/products", "products:read"),
-    ("GET", "/products/prod_1", "products:read"),
-    ("GET", "/prices", "products:read"),
-    ("GET", "/prices/price_1", "products:read"),
-    ("POST", "/products", "products:write"),
-    ("PUT", "/products/prod_1", "products:write"),
-    ("PATCH", "/prices/price_1", "products:write"),
-    ("DELETE", "/prices/price_1", "products:write"),
-    ("GET", "/subscriptions", "subscriptions:read"),
-    ("GET", "/subscriptions/sub_1", "subscriptions:read"),
-    ("GET", "/checkout-sessions/cs_1", "subscriptions:read"),
-    ("POST", "/subscriptions/sub_1/cancel", "subscriptions:write"),
-    ("POST", "/checkout-sessions", "subscriptions:write"),
-    ("DELETE", "/subscriptions/sub_1", "subscriptions:write"),
-    ("GET", "/analytics", "analytics:read"),
-    ("GET", "/analytics/revenue/monthly", "analytics:read"),
-    ("GET", "/referrals/codes", "referrals:read"),
-    ("GET", "/referrals/codes/ref_1", "referrals:read"),
-    ("GET", "/referrals/config", "referrals:read"),
-    ("POST", "/referrals/codes", "referrals:write"),
-    ("POST", "/referrals/apply", "referrals:write"),
-    ("PUT", "/referrals/config", "referrals:write"),
-    ("PATCH", "/referrals/config", "referrals:write"),
-    ("DELETE", "/referrals/codes/ref_1", "referrals:write"),
-];
+/// DESIGN.md § Default scope table, one example per (method, path).
+use billstack_default_scopes::EXAMPLES as TABLE;
 
 #[test]
 fn every_table_row_is_allowed_with_its_scope_and_denied_without() {

@@ -140,51 +140,54 @@ pub fn decide<S: AsRef<str>>(method: &str, resource: &str, scopes: &[S]) -> Outc
     }
 }
 
+/// One example request for every row (and every method and path) of DESIGN.md's default scope
+/// table: (method, path below the project, scope). Tests of the host use it to check the whole
+/// decision path against the same table.
+pub const EXAMPLES: &[(&str, &str, &str)] = &[
+    ("GET", "/customers", "customers:read"),
+    ("GET", "/customers/cus_1", "customers:read"),
+    ("POST", "/customers", "customers:write"),
+    ("PUT", "/customers/cus_1", "customers:write"),
+    ("PATCH", "/customers/cus_1", "customers:write"),
+    ("DELETE", "/customers/cus_1", "customers:write"),
+    ("DELETE", "/customers", "customers:write"),
+    ("GET", "/products", "products:read"),
+    ("GET", "/products/prod_1", "products:read"),
+    ("GET", "/prices", "products:read"),
+    ("GET", "/prices/price_1", "products:read"),
+    ("POST", "/products", "products:write"),
+    ("PATCH", "/products/prod_1", "products:write"),
+    ("PUT", "/prices/price_1", "products:write"),
+    ("DELETE", "/prices/price_1", "products:write"),
+    ("POST", "/prices", "products:write"),
+    ("GET", "/subscriptions", "subscriptions:read"),
+    ("GET", "/subscriptions/sub_1", "subscriptions:read"),
+    ("GET", "/checkout-sessions/cs_1", "subscriptions:read"),
+    ("POST", "/subscriptions/sub_1/cancel", "subscriptions:write"),
+    ("POST", "/checkout-sessions", "subscriptions:write"),
+    ("DELETE", "/subscriptions/sub_1", "subscriptions:write"),
+    ("GET", "/analytics", "analytics:read"),
+    ("GET", "/analytics/revenue", "analytics:read"),
+    ("GET", "/analytics/revenue/monthly/2026", "analytics:read"),
+    ("GET", "/referrals/codes", "referrals:read"),
+    ("GET", "/referrals/codes/ref_1", "referrals:read"),
+    ("GET", "/referrals/config", "referrals:read"),
+    ("POST", "/referrals/codes", "referrals:write"),
+    ("POST", "/referrals/apply", "referrals:write"),
+    ("PUT", "/referrals/config", "referrals:write"),
+    ("PATCH", "/referrals/config", "referrals:write"),
+    ("DELETE", "/referrals/codes/ref_1", "referrals:write"),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every row of DESIGN.md's table, spelled out: (method, path, scope).
-    const TABLE: &[(&str, &str, &str)] = &[
-        ("GET", "/customers", "customers:read"),
-        ("GET", "/customers/cus_1", "customers:read"),
-        ("POST", "/customers", "customers:write"),
-        ("PUT", "/customers/cus_1", "customers:write"),
-        ("PATCH", "/customers/cus_1", "customers:write"),
-        ("DELETE", "/customers/cus_1", "customers:write"),
-        ("DELETE", "/customers", "customers:write"),
-        ("GET", "/products", "products:read"),
-        ("GET", "/products/prod_1", "products:read"),
-        ("GET", "/prices", "products:read"),
-        ("GET", "/prices/price_1", "products:read"),
-        ("POST", "/products", "products:write"),
-        ("PATCH", "/products/prod_1", "products:write"),
-        ("PUT", "/prices/price_1", "products:write"),
-        ("DELETE", "/prices/price_1", "products:write"),
-        ("POST", "/prices", "products:write"),
-        ("GET", "/subscriptions", "subscriptions:read"),
-        ("GET", "/subscriptions/sub_1", "subscriptions:read"),
-        ("GET", "/checkout-sessions/cs_1", "subscriptions:read"),
-        ("POST", "/subscriptions/sub_1/cancel", "subscriptions:write"),
-        ("POST", "/checkout-sessions", "subscriptions:write"),
-        ("DELETE", "/subscriptions/sub_1", "subscriptions:write"),
-        ("GET", "/analytics", "analytics:read"),
-        ("GET", "/analytics/revenue", "analytics:read"),
-        ("GET", "/analytics/revenue/monthly/2026", "analytics:read"),
-        ("GET", "/referrals/codes", "referrals:read"),
-        ("GET", "/referrals/codes/ref_1", "referrals:read"),
-        ("GET", "/referrals/config", "referrals:read"),
-        ("POST", "/referrals/codes", "referrals:write"),
-        ("POST", "/referrals/apply", "referrals:write"),
-        ("PUT", "/referrals/config", "referrals:write"),
-        ("PATCH", "/referrals/config", "referrals:write"),
-        ("DELETE", "/referrals/codes/ref_1", "referrals:write"),
-    ];
 
     #[test]
     fn every_row_allows_with_its_scope_and_denies_without() {
         let all: Vec<&str> = SCOPES.iter().map(|(n, _)| *n).collect();
-        for &(method, path, scope) in TABLE {
+        for &(method, path, scope) in EXAMPLES {
             assert_eq!(required_scope(method, path), Some(scope), "{method} {path}");
             assert_eq!(decide(method, path, &[scope]), Outcome::Allow, "{method} {path}");
             let others: Vec<&str> = all.iter().copied().filter(|s| *s != scope).collect();
