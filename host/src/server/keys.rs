@@ -108,12 +108,5 @@ pub(super) async fn policy(
 ) -> ApiResult<Json<serde_json::Value>> {
     require_member(&state, &session, &team_id)?;
     let (plugin, source) = state.policies.for_team(&team_id);
-    let info = plugin.info();
-    Ok(Json(json!({"policy": {
-        "source": source,
-        "name": info.name,
-        "version": info.version,
-        "sha256": plugin.sha256_hex(),
-        "scopes": info.scopes,
-    }})))
+    Ok(Json(json!({"policy": super::policies::policy_json(&plugin, source)})))
 }

@@ -10,6 +10,7 @@ mod error;
 mod front;
 mod keys;
 mod metrics;
+mod policies;
 mod session;
 mod usage;
 
@@ -61,11 +62,18 @@ pub struct AppState {
     pub forward_authorization: bool,
     /// The proxy's HTTP client.
     pub http: Client<HttpConnector, axum::body::Body>,
+    /// Compiles and validates uploaded policies.
+    pub engine: Arc<crate::policy::PolicyEngine>,
 }
 
 impl AppState {
     /// State for a store and policies, configured from `settings`.
-    pub fn new(store: Arc<Store>, policies: Arc<PolicySet>, settings: &Settings) -> AppState {
+    pub fn new(
+        store: Arc<Store>,
+        policies: Arc<PolicySet>,
+        engine: Arc<crate::policy::PolicyEngine>,
+        settings: &Settings,
+    ) -> AppState {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
@@ -80,6 +88,7 @@ impl AppState {
             upstream: settings.upstream.clone(),
             forward_authorization: settings.forward_authorization,
             http: Client::builder(TokioExecutor::new()).build(connector),
+            engine,
         }
     }
 }
@@ -100,7 +109,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/billstack/teams/{team_id}/api-keys", post(keys::create).get(keys::list))
         .route("/api/billstack/teams/{team_id}/api-keys/{key_id}", axum::routing::delete(keys::revoke))
         .route("/api/billstack/teams/{team_id}/projects", get(keys::projects))
-        .route("/api/billstack/teams/{team_id}/policy", get(keys::policy))
+        .route(
+            "/api/billstack/teams/{team_id}/policy",
+            get(keys::policy)
+                .put(policies::upload)
+                .delete(policies::reset)
+                // The upload handler enforces the plugin size cap itself.
+                .layer(DefaultBodyLimit::disable()),
+        )
         .route("/api/billstack/keys/verify", post(front::json_verify))
         .route("/auth/verify", any(front::forward_auth))
         .route("/", get(dashboard::index))
@@ -214,7 +230,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         let (engine, settings, store) = (Arc::clone(&engine), settings.clone(), Arc::clone(&store));
         tokio::task::spawn_blocking(move || crate::runtime::load_policies(&engine, &settings, &store)).await??
     };
-    let state = Arc::new(AppState::new(Arc::clone(&store), Arc::new(policies), &settings));
+    let state = Arc::new(AppState::new(Arc::clone(&store), Arc::new(policies), Arc::clone(&engine), &settings));
     usage::spawn_flusher(Arc::clone(&state.usage), Arc::clone(&store));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

@@ -1,0 +1,234 @@
+//! Per-team policies through the HTTP API: upload, activation, reset, and the hostile-plugin
+//! suite — each refused at upload or failing closed at decision time, with the server up and
+//! other teams unaffected.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{agent, cmd, json, run, Server};
+use serde_json::{json, Value};
+
+const OWNER: (&str, &str) = ("owner@acme.test", "owner-password-1");
+const MEMBER: (&str, &str) = ("member@acme.test", "member-password-1");
+const OTHER: (&str, &str) = ("other@globex.test", "other-password-1");
+
+fn world() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    for (team, project) in [("team_a", "proj_a"), ("team_b", "proj_b")] {
+        json(&data, &["team", "create", "--name", team, "--id", team]);
+        json(&data, &["project", "create", "--team", team, "--name", project, "--id", project]);
+    }
+    for ((email, password), team, role) in [(OWNER, "team_a", "owner"), (MEMBER, "team_a", "member"), (OTHER, "team_b", "owner")] {
+        let mut c = cmd(&data);
+        c.args(["user", "create", "--email", email, "--team", team, "--role", role, "--password-stdin"]);
+        assert!(run(c, &format!("{password}\n")).status.success());
+    }
+    (dir, data)
+}
+
+struct Session<'a> {
+    server: &'a Server,
+    cookie: String,
+}
+
+fn login<'a>(server: &'a Server, (email, password): (&str, &str)) -> Session<'a> {
+    let res = agent().post(&server.url("/api/auth/login")).send_json(json!({"email": email, "password": password})).expect("login");
+    assert_eq!(res.status(), 200);
+    let cookie = res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("cookie").to_string();
+    Session { server, cookie }
+}
+
+impl Session<'_> {
+    fn upload(&self, team: &str, content_type: &str, bytes: &[u8]) -> (u16, Value) {
+        let mut res = agent()
+            .put(&self.server.url(&format!("/api/billstack/teams/{team}/policy")))
+            .header("Cookie", &self.cookie)
+            .header("Origin", &self.server.base)
+            .header("Content-Type", content_type)
+            .send(bytes)
+            .expect("upload");
+        let status = res.status().as_u16();
+        (status, serde_json::from_str(&res.body_mut().read_to_string().unwrap_or_default()).unwrap_or(Value::Null))
+    }
+
+    /// Sends only the headers of an upload of `len` bytes and returns the status line and body
+    /// of the answer: a server that refuses by size must not need the body.
+    fn announce_upload(&self, team: &str, len: usize) -> (String, String) {
+        use std::io::{Read, Write};
+        let addr = self.server.base.trim_start_matches("http://").to_string();
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("timeout");
+        write!(
+            stream,
+            "PUT /api/billstack/teams/{team}/policy HTTP/1.1\r\nHost: {addr}\r\nOrigin: {}\r\nCookie: {}\r\n\
+             Content-Type: application/wasm\r\nContent-Length: {len}\r\n\r\n",
+            self.server.base, self.cookie
+        )
+        .expect("send headers");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).contains("}}") {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&answer).to_string();
+        let status = text.lines().next().unwrap_or_default().to_string();
+        (status, text)
+    }
+
+    fn reset(&self, team: &str) -> (u16, Value) {
+        let mut res = agent()
+            .delete(&self.server.url(&format!("/api/billstack/teams/{team}/policy")))
+            .header("Cookie", &self.cookie)
+            .header("Origin", &self.server.base)
+            .call()
+            .expect("reset");
+        let status = res.status().as_u16();
+        (status, res.body_mut().read_json().unwrap_or(Value::Null))
+    }
+
+    fn policy(&self, team: &str) -> Value {
+        let mut res = agent()
+            .get(&self.server.url(&format!("/api/billstack/teams/{team}/policy")))
+            .header("Cookie", &self.cookie)
+            .call()
+            .expect("policy");
+        assert_eq!(res.status(), 200);
+        res.body_mut().read_json().expect("json")
+    }
+
+    fn key(&self, team: &str, scopes: &[&str]) -> String {
+        let mut res = agent()
+            .post(&self.server.url(&format!("/api/billstack/teams/{team}/api-keys")))
+            .header("Cookie", &self.cookie)
+            .header("Origin", &self.server.base)
+            .send_json(json!({"name": "k", "scopes": scopes}))
+            .expect("create");
+        assert_eq!(res.status(), 201);
+        let body: Value = res.body_mut().read_json().expect("json");
+        body["rawKey"].as_str().expect("raw").to_string()
+    }
+}
+
+fn verify(server: &Server, key: &str, team: &str, project: &str, rest: &str) -> (u16, Value) {
+    let mut res = agent()
+        .get(&server.url("/auth/verify"))
+        .header("X-Forwarded-Method", "GET")
+        .header("X-Forwarded-Uri", &format!("/api/billstack/teams/{team}/projects/{project}{rest}"))
+        .header("Authorization", &format!("Bearer {key}"))
+        .call()
+        .expect("verify");
+    let status = res.status().as_u16();
+    (status, serde_json::from_str(&res.body_mut().read_to_string().unwrap_or_default()).unwrap_or(Value::Null))
+}
+
+fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(path).expect("fixture built by host/build.rs")
+}
+
+#[test]
+fn owners_upload_and_reset_members_cannot() {
+    let (_dir, data) = world();
+    let server = Server::start(&data, &[]);
+    let owner = login(&server, OWNER);
+    let member = login(&server, MEMBER);
+    let other = login(&server, OTHER);
+    let default = owner.policy("team_a");
+    assert_eq!(default["policy"]["source"], "default");
+    let key = owner.key("team_a", &["customers:read"]);
+
+    let plugin = fixture(env!("BILLSTACK_FIXTURE_ENV_SNOOP"));
+    // These are refused before the body is read, so send a small one (a large unread body makes
+    // the server close the connection under the client's feet, as it should).
+    let small = &plugin[..64];
+    assert_eq!(member.upload("team_a", "application/wasm", small).0, 403, "members may not");
+    assert_eq!(other.upload("team_a", "application/wasm", small).0, 404, "other teams do not see it");
+    assert_eq!(owner.upload("team_a", "application/octet-stream", small).0, 415);
+
+    let (status, body) = owner.upload("team_a", "application/wasm", &plugin);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["policy"]["source"], "team");
+    assert_eq!(body["policy"]["name"], "env-snoop");
+    assert_eq!(body["keysWithUndefinedScopes"], json!([]), "customers:read is still defined");
+    assert_eq!(owner.policy("team_a")["policy"]["name"], "env-snoop");
+    // Active for the very next request: this fixture allows every route (if the sandbox held).
+    assert_eq!(verify(&server, &key, "team_a", "proj_a", "/anything/at/all").0, 200);
+    // Team B still has the default.
+    assert_eq!(other.policy("team_b")["policy"]["source"], "default");
+
+    // It survives a restart.
+    drop((owner, member, other));
+    server.stop();
+    let server = Server::start(&data, &[]);
+    let owner = login(&server, OWNER);
+    assert_eq!(owner.policy("team_a")["policy"]["name"], "env-snoop");
+    assert_eq!(verify(&server, &key, "team_a", "proj_a", "/anything/at/all").0, 200);
+
+    let (status, body) = owner.reset("team_a");
+    assert_eq!(status, 200);
+    assert_eq!(body["policy"]["source"], "default");
+    assert_eq!(verify(&server, &key, "team_a", "proj_a", "/anything/at/all").0, 404, "back to the default table");
+    assert_eq!(verify(&server, &key, "team_a", "proj_a", "/customers").0, 200);
+}
+
+#[test]
+fn hostile_plugins_are_refused_or_fail_closed_and_the_server_keeps_serving() {
+    let (_dir, data) = world();
+    // A 1 s deadline so each fixture fails for its own reason (on a loaded 2-core machine a
+    // memory bomb can run out of the default 10 ms before it runs out of memory).
+    let server = Server::start(&data, &[("BILLSTACK_PLUGIN_MAX_MIB", "4"), ("BILLSTACK_PLUGIN_DEADLINE_MS", "1000")]);
+    let owner = login(&server, OWNER);
+    let other = login(&server, OTHER);
+    let a_key = owner.key("team_a", &[]);
+    let b_key = other.key("team_b", &["customers:read"]);
+
+    // Refused at upload, and the old policy stays.
+    let mut core_module = b"\0asm\x01\0\0\0".to_vec();
+    core_module.extend_from_slice(&[0; 8]);
+    for (name, bytes, expected) in [
+        ("a component of another world", fixture(env!("BILLSTACK_FIXTURE_WRONG_WORLD")), 400),
+        ("a core module", core_module, 400),
+        ("garbage", b"this is not wasm at all".to_vec(), 400),
+        ("empty", Vec::new(), 400),
+    ] {
+        let (status, body) = owner.upload("team_a", "application/wasm", &bytes);
+        assert_eq!(status, expected, "{name}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{name}: a reason is given");
+        assert_eq!(owner.policy("team_a")["policy"]["source"], "default", "{name}: the old policy stays");
+    }
+
+    // 50 MB: refused from its Content-Length, before the body is read.
+    let (status, body) = owner.announce_upload("team_a", 50 << 20);
+    assert!(status.contains(" 413 "), "{status}");
+    assert!(body.contains("payload_too_large"), "{body}");
+    assert_eq!(owner.policy("team_a")["policy"]["source"], "default");
+
+    // Accepted (info() is fine) but failing closed on every decision, with a reason in the log
+    // only; team B is unaffected throughout.
+    for (name, path) in [
+        ("infinite loop", env!("BILLSTACK_FIXTURE_INFINITE_LOOP")),
+        ("memory bomb", env!("BILLSTACK_FIXTURE_MEMORY_BOMB")),
+        ("panic", env!("BILLSTACK_FIXTURE_PANIC")),
+        ("deep recursion", env!("BILLSTACK_FIXTURE_DEEP_RECURSION")),
+        ("huge output", env!("BILLSTACK_FIXTURE_HUGE_OUTPUT")),
+        ("bad status", env!("BILLSTACK_FIXTURE_BAD_STATUS")),
+    ] {
+        let (status, body) = owner.upload("team_a", "application/wasm", &fixture(path));
+        assert_eq!(status, 200, "{name}: {body}");
+        let (status, body) = verify(&server, &a_key, "team_a", "proj_a", "/customers");
+        assert_eq!(status, 503, "{name} must fail closed: {body}");
+        assert_eq!(body["error"]["code"], "policy_error");
+        assert_eq!(body["error"]["message"], "the scope policy failed; the request is refused", "{name}: no internals");
+        assert_eq!(verify(&server, &b_key, "team_b", "proj_b", "/customers").0, 200, "{name}: team B unaffected");
+    }
+    let mut metrics = agent().get(&server.url("/metrics")).call().expect("metrics");
+    let text = metrics.body_mut().read_to_string().expect("text");
+    for cause in ["timeout", "memory_limit", "trap", "stack_overflow", "invalid_answer"] {
+        assert!(text.contains(&format!("billstack_plugin_errors_total{{cause=\"{cause}\"}}")), "{cause} counted:\n{text}");
+    }
+    assert_eq!(agent().get(&server.url("/healthz")).call().expect("healthz").status(), 200);
+}
