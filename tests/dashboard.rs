@@ -188,6 +188,27 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     wait_until(&c, "return document.querySelectorAll('#keys-body tr').length === 0", "the row to disappear").await;
     assert_eq!(forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/customers")), 401);
 
+    // The owner uploads a policy in the policy panel: a refused one shows why, an accepted one
+    // replaces the scope list, and reset brings the default back.
+    let upload = |path: &'static str| {
+        let c = c.clone();
+        async move {
+            c.find(Locator::Id("policy-file")).await.expect("file input").send_keys(path).await.expect("choose file");
+            c.find(Locator::Id("policy-upload")).await.expect("upload").click().await.expect("click");
+        }
+    };
+    upload(env!("BILLSTACK_FIXTURE_WRONG_WORLD")).await;
+    wait_visible(&c, "#policy-error").await;
+    let why = c.find(Locator::Id("policy-error")).await.expect("error").text().await.expect("text");
+    assert!(why.contains("does not export the billstack:policy world"), "{why}");
+    upload(env!("BILLSTACK_FIXTURE_ENV_SNOOP")).await;
+    wait_until(&c, "return document.getElementById('policy-name').textContent === 'env-snoop'", "the new policy").await;
+    assert_eq!(c.find(Locator::Id("policy-source")).await.expect("source").text().await.expect("text"), "Uploaded by this team");
+    wait_until(&c, "return document.querySelectorAll('#key-scopes input').length === 1", "the new scope list").await;
+    std::fs::write(shots.join("policy-panel.png"), c.screenshot().await.expect("screenshot")).expect("save");
+    c.find(Locator::Id("policy-reset")).await.expect("reset").click().await.expect("click");
+    wait_until(&c, "return document.getElementById('policy-name').textContent === 'billstack-default-scopes'", "the default policy").await;
+
     // A session that ends mid-edit sends the person to sign-in and keeps what they typed.
     c.find(Locator::Id("open-create")).await.expect("button").click().await.expect("click");
     wait_visible(&c, "#key-name").await;

@@ -8,9 +8,12 @@ const state = { me: null, teamId: null, projects: [], policy: null, keys: [], re
 
 class Unauthenticated extends Error {}
 
-async function api(method, path, body) {
+async function api(method, path, body, contentType) {
   const options = { method, headers: {}, credentials: "same-origin" };
-  if (body !== undefined) {
+  if (contentType) {
+    options.headers["Content-Type"] = contentType;
+    options.body = body;
+  } else if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
@@ -114,8 +117,15 @@ async function loadTeam() {
   renderKeys();
 }
 
+function currentRole() {
+  const team = state.me && state.me.teams.find((t) => t.id === state.teamId);
+  return team ? team.role : null;
+}
+
 function renderPolicy() {
   const p = state.policy;
+  show($("policy-form"), currentRole() === "owner");
+  show($("policy-reset"), p.source === "team");
   $("policy-source").textContent = p.source === "team" ? "Uploaded by this team" : "Deployment default";
   $("policy-name").textContent = p.name;
   $("policy-version").textContent = p.version;
@@ -302,6 +312,50 @@ async function confirmRevoke() {
   }
 }
 
+async function policyChanged(result, message) {
+  state.policy = result.policy;
+  renderPolicy();
+  renderCreateChoices();
+  const orphans = result.keysWithUndefinedScopes || [];
+  const note = orphans.length
+    ? `${message} ${orphans.length} key(s) hold scopes this policy does not define: ${orphans.map((k) => `${k.name} (${k.undefinedScopes.join(", ")})`).join("; ")}.`
+    : message;
+  $("policy-result").textContent = note;
+  show($("policy-result"), true);
+}
+
+async function uploadPolicy(event) {
+  event.preventDefault();
+  setError($("policy-error"), "");
+  show($("policy-result"), false);
+  const file = $("policy-file").files[0];
+  if (!file) {
+    setError($("policy-error"), "Choose a .wasm file first.");
+    return;
+  }
+  $("policy-upload").disabled = true;
+  try {
+    const bytes = await file.arrayBuffer();
+    const result = await api("PUT", `/api/billstack/teams/${encodeURIComponent(state.teamId)}/policy`, bytes, "application/wasm");
+    $("policy-file").value = "";
+    await policyChanged(result, `Policy ${result.policy.name} ${result.policy.version} is now active for this team.`);
+  } catch (e) {
+    if (!(e instanceof Unauthenticated)) setError($("policy-error"), e.message);
+  } finally {
+    $("policy-upload").disabled = false;
+  }
+}
+
+async function resetPolicy() {
+  setError($("policy-error"), "");
+  try {
+    const result = await api("DELETE", `/api/billstack/teams/${encodeURIComponent(state.teamId)}/policy`);
+    await policyChanged(result, "Back to the deployment default policy.");
+  } catch (e) {
+    if (!(e instanceof Unauthenticated)) setError($("policy-error"), e.message);
+  }
+}
+
 async function signOut() {
   try { await api("POST", "/api/auth/logout"); } catch { /* signed out either way */ }
   state.me = null;
@@ -320,6 +374,8 @@ async function start() {
   $("secret-dialog").addEventListener("close", closeSecret);
   $("revoke-cancel").addEventListener("click", () => $("revoke-dialog").close());
   $("revoke-confirm").addEventListener("click", confirmRevoke);
+  $("policy-form").addEventListener("submit", uploadPolicy);
+  $("policy-reset").addEventListener("click", resetPolicy);
   $("team-switcher").addEventListener("change", async (e) => {
     state.teamId = e.target.value;
     sessionStorage.setItem("billstack-team", state.teamId);
