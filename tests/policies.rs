@@ -232,3 +232,48 @@ fn hostile_plugins_are_refused_or_fail_closed_and_the_server_keeps_serving() {
     }
     assert_eq!(agent().get(&server.url("/healthz")).call().expect("healthz").status(), 200);
 }
+
+/// Waits (bounded) for a server stderr line containing `needle`.
+fn wait_for_log(server: &Server, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match server.stderr.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no log line containing {needle:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_deployment_default_reloads_on_change_and_sighup_and_keeps_the_last_good_version() {
+    let (dir, data) = world();
+    let policy_file = dir.path().join("deployment-default.wasm");
+    std::fs::write(&policy_file, billstack_host::plugins::DEFAULT_PLUGIN).expect("write");
+    let server = Server::start(&data, &[("BILLSTACK_POLICY", policy_file.to_str().expect("utf8"))]);
+    let owner = login(&server, OWNER);
+    assert_eq!(owner.policy("team_a")["policy"]["name"], "billstack-default-scopes");
+
+    // A changed file is picked up.
+    std::fs::write(&policy_file, fixture(env!("BILLSTACK_FIXTURE_ENV_SNOOP"))).expect("write");
+    wait_for_log(&server, "deployment default reloaded");
+    assert_eq!(owner.policy("team_a")["policy"]["name"], "env-snoop");
+
+    // A broken file is refused and the last good version stays.
+    std::fs::write(&policy_file, b"not a component").expect("write");
+    let line = wait_for_log(&server, "refused");
+    assert!(line.contains("keeping the last good version"), "{line}");
+    assert_eq!(owner.policy("team_a")["policy"]["name"], "env-snoop");
+
+    // A fixed version is picked up again by the watcher.
+    std::fs::write(&policy_file, billstack_host::plugins::DEFAULT_PLUGIN).expect("write");
+    let pid = server.child.id().to_string();
+    let line = wait_for_log(&server, "deployment default");
+    assert!(line.contains("reloaded"), "{line}");
+    assert_eq!(owner.policy("team_a")["policy"]["name"], "billstack-default-scopes");
+    // With the file unchanged since, only SIGHUP can cause another check, and it says so.
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    let line = wait_for_log(&server, "deployment default");
+    assert!(line.contains("(SIGHUP)"), "{line}");
+}

@@ -439,6 +439,16 @@ impl Plugin {
         hex::encode(self.sha256)
     }
 
+    /// The plugin's name, from `info()`.
+    pub fn info_name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// The plugin's version, from `info()`.
+    pub fn info_version(&self) -> &str {
+        &self.info.version
+    }
+
     /// Size of the component in bytes.
     pub fn size(&self) -> usize {
         self.size

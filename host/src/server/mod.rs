@@ -11,6 +11,7 @@ mod front;
 mod keys;
 mod metrics;
 mod policies;
+mod reload;
 mod session;
 mod usage;
 
@@ -232,6 +233,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     };
     let state = Arc::new(AppState::new(Arc::clone(&store), Arc::new(policies), Arc::clone(&engine), &settings));
     usage::spawn_flusher(Arc::clone(&state.usage), Arc::clone(&store));
+    if let Some(path) = &settings.policy {
+        reload::spawn(path.clone(), Arc::clone(&engine), Arc::clone(&state.policies));
+    }
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
