@@ -85,10 +85,10 @@ async fn sign_in(c: &Client) {
 async fn wait_visible(c: &Client, css: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(el) = c.find(Locator::Css(css)).await {
-            if el.is_displayed().await.unwrap_or(false) {
-                return;
-            }
+        if let Ok(el) = c.find(Locator::Css(css)).await
+            && el.is_displayed().await.unwrap_or(false)
+        {
+            return;
         }
         assert!(Instant::now() < deadline, "{css} never became visible");
         tokio::time::sleep(Duration::from_millis(50)).await;

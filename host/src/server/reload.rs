@@ -2,7 +2,7 @@
 //! is re-read when its modification time or size changes (checked every second) and on SIGHUP.
 //! A new version is validated exactly like an upload; on failure the last good version stays.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -11,13 +11,13 @@ use crate::policy::{PolicyEngine, PolicySet};
 /// How often the file is checked for changes.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 
-fn fingerprint(path: &PathBuf) -> Option<(SystemTime, u64)> {
+fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
 
-async fn reload(path: &PathBuf, engine: &Arc<PolicyEngine>, policies: &Arc<PolicySet>, why: &str) {
-    let (p, e) = (path.clone(), Arc::clone(engine));
+async fn reload(path: &Path, engine: &Arc<PolicyEngine>, policies: &Arc<PolicySet>, why: &str) {
+    let (p, e) = (path.to_path_buf(), Arc::clone(engine));
     let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let bytes = std::fs::read(&p)?;
         Ok(e.load(&bytes)?)
