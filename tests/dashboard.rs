@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{agent, cmd, json, run, Server};
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
@@ -227,6 +228,44 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     c.find(Locator::Id("sign-in-submit")).await.expect("submit").click().await.expect("click");
     wait_visible(&c, "#key-name").await;
     assert_eq!(c.find(Locator::Id("key-name")).await.expect("name").prop("value").await.expect("value").as_deref(), Some("draft key"));
+
+    // Keyboard alone: Escape closes the dialog; Tab reaches "Create API Key"; Enter opens it,
+    // typing fills the focused name field, Enter submits, and the one-time key dialog's Done
+    // button is reachable and closes it.
+    let key = |k: Key| char::from(k).to_string();
+    c.active_element().await.expect("focus").send_keys(&key(Key::Escape)).await.expect("escape");
+    wait_until(&c, "return !document.getElementById('create-dialog').open", "Escape to close the dialog").await;
+    c.execute("document.activeElement.blur()", vec![]).await.expect("blur");
+    let mut reached = false;
+    for _ in 0..12 {
+        c.active_element().await.expect("focus").send_keys(&key(Key::Tab)).await.expect("tab");
+        let id = c.execute("return document.activeElement.id", vec![]).await.expect("id");
+        if id == json!("open-create") {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Tab never reached Create API Key");
+    c.active_element().await.expect("focus").send_keys(&key(Key::Enter)).await.expect("enter");
+    wait_until(&c, "return document.activeElement.id === 'key-name'", "focus in the name field").await;
+    c.execute("document.getElementById('key-name').value = ''", vec![]).await.expect("clear draft");
+    let focused = c.active_element().await.expect("focus");
+    focused.send_keys("keyboard key").await.expect("type");
+    focused.send_keys(&key(Key::Enter)).await.expect("submit");
+    wait_until(&c, "return document.getElementById('secret-dialog').open", "the one-time key").await;
+    let mut done = false;
+    for _ in 0..6 {
+        let id = c.execute("return document.activeElement.id", vec![]).await.expect("id");
+        if id == json!("secret-done") {
+            c.active_element().await.expect("focus").send_keys(&key(Key::Enter)).await.expect("enter");
+            done = true;
+            break;
+        }
+        c.active_element().await.expect("focus").send_keys(&key(Key::Tab)).await.expect("tab");
+    }
+    assert!(done, "Tab never reached Done");
+    wait_until(&c, "return !document.getElementById('secret-dialog').open", "Done to close").await;
+    wait_until(&c, "return [...document.querySelectorAll('#keys-body .key-name')].some(td => td.textContent === 'keyboard key')", "the new row").await;
     c.close().await.expect("close the browser");
 
     // Readable on a phone.

@@ -73,6 +73,13 @@ impl LoginLimiter {
     }
 }
 
+/// Whether a session has ended at `now_ms`: idle too long, or older than the absolute limit.
+pub fn session_expired(session: &billstack_keystore::Session, now_ms: i64) -> bool {
+    let idle = now_ms - session.last_seen_at > IDLE_TIMEOUT.as_millis() as i64;
+    let old = now_ms - session.created_at > ABSOLUTE_TIMEOUT.as_millis() as i64;
+    idle || old
+}
+
 /// The signed-in user of a request (from the session cookie).
 pub struct SessionUser {
     /// The user.
@@ -142,9 +149,7 @@ impl FromRequestParts<Arc<AppState>> for SessionUser {
             return Err(ApiError::unauthenticated("the session has ended; sign in again"));
         };
         let now = clock::now_ms();
-        let idle = now - session.last_seen_at > IDLE_TIMEOUT.as_millis() as i64;
-        let old = now - session.created_at > ABSOLUTE_TIMEOUT.as_millis() as i64;
-        if idle || old {
+        if session_expired(&session, now) {
             let store = Arc::clone(&state.store);
             let t = token.clone();
             tokio::task::spawn_blocking(move || store.delete_session(&t)).await??;
@@ -288,6 +293,19 @@ mod tests {
         assert_eq!(authority_of("http://127.0.0.1:8080"), Some("127.0.0.1:8080"));
         assert_eq!(authority_of("https://keys.example.com/dashboard?x"), Some("keys.example.com"));
         assert_eq!(authority_of("null"), None);
+    }
+
+    #[test]
+    fn sessions_expire_when_idle_or_old_and_not_before() {
+        let idle = IDLE_TIMEOUT.as_millis() as i64;
+        let absolute = ABSOLUTE_TIMEOUT.as_millis() as i64;
+        let s = billstack_keystore::Session { user_id: "user_1".into(), created_at: 0, last_seen_at: 0 };
+        assert!(!session_expired(&s, idle), "exactly at the idle limit is still fine");
+        assert!(session_expired(&s, idle + 1), "idle too long");
+        // Kept busy, it still ends at the absolute limit.
+        let busy = billstack_keystore::Session { last_seen_at: absolute, ..s.clone() };
+        assert!(!session_expired(&busy, absolute));
+        assert!(session_expired(&busy, absolute + 1));
     }
 
     #[test]
