@@ -436,3 +436,73 @@ fn decisions_are_safe_from_many_threads() {
         }
     });
 }
+
+/// Median time of team A's decisions, sampled for at least `span` (and 300 samples).
+fn median_decision_time(w: &World, key: &str, span: Duration) -> Duration {
+    let target = path("team_a", "proj_a", "/customers");
+    let begun = Instant::now();
+    let mut times = Vec::new();
+    while times.len() < 300 || begun.elapsed() < span {
+        let started = Instant::now();
+        assert_eq!(kind(&w.decide(key, "GET", &target)), None);
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+#[test]
+fn a_looping_team_plugin_does_not_starve_other_teams() {
+    // The production deadline, and one call at a time for a team's own plugin.
+    let w = Arc::new(World::with_limits(PolicyLimits {
+        deadline: Duration::from_millis(10),
+        team_concurrency: 1,
+        ..PolicyLimits::default()
+    }));
+    let hostile = w.engine.load_for_team(&fixture("infinite-loop")).expect("loads");
+    w.policies.set_team("team_b", hostile);
+    let a_key = w.key("team_a", None, &["customers:read"]);
+    let b_key = w.key("team_b", None, &[]);
+    let baseline = median_decision_time(&w, &a_key, Duration::from_millis(300));
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let (during, b_failures) = std::thread::scope(|s| {
+        let attackers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut failures = 0u32;
+                    // Bounded: stops when told, or after 2,000 attempts.
+                    for _ in 0..2_000 {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        match w.decide(&b_key, "GET", &path("team_b", "proj_b", "/customers")) {
+                            Decision::Deny(d) if d.kind == DenyKind::PolicyError => failures += 1,
+                            other => panic!("a looping plugin must fail closed: {other:?}"),
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        // Measure only once the attack is under way (polled, bounded).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while attempts.load(std::sync::atomic::Ordering::Relaxed) < 4 {
+            assert!(Instant::now() < deadline, "the attackers never started");
+            std::thread::yield_now();
+        }
+        let during = median_decision_time(&w, &a_key, Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (during, attackers.into_iter().map(|t| t.join().expect("attacker")).sum::<u32>())
+    });
+    eprintln!("team A median decision: {baseline:?} alone, {during:?} while team B's plugin loops ({b_failures} B calls failed closed)");
+    assert!(b_failures >= 20, "the attack barely ran: {b_failures} calls");
+    // Issue 5's target is 2x; the bound here is generous because tests share two noisy cores.
+    // docs/performance.md carries the measured figures.
+    assert!(
+        during <= baseline * 10 + Duration::from_micros(500),
+        "team A slowed from {baseline:?} to {during:?} while team B looped"
+    );
+}

@@ -50,6 +50,8 @@ pub struct LimitsConfig {
     pub plugin_max_mib: Option<u64>,
     /// Warm instances kept per plugin. Default 16.
     pub plugin_pool_size: Option<usize>,
+    /// Calls one team's uploaded plugin may run at once. Default: CPUs − 1 (at least 1).
+    pub plugin_team_concurrency: Option<usize>,
 }
 
 /// Settings after the file, the environment and the command line are combined.
@@ -143,11 +145,16 @@ impl Settings {
         let deadline_ms = env_u64("BILLSTACK_PLUGIN_DEADLINE_MS")?.or(file.limits.plugin_deadline_ms);
         let max_mib = env_u64("BILLSTACK_PLUGIN_MAX_MIB")?.or(file.limits.plugin_max_mib);
         let pool = env_u64("BILLSTACK_PLUGIN_POOL_SIZE")?.map(|v| v as usize).or(file.limits.plugin_pool_size);
+        let team_concurrency = env_u64("BILLSTACK_PLUGIN_TEAM_CONCURRENCY")?
+            .map(|v| v as usize)
+            .or(file.limits.plugin_team_concurrency);
         let limits = PolicyLimits {
             memory_bytes: memory_mib.map_or(defaults.memory_bytes, |m| (m as usize) << 20),
             deadline: deadline_ms.map_or(defaults.deadline, Duration::from_millis),
             max_plugin_bytes: max_mib.map_or(defaults.max_plugin_bytes, |m| (m as usize) << 20),
             pool_size: pool.unwrap_or(defaults.pool_size),
+            team_concurrency: team_concurrency.unwrap_or(defaults.team_concurrency),
+            queue_wait: defaults.queue_wait,
         };
         let settings = Settings { listen, data_dir, upstream, forward_authorization, cookie_secure, policy, limits };
         settings.validate()?;
@@ -168,6 +175,9 @@ impl Settings {
         }
         if !(1..=1024).contains(&l.pool_size) {
             bail!("plugin_pool_size must be between 1 and 1024");
+        }
+        if !(1..=1024).contains(&l.team_concurrency) {
+            bail!("plugin_team_concurrency must be between 1 and 1024");
         }
         Ok(())
     }

@@ -44,7 +44,7 @@ pub fn load_policies(engine: &Arc<PolicyEngine>, settings: &Settings, store: &St
     let set = PolicySet::new(load_default_policy(engine, settings)?);
     for meta in store.list_team_policies()? {
         let Some((_, bytes)) = store.get_team_policy(&meta.team_id)? else { continue };
-        match engine.load(&bytes) {
+        match engine.load_for_team(&bytes) {
             Ok(plugin) => set.set_team(&meta.team_id, plugin),
             Err(e) => tracing::warn!(team = %meta.team_id, error = %e, "team policy no longer loads; using the default"),
         }

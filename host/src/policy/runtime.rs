@@ -36,6 +36,16 @@ pub struct PolicyLimits {
     pub max_plugin_bytes: usize,
     /// Warm instances kept per plugin (default 16).
     pub pool_size: usize,
+    /// Calls one team's own plugin may run at once (default: one fewer than the CPUs, at least
+    /// one), so a slow team plugin can never occupy every core. Further calls wait their turn
+    /// for up to [`PolicyLimits::queue_wait`], then fail closed.
+    pub team_concurrency: usize,
+    /// Longest a call waits for its team's turn (default 1 s).
+    pub queue_wait: Duration,
+}
+
+fn default_team_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 impl Default for PolicyLimits {
@@ -45,6 +55,8 @@ impl Default for PolicyLimits {
             deadline: Duration::from_millis(10),
             max_plugin_bytes: 32 << 20,
             pool_size: 16,
+            team_concurrency: default_team_concurrency(),
+            queue_wait: Duration::from_secs(1),
         }
     }
 }
@@ -115,6 +127,9 @@ pub enum PluginError {
     /// A fresh instance could not be created.
     #[error("the plugin could not be instantiated: {0}")]
     Instantiate(String),
+    /// The team's plugin was already running as many calls as it may, for too long.
+    #[error("the plugin is busy: its concurrent-call limit stayed full")]
+    Busy,
 }
 
 impl PluginError {
@@ -127,6 +142,7 @@ impl PluginError {
             PluginError::Trap(_) => "trap",
             PluginError::InvalidAnswer(_) => "invalid_answer",
             PluginError::Instantiate(_) => "instantiate",
+            PluginError::Busy => "busy",
         }
     }
 }
@@ -233,6 +249,16 @@ impl PolicyEngine {
     /// checks imports and exports against the world, and calls `info()` under the sandbox
     /// limits. CPU-heavy on a cache miss (compilation): call off any async executor.
     pub fn load(self: &Arc<Self>, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
+        self.load_with(bytes, None)
+    }
+
+    /// [`PolicyEngine::load`] for one team's own plugin: its calls are bounded by
+    /// [`PolicyLimits::team_concurrency`], and its instances serve that team only.
+    pub fn load_for_team(self: &Arc<Self>, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
+        self.load_with(bytes, Some(self.limits.team_concurrency))
+    }
+
+    fn load_with(self: &Arc<Self>, bytes: &[u8], concurrency: Option<usize>) -> Result<Arc<Plugin>, LoadError> {
         if bytes.len() > self.limits.max_plugin_bytes {
             return Err(LoadError::TooLarge { size: bytes.len(), max: self.limits.max_plugin_bytes });
         }
@@ -249,6 +275,7 @@ impl PolicyEngine {
             info: PolicyInfo { name: String::new(), version: String::new(), scopes: Vec::new() },
             scope_names: Vec::new(),
             pool: Mutex::new(Vec::new()),
+            gate: Gate::new(concurrency),
         };
         let raw = plugin.call(|policy, store| policy.call_info(store)).map_err(LoadError::Info)?;
         let info = validate_info(raw).map_err(LoadError::InvalidInfo)?;
@@ -409,6 +436,42 @@ fn validate_decision(raw: bindings::Decision) -> Result<PolicyDecision, PluginEr
     })
 }
 
+/// Bounds how many calls of one plugin run at once (`None` = unbounded).
+struct Gate {
+    limit: Option<usize>,
+    running: Mutex<usize>,
+    turn: std::sync::Condvar,
+}
+
+impl Gate {
+    fn new(limit: Option<usize>) -> Gate {
+        Gate { limit, running: Mutex::new(0), turn: std::sync::Condvar::new() }
+    }
+
+    /// Waits (up to `wait`) for a slot; `false` if none came.
+    fn enter(&self, wait: Duration) -> bool {
+        let Some(limit) = self.limit else { return true };
+        let deadline = std::time::Instant::now() + wait;
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= limit {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            running = self.turn.wait_timeout(running, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        *running += 1;
+        true
+    }
+
+    fn leave(&self) {
+        if self.limit.is_some() {
+            *self.running.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+            self.turn.notify_one();
+        }
+    }
+}
+
 /// A warm instance and its store.
 struct Warm {
     store: Store<Sandbox>,
@@ -425,6 +488,7 @@ pub struct Plugin {
     info: PolicyInfo,
     scope_names: Vec<String>,
     pool: Mutex<Vec<Warm>>,
+    gate: Gate,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -465,6 +529,7 @@ impl Plugin {
             info: self.info.clone(),
             scope_names: self.scope_names.clone(),
             pool: Mutex::new(Vec::new()),
+            gate: Gate::new(self.gate.limit),
         })
     }
 
@@ -517,6 +582,18 @@ impl Plugin {
     /// Runs `f` on a warm instance (or a fresh one), under the deadline. An instance that failed
     /// in any way is dropped, never reused.
     fn call<T>(
+        &self,
+        f: impl FnOnce(&Policy, &mut Store<Sandbox>) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginError> {
+        if !self.gate.enter(self.engine.limits.queue_wait) {
+            return Err(PluginError::Busy);
+        }
+        let result = self.call_entered(f);
+        self.gate.leave();
+        result
+    }
+
+    fn call_entered<T>(
         &self,
         f: impl FnOnce(&Policy, &mut Store<Sandbox>) -> wasmtime::Result<T>,
     ) -> Result<T, PluginError> {

@@ -67,7 +67,7 @@ pub(super) async fn upload(
     let engine = Arc::clone(&state.engine);
     let upload = bytes.clone();
     // Compiling takes up to seconds of CPU: off the executor.
-    let loaded = tokio::task::spawn_blocking(move || engine.load(&upload)).await?;
+    let loaded = tokio::task::spawn_blocking(move || engine.load_for_team(&upload)).await?;
     let plugin = loaded.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_policy", e.to_string()))?;
     let store = Arc::clone(&state.store);
     let (team, actor) = (team_id.clone(), session.user.id.clone());
