@@ -13,6 +13,8 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
 const DEFAULT_PLUGIN: &str = "billstack-default-scopes";
+/// Example policies under `examples/policies/`, built so the tests can upload them.
+const EXAMPLES: &[&str] = &["invoices", "read-only"];
 const FIXTURES: &[&str] = &[
     "bad-status",
     "deep-recursion",
@@ -29,7 +31,7 @@ fn main() {
     let workspace = manifest_dir.parent().expect("host/ has a parent").to_path_buf();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
 
-    for path in ["wit", "plugins", "Cargo.toml", "Cargo.lock"] {
+    for path in ["wit", "plugins", "examples/policies", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(path).display());
     }
 
@@ -43,6 +45,9 @@ fn main() {
         .args(["-p", DEFAULT_PLUGIN]);
     for fixture in FIXTURES {
         cmd.args(["-p", &format!("fixture-{fixture}")]);
+    }
+    for example in EXAMPLES {
+        cmd.args(["-p", &format!("policy-example-{example}")]);
     }
     // The outer build's flags are for the host target; they must not leak into the guests.
     for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
@@ -75,6 +80,12 @@ fn main() {
         let path = wasm_dir.join(format!("fixture_{}.wasm", fixture.replace('-', "_")));
         assert!(path.exists(), "fixture {} was not built at {}", fixture, path.display());
         let var = format!("BILLSTACK_FIXTURE_{}", fixture.replace('-', "_").to_uppercase());
+        println!("cargo:rustc-env={var}={}", path.display());
+    }
+    for example in EXAMPLES {
+        let path = wasm_dir.join(format!("policy_example_{}.wasm", example.replace('-', "_")));
+        assert!(path.exists(), "example {} was not built at {}", example, path.display());
+        let var = format!("BILLSTACK_EXAMPLE_{}", example.replace('-', "_").to_uppercase());
         println!("cargo:rustc-env={var}={}", path.display());
     }
 }

@@ -74,7 +74,7 @@ fn kind(d: &Decision) -> Option<DenyKind> {
 }
 
 /// DESIGN.md § Default scope table, one example per (method, path).
-use billstack_default_scopes::EXAMPLES as TABLE;
+use billstack_scope_table::EXAMPLES as TABLE;
 
 #[test]
 fn every_table_row_is_allowed_with_its_scope_and_denied_without() {

@@ -277,3 +277,51 @@ fn the_deployment_default_reloads_on_change_and_sighup_and_keeps_the_last_good_v
     let line = wait_for_log(&server, "deployment default");
     assert!(line.contains("(SIGHUP)"), "{line}");
 }
+
+#[test]
+fn example_policies_add_scopes_or_forbid_writes() {
+    let (_dir, data) = world();
+    let server = Server::start(&data, &[]);
+    let owner = login(&server, OWNER);
+    let create = |scopes: &[&str]| {
+        agent()
+            .post(&server.url("/api/billstack/teams/team_a/api-keys"))
+            .header("Cookie", &owner.cookie)
+            .header("Origin", &server.base)
+            .send_json(json!({"name": "k", "scopes": scopes}))
+            .expect("create")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(create(&["invoices:read"]), 400, "not a scope of the default policy");
+
+    // The invoices example adds a resource with its own scopes.
+    let (status, body) = owner.upload("team_a", "application/wasm", &fixture(env!("BILLSTACK_EXAMPLE_INVOICES")));
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<String> =
+        body["policy"]["scopes"].as_array().expect("scopes").iter().map(|s| s["name"].as_str().expect("name").to_string()).collect();
+    assert!(names.contains(&"invoices:read".to_string()) && names.contains(&"customers:read".to_string()), "{names:?}");
+    assert_eq!(create(&["invoices:read"]), 201, "the new scope is accepted at key creation");
+    let reader = owner.key("team_a", &["invoices:read"]);
+    assert_eq!(verify(&server, &reader, "team_a", "proj_a", "/invoices/in_1").0, 200);
+    let (status, denied) = verify(&server, &reader, "team_a", "proj_a", "/customers");
+    assert_eq!(status, 403, "{denied}");
+    assert_eq!(denied["error"]["requiredScope"], "customers:read");
+
+    // The read-only example refuses every write, even for a full-access key.
+    let (status, body) = owner.upload("team_a", "application/wasm", &fixture(env!("BILLSTACK_EXAMPLE_READ_ONLY")));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["keysWithUndefinedScopes"].as_array().expect("list").len(), 2, "both invoices keys are reported: {body}");
+    let full = owner.key("team_a", &[]);
+    assert_eq!(verify(&server, &full, "team_a", "proj_a", "/customers").0, 200);
+    let mut res = agent()
+        .get(&server.url("/auth/verify"))
+        .header("X-Forwarded-Method", "POST")
+        .header("X-Forwarded-Uri", "/api/billstack/teams/team_a/projects/proj_a/customers")
+        .header("Authorization", &format!("Bearer {full}"))
+        .call()
+        .expect("verify");
+    assert_eq!(res.status(), 403);
+    let body: Value = res.body_mut().read_json().expect("json");
+    assert!(body["error"]["message"].as_str().expect("message").contains("read-only"), "{body}");
+}

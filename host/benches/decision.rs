@@ -2,7 +2,7 @@
 //!
 //! Run with `cargo bench -p billstack-host --bench decision`. The same request goes through
 //! the embedded Wasm plugin and through a native Rust build of the same table (the
-//! `billstack-default-scopes` crate compiled for the host), so the sandbox's cost shows as a
+//! `billstack-scope-table` crate compiled for the host), so the sandbox's cost shows as a
 //! ratio. Figures are recorded in docs/performance.md.
 
 use std::hint::black_box;
@@ -25,7 +25,7 @@ struct NativeDefault {
 
 impl NativeDefault {
     fn new() -> NativeDefault {
-        let scopes: Vec<ScopeDescription> = billstack_default_scopes::SCOPES
+        let scopes: Vec<ScopeDescription> = billstack_scope_table::SCOPES
             .iter()
             .map(|(n, d)| ScopeDescription { name: n.to_string(), description: d.to_string() })
             .collect();
@@ -47,8 +47,8 @@ impl ScopePolicy for NativeDefault {
     }
 
     fn authorize(&self, r: &PolicyRequest<'_>) -> Result<PolicyDecision, PluginError> {
-        use billstack_default_scopes::Outcome;
-        Ok(match billstack_default_scopes::decide(r.method, r.resource, r.scopes) {
+        use billstack_scope_table::Outcome;
+        Ok(match billstack_scope_table::decide(r.method, r.resource, r.scopes) {
             Outcome::Allow => PolicyDecision::Allow,
             Outcome::InsufficientScope(s) => PolicyDecision::Deny {
                 status: 403,

@@ -27,13 +27,15 @@ async fn reload(path: &Path, engine: &Arc<PolicyEngine>, policies: &Arc<PolicySe
         Ok(Ok(plugin)) => {
             let previous = policies.default_policy().sha256_hex();
             if previous != plugin.sha256_hex() {
-                eprintln!(
+                let line = format!(
                     "policy: deployment default reloaded ({why}): {} {} sha256 {}",
                     plugin.info_name(),
                     plugin.info_version(),
                     plugin.sha256_hex()
                 );
+                // Switch first, then say so: whoever reads the line sees the new policy.
                 policies.set_default(plugin);
+                eprintln!("{line}");
             } else {
                 eprintln!("policy: deployment default unchanged ({why}): sha256 {previous}");
             }

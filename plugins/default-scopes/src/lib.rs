@@ -1,251 +1,46 @@
-//! The default BillStack scope table (DESIGN.md § Default scope table) as data.
-//!
-//! Natively this is a plain library — the host's tests and benchmarks use it as the reference
-//! implementation; built for `wasm32-wasip2` it is also the component that ships inside the
-//! `billstack` binary. It decides scope-to-route only: authentication, tenant and project
-//! isolation are the host's, before this is ever asked.
+//! The default scope table as a `billstack:policy` component: `info` and `authorize` over the
+//! `billstack-scope-table` crate. Built for `wasm32-wasip2` by `host/build.rs` and embedded in
+//! the `billstack` binary.
 
-// The generated export glue needs `#[unsafe(export_name)]`.
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code, missing_docs)]
-mod component;
+use billstack::policy::types::{Denial, ScopeInfo};
+use billstack_scope_table::{decide, Outcome, NAME, SCOPES, VERSION};
 
-/// The plugin's name, as `info()` reports it.
-pub const NAME: &str = "billstack-default-scopes";
-/// The plugin's version, as `info()` reports it.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+wit_bindgen::generate!({
+    world: "policy",
+    path: "../../wit",
+});
 
-/// Every scope of the default table, with the description the dashboard shows.
-pub const SCOPES: &[(&str, &str)] = &[
-    ("customers:read", "Read customers"),
-    ("customers:write", "Create, update and delete customers"),
-    ("products:read", "Read products and prices"),
-    ("products:write", "Create, update and delete products and prices"),
-    ("subscriptions:read", "Read subscriptions and checkout sessions"),
-    ("subscriptions:write", "Cancel and delete subscriptions, start checkout sessions"),
-    ("analytics:read", "Read analytics"),
-    ("referrals:read", "Read referral codes and the referral configuration"),
-    ("referrals:write", "Create and delete referral codes, apply referrals, change the configuration"),
-];
+struct DefaultScopes;
 
-/// One segment of a route pattern.
-#[derive(Debug, Clone, Copy)]
-enum Seg {
-    /// Exactly this text.
-    Lit(&'static str),
-    /// Any one non-empty segment (`{id}`).
-    Id,
-    /// Zero or more further segments ("and anything below it").
-    Rest,
-}
-
-use Seg::{Id, Lit, Rest};
-
-/// One row of the table: these methods on this path need this scope.
-struct Route {
-    methods: &'static [&'static str],
-    path: &'static [Seg],
-    scope: &'static str,
-}
-
-const READ: &[&str] = &["GET"];
-const WRITE: &[&str] = &["POST", "PUT", "PATCH", "DELETE"];
-const POST: &[&str] = &["POST"];
-const DELETE: &[&str] = &["DELETE"];
-const UPDATE: &[&str] = &["PUT", "PATCH"];
-
-/// The table. Paths are relative to `/api/billstack/teams/{teamId}/projects/{projectId}`.
-const ROUTES: &[Route] = &[
-    Route { methods: READ, path: &[Lit("customers")], scope: "customers:read" },
-    Route { methods: READ, path: &[Lit("customers"), Id], scope: "customers:read" },
-    Route { methods: WRITE, path: &[Lit("customers")], scope: "customers:write" },
-    Route { methods: WRITE, path: &[Lit("customers"), Id], scope: "customers:write" },
-    Route { methods: READ, path: &[Lit("products")], scope: "products:read" },
-    Route { methods: READ, path: &[Lit("products"), Id], scope: "products:read" },
-    Route { methods: READ, path: &[Lit("prices")], scope: "products:read" },
-    Route { methods: READ, path: &[Lit("prices"), Id], scope: "products:read" },
-    Route { methods: WRITE, path: &[Lit("products")], scope: "products:write" },
-    Route { methods: WRITE, path: &[Lit("products"), Id], scope: "products:write" },
-    Route { methods: WRITE, path: &[Lit("prices")], scope: "products:write" },
-    Route { methods: WRITE, path: &[Lit("prices"), Id], scope: "products:write" },
-    Route { methods: READ, path: &[Lit("subscriptions")], scope: "subscriptions:read" },
-    Route { methods: READ, path: &[Lit("subscriptions"), Id], scope: "subscriptions:read" },
-    Route { methods: READ, path: &[Lit("checkout-sessions"), Id], scope: "subscriptions:read" },
-    Route { methods: POST, path: &[Lit("subscriptions"), Id, Lit("cancel")], scope: "subscriptions:write" },
-    Route { methods: POST, path: &[Lit("checkout-sessions")], scope: "subscriptions:write" },
-    Route { methods: DELETE, path: &[Lit("subscriptions"), Id], scope: "subscriptions:write" },
-    Route { methods: READ, path: &[Lit("analytics"), Rest], scope: "analytics:read" },
-    Route { methods: READ, path: &[Lit("referrals"), Lit("codes")], scope: "referrals:read" },
-    Route { methods: READ, path: &[Lit("referrals"), Lit("codes"), Id], scope: "referrals:read" },
-    Route { methods: READ, path: &[Lit("referrals"), Lit("config")], scope: "referrals:read" },
-    Route { methods: POST, path: &[Lit("referrals"), Lit("codes")], scope: "referrals:write" },
-    Route { methods: POST, path: &[Lit("referrals"), Lit("apply")], scope: "referrals:write" },
-    Route { methods: UPDATE, path: &[Lit("referrals"), Lit("config")], scope: "referrals:write" },
-    Route { methods: DELETE, path: &[Lit("referrals"), Lit("codes"), Id], scope: "referrals:write" },
-];
-
-/// The outcome of looking a request up in the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The key holds the route's scope.
-    Allow,
-    /// The route needs this scope, which the key lacks.
-    InsufficientScope(&'static str),
-    /// The table has no such route (for this method).
-    UnknownRoute,
-}
-
-/// The scope `method` on `resource` needs, or `None` for an unknown route. `resource` is the
-/// path below the project (`/customers/cus_1`); a query string, a fragment and one trailing
-/// slash are ignored. `HEAD` is treated as `GET`, as HTTP defines it.
-pub fn required_scope(method: &str, resource: &str) -> Option<&'static str> {
-    let method = if method == "HEAD" { "GET" } else { method };
-    let path = resource.split(['?', '#']).next().unwrap_or_default();
-    let path = path.strip_prefix('/')?;
-    let path = path.strip_suffix('/').unwrap_or(path);
-    if path.is_empty() {
-        return None;
-    }
-    ROUTES
-        .iter()
-        .find(|route| route.methods.contains(&method) && matches(route.path, path))
-        .map(|route| route.scope)
-}
-
-fn matches(pattern: &[Seg], path: &str) -> bool {
-    let mut segments = path.split('/');
-    for seg in pattern {
-        match seg {
-            Rest => return segments.all(|s| !s.is_empty()),
-            Lit(text) => {
-                if segments.next() != Some(*text) {
-                    return false;
-                }
-            }
-            Id => match segments.next() {
-                Some(s) if !s.is_empty() => {}
-                _ => return false,
-            },
-        }
-    }
-    segments.next().is_none()
-}
-
-/// Decides a request: the route's scope must be among the key's effective scopes.
-pub fn decide<S: AsRef<str>>(method: &str, resource: &str, scopes: &[S]) -> Outcome {
-    match required_scope(method, resource) {
-        None => Outcome::UnknownRoute,
-        Some(scope) if scopes.iter().any(|s| s.as_ref() == scope) => Outcome::Allow,
-        Some(scope) => Outcome::InsufficientScope(scope),
-    }
-}
-
-/// One example request for every row (and every method and path) of DESIGN.md's default scope
-/// table: (method, path below the project, scope). Tests of the host use it to check the whole
-/// decision path against the same table.
-pub const EXAMPLES: &[(&str, &str, &str)] = &[
-    ("GET", "/customers", "customers:read"),
-    ("GET", "/customers/cus_1", "customers:read"),
-    ("POST", "/customers", "customers:write"),
-    ("PUT", "/customers/cus_1", "customers:write"),
-    ("PATCH", "/customers/cus_1", "customers:write"),
-    ("DELETE", "/customers/cus_1", "customers:write"),
-    ("DELETE", "/customers", "customers:write"),
-    ("GET", "/products", "products:read"),
-    ("GET", "/products/prod_1", "products:read"),
-    ("GET", "/prices", "products:read"),
-    ("GET", "/prices/price_1", "products:read"),
-    ("POST", "/products", "products:write"),
-    ("PATCH", "/products/prod_1", "products:write"),
-    ("PUT", "/prices/price_1", "products:write"),
-    ("DELETE", "/prices/price_1", "products:write"),
-    ("POST", "/prices", "products:write"),
-    ("GET", "/subscriptions", "subscriptions:read"),
-    ("GET", "/subscriptions/sub_1", "subscriptions:read"),
-    ("GET", "/checkout-sessions/cs_1", "subscriptions:read"),
-    ("POST", "/subscriptions/sub_1/cancel", "subscriptions:write"),
-    ("POST", "/checkout-sessions", "subscriptions:write"),
-    ("DELETE", "/subscriptions/sub_1", "subscriptions:write"),
-    ("GET", "/analytics", "analytics:read"),
-    ("GET", "/analytics/revenue", "analytics:read"),
-    ("GET", "/analytics/revenue/monthly/2026", "analytics:read"),
-    ("GET", "/referrals/codes", "referrals:read"),
-    ("GET", "/referrals/codes/ref_1", "referrals:read"),
-    ("GET", "/referrals/config", "referrals:read"),
-    ("POST", "/referrals/codes", "referrals:write"),
-    ("POST", "/referrals/apply", "referrals:write"),
-    ("PUT", "/referrals/config", "referrals:write"),
-    ("PATCH", "/referrals/config", "referrals:write"),
-    ("DELETE", "/referrals/codes/ref_1", "referrals:write"),
-];
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-
-    #[test]
-    fn every_row_allows_with_its_scope_and_denies_without() {
-        let all: Vec<&str> = SCOPES.iter().map(|(n, _)| *n).collect();
-        for &(method, path, scope) in EXAMPLES {
-            assert_eq!(required_scope(method, path), Some(scope), "{method} {path}");
-            assert_eq!(decide(method, path, &[scope]), Outcome::Allow, "{method} {path}");
-            let others: Vec<&str> = all.iter().copied().filter(|s| *s != scope).collect();
-            assert_eq!(decide(method, path, &others), Outcome::InsufficientScope(scope), "{method} {path}");
-            assert_eq!(decide::<&str>(method, path, &[]), Outcome::InsufficientScope(scope));
+impl Guest for DefaultScopes {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: NAME.to_string(),
+            version: VERSION.to_string(),
+            scopes: SCOPES
+                .iter()
+                .map(|(name, description)| ScopeInfo { name: name.to_string(), description: description.to_string() })
+                .collect(),
         }
     }
 
-    #[test]
-    fn trailing_slash_query_and_head_do_not_change_the_route() {
-        assert_eq!(required_scope("GET", "/customers/"), Some("customers:read"));
-        assert_eq!(required_scope("GET", "/customers/cus_1/?expand=x"), Some("customers:read"));
-        assert_eq!(required_scope("GET", "/customers?limit=3"), Some("customers:read"));
-        assert_eq!(required_scope("POST", "/subscriptions/s/cancel/"), Some("subscriptions:write"));
-        assert_eq!(required_scope("GET", "/analytics/?x=1"), Some("analytics:read"));
-        assert_eq!(required_scope("HEAD", "/products"), Some("products:read"));
-    }
-
-    #[test]
-    fn unknown_routes() {
-        for (method, path) in [
-            ("GET", "/"),
-            ("GET", ""),
-            ("GET", "/invoices"),
-            ("GET", "/customers/cus_1/notes"),
-            ("GET", "/customers//"),
-            ("GET", "/customers//x"),
-            ("GET", "//customers"),
-            ("PATCH", "/subscriptions"),
-            ("POST", "/subscriptions"),
-            ("PUT", "/subscriptions/sub_1"),
-            ("GET", "/subscriptions/sub_1/cancel"),
-            ("GET", "/checkout-sessions"),
-            ("POST", "/analytics"),
-            ("GET", "/analytics//x"),
-            ("DELETE", "/referrals/codes"),
-            ("DELETE", "/referrals/config"),
-            ("POST", "/referrals/config"),
-            ("GET", "/referrals/apply"),
-            ("GET", "/referrals"),
-            ("OPTIONS", "/customers"),
-            ("get", "/customers"),
-            ("GET", "customers"),
-            ("GET", "/Customers"),
-        ] {
-            assert_eq!(required_scope(method, path), None, "{method} {path:?}");
-            assert_eq!(decide(method, path, &["customers:read"]), Outcome::UnknownRoute);
+    fn authorize(request: Request) -> Decision {
+        match decide(&request.method, &request.path, &request.key.scopes) {
+            Outcome::Allow => Decision::Allow,
+            Outcome::InsufficientScope(scope) => Decision::Deny(Denial {
+                status: 403,
+                code: "insufficient_scope".to_string(),
+                message: format!("this key lacks the {scope} scope needed for {} {}", request.method, request.path),
+                required_scope: Some(scope.to_string()),
+            }),
+            Outcome::UnknownRoute => Decision::Deny(Denial {
+                status: 404,
+                code: "unknown_route".to_string(),
+                message: format!("{} {} is not a BillStack API route", request.method, request.path),
+                required_scope: None,
+            }),
         }
-    }
-
-    #[test]
-    fn catalogue_is_well_formed_and_every_route_scope_is_in_it() {
-        for route in ROUTES {
-            assert!(SCOPES.iter().any(|(n, _)| *n == route.scope), "{}", route.scope);
-        }
-        let mut names: Vec<&str> = SCOPES.iter().map(|(n, _)| *n).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), SCOPES.len(), "unique");
     }
 }
+
+export!(DefaultScopes);
