@@ -19,6 +19,7 @@ const FIXTURES: &[&str] = &[
     "bad-status",
     "deep-recursion",
     "env-snoop",
+    "huge-info",
     "huge-output",
     "infinite-loop",
     "memory-bomb",

@@ -191,6 +191,7 @@ fn hostile_plugins_are_refused_or_fail_closed_and_the_server_keeps_serving() {
     core_module.extend_from_slice(&[0; 8]);
     for (name, bytes, expected) in [
         ("a component of another world", fixture(env!("BILLSTACK_FIXTURE_WRONG_WORLD")), 400),
+        ("huge strings in info()", fixture(env!("BILLSTACK_FIXTURE_HUGE_INFO")), 400),
         ("a core module", core_module, 400),
         ("garbage", b"this is not wasm at all".to_vec(), 400),
         ("empty", Vec::new(), 400),
