@@ -74,6 +74,13 @@ fn echo_upstream(max: usize) -> String {
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nx-upstream: echo\r\n\r\n{reply}",
                 reply.len()
             );
+            // Close gracefully: stop writing, then drain whatever the client still sends (say a
+            // chunked body's last chunk) so the kernel does not answer it with a reset that
+            // could race the response.
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink);
         }
     });
     format!("http://{addr}")
