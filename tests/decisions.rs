@@ -304,9 +304,9 @@ fn assert_fails_closed(w: &World, fixture_name: &str, cause: &str) {
 
 #[test]
 fn deadline_within_limit_and_over_limit() {
-    // One deadline, both ways: 50 ms is far more than the default plugin needs (about a
-    // microsecond) yet an infinite loop must be cut off by it.
-    let w = World::with_limits(PolicyLimits { deadline: Duration::from_millis(50), ..PolicyLimits::default() });
+    // One deadline, both ways: 200 ms is far more than the default plugin needs (about a
+    // microsecond, even on a loaded machine) yet an infinite loop must be cut off by it.
+    let w = World::with_limits(PolicyLimits { deadline: Duration::from_millis(200), ..PolicyLimits::default() });
     // Within: the default plugin answers well inside the deadline.
     let key = w.key("team_a", None, &[]);
     assert_eq!(kind(&w.decide(&key, "GET", &path("team_a", "proj_a", "/customers"))), None);
@@ -453,13 +453,16 @@ fn median_decision_time(w: &World, key: &str, span: Duration) -> Duration {
 
 #[test]
 fn a_looping_team_plugin_does_not_starve_other_teams() {
-    // The production deadline, and one call at a time for a team's own plugin.
-    let w = Arc::new(World::with_limits(PolicyLimits {
-        deadline: Duration::from_millis(10),
-        team_concurrency: 1,
-        ..PolicyLimits::default()
-    }));
-    let hostile = w.engine.load_for_team(&fixture("infinite-loop")).expect("loads");
+    // Team A runs the default plugin with a generous deadline, so a loaded machine cannot fail
+    // its decisions; team B's looping plugin comes from a second engine with the production
+    // deadline and one call at a time for a team's own plugin.
+    let w = Arc::new(World::new());
+    let strict = PolicyEngine::new(
+        PolicyLimits { deadline: Duration::from_millis(10), team_concurrency: 1, ..PolicyLimits::default() },
+        None,
+    )
+    .expect("engine");
+    let hostile = strict.load_for_team(&fixture("infinite-loop")).expect("loads");
     w.policies.set_team("team_b", hostile);
     let a_key = w.key("team_a", None, &["customers:read"]);
     let b_key = w.key("team_b", None, &[]);
@@ -467,6 +470,14 @@ fn a_looping_team_plugin_does_not_starve_other_teams() {
 
     let stop = std::sync::atomic::AtomicBool::new(false);
     let attempts = std::sync::atomic::AtomicU32::new(0);
+    /// Stops the attackers however the measuring code exits, so a failed assertion cannot
+    /// leave them running to their 2,000-attempt bound.
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     let (during, b_failures) = std::thread::scope(|s| {
         let attackers: Vec<_> = (0..4)
             .map(|_| {
@@ -487,6 +498,7 @@ fn a_looping_team_plugin_does_not_starve_other_teams() {
                 })
             })
             .collect();
+        let _stop_guard = StopOnDrop(&stop);
         // Measure only once the attack is under way (polled, bounded).
         let deadline = Instant::now() + Duration::from_secs(10);
         while attempts.load(std::sync::atomic::Ordering::Relaxed) < 4 {
