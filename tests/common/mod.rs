@@ -59,7 +59,10 @@ impl Server {
     /// Starts the server on 127.0.0.1:0 and waits (with a deadline) for its listening line.
     pub fn start(data_dir: &Path, envs: &[(&str, &str)]) -> Server {
         let mut c = cmd(data_dir);
-        c.args(["serve", "--listen", "127.0.0.1:0"]).envs(envs.iter().copied());
+        // The 10 ms plugin deadline is wall clock; on a busy 2-core CI machine a healthy call can
+        // be descheduled that long. Deadlines are tested in tests/decisions.rs; here a generous
+        // one keeps HTTP tests about HTTP (a test may still override it).
+        c.args(["serve", "--listen", "127.0.0.1:0"]).env("BILLSTACK_PLUGIN_DEADLINE_MS", "1000").envs(envs.iter().copied());
         c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn server");
         let stderr = child.stderr.take().expect("stderr");
