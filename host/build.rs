@@ -28,11 +28,21 @@ const FIXTURES: &[&str] = &[
 ];
 
 fn main() {
-    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir.parent().expect("host/ has a parent").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
 
-    for path in ["wit", "plugins", "examples/policies", "Cargo.toml", "Cargo.lock"] {
+    for path in [
+        "wit",
+        "plugins",
+        "examples/policies",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(path).display());
     }
 
@@ -51,11 +61,18 @@ fn main() {
         cmd.args(["-p", &format!("policy-example-{example}")]);
     }
     // The outer build's flags are for the host target; they must not leak into the guests.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+    ] {
         cmd.env_remove(var);
     }
     cmd.env("CARGO_TARGET_DIR", &target_dir);
-    let status = cmd.status().expect("failed to run cargo for the policy plugins");
+    let status = cmd
+        .status()
+        .expect("failed to run cargo for the policy plugins");
     if !status.success() {
         panic!(
             "building the policy plugins for {TARGET} failed (is the target installed? \
@@ -79,14 +96,30 @@ fn main() {
 
     for fixture in FIXTURES {
         let path = wasm_dir.join(format!("fixture_{}.wasm", fixture.replace('-', "_")));
-        assert!(path.exists(), "fixture {} was not built at {}", fixture, path.display());
-        let var = format!("BILLSTACK_FIXTURE_{}", fixture.replace('-', "_").to_uppercase());
+        assert!(
+            path.exists(),
+            "fixture {} was not built at {}",
+            fixture,
+            path.display()
+        );
+        let var = format!(
+            "BILLSTACK_FIXTURE_{}",
+            fixture.replace('-', "_").to_uppercase()
+        );
         println!("cargo:rustc-env={var}={}", path.display());
     }
     for example in EXAMPLES {
         let path = wasm_dir.join(format!("policy_example_{}.wasm", example.replace('-', "_")));
-        assert!(path.exists(), "example {} was not built at {}", example, path.display());
-        let var = format!("BILLSTACK_EXAMPLE_{}", example.replace('-', "_").to_uppercase());
+        assert!(
+            path.exists(),
+            "example {} was not built at {}",
+            example,
+            path.display()
+        );
+        let var = format!(
+            "BILLSTACK_EXAMPLE_{}",
+            example.replace('-', "_").to_uppercase()
+        );
         println!("cargo:rustc-env={var}={}", path.display());
     }
 }

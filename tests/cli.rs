@@ -3,13 +3,21 @@
 
 mod common;
 
-use common::{agent, cmd, json, run, Server};
+use common::{Server, agent, cmd, json, run};
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    json(&data, &["team", "create", "--name", "Acme", "--id", "team_a"]);
-    json(&data, &["project", "create", "--team", "team_a", "--name", "Web", "--id", "proj_a"]);
+    json(
+        &data,
+        &["team", "create", "--name", "Acme", "--id", "team_a"],
+    );
+    json(
+        &data,
+        &[
+            "project", "create", "--team", "team_a", "--name", "Web", "--id", "proj_a",
+        ],
+    );
     (dir, data)
 }
 
@@ -19,14 +27,40 @@ fn teams_projects_users_and_keys_from_the_command_line() {
     let team = json(&data, &["team", "create", "--name", "Other"]);
     assert!(team["id"].as_str().expect("id").starts_with("team_"));
     assert_eq!(team["name"], "Other");
-    let project = json(&data, &["--data-dir", data.to_str().expect("utf8"), "project", "create", "--team", "team_a", "--name", "API"]);
+    let project = json(
+        &data,
+        &[
+            "--data-dir",
+            data.to_str().expect("utf8"),
+            "project",
+            "create",
+            "--team",
+            "team_a",
+            "--name",
+            "API",
+        ],
+    );
     assert_eq!(project["teamId"], "team_a");
     assert!(project["id"].as_str().expect("id").starts_with("proj_"));
 
     let mut c = cmd(&data);
-    c.args(["user", "create", "--email", "Owner@Example.com", "--team", "team_a", "--role", "owner", "--password-stdin"]);
+    c.args([
+        "user",
+        "create",
+        "--email",
+        "Owner@Example.com",
+        "--team",
+        "team_a",
+        "--role",
+        "owner",
+        "--password-stdin",
+    ]);
     let out = run(c, "a long enough password\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let user: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(user["email"], "owner@example.com");
     assert!(user["id"].as_str().expect("id").starts_with("user_"));
@@ -34,17 +68,46 @@ fn teams_projects_users_and_keys_from_the_command_line() {
 
     let created = json(
         &data,
-        &["key", "create", "--team", "team_a", "--name", "ci", "--project", "proj_a", "--scope", "customers:read", "--scope", "products:write", "--expires-at", "2099-01-01T00:00:00Z"],
+        &[
+            "key",
+            "create",
+            "--team",
+            "team_a",
+            "--name",
+            "ci",
+            "--project",
+            "proj_a",
+            "--scope",
+            "customers:read",
+            "--scope",
+            "products:write",
+            "--expires-at",
+            "2099-01-01T00:00:00Z",
+        ],
     );
     let raw = created["rawKey"].as_str().expect("rawKey").to_string();
     assert_eq!(billstack_keystore::apikey::check_format(&raw), Ok(()));
     let key = &created["key"];
     assert_eq!(key["prefix"], &raw[..7]);
     assert_eq!(key["projectId"], "proj_a");
-    assert_eq!(key["scopes"], serde_json::json!(["customers:read", "products:write"]));
+    assert_eq!(
+        key["scopes"],
+        serde_json::json!(["customers:read", "products:write"])
+    );
     assert_eq!(key["expiresAt"], "2099-01-01T00:00:00Z");
     let fields: Vec<&String> = key.as_object().expect("object").keys().collect();
-    assert_eq!(fields, ["id", "name", "prefix", "projectId", "scopes", "expiresAt", "createdAt"]);
+    assert_eq!(
+        fields,
+        [
+            "id",
+            "name",
+            "prefix",
+            "projectId",
+            "scopes",
+            "expiresAt",
+            "createdAt"
+        ]
+    );
 
     let listed = json(&data, &["key", "list", "--team", "team_a"]);
     let keys = listed["keys"].as_array().expect("keys");
@@ -52,27 +115,95 @@ fn teams_projects_users_and_keys_from_the_command_line() {
     assert_eq!(keys[0]["id"], key["id"]);
     assert!(keys[0].get("lastUsedAt").is_some());
     let text = listed.to_string();
-    assert!(!text.contains(&raw[7..]), "the list never shows the raw key");
+    assert!(
+        !text.contains(&raw[7..]),
+        "the list never shows the raw key"
+    );
     assert!(!text.contains("hash"), "nor its hash");
 
     let key_id = key["id"].as_str().expect("id");
     let revoked = json(&data, &["key", "revoke", "--team", "team_a", key_id]);
     assert_eq!(revoked["id"], key_id);
-    assert!(json(&data, &["key", "list", "--team", "team_a"])["keys"].as_array().expect("keys").is_empty());
+    assert!(
+        json(&data, &["key", "list", "--team", "team_a"])["keys"]
+            .as_array()
+            .expect("keys")
+            .is_empty()
+    );
 }
 
 #[test]
 fn bad_input_fails_clearly_and_changes_nothing() {
     let (_dir, data) = setup();
     let cases: &[(&[&str], &str)] = &[
-        (&["key", "create", "--team", "team_a", "--name", "x", "--scope", "invoices:read"], "invoices:read"),
-        (&["key", "create", "--team", "team_a", "--name", "x", "--expires-at", "tomorrow"], "RFC 3339"),
-        (&["key", "create", "--team", "team_a", "--name", "x", "--expires-at", "2001-01-01T00:00:00Z"], "future"),
-        (&["key", "create", "--team", "team_a", "--name", " "], "name"),
-        (&["key", "create", "--team", "team_a", "--name", "x", "--project", "proj_nope"], "proj_nope"),
-        (&["key", "create", "--team", "team_nope", "--name", "x"], "team_nope"),
-        (&["key", "revoke", "--team", "team_a", "key_nope"], "key_nope"),
-        (&["team", "create", "--name", "Dup", "--id", "team_a"], "already exists"),
+        (
+            &[
+                "key",
+                "create",
+                "--team",
+                "team_a",
+                "--name",
+                "x",
+                "--scope",
+                "invoices:read",
+            ],
+            "invoices:read",
+        ),
+        (
+            &[
+                "key",
+                "create",
+                "--team",
+                "team_a",
+                "--name",
+                "x",
+                "--expires-at",
+                "tomorrow",
+            ],
+            "RFC 3339",
+        ),
+        (
+            &[
+                "key",
+                "create",
+                "--team",
+                "team_a",
+                "--name",
+                "x",
+                "--expires-at",
+                "2001-01-01T00:00:00Z",
+            ],
+            "future",
+        ),
+        (
+            &["key", "create", "--team", "team_a", "--name", " "],
+            "name",
+        ),
+        (
+            &[
+                "key",
+                "create",
+                "--team",
+                "team_a",
+                "--name",
+                "x",
+                "--project",
+                "proj_nope",
+            ],
+            "proj_nope",
+        ),
+        (
+            &["key", "create", "--team", "team_nope", "--name", "x"],
+            "team_nope",
+        ),
+        (
+            &["key", "revoke", "--team", "team_a", "key_nope"],
+            "key_nope",
+        ),
+        (
+            &["team", "create", "--name", "Dup", "--id", "team_a"],
+            "already exists",
+        ),
         (&["team", "create", "--name", "Bad", "--id", "../etc"], "id"),
     ];
     for (args, needle) in cases {
@@ -81,14 +212,33 @@ fn bad_input_fails_clearly_and_changes_nothing() {
         let out = run(c, "");
         assert!(!out.status.success(), "{args:?} should fail");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(needle), "{args:?}: stderr {stderr:?} should mention {needle:?}");
-        assert!(out.stdout.is_empty(), "{args:?} printed to stdout on failure");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: stderr {stderr:?} should mention {needle:?}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?} printed to stdout on failure"
+        );
     }
     let mut c = cmd(&data);
-    c.args(["user", "create", "--email", "a@b.co", "--team", "team_a", "--password-stdin"]);
+    c.args([
+        "user",
+        "create",
+        "--email",
+        "a@b.co",
+        "--team",
+        "team_a",
+        "--password-stdin",
+    ]);
     let out = run(c, "");
     assert!(!out.status.success(), "an empty password is refused");
-    assert!(json(&data, &["key", "list", "--team", "team_a"])["keys"].as_array().expect("keys").is_empty());
+    assert!(
+        json(&data, &["key", "list", "--team", "team_a"])["keys"]
+            .as_array()
+            .expect("keys")
+            .is_empty()
+    );
 }
 
 #[test]
@@ -100,22 +250,39 @@ fn offline_commands_refuse_a_store_held_by_another_process() {
     let out = run(c, "");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("in use by another billstack process"), "{stderr}");
+    assert!(
+        stderr.contains("in use by another billstack process"),
+        "{stderr}"
+    );
     drop(held);
     let store = billstack_keystore::Store::open(&data).expect("reopen");
-    assert!(store.get_team("team_sneaky").expect("get").is_none(), "nothing changed");
+    assert!(
+        store.get_team("team_sneaky").expect("get").is_none(),
+        "nothing changed"
+    );
 }
 
 #[test]
 fn policy_test_runs_the_cases_file_against_the_default_plugin() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cases = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/policy-tests/default-scopes.toml");
+    let cases = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/policy-tests/default-scopes.toml"
+    );
     let mut c = cmd(&dir.path().join("data"));
     c.args(["policy", "test", "default", cases]);
     let out = run(c, "");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout.lines().last(), Some("70 passed, 0 failed"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().last(),
+        Some("70 passed, 0 failed"),
+        "{stdout}"
+    );
 
     let failing = dir.path().join("failing.toml");
     std::fs::write(
@@ -137,7 +304,10 @@ fn policy_test_runs_the_cases_file_against_the_default_plugin() {
     c.args(["policy", "test", "default", failing.to_str().expect("utf8")]);
     let out = run(c, "");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("path"), "a malformed cases file names the problem");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("path"),
+        "a malformed cases file names the problem"
+    );
 }
 
 #[test]
@@ -147,32 +317,68 @@ fn policy_check_and_export() {
     let info = json(&data, &["policy", "check", "default"]);
     assert_eq!(info["name"], "billstack-default-scopes");
     assert_eq!(info["scopes"].as_array().expect("scopes").len(), 9);
-    assert_eq!(info["scopes"][0], serde_json::json!({"name": "customers:read", "description": "Read customers"}));
+    assert_eq!(
+        info["scopes"][0],
+        serde_json::json!({"name": "customers:read", "description": "Read customers"})
+    );
 
     let out_file = dir.path().join("default.wasm");
-    json(&data, &["policy", "export", "default", "--output", out_file.to_str().expect("utf8")]);
-    assert_eq!(std::fs::read(&out_file).expect("read"), billstack_host::plugins::DEFAULT_PLUGIN);
-    let again = json(&data, &["policy", "check", out_file.to_str().expect("utf8")]);
+    json(
+        &data,
+        &[
+            "policy",
+            "export",
+            "default",
+            "--output",
+            out_file.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(&out_file).expect("read"),
+        billstack_host::plugins::DEFAULT_PLUGIN
+    );
+    let again = json(
+        &data,
+        &["policy", "check", out_file.to_str().expect("utf8")],
+    );
     assert_eq!(again["sha256"], info["sha256"]);
 
     let mut c = cmd(&data);
     c.args(["policy", "check", env!("BILLSTACK_FIXTURE_WRONG_WORLD")]);
     let out = run(c, "");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not export the billstack:policy world"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not export the billstack:policy world")
+    );
 }
 
 #[test]
 fn serve_bootstraps_and_answers_forward_auth_and_json_verify() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let server = Server::start(&data, &[("BILLSTACK_ADMIN_EMAIL", "ops@example.com"), ("BILLSTACK_ADMIN_PASSWORD", "bootstrap-pass-1")]);
+    let server = Server::start(
+        &data,
+        &[
+            ("BILLSTACK_ADMIN_EMAIL", "ops@example.com"),
+            ("BILLSTACK_ADMIN_PASSWORD", "bootstrap-pass-1"),
+        ],
+    );
     let http = agent();
     let mut res = http.get(&server.url("/healthz")).call().expect("healthz");
     assert_eq!(res.status(), 200);
     assert_eq!(res.body_mut().read_to_string().expect("body"), "ok");
-    assert_eq!(http.get(&server.url("/readyz")).call().expect("readyz").status(), 200);
-    assert_eq!(server.stop().code(), Some(0), "SIGTERM stops the server cleanly");
+    assert_eq!(
+        http.get(&server.url("/readyz"))
+            .call()
+            .expect("readyz")
+            .status(),
+        200
+    );
+    assert_eq!(
+        server.stop().code(),
+        Some(0),
+        "SIGTERM stops the server cleanly"
+    );
 
     // The bootstrap made a team and a project; create keys offline now the store is free.
     let store = billstack_keystore::Store::open(&data).expect("open");
@@ -180,15 +386,37 @@ fn serve_bootstraps_and_answers_forward_auth_and_json_verify() {
     assert_eq!(teams.len(), 1);
     let team = teams[0].id.clone();
     let project = store.list_projects(&team).expect("projects")[0].id.clone();
-    assert!(store.verify_password("ops@example.com", "bootstrap-pass-1").expect("verify").is_some());
+    assert!(
+        store
+            .verify_password("ops@example.com", "bootstrap-pass-1")
+            .expect("verify")
+            .is_some()
+    );
     drop(store);
-    let created = json(&data, &["key", "create", "--team", &team, "--name", "ci", "--project", &project, "--scope", "customers:read"]);
+    let created = json(
+        &data,
+        &[
+            "key",
+            "create",
+            "--team",
+            &team,
+            "--name",
+            "ci",
+            "--project",
+            &project,
+            "--scope",
+            "customers:read",
+        ],
+    );
     let raw = created["rawKey"].as_str().expect("raw").to_string();
 
     let server = Server::start(&data, &[]);
     let base = format!("/api/billstack/teams/{team}/projects/{project}");
     let verify = |auth: Option<&str>, method: &str, uri: &str| {
-        let mut req = http.get(&server.url("/auth/verify")).header("X-Forwarded-Method", method).header("X-Forwarded-Uri", uri);
+        let mut req = http
+            .get(&server.url("/auth/verify"))
+            .header("X-Forwarded-Method", method)
+            .header("X-Forwarded-Uri", uri);
         if let Some(a) = auth {
             req = req.header("Authorization", a);
         }
@@ -197,7 +425,10 @@ fn serve_bootstraps_and_answers_forward_auth_and_json_verify() {
     let bearer = format!("Bearer {raw}");
     let ok = verify(Some(&bearer), "GET", &format!("{base}/customers"));
     assert_eq!(ok.status(), 200);
-    assert_eq!(ok.headers()["x-billstack-key-id"], created["key"]["id"].as_str().expect("id"));
+    assert_eq!(
+        ok.headers()["x-billstack-key-id"],
+        created["key"]["id"].as_str().expect("id")
+    );
     assert_eq!(ok.headers()["x-billstack-team-id"], team.as_str());
     assert_eq!(ok.headers()["x-billstack-project-id"], project.as_str());
     assert_eq!(ok.headers()["x-billstack-scopes"], "customers:read");
@@ -210,10 +441,16 @@ fn serve_bootstraps_and_answers_forward_auth_and_json_verify() {
     );
     let none = verify(None, "GET", &format!("{base}/customers"));
     assert_eq!(none.status(), 401);
-    assert_eq!(none.headers()["www-authenticate"], "Bearer realm=\"billstack\"");
+    assert_eq!(
+        none.headers()["www-authenticate"],
+        "Bearer realm=\"billstack\""
+    );
     let bad = verify(Some("Bearer bs_nope"), "GET", &format!("{base}/customers"));
     assert_eq!(bad.status(), 401);
-    assert_eq!(bad.headers()["www-authenticate"], "Bearer realm=\"billstack\", error=\"invalid_token\"");
+    assert_eq!(
+        bad.headers()["www-authenticate"],
+        "Bearer realm=\"billstack\", error=\"invalid_token\""
+    );
     // The X-Original-* convention (nginx auth_request) works too.
     let nginx = http
         .get(&server.url("/auth/verify"))
@@ -239,7 +476,10 @@ fn serve_bootstraps_and_answers_forward_auth_and_json_verify() {
         .send_json(serde_json::json!({"key": "bs_x", "method": "GET", "path": format!("{base}/customers")}))
         .expect("json verify");
     let body: serde_json::Value = res.body_mut().read_json().expect("json");
-    assert_eq!(body, serde_json::json!({"valid": false, "code": "INVALID_KEY"}));
+    assert_eq!(
+        body,
+        serde_json::json!({"valid": false, "code": "INVALID_KEY"})
+    );
     assert_eq!(server.stop().code(), Some(0));
 }
 
@@ -248,20 +488,53 @@ fn the_config_file_is_read_and_unknown_keys_are_refused_by_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let config = dir.path().join("billstack.toml");
-    std::fs::write(&config, format!("data_dir = {:?}\nlisten = \"127.0.0.1:0\"\n", data.join("from-config"))).expect("write");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\n",
+            data.join("from-config")
+        ),
+    )
+    .expect("write");
     let mut c = cmd(&data);
-    c.env_remove("BILLSTACK_DATA_DIR").args(["--config", config.to_str().expect("utf8"), "team", "create", "--name", "Cfg", "--id", "team_cfg"]);
+    c.env_remove("BILLSTACK_DATA_DIR").args([
+        "--config",
+        config.to_str().expect("utf8"),
+        "team",
+        "create",
+        "--name",
+        "Cfg",
+        "--id",
+        "team_cfg",
+    ]);
     let out = run(c, "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(data.join("from-config").join("db").exists(), "data_dir came from the file");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        data.join("from-config").join("db").exists(),
+        "data_dir came from the file"
+    );
 
     std::fs::write(&config, "data_dri = \"/tmp/typo\"\n").expect("write");
     let mut c = cmd(&data);
-    c.args(["team", "create", "--name", "X", "--config", config.to_str().expect("utf8")]);
+    c.args([
+        "team",
+        "create",
+        "--name",
+        "X",
+        "--config",
+        config.to_str().expect("utf8"),
+    ]);
     let out = run(c, "");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("data_dri"), "the unknown key is named: {stderr}");
+    assert!(
+        stderr.contains("data_dri"),
+        "the unknown key is named: {stderr}"
+    );
 
     std::fs::write(&config, "[limits]\nplugin_deadline_ms = 0\n").expect("write");
     let mut c = cmd(&data);

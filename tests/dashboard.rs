@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{agent, cmd, json, run, Server};
+use common::{Server, agent, cmd, json, run};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
@@ -27,7 +27,11 @@ impl Drop for Driver {
 }
 
 fn start_chromedriver() -> (Driver, String) {
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
@@ -68,18 +72,34 @@ async fn browser(webdriver: &str, profile: &std::path::Path, width: u32, height:
 }
 
 fn screenshots() -> PathBuf {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/dashboard-screenshots"));
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/dashboard-screenshots"
+    ));
     std::fs::create_dir_all(&dir).expect("screenshot dir");
     dir
 }
 
 async fn sign_in(c: &Client) {
-    c.wait().for_element(Locator::Id("email")).await.expect("sign-in form");
+    c.wait()
+        .for_element(Locator::Id("email"))
+        .await
+        .expect("sign-in form");
     let email = c.find(Locator::Id("email")).await.expect("email");
     email.clear().await.expect("clear");
     email.send_keys(EMAIL).await.expect("type email");
-    c.find(Locator::Id("password")).await.expect("password").send_keys(PASSWORD).await.expect("type password");
-    c.find(Locator::Id("sign-in-submit")).await.expect("submit").click().await.expect("click");
+    c.find(Locator::Id("password"))
+        .await
+        .expect("password")
+        .send_keys(PASSWORD)
+        .await
+        .expect("type password");
+    c.find(Locator::Id("sign-in-submit"))
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("click");
     wait_visible(c, "#open-create").await;
 }
 
@@ -99,7 +119,12 @@ async fn wait_visible(c: &Client, css: &str) {
 async fn wait_until(c: &Client, script: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if c.execute(script, vec![]).await.ok().and_then(|v| v.as_bool()) == Some(true) {
+        if c.execute(script, vec![])
+            .await
+            .ok()
+            .and_then(|v| v.as_bool())
+            == Some(true)
+        {
             return;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -123,11 +148,41 @@ fn forward_auth(server: &Server, key: &str, method: &str, path: &str) -> u16 {
 async fn create_use_and_revoke_a_key_in_the_browser() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    json(&data, &["team", "create", "--name", "Acme", "--id", "team_a"]);
-    json(&data, &["project", "create", "--team", "team_a", "--name", "Web shop", "--id", "proj_web"]);
-    json(&data, &["project", "create", "--team", "team_a", "--name", "Mobile", "--id", "proj_mobile"]);
+    json(
+        &data,
+        &["team", "create", "--name", "Acme", "--id", "team_a"],
+    );
+    json(
+        &data,
+        &[
+            "project", "create", "--team", "team_a", "--name", "Web shop", "--id", "proj_web",
+        ],
+    );
+    json(
+        &data,
+        &[
+            "project",
+            "create",
+            "--team",
+            "team_a",
+            "--name",
+            "Mobile",
+            "--id",
+            "proj_mobile",
+        ],
+    );
     let mut c = cmd(&data);
-    c.args(["user", "create", "--email", EMAIL, "--team", "team_a", "--role", "owner", "--password-stdin"]);
+    c.args([
+        "user",
+        "create",
+        "--email",
+        EMAIL,
+        "--team",
+        "team_a",
+        "--role",
+        "owner",
+        "--password-stdin",
+    ]);
     assert!(run(c, &format!("{PASSWORD}\n")).status.success());
     let server = Server::start(&data, &[]);
     let (_driver, webdriver) = start_chromedriver();
@@ -137,84 +192,300 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     c.goto(&server.url("/")).await.expect("open the dashboard");
     sign_in(&c).await;
     wait_visible(&c, "#keys-empty").await;
-    assert!(c.find(Locator::Id("keys-empty")).await.expect("empty").text().await.expect("text").contains("No API keys yet"));
+    assert!(
+        c.find(Locator::Id("keys-empty"))
+            .await
+            .expect("empty")
+            .text()
+            .await
+            .expect("text")
+            .contains("No API keys yet")
+    );
 
     // Create a project-scoped key with two scopes and an expiry.
-    c.find(Locator::Id("open-create")).await.expect("button").click().await.expect("click");
+    c.find(Locator::Id("open-create"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
     wait_visible(&c, "#key-name").await;
     // Errors appear next to the field they belong to: one caught in the page, one from the API.
-    c.find(Locator::Id("create-submit")).await.expect("create").click().await.expect("click");
+    c.find(Locator::Id("create-submit"))
+        .await
+        .expect("create")
+        .click()
+        .await
+        .expect("click");
     wait_visible(&c, "#key-name-error").await;
-    c.find(Locator::Id("key-name")).await.expect("name").send_keys("Web shop backend").await.expect("type");
-    c.execute("document.getElementById('key-expires').value = arguments[0]", vec![json!("2001-01-01")]).await.expect("date");
-    c.find(Locator::Id("create-submit")).await.expect("create").click().await.expect("click");
+    c.find(Locator::Id("key-name"))
+        .await
+        .expect("name")
+        .send_keys("Web shop backend")
+        .await
+        .expect("type");
+    c.execute(
+        "document.getElementById('key-expires').value = arguments[0]",
+        vec![json!("2001-01-01")],
+    )
+    .await
+    .expect("date");
+    c.find(Locator::Id("create-submit"))
+        .await
+        .expect("create")
+        .click()
+        .await
+        .expect("click");
     wait_visible(&c, "#key-expires-error").await;
-    let why = c.find(Locator::Id("key-expires-error")).await.expect("error").text().await.expect("text");
+    let why = c
+        .find(Locator::Id("key-expires-error"))
+        .await
+        .expect("error")
+        .text()
+        .await
+        .expect("text");
     assert!(why.contains("future"), "{why}");
-    c.find(Locator::Css("#key-project option[value='proj_web']")).await.expect("project").click().await.expect("select");
+    c.find(Locator::Css("#key-project option[value='proj_web']"))
+        .await
+        .expect("project")
+        .click()
+        .await
+        .expect("select");
     for scope in ["customers:read", "products:read"] {
-        c.find(Locator::Css(&format!("#key-scopes input[value='{scope}']"))).await.expect("scope").click().await.expect("check");
+        c.find(Locator::Css(&format!("#key-scopes input[value='{scope}']")))
+            .await
+            .expect("scope")
+            .click()
+            .await
+            .expect("check");
     }
-    c.execute("document.getElementById('key-expires').value = arguments[0]", vec![json!("2099-12-31")]).await.expect("date");
-    c.find(Locator::Id("create-submit")).await.expect("create").click().await.expect("click");
+    c.execute(
+        "document.getElementById('key-expires').value = arguments[0]",
+        vec![json!("2099-12-31")],
+    )
+    .await
+    .expect("date");
+    c.find(Locator::Id("create-submit"))
+        .await
+        .expect("create")
+        .click()
+        .await
+        .expect("click");
     wait_visible(&c, "#secret-value").await;
-    let raw = c.find(Locator::Id("secret-value")).await.expect("secret").prop("value").await.expect("value").expect("a key");
+    let raw = c
+        .find(Locator::Id("secret-value"))
+        .await
+        .expect("secret")
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("a key");
     assert!(raw.starts_with("bs_") && raw.len() == 51, "{raw}");
-    std::fs::write(shots.join("one-time-key-dialog.png"), c.screenshot().await.expect("screenshot")).expect("save");
+    std::fs::write(
+        shots.join("one-time-key-dialog.png"),
+        c.screenshot().await.expect("screenshot"),
+    )
+    .expect("save");
 
     // The key works where its scopes allow and nowhere else.
     let base = "/api/billstack/teams/team_a/projects";
-    assert_eq!(forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/customers")), 200);
-    assert_eq!(forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/prices/p1")), 200);
-    assert_eq!(forward_auth(&server, &raw, "POST", &format!("{base}/proj_web/customers")), 403);
-    assert_eq!(forward_auth(&server, &raw, "GET", &format!("{base}/proj_mobile/customers")), 403);
+    assert_eq!(
+        forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/customers")),
+        200
+    );
+    assert_eq!(
+        forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/prices/p1")),
+        200
+    );
+    assert_eq!(
+        forward_auth(&server, &raw, "POST", &format!("{base}/proj_web/customers")),
+        403
+    );
+    assert_eq!(
+        forward_auth(
+            &server,
+            &raw,
+            "GET",
+            &format!("{base}/proj_mobile/customers")
+        ),
+        403
+    );
 
     // Closing the dialog removes the key from the page.
-    c.find(Locator::Id("secret-done")).await.expect("done").click().await.expect("click");
-    wait_until(&c, "return !document.getElementById('secret-dialog').open", "the dialog to close").await;
-    assert_eq!(c.find(Locator::Id("secret-value")).await.expect("secret").prop("value").await.expect("value").as_deref(), Some(""));
+    c.find(Locator::Id("secret-done"))
+        .await
+        .expect("done")
+        .click()
+        .await
+        .expect("click");
+    wait_until(
+        &c,
+        "return !document.getElementById('secret-dialog').open",
+        "the dialog to close",
+    )
+    .await;
+    assert_eq!(
+        c.find(Locator::Id("secret-value"))
+            .await
+            .expect("secret")
+            .prop("value")
+            .await
+            .expect("value")
+            .as_deref(),
+        Some("")
+    );
     let html = c.source().await.expect("source");
-    assert!(!html.contains(&raw[3..]), "the raw key is gone from the page");
-    let row = c.find(Locator::Css("#keys-body tr")).await.expect("row").text().await.expect("text");
-    for expected in ["Web shop backend", &raw[..7], "Web shop", "customers:read", "products:read", "Never"] {
+    assert!(
+        !html.contains(&raw[3..]),
+        "the raw key is gone from the page"
+    );
+    let row = c
+        .find(Locator::Css("#keys-body tr"))
+        .await
+        .expect("row")
+        .text()
+        .await
+        .expect("text");
+    for expected in [
+        "Web shop backend",
+        &raw[..7],
+        "Web shop",
+        "customers:read",
+        "products:read",
+        "Never",
+    ] {
         assert!(row.contains(expected), "row {row:?} lacks {expected:?}");
     }
-    std::fs::write(shots.join("key-list.png"), c.screenshot().await.expect("screenshot")).expect("save");
+    std::fs::write(
+        shots.join("key-list.png"),
+        c.screenshot().await.expect("screenshot"),
+    )
+    .expect("save");
 
     // Revoke it in the page: confirmation names the key, the row disappears, the key stops.
-    c.find(Locator::Css("#keys-body button.revoke")).await.expect("revoke").click().await.expect("click");
+    c.find(Locator::Css("#keys-body button.revoke"))
+        .await
+        .expect("revoke")
+        .click()
+        .await
+        .expect("click");
     wait_visible(&c, "#revoke-confirm").await;
-    assert_eq!(c.find(Locator::Id("revoke-name")).await.expect("name").text().await.expect("text"), "Web shop backend");
-    c.find(Locator::Id("revoke-confirm")).await.expect("confirm").click().await.expect("click");
-    wait_until(&c, "return document.querySelectorAll('#keys-body tr').length === 0", "the row to disappear").await;
-    assert_eq!(forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/customers")), 401);
+    assert_eq!(
+        c.find(Locator::Id("revoke-name"))
+            .await
+            .expect("name")
+            .text()
+            .await
+            .expect("text"),
+        "Web shop backend"
+    );
+    c.find(Locator::Id("revoke-confirm"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("click");
+    wait_until(
+        &c,
+        "return document.querySelectorAll('#keys-body tr').length === 0",
+        "the row to disappear",
+    )
+    .await;
+    assert_eq!(
+        forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/customers")),
+        401
+    );
 
     // The owner uploads a policy in the policy panel: a refused one shows why, an accepted one
     // replaces the scope list, and reset brings the default back.
     let upload = |path: &'static str| {
         let c = c.clone();
         async move {
-            c.find(Locator::Id("policy-file")).await.expect("file input").send_keys(path).await.expect("choose file");
-            c.find(Locator::Id("policy-upload")).await.expect("upload").click().await.expect("click");
+            c.find(Locator::Id("policy-file"))
+                .await
+                .expect("file input")
+                .send_keys(path)
+                .await
+                .expect("choose file");
+            c.find(Locator::Id("policy-upload"))
+                .await
+                .expect("upload")
+                .click()
+                .await
+                .expect("click");
         }
     };
     upload(env!("BILLSTACK_FIXTURE_WRONG_WORLD")).await;
     wait_visible(&c, "#policy-error").await;
-    let why = c.find(Locator::Id("policy-error")).await.expect("error").text().await.expect("text");
-    assert!(why.contains("does not export the billstack:policy world"), "{why}");
+    let why = c
+        .find(Locator::Id("policy-error"))
+        .await
+        .expect("error")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        why.contains("does not export the billstack:policy world"),
+        "{why}"
+    );
     upload(env!("BILLSTACK_FIXTURE_ENV_SNOOP")).await;
-    wait_until(&c, "return document.getElementById('policy-name').textContent === 'env-snoop'", "the new policy").await;
-    assert_eq!(c.find(Locator::Id("policy-source")).await.expect("source").text().await.expect("text"), "Uploaded by this team");
-    wait_until(&c, "return document.querySelectorAll('#key-scopes input').length === 1", "the new scope list").await;
-    std::fs::write(shots.join("policy-panel.png"), c.screenshot().await.expect("screenshot")).expect("save");
-    c.find(Locator::Id("policy-reset")).await.expect("reset").click().await.expect("click");
-    wait_until(&c, "return document.getElementById('policy-name').textContent === 'billstack-default-scopes'", "the default policy").await;
+    wait_until(
+        &c,
+        "return document.getElementById('policy-name').textContent === 'env-snoop'",
+        "the new policy",
+    )
+    .await;
+    assert_eq!(
+        c.find(Locator::Id("policy-source"))
+            .await
+            .expect("source")
+            .text()
+            .await
+            .expect("text"),
+        "Uploaded by this team"
+    );
+    wait_until(
+        &c,
+        "return document.querySelectorAll('#key-scopes input').length === 1",
+        "the new scope list",
+    )
+    .await;
+    std::fs::write(
+        shots.join("policy-panel.png"),
+        c.screenshot().await.expect("screenshot"),
+    )
+    .expect("save");
+    c.find(Locator::Id("policy-reset"))
+        .await
+        .expect("reset")
+        .click()
+        .await
+        .expect("click");
+    wait_until(
+        &c,
+        "return document.getElementById('policy-name').textContent === 'billstack-default-scopes'",
+        "the default policy",
+    )
+    .await;
 
     // A session that ends mid-edit sends the person to sign-in and keeps what they typed.
-    c.find(Locator::Id("open-create")).await.expect("button").click().await.expect("click");
+    c.find(Locator::Id("open-create"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
     wait_visible(&c, "#key-name").await;
-    c.find(Locator::Id("key-name")).await.expect("name").send_keys("draft key").await.expect("type");
-    let session = c.get_named_cookie("billstack_session").await.expect("session cookie");
+    c.find(Locator::Id("key-name"))
+        .await
+        .expect("name")
+        .send_keys("draft key")
+        .await
+        .expect("type");
+    let session = c
+        .get_named_cookie("billstack_session")
+        .await
+        .expect("session cookie");
     let res = agent()
         .post(&server.url("/api/auth/logout"))
         .header("Cookie", &format!("billstack_session={}", session.value()))
@@ -222,49 +493,128 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         .send_empty()
         .expect("logout behind the page's back");
     assert_eq!(res.status(), 204);
-    c.find(Locator::Id("create-submit")).await.expect("create").click().await.expect("click");
+    c.find(Locator::Id("create-submit"))
+        .await
+        .expect("create")
+        .click()
+        .await
+        .expect("click");
     wait_visible(&c, "#sign-in-form").await;
-    c.find(Locator::Id("password")).await.expect("password").send_keys(PASSWORD).await.expect("type");
-    c.find(Locator::Id("sign-in-submit")).await.expect("submit").click().await.expect("click");
+    c.find(Locator::Id("password"))
+        .await
+        .expect("password")
+        .send_keys(PASSWORD)
+        .await
+        .expect("type");
+    c.find(Locator::Id("sign-in-submit"))
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("click");
     wait_visible(&c, "#key-name").await;
-    assert_eq!(c.find(Locator::Id("key-name")).await.expect("name").prop("value").await.expect("value").as_deref(), Some("draft key"));
+    assert_eq!(
+        c.find(Locator::Id("key-name"))
+            .await
+            .expect("name")
+            .prop("value")
+            .await
+            .expect("value")
+            .as_deref(),
+        Some("draft key")
+    );
 
     // Keyboard alone: Escape closes the dialog; Tab reaches "Create API Key"; Enter opens it,
     // typing fills the focused name field, Enter submits, and the one-time key dialog's Done
     // button is reachable and closes it.
     let key = |k: Key| char::from(k).to_string();
-    c.active_element().await.expect("focus").send_keys(&key(Key::Escape)).await.expect("escape");
-    wait_until(&c, "return !document.getElementById('create-dialog').open", "Escape to close the dialog").await;
-    c.execute("document.activeElement.blur()", vec![]).await.expect("blur");
+    c.active_element()
+        .await
+        .expect("focus")
+        .send_keys(&key(Key::Escape))
+        .await
+        .expect("escape");
+    wait_until(
+        &c,
+        "return !document.getElementById('create-dialog').open",
+        "Escape to close the dialog",
+    )
+    .await;
+    c.execute("document.activeElement.blur()", vec![])
+        .await
+        .expect("blur");
     let mut reached = false;
     for _ in 0..12 {
-        c.active_element().await.expect("focus").send_keys(&key(Key::Tab)).await.expect("tab");
-        let id = c.execute("return document.activeElement.id", vec![]).await.expect("id");
+        c.active_element()
+            .await
+            .expect("focus")
+            .send_keys(&key(Key::Tab))
+            .await
+            .expect("tab");
+        let id = c
+            .execute("return document.activeElement.id", vec![])
+            .await
+            .expect("id");
         if id == json!("open-create") {
             reached = true;
             break;
         }
     }
     assert!(reached, "Tab never reached Create API Key");
-    c.active_element().await.expect("focus").send_keys(&key(Key::Enter)).await.expect("enter");
-    wait_until(&c, "return document.activeElement.id === 'key-name'", "focus in the name field").await;
-    c.execute("document.getElementById('key-name').value = ''", vec![]).await.expect("clear draft");
+    c.active_element()
+        .await
+        .expect("focus")
+        .send_keys(&key(Key::Enter))
+        .await
+        .expect("enter");
+    wait_until(
+        &c,
+        "return document.activeElement.id === 'key-name'",
+        "focus in the name field",
+    )
+    .await;
+    c.execute("document.getElementById('key-name').value = ''", vec![])
+        .await
+        .expect("clear draft");
     let focused = c.active_element().await.expect("focus");
     focused.send_keys("keyboard key").await.expect("type");
     focused.send_keys(&key(Key::Enter)).await.expect("submit");
-    wait_until(&c, "return document.getElementById('secret-dialog').open", "the one-time key").await;
+    wait_until(
+        &c,
+        "return document.getElementById('secret-dialog').open",
+        "the one-time key",
+    )
+    .await;
     let mut done = false;
     for _ in 0..6 {
-        let id = c.execute("return document.activeElement.id", vec![]).await.expect("id");
+        let id = c
+            .execute("return document.activeElement.id", vec![])
+            .await
+            .expect("id");
         if id == json!("secret-done") {
-            c.active_element().await.expect("focus").send_keys(&key(Key::Enter)).await.expect("enter");
+            c.active_element()
+                .await
+                .expect("focus")
+                .send_keys(&key(Key::Enter))
+                .await
+                .expect("enter");
             done = true;
             break;
         }
-        c.active_element().await.expect("focus").send_keys(&key(Key::Tab)).await.expect("tab");
+        c.active_element()
+            .await
+            .expect("focus")
+            .send_keys(&key(Key::Tab))
+            .await
+            .expect("tab");
     }
     assert!(done, "Tab never reached Done");
-    wait_until(&c, "return !document.getElementById('secret-dialog').open", "Done to close").await;
+    wait_until(
+        &c,
+        "return !document.getElementById('secret-dialog').open",
+        "Done to close",
+    )
+    .await;
     wait_until(&c, "return [...document.querySelectorAll('#keys-body .key-name')].some(td => td.textContent === 'keyboard key')", "the new row").await;
     c.close().await.expect("close the browser");
 
@@ -273,12 +623,19 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     phone.goto(&server.url("/")).await.expect("open");
     sign_in(&phone).await;
     let overflow: bool = phone
-        .execute("return document.documentElement.scrollWidth > window.innerWidth + 1", vec![])
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1",
+            vec![],
+        )
         .await
         .expect("measure")
         .as_bool()
         .expect("bool");
     assert!(!overflow, "the page scrolls sideways at 375 px");
-    std::fs::write(shots.join("phone-375px.png"), phone.screenshot().await.expect("screenshot")).expect("save");
+    std::fs::write(
+        shots.join("phone-375px.png"),
+        phone.screenshot().await.expect("screenshot"),
+    )
+    .expect("save");
     phone.close().await.expect("close");
 }

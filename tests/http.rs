@@ -9,8 +9,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{agent, cmd, json, run, Server};
-use serde_json::{json, Value};
+use common::{Server, agent, cmd, json, run};
+use serde_json::{Value, json};
 
 const ALICE: (&str, &str) = ("alice@acme.test", "alice-password-1");
 const BOB: (&str, &str) = ("bob@globex.test", "bob-password-12");
@@ -19,16 +19,51 @@ const BOB: (&str, &str) = ("bob@globex.test", "bob-password-12");
 fn world() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    json(&data, &["team", "create", "--name", "Acme", "--id", "team_a"]);
-    json(&data, &["project", "create", "--team", "team_a", "--name", "Web", "--id", "proj_a"]);
-    json(&data, &["project", "create", "--team", "team_a", "--name", "API", "--id", "proj_a2"]);
-    json(&data, &["team", "create", "--name", "Globex", "--id", "team_b"]);
-    json(&data, &["project", "create", "--team", "team_b", "--name", "Shop", "--id", "proj_b"]);
+    json(
+        &data,
+        &["team", "create", "--name", "Acme", "--id", "team_a"],
+    );
+    json(
+        &data,
+        &[
+            "project", "create", "--team", "team_a", "--name", "Web", "--id", "proj_a",
+        ],
+    );
+    json(
+        &data,
+        &[
+            "project", "create", "--team", "team_a", "--name", "API", "--id", "proj_a2",
+        ],
+    );
+    json(
+        &data,
+        &["team", "create", "--name", "Globex", "--id", "team_b"],
+    );
+    json(
+        &data,
+        &[
+            "project", "create", "--team", "team_b", "--name", "Shop", "--id", "proj_b",
+        ],
+    );
     for ((email, password), team, role) in [(ALICE, "team_a", "owner"), (BOB, "team_b", "member")] {
         let mut c = cmd(&data);
-        c.args(["user", "create", "--email", email, "--team", team, "--role", role, "--password-stdin"]);
+        c.args([
+            "user",
+            "create",
+            "--email",
+            email,
+            "--team",
+            team,
+            "--role",
+            role,
+            "--password-stdin",
+        ]);
         let out = run(c, &format!("{password}\n"));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     (dir, data)
 }
@@ -100,11 +135,18 @@ fn login<'a>(server: &'a Server, (email, password): (&str, &str)) -> Dashboard<'
         .send_json(json!({"email": email, "password": password}))
         .expect("login");
     assert_eq!(res.status(), 200, "login of {email}");
-    let set_cookie = res.headers()["set-cookie"].to_str().expect("ascii").to_string();
+    let set_cookie = res.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
     let body: Value = res.body_mut().read_json().expect("json");
     assert_eq!(body["user"]["email"], email);
     let cookie = set_cookie.split(';').next().expect("cookie").to_string();
-    Dashboard { server, http, cookie }
+    Dashboard {
+        server,
+        http,
+        cookie,
+    }
 }
 
 impl Dashboard<'_> {
@@ -113,9 +155,18 @@ impl Dashboard<'_> {
         let origin = self.server.base.clone();
         let res = match method {
             "GET" => self.http.get(&url).header("Cookie", &self.cookie).call(),
-            "DELETE" => self.http.delete(&url).header("Cookie", &self.cookie).header("Origin", &origin).call(),
+            "DELETE" => self
+                .http
+                .delete(&url)
+                .header("Cookie", &self.cookie)
+                .header("Origin", &origin)
+                .call(),
             "POST" => {
-                let req = self.http.post(&url).header("Cookie", &self.cookie).header("Origin", &origin);
+                let req = self
+                    .http
+                    .post(&url)
+                    .header("Cookie", &self.cookie)
+                    .header("Origin", &origin);
                 match body {
                     Some(b) => req.send_json(b),
                     None => req.send_empty(),
@@ -130,7 +181,11 @@ impl Dashboard<'_> {
     }
 
     fn create_key(&self, team: &str, body: Value) -> (u16, Value) {
-        self.send("POST", &format!("/api/billstack/teams/{team}/api-keys"), Some(body))
+        self.send(
+            "POST",
+            &format!("/api/billstack/teams/{team}/api-keys"),
+            Some(body),
+        )
     }
 }
 
@@ -161,7 +216,11 @@ fn doors(server: &Server, key: &str, method: &str, path: &str) -> (u16, u16, Str
         .expect("verify");
     assert_eq!(res.status(), 200);
     let body: Value = res.body_mut().read_json().expect("json");
-    (forward, proxied, body["code"].as_str().expect("code").to_string())
+    (
+        forward,
+        proxied,
+        body["code"].as_str().expect("code").to_string(),
+    )
 }
 
 fn start(data: &Path, upstream: &str) -> Server {
@@ -173,29 +232,55 @@ fn login_me_logout_and_cookie_flags() {
     let (_dir, data) = world();
     let server = start(&data, &echo_upstream(0));
     let http = agent();
-    let res = http.post(&server.url("/api/auth/login")).send_json(json!({"email": ALICE.0, "password": "wrong"})).expect("login");
+    let res = http
+        .post(&server.url("/api/auth/login"))
+        .send_json(json!({"email": ALICE.0, "password": "wrong"}))
+        .expect("login");
     assert_eq!(res.status(), 401);
-    let res = http.post(&server.url("/api/auth/login")).send_json(json!({"email": "nobody@x.test", "password": "whatever1"})).expect("login");
+    let res = http
+        .post(&server.url("/api/auth/login"))
+        .send_json(json!({"email": "nobody@x.test", "password": "whatever1"}))
+        .expect("login");
     assert_eq!(res.status(), 401);
-    assert_eq!(http.get(&server.url("/api/auth/me")).call().expect("me").status(), 401);
+    assert_eq!(
+        http.get(&server.url("/api/auth/me"))
+            .call()
+            .expect("me")
+            .status(),
+        401
+    );
 
-    let mut res = http.post(&server.url("/api/auth/login")).send_json(json!({"email": ALICE.0, "password": ALICE.1})).expect("login");
+    let mut res = http
+        .post(&server.url("/api/auth/login"))
+        .send_json(json!({"email": ALICE.0, "password": ALICE.1}))
+        .expect("login");
     assert_eq!(res.status(), 200);
-    let cookie = res.headers()["set-cookie"].to_str().expect("ascii").to_string();
+    let cookie = res.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
     assert!(cookie.starts_with("billstack_session="), "{cookie}");
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(flag), "{cookie} lacks {flag}");
     }
     assert!(!cookie.contains("Secure"), "not configured for TLS");
     let body: Value = res.body_mut().read_json().expect("json");
-    assert_eq!(body["teams"], json!([{"id": "team_a", "name": "Acme", "role": "owner"}]));
+    assert_eq!(
+        body["teams"],
+        json!([{"id": "team_a", "name": "Acme", "role": "owner"}])
+    );
 
     let d = login(&server, ALICE);
     let (status, me) = d.send("GET", "/api/auth/me", None);
     assert_eq!(status, 200);
     assert_eq!(me["user"]["email"], ALICE.0);
     // Logout is a state change: without an Origin it is refused (CSRF), with ours it works.
-    let res = d.http.post(&server.url("/api/auth/logout")).header("Cookie", &d.cookie).send_empty().expect("logout");
+    let res = d
+        .http
+        .post(&server.url("/api/auth/logout"))
+        .header("Cookie", &d.cookie)
+        .send_empty()
+        .expect("logout");
     assert_eq!(res.status(), 403);
     let (status, _) = d.send("POST", "/api/auth/logout", None);
     assert_eq!(status, 204);
@@ -208,8 +293,16 @@ fn login_me_logout_and_cookie_flags() {
 fn secure_cookies_when_configured() {
     let (_dir, data) = world();
     let server = Server::start(&data, &[("BILLSTACK_COOKIE_SECURE", "true")]);
-    let res = agent().post(&server.url("/api/auth/login")).send_json(json!({"email": ALICE.0, "password": ALICE.1})).expect("login");
-    assert!(res.headers()["set-cookie"].to_str().expect("ascii").contains("; Secure"));
+    let res = agent()
+        .post(&server.url("/api/auth/login"))
+        .send_json(json!({"email": ALICE.0, "password": ALICE.1}))
+        .expect("login");
+    assert!(
+        res.headers()["set-cookie"]
+            .to_str()
+            .expect("ascii")
+            .contains("; Secure")
+    );
 }
 
 #[test]
@@ -217,7 +310,11 @@ fn repeated_login_failures_are_rate_limited() {
     let (_dir, data) = world();
     let server = start(&data, &echo_upstream(0));
     let http = agent();
-    let attempt = |password: &str| http.post(&server.url("/api/auth/login")).send_json(json!({"email": BOB.0, "password": password})).expect("login");
+    let attempt = |password: &str| {
+        http.post(&server.url("/api/auth/login"))
+            .send_json(json!({"email": BOB.0, "password": password}))
+            .expect("login")
+    };
     // Within the limit: every failure is a plain 401.
     for _ in 0..billstack_host::server::MAX_FAILURES_PER_EMAIL {
         assert_eq!(attempt("wrong-password").status(), 401);
@@ -225,14 +322,24 @@ fn repeated_login_failures_are_rate_limited() {
     // Over it: 429 with Retry-After, even for the right password.
     let res = attempt(BOB.1);
     assert_eq!(res.status(), 429);
-    let retry: u64 = res.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
     assert!(retry > 0 && retry <= 15 * 60);
     // Another account is unaffected.
     assert_eq!(attempt_for(&server, ALICE).status(), 200);
 }
 
-fn attempt_for(server: &Server, (email, password): (&str, &str)) -> ureq::http::Response<ureq::Body> {
-    agent().post(&server.url("/api/auth/login")).send_json(json!({"email": email, "password": password})).expect("login")
+fn attempt_for(
+    server: &Server,
+    (email, password): (&str, &str),
+) -> ureq::http::Response<ureq::Body> {
+    agent()
+        .post(&server.url("/api/auth/login"))
+        .send_json(json!({"email": email, "password": password}))
+        .expect("login")
 }
 
 #[test]
@@ -248,16 +355,65 @@ fn create_use_list_revoke_on_every_front_door() {
     let raw = created["rawKey"].as_str().expect("raw").to_string();
     let key_id = created["key"]["id"].as_str().expect("id").to_string();
     let fields: Vec<&String> = created["key"].as_object().expect("object").keys().collect();
-    assert_eq!(fields, ["id", "name", "prefix", "projectId", "scopes", "expiresAt", "createdAt"]);
+    assert_eq!(
+        fields,
+        [
+            "id",
+            "name",
+            "prefix",
+            "projectId",
+            "scopes",
+            "expiresAt",
+            "createdAt"
+        ]
+    );
     assert_eq!(created["key"]["prefix"], &raw[..7]);
 
     let customers = "/api/billstack/teams/team_a/projects/proj_a/customers";
-    assert_eq!(doors(&server, &raw, "GET", customers), (200, 200, "VALID".into()));
-    assert_eq!(doors(&server, &raw, "POST", customers), (200, 200, "VALID".into()));
-    assert_eq!(doors(&server, &raw, "GET", "/api/billstack/teams/team_a/projects/proj_a/products"), (403, 403, "INSUFFICIENT_SCOPE".into()));
-    assert_eq!(doors(&server, &raw, "GET", "/api/billstack/teams/team_a/projects/proj_a2/customers"), (403, 403, "PROJECT_MISMATCH".into()));
-    assert_eq!(doors(&server, &raw, "GET", "/api/billstack/teams/team_b/projects/proj_b/customers"), (403, 403, "TEAM_MISMATCH".into()));
-    assert_eq!(doors(&server, &raw, "GET", "/api/billstack/teams/team_a/projects/proj_a/invoices"), (404, 404, "UNKNOWN_ROUTE".into()));
+    assert_eq!(
+        doors(&server, &raw, "GET", customers),
+        (200, 200, "VALID".into())
+    );
+    assert_eq!(
+        doors(&server, &raw, "POST", customers),
+        (200, 200, "VALID".into())
+    );
+    assert_eq!(
+        doors(
+            &server,
+            &raw,
+            "GET",
+            "/api/billstack/teams/team_a/projects/proj_a/products"
+        ),
+        (403, 403, "INSUFFICIENT_SCOPE".into())
+    );
+    assert_eq!(
+        doors(
+            &server,
+            &raw,
+            "GET",
+            "/api/billstack/teams/team_a/projects/proj_a2/customers"
+        ),
+        (403, 403, "PROJECT_MISMATCH".into())
+    );
+    assert_eq!(
+        doors(
+            &server,
+            &raw,
+            "GET",
+            "/api/billstack/teams/team_b/projects/proj_b/customers"
+        ),
+        (403, 403, "TEAM_MISMATCH".into())
+    );
+    assert_eq!(
+        doors(
+            &server,
+            &raw,
+            "GET",
+            "/api/billstack/teams/team_a/projects/proj_a/invoices"
+        ),
+        (404, 404, "UNKNOWN_ROUTE".into())
+    );
 
     // The list shows metadata only, and lastUsedAt catches up (batched writes; poll).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -274,10 +430,21 @@ fn create_use_list_revoke_on_every_front_door() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let (status, _) = d.send("DELETE", &format!("/api/billstack/teams/team_a/api-keys/{key_id}"), None);
+    let (status, _) = d.send(
+        "DELETE",
+        &format!("/api/billstack/teams/team_a/api-keys/{key_id}"),
+        None,
+    );
     assert_eq!(status, 204);
-    assert_eq!(doors(&server, &raw, "GET", customers), (401, 401, "INVALID_KEY".into()));
-    let (status, _) = d.send("DELETE", &format!("/api/billstack/teams/team_a/api-keys/{key_id}"), None);
+    assert_eq!(
+        doors(&server, &raw, "GET", customers),
+        (401, 401, "INVALID_KEY".into())
+    );
+    let (status, _) = d.send(
+        "DELETE",
+        &format!("/api/billstack/teams/team_a/api-keys/{key_id}"),
+        None,
+    );
     assert_eq!(status, 404, "already revoked");
     let (_, listed) = d.send("GET", "/api/billstack/teams/team_a/api-keys", None);
     assert_eq!(listed["keys"], json!([]));
@@ -292,11 +459,20 @@ fn every_validation_error_is_a_400_and_creates_nothing() {
         (json!({"name": ""}), "name"),
         (json!({"name": "   "}), "name"),
         (json!({"name": "x".repeat(101)}), "name"),
-        (json!({"name": "k", "scopes": ["invoices:read"]}), "invoices:read"),
+        (
+            json!({"name": "k", "scopes": ["invoices:read"]}),
+            "invoices:read",
+        ),
         (json!({"name": "k", "projectId": "proj_b"}), "proj_b"),
         (json!({"name": "k", "projectId": "proj_nope"}), "proj_nope"),
-        (json!({"name": "k", "expiresAt": "next tuesday"}), "RFC 3339"),
-        (json!({"name": "k", "expiresAt": "2001-01-01T00:00:00Z"}), "future"),
+        (
+            json!({"name": "k", "expiresAt": "next tuesday"}),
+            "RFC 3339",
+        ),
+        (
+            json!({"name": "k", "expiresAt": "2001-01-01T00:00:00Z"}),
+            "future",
+        ),
         (json!({"name": "k", "owner": "mallory"}), "owner"),
         (json!({"scopes": []}), "name"),
     ];
@@ -304,7 +480,10 @@ fn every_validation_error_is_a_400_and_creates_nothing() {
         let (status, err) = d.create_key("team_a", body.clone());
         assert_eq!(status, 400, "{body} → {err}");
         let message = err["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(needle), "{body}: {message:?} should mention {needle:?}");
+        assert!(
+            message.contains(needle),
+            "{body}: {message:?} should mention {needle:?}"
+        );
     }
     let (status, _) = d.create_key("team_a", json!({"name": "x".repeat(100)}));
     assert_eq!(status, 201, "a 100-character name is within the limit");
@@ -327,7 +506,11 @@ fn every_validation_error_is_a_400_and_creates_nothing() {
     big.extend(b"\"}");
     assert_eq!(raw_post("application/json", big), 413);
     let (_, listed) = d.send("GET", "/api/billstack/teams/team_a/api-keys", None);
-    assert_eq!(listed["keys"].as_array().expect("keys").len(), 1, "only the valid key was created");
+    assert_eq!(
+        listed["keys"].as_array().expect("keys").len(),
+        1,
+        "only the valid key was created"
+    );
 }
 
 #[test]
@@ -346,26 +529,61 @@ fn teams_are_isolated_from_each_other() {
         ("GET", "/api/billstack/teams/team_a/api-keys".to_string()),
         ("GET", "/api/billstack/teams/team_a/projects".to_string()),
         ("GET", "/api/billstack/teams/team_a/policy".to_string()),
-        ("DELETE", format!("/api/billstack/teams/team_a/api-keys/{a_id}")),
+        (
+            "DELETE",
+            format!("/api/billstack/teams/team_a/api-keys/{a_id}"),
+        ),
         ("GET", "/api/billstack/teams/team_nope/api-keys".to_string()),
     ] {
         assert_eq!(bob.send(method, &path, None).0, 404, "{method} {path}");
     }
     assert_eq!(bob.create_key("team_a", json!({"name": "sneaky"})).0, 404);
     // Alice cannot revoke Bob's key through her own team either.
-    assert_eq!(alice.send("DELETE", &format!("/api/billstack/teams/team_a/api-keys/{b_id}"), None).0, 404);
-    assert_eq!(doors(&server, b_key["rawKey"].as_str().expect("raw"), "GET", "/api/billstack/teams/team_b/projects/proj_b/customers").2, "VALID");
+    assert_eq!(
+        alice
+            .send(
+                "DELETE",
+                &format!("/api/billstack/teams/team_a/api-keys/{b_id}"),
+                None
+            )
+            .0,
+        404
+    );
+    assert_eq!(
+        doors(
+            &server,
+            b_key["rawKey"].as_str().expect("raw"),
+            "GET",
+            "/api/billstack/teams/team_b/projects/proj_b/customers"
+        )
+        .2,
+        "VALID"
+    );
     // Team A's key on team B's routes.
     let a_raw = a_key["rawKey"].as_str().expect("raw");
-    assert_eq!(doors(&server, a_raw, "GET", "/api/billstack/teams/team_b/projects/proj_b/customers"), (403, 403, "TEAM_MISMATCH".into()));
+    assert_eq!(
+        doors(
+            &server,
+            a_raw,
+            "GET",
+            "/api/billstack/teams/team_b/projects/proj_b/customers"
+        ),
+        (403, 403, "TEAM_MISMATCH".into())
+    );
 
     let (status, projects) = alice.send("GET", "/api/billstack/teams/team_a/projects", None);
     assert_eq!(status, 200);
-    assert_eq!(projects["projects"], json!([{"id": "proj_a", "name": "Web"}, {"id": "proj_a2", "name": "API"}]));
+    assert_eq!(
+        projects["projects"],
+        json!([{"id": "proj_a", "name": "Web"}, {"id": "proj_a2", "name": "API"}])
+    );
     let (status, policy) = alice.send("GET", "/api/billstack/teams/team_a/policy", None);
     assert_eq!(status, 200);
     assert_eq!(policy["policy"]["source"], "default");
-    assert_eq!(policy["policy"]["scopes"].as_array().expect("scopes").len(), 9);
+    assert_eq!(
+        policy["policy"]["scopes"].as_array().expect("scopes").len(),
+        9
+    );
 }
 
 #[test]
@@ -376,7 +594,11 @@ fn api_keys_are_never_accepted_for_key_management() {
     let (_, created) = d.create_key("team_a", json!({"name": "full"}));
     let bearer = format!("Bearer {}", created["rawKey"].as_str().expect("raw"));
     let http = agent();
-    let res = http.get(&server.url("/api/billstack/teams/team_a/api-keys")).header("Authorization", &bearer).call().expect("get");
+    let res = http
+        .get(&server.url("/api/billstack/teams/team_a/api-keys"))
+        .header("Authorization", &bearer)
+        .call()
+        .expect("get");
     assert_eq!(res.status(), 401);
     let res = http
         .post(&server.url("/api/billstack/teams/team_a/api-keys"))
@@ -398,13 +620,19 @@ fn csrf_refuses_cookie_requests_from_other_origins() {
         if let Some((name, value)) = origin {
             req = req.header(name, value);
         }
-        req.send_json(json!({"name": "csrf"})).expect("post").status().as_u16()
+        req.send_json(json!({"name": "csrf"}))
+            .expect("post")
+            .status()
+            .as_u16()
     };
     assert_eq!(post(None), 403);
     assert_eq!(post(Some(("Origin", "http://evil.example"))), 403);
     assert_eq!(post(Some(("Origin", "null"))), 403);
     assert_eq!(post(Some(("Referer", "http://evil.example/page"))), 403);
-    assert_eq!(post(Some(("Referer", &format!("{}/dashboard", server.base)))), 201);
+    assert_eq!(
+        post(Some(("Referer", &format!("{}/dashboard", server.base)))),
+        201
+    );
     assert_eq!(post(Some(("Origin", &server.base))), 201);
     let (_, listed) = d.send("GET", "/api/billstack/teams/team_a/api-keys", None);
     assert_eq!(listed["keys"].as_array().expect("keys").len(), 2);
@@ -416,7 +644,9 @@ fn expired_keys_get_401() {
     let server = start(&data, &echo_upstream(64));
     let d = login(&server, ALICE);
     let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
-    let soon = soon.format(&time::format_description::well_known::Rfc3339).expect("format");
+    let soon = soon
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
     let (status, created) = d.create_key("team_a", json!({"name": "brief", "expiresAt": soon}));
     assert_eq!(status, 201, "{created}");
     let raw = created["rawKey"].as_str().expect("raw").to_string();
@@ -438,7 +668,10 @@ fn the_proxy_adds_identity_strips_spoofing_and_reports_upstream_failures() {
     let (_dir, data) = world();
     let server = start(&data, &echo_upstream(8));
     let d = login(&server, ALICE);
-    let (_, created) = d.create_key("team_a", json!({"name": "proxy", "projectId": "proj_a", "scopes": ["customers:write"]}));
+    let (_, created) = d.create_key(
+        "team_a",
+        json!({"name": "proxy", "projectId": "proj_a", "scopes": ["customers:write"]}),
+    );
     let raw = created["rawKey"].as_str().expect("raw");
     let mut res = agent()
         .post(&server.url("/api/billstack/teams/team_a/projects/proj_a/customers?x=1"))
@@ -453,18 +686,34 @@ fn the_proxy_adds_identity_strips_spoofing_and_reports_upstream_failures() {
     assert_eq!(res.headers()["x-upstream"], "echo");
     let echoed: Value = res.body_mut().read_json().expect("json");
     let h = &echoed["headers"];
-    assert_eq!(echoed["requestLine"], "POST /api/billstack/teams/team_a/projects/proj_a/customers?x=1 HTTP/1.1");
+    assert_eq!(
+        echoed["requestLine"],
+        "POST /api/billstack/teams/team_a/projects/proj_a/customers?x=1 HTTP/1.1"
+    );
     assert_eq!(echoed["body"], "{\"email\": \"c@d.e\"}");
     assert_eq!(h["x-billstack-team-id"], "team_a");
     assert_eq!(h["x-billstack-project-id"], "proj_a");
     assert_eq!(h["x-billstack-scopes"], "customers:write");
     assert_eq!(h["x-billstack-key-id"], created["key"]["id"]);
-    assert!(h.get("x-billstack-admin").is_none(), "client X-BillStack-* headers are stripped");
-    assert!(h.get("authorization").is_none(), "Authorization is stripped by default");
+    assert!(
+        h.get("x-billstack-admin").is_none(),
+        "client X-BillStack-* headers are stripped"
+    );
+    assert!(
+        h.get("authorization").is_none(),
+        "Authorization is stripped by default"
+    );
 
     // Malformed paths never reach the upstream.
-    for path in ["/api/billstack/teams/team_a/projects/proj_a/customers/%2e%2e/x", "/api/billstack/teams/team_a/projects/proj_a//customers"] {
-        let res = agent().get(&server.url(path)).header("Authorization", &format!("Bearer {raw}")).call().expect("proxy");
+    for path in [
+        "/api/billstack/teams/team_a/projects/proj_a/customers/%2e%2e/x",
+        "/api/billstack/teams/team_a/projects/proj_a//customers",
+    ] {
+        let res = agent()
+            .get(&server.url(path))
+            .header("Authorization", &format!("Bearer {raw}"))
+            .call()
+            .expect("proxy");
         assert_eq!(res.status(), 400, "{path}");
     }
     server.stop();
@@ -479,7 +728,11 @@ fn the_proxy_adds_identity_strips_spoofing_and_reports_upstream_failures() {
         .header("Authorization", &format!("Bearer {raw}"))
         .call()
         .expect("proxy");
-    assert_eq!(res.status(), 403, "the key lacks customers:read: decided before the upstream is tried");
+    assert_eq!(
+        res.status(),
+        403,
+        "the key lacks customers:read: decided before the upstream is tried"
+    );
     let res = agent()
         .post(&server.url("/api/billstack/teams/team_a/projects/proj_a/customers"))
         .header("Authorization", &format!("Bearer {raw}"))
@@ -518,7 +771,11 @@ fn forward_auth_refuses_path_tricks_with_4xx() {
             .expect("verify");
         assert_eq!(res.status(), 400, "{uri}");
     }
-    let res = agent().get(&server.url("/auth/verify")).header("Authorization", &format!("Bearer {raw}")).call().expect("verify");
+    let res = agent()
+        .get(&server.url("/auth/verify"))
+        .header("Authorization", &format!("Bearer {raw}"))
+        .call()
+        .expect("verify");
     assert_eq!(res.status(), 400, "no original request headers");
 }
 
@@ -526,13 +783,34 @@ fn forward_auth_refuses_path_tricks_with_4xx() {
 fn metrics_count_requests_decisions_and_latency() {
     let (_dir, data) = world();
     let server = start(&data, &echo_upstream(0));
-    doors(&server, "bs_nope", "GET", "/api/billstack/teams/team_a/projects/proj_a/customers");
-    let mut res = agent().get(&server.url("/metrics")).call().expect("metrics");
+    doors(
+        &server,
+        "bs_nope",
+        "GET",
+        "/api/billstack/teams/team_a/projects/proj_a/customers",
+    );
+    let mut res = agent()
+        .get(&server.url("/metrics"))
+        .call()
+        .expect("metrics");
     assert_eq!(res.status(), 200);
     let text = res.body_mut().read_to_string().expect("text");
-    assert!(text.contains("billstack_decisions_total{front_door=\"forward_auth\",outcome=\"invalid_key\"} 1"), "{text}");
-    assert!(text.contains("billstack_decision_duration_seconds_bucket{le=\"0.000001\"}"), "{text}");
-    assert!(text.contains("billstack_http_requests_total{route=\"/auth/verify\",method=\"GET\",status=\"401\"} 1"), "{text}");
+    assert!(
+        text.contains(
+            "billstack_decisions_total{front_door=\"forward_auth\",outcome=\"invalid_key\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("billstack_decision_duration_seconds_bucket{le=\"0.000001\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "billstack_http_requests_total{route=\"/auth/verify\",method=\"GET\",status=\"401\"} 1"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
@@ -543,16 +821,35 @@ fn a_restart_keeps_every_key_and_revocation() {
     let (_, kept) = d.create_key("team_a", json!({"name": "kept"}));
     let (_, gone) = d.create_key("team_a", json!({"name": "gone"}));
     let gone_id = gone["key"]["id"].as_str().expect("id");
-    assert_eq!(d.send("DELETE", &format!("/api/billstack/teams/team_a/api-keys/{gone_id}"), None).0, 204);
+    assert_eq!(
+        d.send(
+            "DELETE",
+            &format!("/api/billstack/teams/team_a/api-keys/{gone_id}"),
+            None
+        )
+        .0,
+        204
+    );
     drop(d);
     assert_eq!(server.stop().code(), Some(0));
 
     let server = start(&data, &echo_upstream(0));
     let path = "/api/billstack/teams/team_a/projects/proj_a/customers";
-    assert_eq!(doors(&server, kept["rawKey"].as_str().expect("raw"), "GET", path).2, "VALID");
-    assert_eq!(doors(&server, gone["rawKey"].as_str().expect("raw"), "GET", path).2, "INVALID_KEY");
+    assert_eq!(
+        doors(&server, kept["rawKey"].as_str().expect("raw"), "GET", path).2,
+        "VALID"
+    );
+    assert_eq!(
+        doors(&server, gone["rawKey"].as_str().expect("raw"), "GET", path).2,
+        "INVALID_KEY"
+    );
     let d = login(&server, ALICE);
     let (_, listed) = d.send("GET", "/api/billstack/teams/team_a/api-keys", None);
-    let names: Vec<&str> = listed["keys"].as_array().expect("keys").iter().map(|k| k["name"].as_str().expect("name")).collect();
+    let names: Vec<&str> = listed["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["name"].as_str().expect("name"))
+        .collect();
     assert_eq!(names, ["kept"]);
 }

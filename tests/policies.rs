@@ -6,8 +6,8 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{agent, cmd, json, run, Server};
-use serde_json::{json, Value};
+use common::{Server, agent, cmd, json, run};
+use serde_json::{Value, json};
 
 const OWNER: (&str, &str) = ("owner@acme.test", "owner-password-1");
 const MEMBER: (&str, &str) = ("member@acme.test", "member-password-1");
@@ -18,11 +18,30 @@ fn world() -> (tempfile::TempDir, PathBuf) {
     let data = dir.path().join("data");
     for (team, project) in [("team_a", "proj_a"), ("team_b", "proj_b")] {
         json(&data, &["team", "create", "--name", team, "--id", team]);
-        json(&data, &["project", "create", "--team", team, "--name", project, "--id", project]);
+        json(
+            &data,
+            &[
+                "project", "create", "--team", team, "--name", project, "--id", project,
+            ],
+        );
     }
-    for ((email, password), team, role) in [(OWNER, "team_a", "owner"), (MEMBER, "team_a", "member"), (OTHER, "team_b", "owner")] {
+    for ((email, password), team, role) in [
+        (OWNER, "team_a", "owner"),
+        (MEMBER, "team_a", "member"),
+        (OTHER, "team_b", "owner"),
+    ] {
         let mut c = cmd(&data);
-        c.args(["user", "create", "--email", email, "--team", team, "--role", role, "--password-stdin"]);
+        c.args([
+            "user",
+            "create",
+            "--email",
+            email,
+            "--team",
+            team,
+            "--role",
+            role,
+            "--password-stdin",
+        ]);
         assert!(run(c, &format!("{password}\n")).status.success());
     }
     (dir, data)
@@ -34,23 +53,40 @@ struct Session<'a> {
 }
 
 fn login<'a>(server: &'a Server, (email, password): (&str, &str)) -> Session<'a> {
-    let res = agent().post(&server.url("/api/auth/login")).send_json(json!({"email": email, "password": password})).expect("login");
+    let res = agent()
+        .post(&server.url("/api/auth/login"))
+        .send_json(json!({"email": email, "password": password}))
+        .expect("login");
     assert_eq!(res.status(), 200);
-    let cookie = res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("cookie").to_string();
+    let cookie = res.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("cookie")
+        .to_string();
     Session { server, cookie }
 }
 
 impl Session<'_> {
     fn upload(&self, team: &str, content_type: &str, bytes: &[u8]) -> (u16, Value) {
         let mut res = agent()
-            .put(&self.server.url(&format!("/api/billstack/teams/{team}/policy")))
+            .put(
+                &self
+                    .server
+                    .url(&format!("/api/billstack/teams/{team}/policy")),
+            )
             .header("Cookie", &self.cookie)
             .header("Origin", &self.server.base)
             .header("Content-Type", content_type)
             .send(bytes)
             .expect("upload");
         let status = res.status().as_u16();
-        (status, serde_json::from_str(&res.body_mut().read_to_string().unwrap_or_default()).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_str(&res.body_mut().read_to_string().unwrap_or_default())
+                .unwrap_or(Value::Null),
+        )
     }
 
     /// Sends only the headers of an upload of `len` bytes and returns the status line and body
@@ -59,7 +95,9 @@ impl Session<'_> {
         use std::io::{Read, Write};
         let addr = self.server.base.trim_start_matches("http://").to_string();
         let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
-        stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("timeout");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("timeout");
         write!(
             stream,
             "PUT /api/billstack/teams/{team}/policy HTTP/1.1\r\nHost: {addr}\r\nOrigin: {}\r\nCookie: {}\r\n\
@@ -82,7 +120,11 @@ impl Session<'_> {
 
     fn reset(&self, team: &str) -> (u16, Value) {
         let mut res = agent()
-            .delete(&self.server.url(&format!("/api/billstack/teams/{team}/policy")))
+            .delete(
+                &self
+                    .server
+                    .url(&format!("/api/billstack/teams/{team}/policy")),
+            )
             .header("Cookie", &self.cookie)
             .header("Origin", &self.server.base)
             .call()
@@ -93,7 +135,11 @@ impl Session<'_> {
 
     fn policy(&self, team: &str) -> Value {
         let mut res = agent()
-            .get(&self.server.url(&format!("/api/billstack/teams/{team}/policy")))
+            .get(
+                &self
+                    .server
+                    .url(&format!("/api/billstack/teams/{team}/policy")),
+            )
             .header("Cookie", &self.cookie)
             .call()
             .expect("policy");
@@ -103,7 +149,11 @@ impl Session<'_> {
 
     fn key(&self, team: &str, scopes: &[&str]) -> String {
         let mut res = agent()
-            .post(&self.server.url(&format!("/api/billstack/teams/{team}/api-keys")))
+            .post(
+                &self
+                    .server
+                    .url(&format!("/api/billstack/teams/{team}/api-keys")),
+            )
             .header("Cookie", &self.cookie)
             .header("Origin", &self.server.base)
             .send_json(json!({"name": "k", "scopes": scopes}))
@@ -118,12 +168,19 @@ fn verify(server: &Server, key: &str, team: &str, project: &str, rest: &str) -> 
     let mut res = agent()
         .get(&server.url("/auth/verify"))
         .header("X-Forwarded-Method", "GET")
-        .header("X-Forwarded-Uri", &format!("/api/billstack/teams/{team}/projects/{project}{rest}"))
+        .header(
+            "X-Forwarded-Uri",
+            &format!("/api/billstack/teams/{team}/projects/{project}{rest}"),
+        )
         .header("Authorization", &format!("Bearer {key}"))
         .call()
         .expect("verify");
     let status = res.status().as_u16();
-    (status, serde_json::from_str(&res.body_mut().read_to_string().unwrap_or_default()).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_str(&res.body_mut().read_to_string().unwrap_or_default())
+            .unwrap_or(Value::Null),
+    )
 }
 
 fn fixture(path: &str) -> Vec<u8> {
@@ -145,18 +202,36 @@ fn owners_upload_and_reset_members_cannot() {
     // These are refused before the body is read, so send a small one (a large unread body makes
     // the server close the connection under the client's feet, as it should).
     let small = &plugin[..64];
-    assert_eq!(member.upload("team_a", "application/wasm", small).0, 403, "members may not");
-    assert_eq!(other.upload("team_a", "application/wasm", small).0, 404, "other teams do not see it");
-    assert_eq!(owner.upload("team_a", "application/octet-stream", small).0, 415);
+    assert_eq!(
+        member.upload("team_a", "application/wasm", small).0,
+        403,
+        "members may not"
+    );
+    assert_eq!(
+        other.upload("team_a", "application/wasm", small).0,
+        404,
+        "other teams do not see it"
+    );
+    assert_eq!(
+        owner.upload("team_a", "application/octet-stream", small).0,
+        415
+    );
 
     let (status, body) = owner.upload("team_a", "application/wasm", &plugin);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["policy"]["source"], "team");
     assert_eq!(body["policy"]["name"], "env-snoop");
-    assert_eq!(body["keysWithUndefinedScopes"], json!([]), "customers:read is still defined");
+    assert_eq!(
+        body["keysWithUndefinedScopes"],
+        json!([]),
+        "customers:read is still defined"
+    );
     assert_eq!(owner.policy("team_a")["policy"]["name"], "env-snoop");
     // Active for the very next request: this fixture allows every route (if the sandbox held).
-    assert_eq!(verify(&server, &key, "team_a", "proj_a", "/anything/at/all").0, 200);
+    assert_eq!(
+        verify(&server, &key, "team_a", "proj_a", "/anything/at/all").0,
+        200
+    );
     // Team B still has the default.
     assert_eq!(other.policy("team_b")["policy"]["source"], "default");
 
@@ -166,13 +241,23 @@ fn owners_upload_and_reset_members_cannot() {
     let server = Server::start(&data, &[]);
     let owner = login(&server, OWNER);
     assert_eq!(owner.policy("team_a")["policy"]["name"], "env-snoop");
-    assert_eq!(verify(&server, &key, "team_a", "proj_a", "/anything/at/all").0, 200);
+    assert_eq!(
+        verify(&server, &key, "team_a", "proj_a", "/anything/at/all").0,
+        200
+    );
 
     let (status, body) = owner.reset("team_a");
     assert_eq!(status, 200);
     assert_eq!(body["policy"]["source"], "default");
-    assert_eq!(verify(&server, &key, "team_a", "proj_a", "/anything/at/all").0, 404, "back to the default table");
-    assert_eq!(verify(&server, &key, "team_a", "proj_a", "/customers").0, 200);
+    assert_eq!(
+        verify(&server, &key, "team_a", "proj_a", "/anything/at/all").0,
+        404,
+        "back to the default table"
+    );
+    assert_eq!(
+        verify(&server, &key, "team_a", "proj_a", "/customers").0,
+        200
+    );
 }
 
 #[test]
@@ -180,7 +265,13 @@ fn hostile_plugins_are_refused_or_fail_closed_and_the_server_keeps_serving() {
     let (_dir, data) = world();
     // A 1 s deadline so each fixture fails for its own reason (on a loaded 2-core machine a
     // memory bomb can run out of the default 10 ms before it runs out of memory).
-    let server = Server::start(&data, &[("BILLSTACK_PLUGIN_MAX_MIB", "4"), ("BILLSTACK_PLUGIN_DEADLINE_MS", "1000")]);
+    let server = Server::start(
+        &data,
+        &[
+            ("BILLSTACK_PLUGIN_MAX_MIB", "4"),
+            ("BILLSTACK_PLUGIN_DEADLINE_MS", "1000"),
+        ],
+    );
     let owner = login(&server, OWNER);
     let other = login(&server, OTHER);
     let a_key = owner.key("team_a", &[]);
@@ -190,16 +281,33 @@ fn hostile_plugins_are_refused_or_fail_closed_and_the_server_keeps_serving() {
     let mut core_module = b"\0asm\x01\0\0\0".to_vec();
     core_module.extend_from_slice(&[0; 8]);
     for (name, bytes, expected) in [
-        ("a component of another world", fixture(env!("BILLSTACK_FIXTURE_WRONG_WORLD")), 400),
-        ("huge strings in info()", fixture(env!("BILLSTACK_FIXTURE_HUGE_INFO")), 400),
+        (
+            "a component of another world",
+            fixture(env!("BILLSTACK_FIXTURE_WRONG_WORLD")),
+            400,
+        ),
+        (
+            "huge strings in info()",
+            fixture(env!("BILLSTACK_FIXTURE_HUGE_INFO")),
+            400,
+        ),
         ("a core module", core_module, 400),
         ("garbage", b"this is not wasm at all".to_vec(), 400),
         ("empty", Vec::new(), 400),
     ] {
         let (status, body) = owner.upload("team_a", "application/wasm", &bytes);
         assert_eq!(status, expected, "{name}: {body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{name}: a reason is given");
-        assert_eq!(owner.policy("team_a")["policy"]["source"], "default", "{name}: the old policy stays");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{name}: a reason is given"
+        );
+        assert_eq!(
+            owner.policy("team_a")["policy"]["source"],
+            "default",
+            "{name}: the old policy stays"
+        );
     }
 
     // 50 MB: refused from its Content-Length, before the body is read.
@@ -223,15 +331,43 @@ fn hostile_plugins_are_refused_or_fail_closed_and_the_server_keeps_serving() {
         let (status, body) = verify(&server, &a_key, "team_a", "proj_a", "/customers");
         assert_eq!(status, 503, "{name} must fail closed: {body}");
         assert_eq!(body["error"]["code"], "policy_error");
-        assert_eq!(body["error"]["message"], "the scope policy failed; the request is refused", "{name}: no internals");
-        assert_eq!(verify(&server, &b_key, "team_b", "proj_b", "/customers").0, 200, "{name}: team B unaffected");
+        assert_eq!(
+            body["error"]["message"], "the scope policy failed; the request is refused",
+            "{name}: no internals"
+        );
+        assert_eq!(
+            verify(&server, &b_key, "team_b", "proj_b", "/customers").0,
+            200,
+            "{name}: team B unaffected"
+        );
     }
-    let mut metrics = agent().get(&server.url("/metrics")).call().expect("metrics");
+    let mut metrics = agent()
+        .get(&server.url("/metrics"))
+        .call()
+        .expect("metrics");
     let text = metrics.body_mut().read_to_string().expect("text");
-    for cause in ["timeout", "memory_limit", "trap", "stack_overflow", "invalid_answer"] {
-        assert!(text.contains(&format!("billstack_plugin_errors_total{{cause=\"{cause}\"}}")), "{cause} counted:\n{text}");
+    for cause in [
+        "timeout",
+        "memory_limit",
+        "trap",
+        "stack_overflow",
+        "invalid_answer",
+    ] {
+        assert!(
+            text.contains(&format!(
+                "billstack_plugin_errors_total{{cause=\"{cause}\"}}"
+            )),
+            "{cause} counted:\n{text}"
+        );
     }
-    assert_eq!(agent().get(&server.url("/healthz")).call().expect("healthz").status(), 200);
+    assert_eq!(
+        agent()
+            .get(&server.url("/healthz"))
+            .call()
+            .expect("healthz")
+            .status(),
+        200
+    );
 }
 
 /// Waits (bounded) for a server stderr line containing `needle`.
@@ -252,9 +388,15 @@ fn the_deployment_default_reloads_on_change_and_sighup_and_keeps_the_last_good_v
     let (dir, data) = world();
     let policy_file = dir.path().join("deployment-default.wasm");
     std::fs::write(&policy_file, billstack_host::plugins::DEFAULT_PLUGIN).expect("write");
-    let server = Server::start(&data, &[("BILLSTACK_POLICY", policy_file.to_str().expect("utf8"))]);
+    let server = Server::start(
+        &data,
+        &[("BILLSTACK_POLICY", policy_file.to_str().expect("utf8"))],
+    );
     let owner = login(&server, OWNER);
-    assert_eq!(owner.policy("team_a")["policy"]["name"], "billstack-default-scopes");
+    assert_eq!(
+        owner.policy("team_a")["policy"]["name"],
+        "billstack-default-scopes"
+    );
 
     // A changed file is picked up.
     std::fs::write(&policy_file, fixture(env!("BILLSTACK_FIXTURE_ENV_SNOOP"))).expect("write");
@@ -272,9 +414,18 @@ fn the_deployment_default_reloads_on_change_and_sighup_and_keeps_the_last_good_v
     let pid = server.child.id().to_string();
     let line = wait_for_log(&server, "deployment default");
     assert!(line.contains("reloaded"), "{line}");
-    assert_eq!(owner.policy("team_a")["policy"]["name"], "billstack-default-scopes");
+    assert_eq!(
+        owner.policy("team_a")["policy"]["name"],
+        "billstack-default-scopes"
+    );
     // With the file unchanged since, only SIGHUP can cause another check, and it says so.
-    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
     let line = wait_for_log(&server, "deployment default");
     assert!(line.contains("(SIGHUP)"), "{line}");
 }
@@ -294,35 +445,81 @@ fn example_policies_add_scopes_or_forbid_writes() {
             .status()
             .as_u16()
     };
-    assert_eq!(create(&["invoices:read"]), 400, "not a scope of the default policy");
+    assert_eq!(
+        create(&["invoices:read"]),
+        400,
+        "not a scope of the default policy"
+    );
 
     // The invoices example adds a resource with its own scopes.
-    let (status, body) = owner.upload("team_a", "application/wasm", &fixture(env!("BILLSTACK_EXAMPLE_INVOICES")));
+    let (status, body) = owner.upload(
+        "team_a",
+        "application/wasm",
+        &fixture(env!("BILLSTACK_EXAMPLE_INVOICES")),
+    );
     assert_eq!(status, 200, "{body}");
-    let names: Vec<String> =
-        body["policy"]["scopes"].as_array().expect("scopes").iter().map(|s| s["name"].as_str().expect("name").to_string()).collect();
-    assert!(names.contains(&"invoices:read".to_string()) && names.contains(&"customers:read".to_string()), "{names:?}");
-    assert_eq!(create(&["invoices:read"]), 201, "the new scope is accepted at key creation");
+    let names: Vec<String> = body["policy"]["scopes"]
+        .as_array()
+        .expect("scopes")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name").to_string())
+        .collect();
+    assert!(
+        names.contains(&"invoices:read".to_string())
+            && names.contains(&"customers:read".to_string()),
+        "{names:?}"
+    );
+    assert_eq!(
+        create(&["invoices:read"]),
+        201,
+        "the new scope is accepted at key creation"
+    );
     let reader = owner.key("team_a", &["invoices:read"]);
-    assert_eq!(verify(&server, &reader, "team_a", "proj_a", "/invoices/in_1").0, 200);
+    assert_eq!(
+        verify(&server, &reader, "team_a", "proj_a", "/invoices/in_1").0,
+        200
+    );
     let (status, denied) = verify(&server, &reader, "team_a", "proj_a", "/customers");
     assert_eq!(status, 403, "{denied}");
     assert_eq!(denied["error"]["requiredScope"], "customers:read");
 
     // The read-only example refuses every write, even for a full-access key.
-    let (status, body) = owner.upload("team_a", "application/wasm", &fixture(env!("BILLSTACK_EXAMPLE_READ_ONLY")));
+    let (status, body) = owner.upload(
+        "team_a",
+        "application/wasm",
+        &fixture(env!("BILLSTACK_EXAMPLE_READ_ONLY")),
+    );
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["keysWithUndefinedScopes"].as_array().expect("list").len(), 2, "both invoices keys are reported: {body}");
+    assert_eq!(
+        body["keysWithUndefinedScopes"]
+            .as_array()
+            .expect("list")
+            .len(),
+        2,
+        "both invoices keys are reported: {body}"
+    );
     let full = owner.key("team_a", &[]);
-    assert_eq!(verify(&server, &full, "team_a", "proj_a", "/customers").0, 200);
+    assert_eq!(
+        verify(&server, &full, "team_a", "proj_a", "/customers").0,
+        200
+    );
     let mut res = agent()
         .get(&server.url("/auth/verify"))
         .header("X-Forwarded-Method", "POST")
-        .header("X-Forwarded-Uri", "/api/billstack/teams/team_a/projects/proj_a/customers")
+        .header(
+            "X-Forwarded-Uri",
+            "/api/billstack/teams/team_a/projects/proj_a/customers",
+        )
         .header("Authorization", &format!("Bearer {full}"))
         .call()
         .expect("verify");
     assert_eq!(res.status(), 403);
     let body: Value = res.body_mut().read_json().expect("json");
-    assert!(body["error"]["message"].as_str().expect("message").contains("read-only"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("read-only"),
+        "{body}"
+    );
 }

@@ -8,14 +8,14 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use billstack_host::decision::{authenticate, decide_for_key, Credential, Decider, Decision};
+use billstack_host::decision::{Credential, Decider, Decision, authenticate, decide_for_key};
 use billstack_host::plugins::DEFAULT_PLUGIN;
 use billstack_host::policy::{
-    PluginError, PolicyDecision, PolicyEngine, PolicyInfo, PolicyLimits, PolicyRequest, PolicySet, ScopeDescription,
-    ScopePolicy,
+    PluginError, PolicyDecision, PolicyEngine, PolicyInfo, PolicyLimits, PolicyRequest, PolicySet,
+    ScopeDescription, ScopePolicy,
 };
-use billstack_keystore::{clock, NewApiKey, Store};
-use criterion::{criterion_group, criterion_main, Criterion};
+use billstack_keystore::{NewApiKey, Store, clock};
+use criterion::{Criterion, criterion_group, criterion_main};
 
 /// The default table compiled natively: the floor the Wasm plugin is compared with.
 struct NativeDefault {
@@ -27,11 +27,18 @@ impl NativeDefault {
     fn new() -> NativeDefault {
         let scopes: Vec<ScopeDescription> = billstack_scope_table::SCOPES
             .iter()
-            .map(|(n, d)| ScopeDescription { name: n.to_string(), description: d.to_string() })
+            .map(|(n, d)| ScopeDescription {
+                name: n.to_string(),
+                description: d.to_string(),
+            })
             .collect();
         let names = scopes.iter().map(|s| s.name.clone()).collect();
         NativeDefault {
-            info: PolicyInfo { name: "native".into(), version: "0".into(), scopes },
+            info: PolicyInfo {
+                name: "native".into(),
+                version: "0".into(),
+                scopes,
+            },
             names,
         }
     }
@@ -48,29 +55,38 @@ impl ScopePolicy for NativeDefault {
 
     fn authorize(&self, r: &PolicyRequest<'_>) -> Result<PolicyDecision, PluginError> {
         use billstack_scope_table::Outcome;
-        Ok(match billstack_scope_table::decide(r.method, r.resource, r.scopes) {
-            Outcome::Allow => PolicyDecision::Allow,
-            Outcome::InsufficientScope(s) => PolicyDecision::Deny {
-                status: 403,
-                code: "insufficient_scope".into(),
-                message: format!("this key lacks the {s} scope needed for {} {}", r.method, r.resource),
-                required_scope: Some(s.into()),
+        Ok(
+            match billstack_scope_table::decide(r.method, r.resource, r.scopes) {
+                Outcome::Allow => PolicyDecision::Allow,
+                Outcome::InsufficientScope(s) => PolicyDecision::Deny {
+                    status: 403,
+                    code: "insufficient_scope".into(),
+                    message: format!(
+                        "this key lacks the {s} scope needed for {} {}",
+                        r.method, r.resource
+                    ),
+                    required_scope: Some(s.into()),
+                },
+                Outcome::UnknownRoute => PolicyDecision::Deny {
+                    status: 404,
+                    code: "unknown_route".into(),
+                    message: format!("{} {} is not a BillStack API route", r.method, r.resource),
+                    required_scope: None,
+                },
             },
-            Outcome::UnknownRoute => PolicyDecision::Deny {
-                status: 404,
-                code: "unknown_route".into(),
-                message: format!("{} {} is not a BillStack API route", r.method, r.resource),
-                required_scope: None,
-            },
-        })
+        )
     }
 }
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path().join("store")).expect("store");
-    store.create_team(Some("team_a"), "A", "bench").expect("team");
-    store.create_project("team_a", Some("proj_a"), "A", "bench").expect("project");
+    store
+        .create_team(Some("team_a"), "A", "bench")
+        .expect("team");
+    store
+        .create_project("team_a", Some("proj_a"), "A", "bench")
+        .expect("project");
     let (_, raw) = store
         .create_key(&NewApiKey {
             team_id: "team_a".into(),
@@ -81,19 +97,25 @@ fn bench(c: &mut Criterion) {
             actor: "bench".into(),
         })
         .expect("key");
-    let engine = PolicyEngine::new(PolicyLimits::default(), Some(dir.path().join("cache"))).expect("engine");
+    let engine =
+        PolicyEngine::new(PolicyLimits::default(), Some(dir.path().join("cache"))).expect("engine");
     let wasm = engine.load(DEFAULT_PLUGIN).expect("default plugin");
     let native = NativeDefault::new();
     let policies = PolicySet::new(wasm.clone());
     let header = format!("Bearer {raw}");
-    let target = "/api/billstack/teams/team_a/projects/proj_a/customers/cus_123?expand=subscriptions";
+    let target =
+        "/api/billstack/teams/team_a/projects/proj_a/customers/cus_123?expand=subscriptions";
 
     let mut group = c.benchmark_group("decision");
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("native_table", |b| {
         b.iter(|| {
-            let key = authenticate(&store, Credential::AuthorizationHeader(Some(black_box(&header))), clock::now_ms())
-                .expect("authenticated");
+            let key = authenticate(
+                &store,
+                Credential::AuthorizationHeader(Some(black_box(&header))),
+                clock::now_ms(),
+            )
+            .expect("authenticated");
             let d = decide_for_key(&key, &native, "GET", black_box(target));
             assert!(matches!(d, Decision::Allow(_)));
             d
@@ -101,17 +123,28 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("wasm_plugin", |b| {
         b.iter(|| {
-            let key = authenticate(&store, Credential::AuthorizationHeader(Some(black_box(&header))), clock::now_ms())
-                .expect("authenticated");
+            let key = authenticate(
+                &store,
+                Credential::AuthorizationHeader(Some(black_box(&header))),
+                clock::now_ms(),
+            )
+            .expect("authenticated");
             let d = decide_for_key(&key, &*wasm, "GET", black_box(target));
             assert!(matches!(d, Decision::Allow(_)));
             d
         })
     });
     group.bench_function("wasm_plugin_via_policy_set", |b| {
-        let decider = Decider { store: &store, policies: &policies };
+        let decider = Decider {
+            store: &store,
+            policies: &policies,
+        };
         b.iter(|| {
-            let d = decider.decide(Credential::AuthorizationHeader(Some(black_box(&header))), "GET", black_box(target));
+            let d = decider.decide(
+                Credential::AuthorizationHeader(Some(black_box(&header))),
+                "GET",
+                black_box(target),
+            );
             assert!(matches!(d, Decision::Allow(_)));
             d
         })
@@ -121,8 +154,17 @@ fn bench(c: &mut Criterion) {
         let last = bad.len() - 1;
         bad[last] = if bad[last] == b'0' { b'1' } else { b'0' };
         let bad = String::from_utf8(bad).expect("ascii");
-        let decider = Decider { store: &store, policies: &policies };
-        b.iter(|| decider.decide(Credential::AuthorizationHeader(Some(black_box(&bad))), "GET", black_box(target)))
+        let decider = Decider {
+            store: &store,
+            policies: &policies,
+        };
+        b.iter(|| {
+            decider.decide(
+                Credential::AuthorizationHeader(Some(black_box(&bad))),
+                "GET",
+                black_box(target),
+            )
+        })
     });
     group.finish();
 
@@ -140,12 +182,18 @@ fn bench(c: &mut Criterion) {
         scopes: &scopes,
     };
     let mut group = c.benchmark_group("policy_call");
-    group.bench_function("native_table", |b| b.iter(|| native.authorize(black_box(&request)).expect("ok")));
-    group.bench_function("wasm_plugin", |b| b.iter(|| wasm.authorize(black_box(&request)).expect("ok")));
+    group.bench_function("native_table", |b| {
+        b.iter(|| native.authorize(black_box(&request)).expect("ok"))
+    });
+    group.bench_function("wasm_plugin", |b| {
+        b.iter(|| wasm.authorize(black_box(&request)).expect("ok"))
+    });
     group.finish();
 
     let mut group = c.benchmark_group("store");
-    group.bench_function("lookup_key", |b| b.iter(|| store.lookup_key(black_box(&raw)).expect("ok")));
+    group.bench_function("lookup_key", |b| {
+        b.iter(|| store.lookup_key(black_box(&raw)).expect("ok"))
+    });
     group.finish();
 }
 

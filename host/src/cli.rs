@@ -5,8 +5,8 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
-use billstack_keystore::{clock, NewApiKey, NewUser, Role, Store};
+use anyhow::{Context, bail};
+use billstack_keystore::{NewApiKey, NewUser, Role, Store, clock};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
@@ -173,7 +173,11 @@ enum PolicyCommand {
 
 /// Parses the command line and runs it.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let overrides = Overrides { config: cli.global.config, listen: cli.global.listen, data_dir: cli.global.data_dir };
+    let overrides = Overrides {
+        config: cli.global.config,
+        listen: cli.global.listen,
+        data_dir: cli.global.data_dir,
+    };
     match cli.command {
         Command::Serve => {
             let settings = Settings::resolve(&overrides)?;
@@ -216,22 +220,40 @@ impl ProjectCommand {
 
 fn read_password_line() -> anyhow::Result<String> {
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("cannot read the password from stdin")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
     let password = line.strip_suffix('\n').unwrap_or(&line);
     let password = password.strip_suffix('\r').unwrap_or(password);
     if password.is_empty() {
-        bail!("no password on stdin (pipe it in: echo \"$PASSWORD\" | billstack user create … --password-stdin)");
+        bail!(
+            "no password on stdin (pipe it in: echo \"$PASSWORD\" | billstack user create … --password-stdin)"
+        );
     }
     Ok(password.to_string())
 }
 
 impl UserCommand {
     fn run(self, settings: &Settings) -> anyhow::Result<()> {
-        let UserCommand::Create { email, team, role, password_stdin: _ } = self;
+        let UserCommand::Create {
+            email,
+            team,
+            role,
+            password_stdin: _,
+        } = self;
         let role: Role = role.parse().map_err(anyhow::Error::msg)?;
         let password = read_password_line()?;
         let store = open_store(settings)?;
-        let user = store.create_user(&NewUser { email, password, team_id: team, role }, CLI_ACTOR)?;
+        let user = store.create_user(
+            &NewUser {
+                email,
+                password,
+                team_id: team,
+                role,
+            },
+            CLI_ACTOR,
+        )?;
         print_json(&json!({"id": user.id, "email": user.email}))
     }
 }
@@ -240,7 +262,13 @@ impl KeyCommand {
     fn run(self, settings: &Settings) -> anyhow::Result<()> {
         let store = open_store(settings)?;
         match self {
-            KeyCommand::Create { team, name, project, scopes, expires_at } => {
+            KeyCommand::Create {
+                team,
+                name,
+                project,
+                scopes,
+                expires_at,
+            } => {
                 let expires_at = expires_at
                     .map(|t| {
                         clock::parse_rfc3339(&t)
@@ -256,7 +284,10 @@ impl KeyCommand {
                     let (policy, _) = policies.for_team(&team);
                     let known = policy.scope_names();
                     if let Some(unknown) = scopes.iter().find(|s| !known.contains(s)) {
-                        bail!("scope {unknown:?} is not defined by the team's policy (known: {})", known.join(", "));
+                        bail!(
+                            "scope {unknown:?} is not defined by the team's policy (known: {})",
+                            known.join(", ")
+                        );
                     }
                 }
                 let (record, raw_key) = store.create_key(&NewApiKey {
@@ -267,13 +298,20 @@ impl KeyCommand {
                     expires_at,
                     actor: CLI_ACTOR.into(),
                 })?;
-                print_json(&CreatedKey { key: KeyView::created(&record), raw_key })
+                print_json(&CreatedKey {
+                    key: KeyView::created(&record),
+                    raw_key,
+                })
             }
             KeyCommand::List { team } => {
                 if store.get_team(&team)?.is_none() {
                     bail!("team {team} not found");
                 }
-                let keys: Vec<KeyView> = store.list_keys(&team)?.iter().map(KeyView::listed).collect();
+                let keys: Vec<KeyView> = store
+                    .list_keys(&team)?
+                    .iter()
+                    .map(KeyView::listed)
+                    .collect();
                 print_json(&json!({"keys": keys}))
             }
             KeyCommand::Revoke { team, key_id } => {
@@ -290,7 +328,9 @@ impl KeyCommand {
 fn offline_engine(overrides: &Overrides) -> anyhow::Result<Arc<PolicyEngine>> {
     // Policy commands need no store; they use the configured limits when a config is present,
     // and keep compiled code in memory only.
-    let limits = Settings::resolve(overrides).map(|s| s.limits).unwrap_or_else(|_| PolicyLimits::default());
+    let limits = Settings::resolve(overrides)
+        .map(|s| s.limits)
+        .unwrap_or_else(|_| PolicyLimits::default());
     PolicyEngine::new(limits, None)
 }
 
@@ -299,7 +339,9 @@ impl PolicyCommand {
         match self {
             PolicyCommand::Check { plugin } => {
                 let bytes = read_plugin_arg(&plugin)?;
-                let loaded = offline_engine(overrides)?.load(&bytes).with_context(|| format!("{plugin} is not a usable policy"))?;
+                let loaded = offline_engine(overrides)?
+                    .load(&bytes)
+                    .with_context(|| format!("{plugin} is not a usable policy"))?;
                 print_json(&json!({
                     "name": loaded.info().name,
                     "version": loaded.info().version,
@@ -310,9 +352,13 @@ impl PolicyCommand {
             }
             PolicyCommand::Test { plugin, cases } => {
                 let bytes = read_plugin_arg(&plugin)?;
-                let text = std::fs::read_to_string(&cases).with_context(|| format!("cannot read {}", cases.display()))?;
-                let file = crate::policytest::parse_cases(&text).with_context(|| format!("invalid cases file {}", cases.display()))?;
-                let loaded = offline_engine(overrides)?.load(&bytes).with_context(|| format!("{plugin} is not a usable policy"))?;
+                let text = std::fs::read_to_string(&cases)
+                    .with_context(|| format!("cannot read {}", cases.display()))?;
+                let file = crate::policytest::parse_cases(&text)
+                    .with_context(|| format!("invalid cases file {}", cases.display()))?;
+                let loaded = offline_engine(overrides)?
+                    .load(&bytes)
+                    .with_context(|| format!("{plugin} is not a usable policy"))?;
                 let (mut passed, mut failed) = (0usize, 0usize);
                 let mut out = std::io::stdout().lock();
                 for case in &file.cases {
@@ -336,10 +382,13 @@ impl PolicyCommand {
             }
             PolicyCommand::Export { plugin, output } => {
                 if plugin != runtime::DEFAULT_PLUGIN_NAME {
-                    bail!("only the embedded plugin can be exported: billstack policy export default --output FILE");
+                    bail!(
+                        "only the embedded plugin can be exported: billstack policy export default --output FILE"
+                    );
                 }
                 let bytes = read_plugin_arg(&plugin)?;
-                std::fs::write(&output, &bytes).with_context(|| format!("cannot write {}", output.display()))?;
+                std::fs::write(&output, &bytes)
+                    .with_context(|| format!("cannot write {}", output.display()))?;
                 print_json(&json!({"output": output, "size": bytes.len()}))
             }
         }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::policy::PolicyLimits;
@@ -97,13 +97,19 @@ fn parse_bool(name: &str, value: &str) -> anyhow::Result<bool> {
 }
 
 fn env_u64(name: &str) -> anyhow::Result<Option<u64>> {
-    env_var(name).map(|v| v.parse().with_context(|| format!("{name}={v:?} is not a whole number"))).transpose()
+    env_var(name)
+        .map(|v| {
+            v.parse()
+                .with_context(|| format!("{name}={v:?} is not a whole number"))
+        })
+        .transpose()
 }
 
 impl FileConfig {
     /// Reads and parses a config file.
     pub fn read(path: &Path) -> anyhow::Result<FileConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 }
@@ -113,23 +119,34 @@ impl Settings {
     pub fn resolve(overrides: &Overrides) -> anyhow::Result<Settings> {
         let file = match &overrides.config {
             Some(path) => FileConfig::read(path)?,
-            None if Path::new(DEFAULT_CONFIG).is_file() => FileConfig::read(Path::new(DEFAULT_CONFIG))?,
+            None if Path::new(DEFAULT_CONFIG).is_file() => {
+                FileConfig::read(Path::new(DEFAULT_CONFIG))?
+            }
             None => FileConfig::default(),
         };
         Settings::from_file(file, overrides)
     }
 
     fn from_file(file: FileConfig, overrides: &Overrides) -> anyhow::Result<Settings> {
-        let listen_text = overrides.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .with_context(|| format!("listen address {listen_text:?} is not host:port (e.g. 127.0.0.1:8080)"))?;
-        let data_dir = overrides.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let listen_text = overrides
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_text.parse().with_context(|| {
+            format!("listen address {listen_text:?} is not host:port (e.g. 127.0.0.1:8080)")
+        })?;
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let upstream = env_var("BILLSTACK_UPSTREAM").or(file.upstream);
         if let Some(u) = &upstream
-            && !(u.starts_with("http://") || u.starts_with("https://")) {
-                bail!("upstream {u:?} must be an http:// or https:// URL");
-            }
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            bail!("upstream {u:?} must be an http:// or https:// URL");
+        }
         let forward_authorization = match env_var("BILLSTACK_FORWARD_AUTHORIZATION") {
             Some(v) => parse_bool("BILLSTACK_FORWARD_AUTHORIZATION", &v)?,
             None => file.forward_authorization.unwrap_or(false),
@@ -138,13 +155,18 @@ impl Settings {
             Some(v) => parse_bool("BILLSTACK_COOKIE_SECURE", &v)?,
             None => file.cookie_secure.unwrap_or(false),
         };
-        let policy = env_var("BILLSTACK_POLICY").map(PathBuf::from).or(file.policy);
+        let policy = env_var("BILLSTACK_POLICY")
+            .map(PathBuf::from)
+            .or(file.policy);
 
         let defaults = PolicyLimits::default();
         let memory_mib = env_u64("BILLSTACK_PLUGIN_MEMORY_MIB")?.or(file.limits.plugin_memory_mib);
-        let deadline_ms = env_u64("BILLSTACK_PLUGIN_DEADLINE_MS")?.or(file.limits.plugin_deadline_ms);
+        let deadline_ms =
+            env_u64("BILLSTACK_PLUGIN_DEADLINE_MS")?.or(file.limits.plugin_deadline_ms);
         let max_mib = env_u64("BILLSTACK_PLUGIN_MAX_MIB")?.or(file.limits.plugin_max_mib);
-        let pool = env_u64("BILLSTACK_PLUGIN_POOL_SIZE")?.map(|v| v as usize).or(file.limits.plugin_pool_size);
+        let pool = env_u64("BILLSTACK_PLUGIN_POOL_SIZE")?
+            .map(|v| v as usize)
+            .or(file.limits.plugin_pool_size);
         let team_concurrency = env_u64("BILLSTACK_PLUGIN_TEAM_CONCURRENCY")?
             .map(|v| v as usize)
             .or(file.limits.plugin_team_concurrency);
@@ -156,7 +178,15 @@ impl Settings {
             team_concurrency: team_concurrency.unwrap_or(defaults.team_concurrency),
             queue_wait: defaults.queue_wait,
         };
-        let settings = Settings { listen, data_dir, upstream, forward_authorization, cookie_secure, policy, limits };
+        let settings = Settings {
+            listen,
+            data_dir,
+            upstream,
+            forward_authorization,
+            cookie_secure,
+            policy,
+            limits,
+        };
         settings.validate()?;
         Ok(settings)
     }
@@ -189,9 +219,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected_with_their_name() {
-        let err = toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").expect_err("unknown key");
+        let err = toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nlisten_port = 3\n")
+            .expect_err("unknown key");
         assert!(err.to_string().contains("listen_port"), "{err}");
-        let err = toml::from_str::<FileConfig>("[limits]\nplugin_memory = 3\n").expect_err("unknown key");
+        let err =
+            toml::from_str::<FileConfig>("[limits]\nplugin_memory = 3\n").expect_err("unknown key");
         assert!(err.to_string().contains("plugin_memory"), "{err}");
     }
 
@@ -201,8 +233,14 @@ mod tests {
             "listen = \"127.0.0.1:9\"\ndata_dir = \"/tmp/x\"\n[limits]\nplugin_memory_mib = 32\nplugin_deadline_ms = 20\n",
         )
         .expect("parses");
-        let s = Settings::from_file(file.clone(), &Overrides { listen: Some("127.0.0.1:0".into()), ..Default::default() })
-            .expect("valid");
+        let s = Settings::from_file(
+            file.clone(),
+            &Overrides {
+                listen: Some("127.0.0.1:0".into()),
+                ..Default::default()
+            },
+        )
+        .expect("valid");
         assert_eq!(s.listen.port(), 0);
         assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(s.limits.memory_bytes, 32 << 20);

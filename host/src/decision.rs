@@ -2,7 +2,7 @@
 //! verify): DESIGN.md § Decision order. Host invariants first — credential, key, tenant,
 //! project — then the team's policy plugin. No plugin answer can get past a host check.
 
-use billstack_keystore::{apikey, clock, KeyRecord, Store};
+use billstack_keystore::{KeyRecord, Store, apikey, clock};
 
 use crate::policy::{PolicyDecision, PolicyRequest, PolicySet, ScopePolicy};
 
@@ -68,7 +68,9 @@ impl DenyKind {
     /// The `code` of `POST /api/billstack/keys/verify`.
     pub fn verify_code(self) -> &'static str {
         match self {
-            DenyKind::MissingCredential | DenyKind::InvalidKey | DenyKind::Internal => "INVALID_KEY",
+            DenyKind::MissingCredential | DenyKind::InvalidKey | DenyKind::Internal => {
+                "INVALID_KEY"
+            }
             DenyKind::ExpiredKey => "EXPIRED",
             DenyKind::InvalidRequest | DenyKind::UnknownRoute => "UNKNOWN_ROUTE",
             DenyKind::TeamMismatch => "TEAM_MISMATCH",
@@ -158,7 +160,9 @@ impl<'a> Credential<'a> {
             Credential::AuthorizationHeader(Some(value)) => {
                 let value = value.trim();
                 match value.split_once(' ') {
-                    Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Some(token.trim()),
+                    Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                        Some(token.trim())
+                    }
                     _ => Some(""),
                 }
             }
@@ -209,19 +213,26 @@ pub fn parse_target(target: &str) -> Result<Target<'_>, TargetError> {
     if !path.starts_with('/') {
         return invalid("the path must start with /");
     }
-    if target.bytes().any(|b| b.is_ascii_control() || b == b'\\' || b == b' ' || b >= 0x80) {
+    if target
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b'\\' || b == b' ' || b >= 0x80)
+    {
         return invalid("the path contains characters that must be percent-encoded");
     }
     let bytes = path.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
             let Some(value) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
                 return invalid("the path has a malformed percent-escape");
             };
             if matches!(value, b'/' | b'\\' | b'.' | 0) || value.is_ascii_control() {
-                return invalid("the path has an encoded slash, backslash, dot or control character");
+                return invalid(
+                    "the path has an encoded slash, backslash, dot or control character",
+                );
             }
             i += 3;
         } else {
@@ -254,12 +265,24 @@ pub fn parse_target(target: &str) -> Result<Target<'_>, TargetError> {
     // Everything after `/api/billstack/teams/{t}/projects/{p}`, keeping a trailing slash.
     // `project_id` is a slice of `path`; the resource starts right after it.
     let prefix_len = project_id.as_ptr() as usize - path.as_ptr() as usize + project_id.len();
-    let resource = if prefix_len >= path.len() { "/" } else { &path[prefix_len..] };
-    Ok(Target { path, query, team_id, project_id, resource })
+    let resource = if prefix_len >= path.len() {
+        "/"
+    } else {
+        &path[prefix_len..]
+    };
+    Ok(Target {
+        path,
+        query,
+        team_id,
+        project_id,
+        resource,
+    })
 }
 
 fn valid_method(method: &str) -> bool {
-    !method.is_empty() && method.len() <= MAX_METHOD_LEN && method.bytes().all(|b| b.is_ascii_uppercase())
+    !method.is_empty()
+        && method.len() <= MAX_METHOD_LEN
+        && method.bytes().all(|b| b.is_ascii_uppercase())
 }
 
 /// Makes decisions against a store and a set of policies.
@@ -285,18 +308,38 @@ impl Decider<'_> {
 /// Steps 1 and 2: a well-formed bearer credential naming an active, unexpired key.
 // The refusal is the decision itself; boxing it would allocate on every refused request.
 #[allow(clippy::result_large_err)]
-pub fn authenticate(store: &Store, credential: Credential<'_>, now_ms: i64) -> Result<KeyRecord, Decision> {
+pub fn authenticate(
+    store: &Store,
+    credential: Credential<'_>,
+    now_ms: i64,
+) -> Result<KeyRecord, Decision> {
     let Some(token) = credential.token() else {
-        return Err(deny(DenyKind::MissingCredential, "an API key is required (Authorization: Bearer bs_…)", false));
+        return Err(deny(
+            DenyKind::MissingCredential,
+            "an API key is required (Authorization: Bearer bs_…)",
+            false,
+        ));
     };
     if let Err(why) = apikey::check_format(token) {
-        return Err(deny(DenyKind::InvalidKey, format!("invalid API key: {why}"), true));
+        return Err(deny(
+            DenyKind::InvalidKey,
+            format!("invalid API key: {why}"),
+            true,
+        ));
     }
     let key = match store.lookup_key(token) {
         Ok(Some(key)) => key,
-        Ok(None) => return Err(deny(DenyKind::InvalidKey, "invalid API key: unknown or revoked", true)),
+        Ok(None) => {
+            return Err(deny(
+                DenyKind::InvalidKey,
+                "invalid API key: unknown or revoked",
+                true,
+            ));
+        }
         Err(e) => {
-            let Decision::Deny(mut d) = deny(DenyKind::Internal, "internal error", true) else { unreachable!() };
+            let Decision::Deny(mut d) = deny(DenyKind::Internal, "internal error", true) else {
+                unreachable!()
+            };
             d.cause = Some(e.to_string());
             return Err(Decision::Deny(d));
         }
@@ -314,30 +357,45 @@ pub fn effective_scopes(key: &KeyRecord, policy: &dyn ScopePolicy) -> Vec<String
     if key.scopes.is_empty() {
         catalogue.to_vec()
     } else {
-        key.scopes.iter().filter(|s| catalogue.contains(s)).cloned().collect()
+        key.scopes
+            .iter()
+            .filter(|s| catalogue.contains(s))
+            .cloned()
+            .collect()
     }
 }
 
 /// Steps 3 to 6 for an authenticated key: tenant, project, then the policy plugin.
-pub fn decide_for_key(key: &KeyRecord, policy: &dyn ScopePolicy, method: &str, target: &str) -> Decision {
+pub fn decide_for_key(
+    key: &KeyRecord,
+    policy: &dyn ScopePolicy,
+    method: &str,
+    target: &str,
+) -> Decision {
     let identity = Identity {
         key_id: key.id.clone(),
         team_id: key.team_id.clone(),
         project_id: key.project_id.clone(),
         scopes: effective_scopes(key, policy),
     };
-    let refuse = |kind: DenyKind, message: String, required_scope: Option<String>, cause: Option<String>| {
-        Decision::Deny(Denied {
-            kind,
-            message,
-            required_scope,
-            identity: Some(identity.clone()),
-            credential_sent: true,
-            cause,
-        })
-    };
+    let refuse =
+        |kind: DenyKind, message: String, required_scope: Option<String>, cause: Option<String>| {
+            Decision::Deny(Denied {
+                kind,
+                message,
+                required_scope,
+                identity: Some(identity.clone()),
+                credential_sent: true,
+                cause,
+            })
+        };
     if !valid_method(method) {
-        return refuse(DenyKind::InvalidRequest, "the method is not a valid HTTP method".into(), None, None);
+        return refuse(
+            DenyKind::InvalidRequest,
+            "the method is not a valid HTTP method".into(),
+            None,
+            None,
+        );
     }
     let target = match parse_target(target) {
         Ok(t) => t,
@@ -352,12 +410,23 @@ pub fn decide_for_key(key: &KeyRecord, policy: &dyn ScopePolicy, method: &str, t
         }
     };
     if target.team_id != key.team_id {
-        return refuse(DenyKind::TeamMismatch, "the API key belongs to another team".into(), None, None);
+        return refuse(
+            DenyKind::TeamMismatch,
+            "the API key belongs to another team".into(),
+            None,
+            None,
+        );
     }
     if let Some(project) = &key.project_id
-        && target.project_id != project {
-            return refuse(DenyKind::ProjectMismatch, "the API key is limited to another project".into(), None, None);
-        }
+        && target.project_id != project
+    {
+        return refuse(
+            DenyKind::ProjectMismatch,
+            "the API key is limited to another project".into(),
+            None,
+            None,
+        );
+    }
     let request = PolicyRequest {
         method,
         path: target.path,
@@ -371,10 +440,16 @@ pub fn decide_for_key(key: &KeyRecord, policy: &dyn ScopePolicy, method: &str, t
     };
     match policy.authorize(&request) {
         Ok(PolicyDecision::Allow) => Decision::Allow(identity),
-        Ok(PolicyDecision::Deny { status: 404, message, .. }) => refuse(DenyKind::UnknownRoute, message, None, None),
-        Ok(PolicyDecision::Deny { message, required_scope, .. }) => {
-            refuse(DenyKind::InsufficientScope, message, required_scope, None)
-        }
+        Ok(PolicyDecision::Deny {
+            status: 404,
+            message,
+            ..
+        }) => refuse(DenyKind::UnknownRoute, message, None, None),
+        Ok(PolicyDecision::Deny {
+            message,
+            required_scope,
+            ..
+        }) => refuse(DenyKind::InsufficientScope, message, required_scope, None),
         Err(e) => refuse(
             DenyKind::PolicyError,
             "the scope policy failed; the request is refused".into(),
@@ -391,20 +466,46 @@ mod tests {
 
     #[test]
     fn targets_under_the_team_api() {
-        let t = parse_target("/api/billstack/teams/team_1/projects/proj_1/customers/cus_1/?a=b").expect("ok");
+        let t = parse_target("/api/billstack/teams/team_1/projects/proj_1/customers/cus_1/?a=b")
+            .expect("ok");
         assert_eq!(t.team_id, "team_1");
         assert_eq!(t.project_id, "proj_1");
         assert_eq!(t.resource, "/customers/cus_1/");
-        assert_eq!(t.path, "/api/billstack/teams/team_1/projects/proj_1/customers/cus_1/");
+        assert_eq!(
+            t.path,
+            "/api/billstack/teams/team_1/projects/proj_1/customers/cus_1/"
+        );
         assert_eq!(t.query, Some("a=b"));
-        assert_eq!(parse_target("/api/billstack/teams/t/projects/p").expect("ok").resource, "/");
-        assert_eq!(parse_target("/api/billstack/teams/t/projects/p/").expect("ok").resource, "/");
-        assert_eq!(parse_target("/api/billstack/teams/t/projects/p/a%20b").expect("ok").resource, "/a%20b");
+        assert_eq!(
+            parse_target("/api/billstack/teams/t/projects/p")
+                .expect("ok")
+                .resource,
+            "/"
+        );
+        assert_eq!(
+            parse_target("/api/billstack/teams/t/projects/p/")
+                .expect("ok")
+                .resource,
+            "/"
+        );
+        assert_eq!(
+            parse_target("/api/billstack/teams/t/projects/p/a%20b")
+                .expect("ok")
+                .resource,
+            "/a%20b"
+        );
     }
 
     #[test]
     fn targets_outside_the_team_api() {
-        for t in ["/", "/healthz", "/api/billstack/teams/t", "/api/billstack/teams/t/projects", "/api/billstack/teams/t/keys/p/x", "/API/billstack/teams/t/projects/p/x"] {
+        for t in [
+            "/",
+            "/healthz",
+            "/api/billstack/teams/t",
+            "/api/billstack/teams/t/projects",
+            "/api/billstack/teams/t/keys/p/x",
+            "/API/billstack/teams/t/projects/p/x",
+        ] {
             assert_eq!(parse_target(t), Err(TargetError::NotTeamApi), "{t}");
         }
     }
@@ -430,21 +531,42 @@ mod tests {
             "/api/billstack/teams/t/projects/p/customers\n",
             "/api/billstack/teams/t/projects/p/cüstomers",
         ] {
-            assert!(matches!(parse_target(t), Err(TargetError::Invalid(_))), "{t:?}");
+            assert!(
+                matches!(parse_target(t), Err(TargetError::Invalid(_))),
+                "{t:?}"
+            );
         }
-        let long = format!("/api/billstack/teams/t/projects/p/{}", "a".repeat(MAX_TARGET_LEN));
+        let long = format!(
+            "/api/billstack/teams/t/projects/p/{}",
+            "a".repeat(MAX_TARGET_LEN)
+        );
         assert!(matches!(parse_target(&long), Err(TargetError::Invalid(_))));
-        let within = format!("/api/billstack/teams/t/projects/p/customers/{}", "a".repeat(MAX_TARGET_LEN - 100));
+        let within = format!(
+            "/api/billstack/teams/t/projects/p/customers/{}",
+            "a".repeat(MAX_TARGET_LEN - 100)
+        );
         assert!(parse_target(&within).is_ok());
     }
 
     #[test]
     fn bearer_parsing() {
         assert_eq!(Credential::AuthorizationHeader(None).token(), None);
-        assert_eq!(Credential::AuthorizationHeader(Some("Bearer bs_x")).token(), Some("bs_x"));
-        assert_eq!(Credential::AuthorizationHeader(Some("bearer  bs_x ")).token(), Some("bs_x"));
-        assert_eq!(Credential::AuthorizationHeader(Some("Basic abc")).token(), Some(""));
-        assert_eq!(Credential::AuthorizationHeader(Some("bs_x")).token(), Some(""));
+        assert_eq!(
+            Credential::AuthorizationHeader(Some("Bearer bs_x")).token(),
+            Some("bs_x")
+        );
+        assert_eq!(
+            Credential::AuthorizationHeader(Some("bearer  bs_x ")).token(),
+            Some("bs_x")
+        );
+        assert_eq!(
+            Credential::AuthorizationHeader(Some("Basic abc")).token(),
+            Some("")
+        );
+        assert_eq!(
+            Credential::AuthorizationHeader(Some("bs_x")).token(),
+            Some("")
+        );
         assert_eq!(Credential::RawKey("bs_y").token(), Some("bs_y"));
     }
 

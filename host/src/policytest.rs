@@ -15,7 +15,7 @@
 
 use serde::Deserialize;
 
-use crate::decision::{decide_for_key, Decision};
+use crate::decision::{Decision, decide_for_key};
 use crate::policy::ScopePolicy;
 use billstack_keystore::KeyRecord;
 
@@ -77,14 +77,22 @@ fn describe(decision: &Decision) -> String {
 
 /// Runs one case against `policy`.
 pub fn run_case(policy: &dyn ScopePolicy, case: &Case) -> CaseResult {
-    let name = case.name.clone().unwrap_or_else(|| format!("{} {}", case.method, case.path));
+    let name = case
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{} {}", case.method, case.path));
     let target = if case.path.starts_with("/api/billstack/") {
         case.path.clone()
     } else {
-        format!("/api/billstack/teams/{TEST_TEAM}/projects/{TEST_PROJECT}{}", case.path)
+        format!(
+            "/api/billstack/teams/{TEST_TEAM}/projects/{TEST_PROJECT}{}",
+            case.path
+        )
     };
     let team = case.team.clone().unwrap_or_else(|| {
-        crate::decision::parse_target(&target).map(|t| t.team_id.to_string()).unwrap_or_else(|_| TEST_TEAM.to_string())
+        crate::decision::parse_target(&target)
+            .map(|t| t.team_id.to_string())
+            .unwrap_or_else(|_| TEST_TEAM.to_string())
     });
     let key = KeyRecord {
         id: "key_test".into(),
@@ -106,11 +114,19 @@ pub fn run_case(policy: &dyn ScopePolicy, case: &Case) -> CaseResult {
     };
     let mut failure = None;
     if got_code != case.expect {
-        failure = Some(format!("expected {}, got {}", case.expect, describe(&decision)));
+        failure = Some(format!(
+            "expected {}, got {}",
+            case.expect,
+            describe(&decision)
+        ));
     } else if let (Some(want), Decision::Deny(d)) = (&case.required_scope, &decision)
-        && d.required_scope.as_ref() != Some(want) {
-            failure = Some(format!("expected required scope {want}, got {}", describe(&decision)));
-        }
+        && d.required_scope.as_ref() != Some(want)
+    {
+        failure = Some(format!(
+            "expected required scope {want}, got {}",
+            describe(&decision)
+        ));
+    }
     CaseResult { name, failure }
 }
 

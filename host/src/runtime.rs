@@ -7,8 +7,8 @@ use anyhow::Context;
 use billstack_keystore::Store;
 
 use crate::config::Settings;
-use crate::policy::{Plugin, PolicyEngine, PolicySet};
 use crate::plugins::DEFAULT_PLUGIN;
+use crate::policy::{Plugin, PolicyEngine, PolicySet};
 
 /// The name that stands for the embedded default plugin wherever a plugin path is taken.
 pub const DEFAULT_PLUGIN_NAME: &str = "default";
@@ -23,30 +23,49 @@ pub fn read_plugin_arg(arg: &str) -> anyhow::Result<Vec<u8>> {
 
 /// The policy engine for a data directory (its compile cache lives in `plugin-cache/`).
 pub fn engine_for(settings: &Settings) -> anyhow::Result<Arc<PolicyEngine>> {
-    PolicyEngine::new(settings.limits.clone(), Some(settings.data_dir.join("plugin-cache")))
+    PolicyEngine::new(
+        settings.limits.clone(),
+        Some(settings.data_dir.join("plugin-cache")),
+    )
 }
 
 /// Loads the deployment default: the configured file, or the embedded plugin.
-pub fn load_default_policy(engine: &Arc<PolicyEngine>, settings: &Settings) -> anyhow::Result<Arc<Plugin>> {
+pub fn load_default_policy(
+    engine: &Arc<PolicyEngine>,
+    settings: &Settings,
+) -> anyhow::Result<Arc<Plugin>> {
     match &settings.policy {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read policy {}", path.display()))?;
-            engine.load(&bytes).with_context(|| format!("the configured policy {} was refused", path.display()))
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read policy {}", path.display()))?;
+            engine
+                .load(&bytes)
+                .with_context(|| format!("the configured policy {} was refused", path.display()))
         }
-        None => engine.load(DEFAULT_PLUGIN).context("the embedded default policy failed to load"),
+        None => engine
+            .load(DEFAULT_PLUGIN)
+            .context("the embedded default policy failed to load"),
     }
 }
 
 /// Builds the active policy set: the default plus every team upload in the store. A stored
 /// team policy that no longer loads (say, after a limit was lowered) is skipped with a
 /// warning, and that team falls back to the default rather than taking the whole server down.
-pub fn load_policies(engine: &Arc<PolicyEngine>, settings: &Settings, store: &Store) -> anyhow::Result<PolicySet> {
+pub fn load_policies(
+    engine: &Arc<PolicyEngine>,
+    settings: &Settings,
+    store: &Store,
+) -> anyhow::Result<PolicySet> {
     let set = PolicySet::new(load_default_policy(engine, settings)?);
     for meta in store.list_team_policies()? {
-        let Some((_, bytes)) = store.get_team_policy(&meta.team_id)? else { continue };
+        let Some((_, bytes)) = store.get_team_policy(&meta.team_id)? else {
+            continue;
+        };
         match engine.load_for_team(&bytes) {
             Ok(plugin) => set.set_team(&meta.team_id, plugin),
-            Err(e) => tracing::warn!(team = %meta.team_id, error = %e, "team policy no longer loads; using the default"),
+            Err(e) => {
+                tracing::warn!(team = %meta.team_id, error = %e, "team policy no longer loads; using the default")
+            }
         }
     }
     Ok(set)

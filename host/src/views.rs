@@ -1,6 +1,6 @@
 //! JSON shapes shared by the command line and the HTTP API (camelCase, RFC 3339 times).
 
-use billstack_keystore::{clock, KeyRecord};
+use billstack_keystore::{KeyRecord, clock};
 use serde::Serialize;
 
 /// A key as clients see it: metadata only, never a hash or a raw key.
@@ -43,7 +43,10 @@ impl KeyView {
 
     /// The listing shape (with `lastUsedAt`, null when never used).
     pub fn listed(k: &KeyRecord) -> KeyView {
-        KeyView { last_used_at: Some(k.last_used_at.map(clock::format_rfc3339)), ..KeyView::created(k) }
+        KeyView {
+            last_used_at: Some(k.last_used_at.map(clock::format_rfc3339)),
+            ..KeyView::created(k)
+        }
     }
 }
 
@@ -59,6 +62,8 @@ pub struct CreatedKey {
 
 impl std::fmt::Debug for CreatedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedKey").field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("CreatedKey")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }

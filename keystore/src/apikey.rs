@@ -42,7 +42,9 @@ pub struct NewKey {
 impl std::fmt::Debug for NewKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the secret, even in debug output.
-        f.debug_struct("NewKey").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("NewKey")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,7 +61,11 @@ pub fn generate() -> NewKey {
     let crc = crc32fast::hash(raw.as_bytes());
     raw.push_str(&format!("{crc:08x}"));
     debug_assert_eq!(check_format(&raw), Ok(()));
-    NewKey { hash: hash(&raw), prefix: raw[..DISPLAY_PREFIX_LEN].to_string(), raw }
+    NewKey {
+        hash: hash(&raw),
+        prefix: raw[..DISPLAY_PREFIX_LEN].to_string(),
+        raw,
+    }
 }
 
 /// Checks prefix, length, alphabet and checksum, in that order, without any storage access.
@@ -123,10 +129,19 @@ mod tests {
     fn malformed_keys_are_rejected_with_the_reason() {
         let good = generate().raw;
         assert_eq!(check_format(""), Err(KeyFormatError::Prefix));
-        assert_eq!(check_format(&good.replacen("bs_", "sk_", 1)), Err(KeyFormatError::Prefix));
+        assert_eq!(
+            check_format(&good.replacen("bs_", "sk_", 1)),
+            Err(KeyFormatError::Prefix)
+        );
         assert_eq!(check_format(&good[..50]), Err(KeyFormatError::Length));
-        assert_eq!(check_format(&format!("{good}0")), Err(KeyFormatError::Length));
-        assert_eq!(check_format(&"bs_".repeat(3400)), Err(KeyFormatError::Length));
+        assert_eq!(
+            check_format(&format!("{good}0")),
+            Err(KeyFormatError::Length)
+        );
+        assert_eq!(
+            check_format(&"bs_".repeat(3400)),
+            Err(KeyFormatError::Length)
+        );
         let upper = format!("bs_{}", good[3..].to_uppercase());
         assert_eq!(check_format(&upper), Err(KeyFormatError::NotHex));
         let mut flipped = good.clone().into_bytes();

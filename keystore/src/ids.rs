@@ -21,7 +21,9 @@ pub fn new_id(kind: &str) -> String {
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -43,6 +45,6 @@ mod tests {
         assert!(!is_valid_id(""));
         assert!(!is_valid_id("team/1"));
         assert!(!is_valid_id("team 1"));
-        assert!(!is_valid_id("..") );
+        assert!(!is_valid_id(".."));
     }
 }

@@ -75,7 +75,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Error {
-    Error::Invalid { field, message: message.into() }
+    Error::Invalid {
+        field,
+        message: message.into(),
+    }
 }
 
 /// Maximum length of a key, team, project name (in characters).
@@ -92,7 +95,10 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<String> {
         return Err(invalid(field, "must not be empty"));
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(invalid(field, format!("must be at most {MAX_NAME_CHARS} characters")));
+        return Err(invalid(
+            field,
+            format!("must be at most {MAX_NAME_CHARS} characters"),
+        ));
     }
     if name.chars().any(char::is_control) {
         return Err(invalid(field, "must not contain control characters"));
@@ -106,7 +112,9 @@ pub fn is_valid_scope_name(scope: &str) -> bool {
     scope.len() <= MAX_SCOPE_LEN
         && scope.split(':').all(|part| {
             !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
         })
         && scope.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
 }
@@ -120,7 +128,16 @@ mod tests {
         for ok in ["customers:read", "a", "invoices:line-items:write", "x_1"] {
             assert!(is_valid_scope_name(ok), "{ok}");
         }
-        for bad in ["", ":", "customers:", ":read", "Customers:read", "a b", "1abc", "a::b"] {
+        for bad in [
+            "",
+            ":",
+            "customers:",
+            ":read",
+            "Customers:read",
+            "a b",
+            "1abc",
+            "a::b",
+        ] {
             assert!(!is_valid_scope_name(bad), "{bad}");
         }
         assert!(is_valid_scope_name(&"a".repeat(MAX_SCOPE_LEN)));
@@ -129,7 +146,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(validate_name("name", "  ci deploy ").expect("ok"), "ci deploy");
+        assert_eq!(
+            validate_name("name", "  ci deploy ").expect("ok"),
+            "ci deploy"
+        );
         assert!(validate_name("name", "   ").is_err());
         assert!(validate_name("name", &"é".repeat(MAX_NAME_CHARS)).is_ok());
         assert!(validate_name("name", &"é".repeat(MAX_NAME_CHARS + 1)).is_err());

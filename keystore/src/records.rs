@@ -87,7 +87,10 @@ pub struct User {
 
 impl std::fmt::Debug for User {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("User").field("id", &self.id).field("email", &self.email).finish_non_exhaustive()
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .finish_non_exhaustive()
     }
 }
 
@@ -177,19 +180,24 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
     match bytes.split_first() {
-        Some((&FORMAT_V1, json)) => serde_json::from_slice(json)
-            .map_err(|e| Error::Corruption { what: format!("{what}: {e}") }),
-        Some((other, _)) => {
-            Err(Error::Corruption { what: format!("{what}: unknown record format {other}") })
-        }
-        None => Err(Error::Corruption { what: format!("{what}: empty record") }),
+        Some((&FORMAT_V1, json)) => serde_json::from_slice(json).map_err(|e| Error::Corruption {
+            what: format!("{what}: {e}"),
+        }),
+        Some((other, _)) => Err(Error::Corruption {
+            what: format!("{what}: unknown record format {other}"),
+        }),
+        None => Err(Error::Corruption {
+            what: format!("{what}: empty record"),
+        }),
     }
 }
 
 pub(crate) fn decode_str(what: &str, bytes: &[u8]) -> Result<String> {
     std::str::from_utf8(bytes)
         .map(str::to_owned)
-        .map_err(|_| Error::Corruption { what: format!("{what}: not UTF-8") })
+        .map_err(|_| Error::Corruption {
+            what: format!("{what}: not UTF-8"),
+        })
 }
 
 #[cfg(test)]
@@ -198,16 +206,32 @@ mod tests {
 
     #[test]
     fn truncated_and_garbage_records_are_corruption_not_panics() {
-        let team = Team { id: "team_1".into(), name: "A".into(), created_at: 1 };
+        let team = Team {
+            id: "team_1".into(),
+            name: "A".into(),
+            created_at: 1,
+        };
         let bytes = encode(&team);
         assert_eq!(decode::<Team>("team", &bytes).expect("decodes"), team);
         for cut in 0..bytes.len() {
             let got = decode::<Team>("team", &bytes[..cut]);
-            assert!(matches!(got, Err(Error::Corruption { .. })), "cut at {cut}: {got:?}");
+            assert!(
+                matches!(got, Err(Error::Corruption { .. })),
+                "cut at {cut}: {got:?}"
+            );
         }
-        assert!(matches!(decode::<Team>("team", &[9, b'{', b'}']), Err(Error::Corruption { .. })));
-        assert!(matches!(decode::<Team>("team", &[1, 0xff, 0xfe]), Err(Error::Corruption { .. })));
-        assert!(matches!(decode_str("id", &[0xff]), Err(Error::Corruption { .. })));
+        assert!(matches!(
+            decode::<Team>("team", &[9, b'{', b'}']),
+            Err(Error::Corruption { .. })
+        ));
+        assert!(matches!(
+            decode::<Team>("team", &[1, 0xff, 0xfe]),
+            Err(Error::Corruption { .. })
+        ));
+        assert!(matches!(
+            decode_str("id", &[0xff]),
+            Err(Error::Corruption { .. })
+        ));
     }
 
     #[test]

@@ -4,18 +4,18 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng as PhOsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use rand::TryRngCore;
 use sha2::{Digest, Sha256};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::Tree;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use crate::records::{decode, decode_str, encode};
 use crate::{
-    apikey, clock, ids, invalid, is_valid_scope_name, validate_name, AuditEvent, Error, KeyRecord,
-    Project, Result, Role, Session, Team, TeamPolicy, User, MAX_SCOPES,
+    AuditEvent, Error, KeyRecord, MAX_SCOPES, Project, Result, Role, Session, Team, TeamPolicy,
+    User, apikey, clock, ids, invalid, is_valid_scope_name, validate_name,
 };
 
 /// Tunables for [`Store::open_with`].
@@ -28,7 +28,9 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_capacity: 32 * 1024 * 1024 }
+        StoreOptions {
+            cache_capacity: 32 * 1024 * 1024,
+        }
     }
 }
 
@@ -136,7 +138,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -197,7 +201,11 @@ pub fn hash_password(password: &str) -> Result<String> {
 
 fn password_matches(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -208,7 +216,14 @@ fn validate_email(email: &str) -> Result<String> {
         && email.split_once('@').is_some_and(|(user, domain)| {
             !user.is_empty() && !domain.is_empty() && !domain.contains('@')
         });
-    if valid { Ok(email) } else { Err(invalid("email", format!("{email:?} is not an email address"))) }
+    if valid {
+        Ok(email)
+    } else {
+        Err(invalid(
+            "email",
+            format!("{email:?} is not an email address"),
+        ))
+    }
 }
 
 impl Store {
@@ -222,7 +237,11 @@ impl Store {
     pub fn open_with(dir: impl AsRef<Path>, options: &StoreOptions) -> Result<Store> {
         let path = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&path)?;
-        let lock = File::options().create(true).truncate(false).write(true).open(path.join("LOCK"))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.join("LOCK"))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(path)),
@@ -271,7 +290,13 @@ impl Store {
         Ok(value)
     }
 
-    fn audit_event(&self, team_id: Option<&str>, actor: &str, action: &str, target: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+    fn audit_event(
+        &self,
+        team_id: Option<&str>,
+        actor: &str,
+        action: &str,
+        target: &str,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
         let seq = self.db.generate_id()?;
         let event = AuditEvent {
             seq,
@@ -301,12 +326,19 @@ impl Store {
             }
             None => ids::new_id("team"),
         };
-        let team = Team { id: id.clone(), name, created_at: clock::now_ms() };
+        let team = Team {
+            id: id.clone(),
+            name,
+            created_at: clock::now_ms(),
+        };
         let (ak, av) = self.audit_event(Some(&id), actor, "team.created", &id)?;
         (&self.teams, &self.audit)
             .transaction(|(teams, audit)| {
                 if teams.get(id.as_bytes())?.is_some() {
-                    return abort(Error::AlreadyExists { kind: "team", id: id.clone() });
+                    return abort(Error::AlreadyExists {
+                        kind: "team",
+                        id: id.clone(),
+                    });
                 }
                 teams.insert(id.as_bytes(), encode(&team))?;
                 audit.insert(ak.as_slice(), av.as_slice())?;
@@ -318,20 +350,36 @@ impl Store {
 
     /// A team by id.
     pub fn get_team(&self, id: &str) -> Result<Option<Team>> {
-        self.teams.get(id.as_bytes())?.map(|v| decode("team", &v)).transpose()
+        self.teams
+            .get(id.as_bytes())?
+            .map(|v| decode("team", &v))
+            .transpose()
     }
 
     /// All teams, by id.
     pub fn list_teams(&self) -> Result<Vec<Team>> {
-        self.teams.iter().values().map(|v| decode("team", &v?)).collect()
+        self.teams
+            .iter()
+            .values()
+            .map(|v| decode("team", &v?))
+            .collect()
     }
 
     fn require_team(&self, id: &str) -> Result<Team> {
-        self.get_team(id)?.ok_or_else(|| Error::NotFound { kind: "team", id: id.to_owned() })
+        self.get_team(id)?.ok_or_else(|| Error::NotFound {
+            kind: "team",
+            id: id.to_owned(),
+        })
     }
 
     /// Creates a project in `team_id`.
-    pub fn create_project(&self, team_id: &str, id: Option<&str>, name: &str, actor: &str) -> Result<Project> {
+    pub fn create_project(
+        &self,
+        team_id: &str,
+        id: Option<&str>,
+        name: &str,
+        actor: &str,
+    ) -> Result<Project> {
         let name = validate_name("name", name)?;
         self.require_team(team_id)?;
         let id = match id {
@@ -341,17 +389,28 @@ impl Store {
             }
             None => ids::new_id("proj"),
         };
-        let project = Project { id: id.clone(), team_id: team_id.to_owned(), name, created_at: clock::now_ms() };
+        let project = Project {
+            id: id.clone(),
+            team_id: team_id.to_owned(),
+            name,
+            created_at: clock::now_ms(),
+        };
         let key = join(team_id, &id);
         let (ak, av) = self.audit_event(Some(team_id), actor, "project.created", &id)?;
         (&self.teams, &self.projects, &self.audit)
             .transaction(|(teams, projects, audit)| {
                 // Re-read the team inside the transaction so a concurrent delete cannot race us.
                 if teams.get(team_id.as_bytes())?.is_none() {
-                    return abort(Error::NotFound { kind: "team", id: team_id.to_owned() });
+                    return abort(Error::NotFound {
+                        kind: "team",
+                        id: team_id.to_owned(),
+                    });
                 }
                 if projects.get(key.as_slice())?.is_some() {
-                    return abort(Error::AlreadyExists { kind: "project", id: id.clone() });
+                    return abort(Error::AlreadyExists {
+                        kind: "project",
+                        id: id.clone(),
+                    });
                 }
                 projects.insert(key.as_slice(), encode(&project))?;
                 audit.insert(ak.as_slice(), av.as_slice())?;
@@ -363,12 +422,19 @@ impl Store {
 
     /// A project of a team; `None` if it does not exist in that team.
     pub fn get_project(&self, team_id: &str, project_id: &str) -> Result<Option<Project>> {
-        self.projects.get(join(team_id, project_id))?.map(|v| decode("project", &v)).transpose()
+        self.projects
+            .get(join(team_id, project_id))?
+            .map(|v| decode("project", &v))
+            .transpose()
     }
 
     /// The team's projects, by id.
     pub fn list_projects(&self, team_id: &str) -> Result<Vec<Project>> {
-        self.projects.scan_prefix(prefix(team_id)).values().map(|v| decode("project", &v?)).collect()
+        self.projects
+            .scan_prefix(prefix(team_id))
+            .values()
+            .map(|v| decode("project", &v?))
+            .collect()
     }
 
     // ----- users, memberships, sessions -----------------------------------------------------
@@ -377,10 +443,16 @@ impl Store {
     pub fn create_user(&self, new: &NewUser, actor: &str) -> Result<User> {
         let email = validate_email(&new.email)?;
         if new.password.chars().count() < MIN_PASSWORD_LEN {
-            return Err(invalid("password", format!("must be at least {MIN_PASSWORD_LEN} characters")));
+            return Err(invalid(
+                "password",
+                format!("must be at least {MIN_PASSWORD_LEN} characters"),
+            ));
         }
         if new.password.len() > MAX_PASSWORD_LEN {
-            return Err(invalid("password", format!("must be at most {MAX_PASSWORD_LEN} bytes")));
+            return Err(invalid(
+                "password",
+                format!("must be at most {MAX_PASSWORD_LEN} bytes"),
+            ));
         }
         self.require_team(&new.team_id)?;
         let user = User {
@@ -392,13 +464,26 @@ impl Store {
         let role = encode(&new.role);
         let (ak, av) = self.audit_event(Some(&new.team_id), actor, "user.created", &user.id)?;
         let team_id = new.team_id.as_str();
-        (&self.users, &self.user_email, &self.members, &self.user_teams, &self.teams, &self.audit)
+        (
+            &self.users,
+            &self.user_email,
+            &self.members,
+            &self.user_teams,
+            &self.teams,
+            &self.audit,
+        )
             .transaction(|(users, user_email, members, user_teams, teams, audit)| {
                 if teams.get(team_id.as_bytes())?.is_none() {
-                    return abort(Error::NotFound { kind: "team", id: team_id.to_owned() });
+                    return abort(Error::NotFound {
+                        kind: "team",
+                        id: team_id.to_owned(),
+                    });
                 }
                 if user_email.get(email.as_bytes())?.is_some() {
-                    return abort(Error::AlreadyExists { kind: "user", id: email.clone() });
+                    return abort(Error::AlreadyExists {
+                        kind: "user",
+                        id: email.clone(),
+                    });
                 }
                 users.insert(user.id.as_bytes(), encode(&user))?;
                 user_email.insert(email.as_bytes(), user.id.as_bytes())?;
@@ -412,10 +497,19 @@ impl Store {
     }
 
     /// Adds an existing user to a team, or changes their role there.
-    pub fn set_membership(&self, team_id: &str, user_id: &str, role: Role, actor: &str) -> Result<()> {
+    pub fn set_membership(
+        &self,
+        team_id: &str,
+        user_id: &str,
+        role: Role,
+        actor: &str,
+    ) -> Result<()> {
         self.require_team(team_id)?;
         if self.get_user(user_id)?.is_none() {
-            return Err(Error::NotFound { kind: "user", id: user_id.to_owned() });
+            return Err(Error::NotFound {
+                kind: "user",
+                id: user_id.to_owned(),
+            });
         }
         let role = encode(&role);
         let (ak, av) = self.audit_event(Some(team_id), actor, "member.set", user_id)?;
@@ -432,7 +526,10 @@ impl Store {
 
     /// A user by id.
     pub fn get_user(&self, id: &str) -> Result<Option<User>> {
-        self.users.get(id.as_bytes())?.map(|v| decode("user", &v)).transpose()
+        self.users
+            .get(id.as_bytes())?
+            .map(|v| decode("user", &v))
+            .transpose()
     }
 
     /// A user by email (case-insensitive).
@@ -463,7 +560,10 @@ impl Store {
 
     /// The user's role in a team, or `None` if not a member.
     pub fn membership(&self, team_id: &str, user_id: &str) -> Result<Option<Role>> {
-        self.members.get(join(team_id, user_id))?.map(|v| decode("membership", &v)).transpose()
+        self.members
+            .get(join(team_id, user_id))?
+            .map(|v| decode("membership", &v))
+            .transpose()
     }
 
     /// The teams a user belongs to, with their role in each.
@@ -489,15 +589,25 @@ impl Store {
             .expect("the OS random number generator is unavailable");
         let token = hex::encode(raw);
         let now = clock::now_ms();
-        let session = Session { user_id: user_id.to_owned(), created_at: now, last_seen_at: now };
-        self.sessions.insert(Sha256::digest(token.as_bytes()).as_slice(), encode(&session))?;
+        let session = Session {
+            user_id: user_id.to_owned(),
+            created_at: now,
+            last_seen_at: now,
+        };
+        self.sessions.insert(
+            Sha256::digest(token.as_bytes()).as_slice(),
+            encode(&session),
+        )?;
         self.durable((token, session))
     }
 
     /// The session for a raw token, if it exists.
     pub fn get_session(&self, token: &str) -> Result<Option<Session>> {
         let k = Sha256::digest(token.as_bytes());
-        self.sessions.get(k.as_slice())?.map(|v| decode("session", &v)).transpose()
+        self.sessions
+            .get(k.as_slice())?
+            .map(|v| decode("session", &v))
+            .transpose()
     }
 
     /// Records activity on a session (for the idle expiry). Not flushed: losing a few seconds of
@@ -508,7 +618,9 @@ impl Store {
             let mut session: Session = decode("session", &v)?;
             session.last_seen_at = now_ms;
             // Only update if it still holds what we read, so a concurrent logout wins.
-            let _ = self.sessions.compare_and_swap(k.as_slice(), Some(v), Some(encode(&session)))?;
+            let _ =
+                self.sessions
+                    .compare_and_swap(k.as_slice(), Some(v), Some(encode(&session)))?;
         }
         Ok(())
     }
@@ -544,9 +656,13 @@ impl Store {
         let name = validate_name("name", &new.name)?;
         self.require_team(&new.team_id)?;
         if let Some(project) = &new.project_id
-            && self.get_project(&new.team_id, project)?.is_none() {
-                return Err(invalid("projectId", format!("project {project} is not in team {}", new.team_id)));
-            }
+            && self.get_project(&new.team_id, project)?.is_none()
+        {
+            return Err(invalid(
+                "projectId",
+                format!("project {project} is not in team {}", new.team_id),
+            ));
+        }
         if new.scopes.len() > MAX_SCOPES {
             return Err(invalid("scopes", format!("at most {MAX_SCOPES} scopes")));
         }
@@ -561,9 +677,10 @@ impl Store {
         }
         let now = clock::now_ms();
         if let Some(at) = new.expires_at
-            && at <= now {
-                return Err(invalid("expiresAt", "must be in the future"));
-            }
+            && at <= now
+        {
+            return Err(invalid("expiresAt", "must be in the future"));
+        }
         let generated = apikey::generate();
         let record = KeyRecord {
             id: ids::new_id("key"),
@@ -578,7 +695,8 @@ impl Store {
             last_used_at: None,
             hash: hex::encode(generated.hash),
         };
-        let (ak, av) = self.audit_event(Some(&new.team_id), &new.actor, "key.created", &record.id)?;
+        let (ak, av) =
+            self.audit_event(Some(&new.team_id), &new.actor, "key.created", &record.id)?;
         let encoded = encode(&record);
         let team_key = join(&record.team_id, &record.id);
         (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
@@ -610,13 +728,21 @@ impl Store {
     }
 
     fn lookup_key_hash_uncached(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>> {
-        let Some(id) = self.key_hash.get(hash)? else { return Ok(None) };
+        let Some(id) = self.key_hash.get(hash)? else {
+            return Ok(None);
+        };
         let Some(bytes) = self.keys.get(&id)? else {
-            return Err(Error::Corruption { what: "key hash index points at a missing key".into() });
+            return Err(Error::Corruption {
+                what: "key hash index points at a missing key".into(),
+            });
         };
         let record: KeyRecord = decode("key", &bytes)?;
         // The index entry is removed in the same transaction as revocation; check anyway.
-        Ok(if record.revoked_at.is_some() { None } else { Some(record) })
+        Ok(if record.revoked_at.is_some() {
+            None
+        } else {
+            Some(record)
+        })
     }
 
     /// The active key for a raw key string (hashes it first).
@@ -626,7 +752,9 @@ impl Store {
 
     /// A key of a team by id, revoked or not; `None` if it does not exist in that team.
     pub fn get_key(&self, team_id: &str, key_id: &str) -> Result<Option<KeyRecord>> {
-        let Some(bytes) = self.keys.get(key_id.as_bytes())? else { return Ok(None) };
+        let Some(bytes) = self.keys.get(key_id.as_bytes())? else {
+            return Ok(None);
+        };
         let record: KeyRecord = decode("key", &bytes)?;
         Ok((record.team_id == team_id).then_some(record))
     }
@@ -646,10 +774,18 @@ impl Store {
                         out.push(record);
                     }
                 }
-                None => return Err(Error::Corruption { what: format!("team key index names missing key {key_id}") }),
+                None => {
+                    return Err(Error::Corruption {
+                        what: format!("team key index names missing key {key_id}"),
+                    });
+                }
             }
         }
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        out.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         Ok(out)
     }
 
@@ -660,10 +796,15 @@ impl Store {
         let now = clock::now_ms();
         let (ak, av) = self.audit_event(Some(team_id), actor, "key.revoked", key_id)?;
         let team_key = join(team_id, key_id);
-        let not_found = || Error::NotFound { kind: "key", id: key_id.to_owned() };
+        let not_found = || Error::NotFound {
+            kind: "key",
+            id: key_id.to_owned(),
+        };
         let record = (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
             .transaction(|(keys, key_hash, team_keys, audit)| {
-                let Some(bytes) = keys.get(key_id.as_bytes())? else { return abort(not_found()) };
+                let Some(bytes) = keys.get(key_id.as_bytes())? else {
+                    return abort(not_found());
+                };
                 let mut record: KeyRecord = match decode("key", &bytes) {
                     Ok(r) => r,
                     Err(e) => return abort(e),
@@ -673,7 +814,11 @@ impl Store {
                 }
                 let hash = match hex::decode(&record.hash) {
                     Ok(h) if h.len() == 32 => h,
-                    _ => return abort(Error::Corruption { what: format!("key {key_id}: bad hash") }),
+                    _ => {
+                        return abort(Error::Corruption {
+                            what: format!("key {key_id}: bad hash"),
+                        });
+                    }
                 };
                 record.revoked_at = Some(now);
                 keys.insert(key_id.as_bytes(), encode(&record))?;
@@ -685,7 +830,9 @@ impl Store {
             .map_err(tx_err)?;
         // Only after the commit: a lookup racing with us either saw the key before the
         // revocation (and answered before DELETE returned) or finds it gone.
-        if let Ok(hash) = <[u8; 32]>::try_from(hex::decode(&record.hash).unwrap_or_default().as_slice()) {
+        if let Ok(hash) =
+            <[u8; 32]>::try_from(hex::decode(&record.hash).unwrap_or_default().as_slice())
+        {
             self.key_cache.invalidate(&hash);
         }
         self.durable(record)
@@ -699,7 +846,9 @@ impl Store {
             self.keys.fetch_and_update(key_id.as_bytes(), |old| {
                 let old = old?;
                 match decode::<KeyRecord>("key", old) {
-                    Ok(mut r) if r.revoked_at.is_none() && r.last_used_at.is_none_or(|t| t < *at) => {
+                    Ok(mut r)
+                        if r.revoked_at.is_none() && r.last_used_at.is_none_or(|t| t < *at) =>
+                    {
                         r.last_used_at = Some(*at);
                         Some(encode(&r))
                     }
@@ -739,20 +888,30 @@ impl Store {
 
     /// The team's uploaded policy and its bytes, if it has one.
     pub fn get_team_policy(&self, team_id: &str) -> Result<Option<(TeamPolicy, Vec<u8>)>> {
-        let Some(meta) = self.team_policy.get(team_id.as_bytes())? else { return Ok(None) };
+        let Some(meta) = self.team_policy.get(team_id.as_bytes())? else {
+            return Ok(None);
+        };
         let meta: TeamPolicy = decode("team policy", &meta)?;
         let Some(bytes) = self.policy_blobs.get(meta.sha256.as_bytes())? else {
-            return Err(Error::Corruption { what: format!("policy blob {} of team {team_id} is missing", meta.sha256) });
+            return Err(Error::Corruption {
+                what: format!("policy blob {} of team {team_id} is missing", meta.sha256),
+            });
         };
         if hex::encode(Sha256::digest(&bytes)) != meta.sha256 {
-            return Err(Error::Corruption { what: format!("policy blob of team {team_id} does not match its hash") });
+            return Err(Error::Corruption {
+                what: format!("policy blob of team {team_id} does not match its hash"),
+            });
         }
         Ok(Some((meta, bytes.to_vec())))
     }
 
     /// Every team that has uploaded a policy.
     pub fn list_team_policies(&self) -> Result<Vec<TeamPolicy>> {
-        self.team_policy.iter().values().map(|v| decode("team policy", &v?)).collect()
+        self.team_policy
+            .iter()
+            .values()
+            .map(|v| decode("team policy", &v?))
+            .collect()
     }
 
     /// Removes a team's policy (back to the deployment default). `true` if it had one.

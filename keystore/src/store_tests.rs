@@ -9,8 +9,12 @@ fn open() -> (tempfile::TempDir, Store) {
 }
 
 fn team_and_project(store: &Store) -> (Team, Project) {
-    let team = store.create_team(Some("team_a"), "Acme", "test").expect("team");
-    let project = store.create_project(&team.id, Some("proj_a"), "Web", "test").expect("project");
+    let team = store
+        .create_team(Some("team_a"), "Acme", "test")
+        .expect("team");
+    let project = store
+        .create_project(&team.id, Some("proj_a"), "Web", "test")
+        .expect("project");
     (team, project)
 }
 
@@ -32,20 +36,37 @@ fn key_lifecycle_create_lookup_list_revoke() {
     let (record, raw) = store
         .create_key(&NewApiKey {
             project_id: Some(project.id.clone()),
-            scopes: vec!["customers:read".into(), "customers:read".into(), "products:write".into()],
+            scopes: vec![
+                "customers:read".into(),
+                "customers:read".into(),
+                "products:write".into(),
+            ],
             ..new_key(&team.id)
         })
         .expect("create");
     assert_eq!(apikey::check_format(&raw), Ok(()));
     assert_eq!(record.prefix, &raw[..7]);
     assert_eq!(record.hash, hex::encode(apikey::hash(&raw)));
-    assert_eq!(record.scopes, vec!["customers:read", "products:write"], "deduplicated, order kept");
-    assert_eq!(store.lookup_key(&raw).expect("lookup"), Some(record.clone()));
-    assert_eq!(store.list_keys(&team.id).expect("list"), vec![record.clone()]);
+    assert_eq!(
+        record.scopes,
+        vec!["customers:read", "products:write"],
+        "deduplicated, order kept"
+    );
+    assert_eq!(
+        store.lookup_key(&raw).expect("lookup"),
+        Some(record.clone())
+    );
+    assert_eq!(
+        store.list_keys(&team.id).expect("list"),
+        vec![record.clone()]
+    );
 
     // The raw key is stored nowhere: scan every tree for it.
     for name in store.tree_names() {
-        for entry in store.raw_tree(std::str::from_utf8(&name).expect("utf8")).iter() {
+        for entry in store
+            .raw_tree(std::str::from_utf8(&name).expect("utf8"))
+            .iter()
+        {
             let (k, v) = entry.expect("entry");
             let needle = &raw.as_bytes()[3..];
             assert!(!k.windows(needle.len()).any(|w| w == needle));
@@ -53,13 +74,31 @@ fn key_lifecycle_create_lookup_list_revoke() {
         }
     }
 
-    let revoked = store.revoke_key(&team.id, &record.id, "test").expect("revoke");
+    let revoked = store
+        .revoke_key(&team.id, &record.id, "test")
+        .expect("revoke");
     assert!(revoked.revoked_at.is_some());
     assert_eq!(store.lookup_key(&raw).expect("lookup"), None);
     assert!(store.list_keys(&team.id).expect("list").is_empty());
-    assert!(matches!(store.revoke_key(&team.id, &record.id, "test"), Err(Error::NotFound { .. })));
-    let actions: Vec<String> = store.list_audit(Some(&team.id), 10).expect("audit").into_iter().map(|e| e.action).collect();
-    assert_eq!(actions, ["key.revoked", "key.created", "project.created", "team.created"]);
+    assert!(matches!(
+        store.revoke_key(&team.id, &record.id, "test"),
+        Err(Error::NotFound { .. })
+    ));
+    let actions: Vec<String> = store
+        .list_audit(Some(&team.id), 10)
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "key.revoked",
+            "key.created",
+            "project.created",
+            "team.created"
+        ]
+    );
 }
 
 #[test]
@@ -68,25 +107,74 @@ fn revoke_is_refused_for_another_teams_key_and_unknown_ids() {
     let (team, _) = team_and_project(&store);
     let other = store.create_team(None, "Other", "test").expect("team");
     let (record, raw) = store.create_key(&new_key(&team.id)).expect("create");
-    assert!(matches!(store.revoke_key(&other.id, &record.id, "test"), Err(Error::NotFound { .. })));
-    assert!(matches!(store.revoke_key(&team.id, "key_nope", "test"), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.revoke_key(&other.id, &record.id, "test"),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.revoke_key(&team.id, "key_nope", "test"),
+        Err(Error::NotFound { .. })
+    ));
     assert!(store.get_key(&other.id, &record.id).expect("get").is_none());
-    assert!(store.lookup_key(&raw).expect("lookup").is_some(), "still active");
+    assert!(
+        store.lookup_key(&raw).expect("lookup").is_some(),
+        "still active"
+    );
 }
 
 #[test]
 fn key_validation_changes_nothing_on_bad_input() {
     let (_dir, store) = open();
     let (team, _) = team_and_project(&store);
-    let other = store.create_team(Some("team_b"), "B", "test").expect("team");
-    store.create_project(&other.id, Some("proj_b"), "B", "test").expect("project");
+    let other = store
+        .create_team(Some("team_b"), "B", "test")
+        .expect("team");
+    store
+        .create_project(&other.id, Some("proj_b"), "B", "test")
+        .expect("project");
     let cases: Vec<(NewApiKey, &str)> = vec![
-        (NewApiKey { name: " ".into(), ..new_key(&team.id) }, "name"),
-        (NewApiKey { name: "x".repeat(MAX_NAME_CHARS + 1), ..new_key(&team.id) }, "name"),
-        (NewApiKey { project_id: Some("proj_b".into()), ..new_key(&team.id) }, "projectId"),
-        (NewApiKey { scopes: vec!["Not A Scope".into()], ..new_key(&team.id) }, "scopes"),
-        (NewApiKey { scopes: (0..=MAX_SCOPES).map(|i| format!("s{i}")).collect(), ..new_key(&team.id) }, "scopes"),
-        (NewApiKey { expires_at: Some(clock::now_ms() - 1), ..new_key(&team.id) }, "expiresAt"),
+        (
+            NewApiKey {
+                name: " ".into(),
+                ..new_key(&team.id)
+            },
+            "name",
+        ),
+        (
+            NewApiKey {
+                name: "x".repeat(MAX_NAME_CHARS + 1),
+                ..new_key(&team.id)
+            },
+            "name",
+        ),
+        (
+            NewApiKey {
+                project_id: Some("proj_b".into()),
+                ..new_key(&team.id)
+            },
+            "projectId",
+        ),
+        (
+            NewApiKey {
+                scopes: vec!["Not A Scope".into()],
+                ..new_key(&team.id)
+            },
+            "scopes",
+        ),
+        (
+            NewApiKey {
+                scopes: (0..=MAX_SCOPES).map(|i| format!("s{i}")).collect(),
+                ..new_key(&team.id)
+            },
+            "scopes",
+        ),
+        (
+            NewApiKey {
+                expires_at: Some(clock::now_ms() - 1),
+                ..new_key(&team.id)
+            },
+            "expiresAt",
+        ),
     ];
     for (new, field) in cases {
         match store.create_key(&new) {
@@ -94,7 +182,10 @@ fn key_validation_changes_nothing_on_bad_input() {
             other => panic!("expected invalid {field}, got {other:?}"),
         }
     }
-    assert!(matches!(store.create_key(&new_key("team_nope")), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.create_key(&new_key("team_nope")),
+        Err(Error::NotFound { .. })
+    ));
     assert!(store.list_keys(&team.id).expect("list").is_empty());
     // Within the limits: exactly MAX_SCOPES scopes and a 100-character name are fine.
     let ok = NewApiKey {
@@ -111,7 +202,12 @@ fn expiry_is_reported_by_the_record() {
     let (_dir, store) = open();
     let (team, _) = team_and_project(&store);
     let at = clock::now_ms() + 60_000;
-    let (record, _) = store.create_key(&NewApiKey { expires_at: Some(at), ..new_key(&team.id) }).expect("create");
+    let (record, _) = store
+        .create_key(&NewApiKey {
+            expires_at: Some(at),
+            ..new_key(&team.id)
+        })
+        .expect("create");
     assert!(!record.is_expired(at - 1));
     assert!(record.is_expired(at));
 }
@@ -123,10 +219,28 @@ fn usage_batches_update_last_used_but_never_resurrect() {
     let (a, raw_a) = store.create_key(&new_key(&team.id)).expect("a");
     let (b, _) = store.create_key(&new_key(&team.id)).expect("b");
     store.revoke_key(&team.id, &b.id, "test").expect("revoke");
-    store.record_key_usage(&[(a.id.clone(), 500), (b.id.clone(), 500), ("key_gone".into(), 1)]).expect("usage");
-    store.record_key_usage(&[(a.id.clone(), 100)]).expect("older use");
-    assert_eq!(store.lookup_key(&raw_a).expect("lookup").expect("active").last_used_at, Some(500));
-    let b_after = store.get_key(&team.id, &b.id).expect("get").expect("exists");
+    store
+        .record_key_usage(&[
+            (a.id.clone(), 500),
+            (b.id.clone(), 500),
+            ("key_gone".into(), 1),
+        ])
+        .expect("usage");
+    store
+        .record_key_usage(&[(a.id.clone(), 100)])
+        .expect("older use");
+    assert_eq!(
+        store
+            .lookup_key(&raw_a)
+            .expect("lookup")
+            .expect("active")
+            .last_used_at,
+        Some(500)
+    );
+    let b_after = store
+        .get_key(&team.id, &b.id)
+        .expect("get")
+        .expect("exists");
     assert_eq!(b_after.last_used_at, None);
     assert!(b_after.revoked_at.is_some());
 }
@@ -137,13 +251,32 @@ fn teams_projects_and_ids() {
     assert!(store.is_empty().expect("empty"));
     let (team, project) = team_and_project(&store);
     assert!(!store.is_empty().expect("not empty"));
-    assert!(matches!(store.create_team(Some("team_a"), "Again", "t"), Err(Error::AlreadyExists { .. })));
-    assert!(matches!(store.create_team(Some("team/../x"), "Bad", "t"), Err(Error::Invalid { .. })));
-    assert!(matches!(store.create_project("team_nope", None, "P", "t"), Err(Error::NotFound { .. })));
-    assert!(matches!(store.create_project(&team.id, Some("proj_a"), "P", "t"), Err(Error::AlreadyExists { .. })));
-    let generated = store.create_project(&team.id, None, "Second", "t").expect("project");
+    assert!(matches!(
+        store.create_team(Some("team_a"), "Again", "t"),
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        store.create_team(Some("team/../x"), "Bad", "t"),
+        Err(Error::Invalid { .. })
+    ));
+    assert!(matches!(
+        store.create_project("team_nope", None, "P", "t"),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.create_project(&team.id, Some("proj_a"), "P", "t"),
+        Err(Error::AlreadyExists { .. })
+    ));
+    let generated = store
+        .create_project(&team.id, None, "Second", "t")
+        .expect("project");
     assert!(generated.id.starts_with("proj_"));
-    let listed: Vec<String> = store.list_projects(&team.id).expect("list").into_iter().map(|p| p.id).collect();
+    let listed: Vec<String> = store
+        .list_projects(&team.id)
+        .expect("list")
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
     assert_eq!(listed.len(), 2);
     assert!(listed.contains(&project.id));
     // A team whose id is a prefix of another's does not see its projects.
@@ -155,33 +288,90 @@ fn teams_projects_and_ids() {
 fn users_passwords_memberships_sessions() {
     let (_dir, store) = open();
     let (team, _) = team_and_project(&store);
-    let new = NewUser { email: "Ada@Example.com".into(), password: "correct horse".into(), team_id: team.id.clone(), role: Role::Owner };
+    let new = NewUser {
+        email: "Ada@Example.com".into(),
+        password: "correct horse".into(),
+        team_id: team.id.clone(),
+        role: Role::Owner,
+    };
     let user = store.create_user(&new, "test").expect("user");
     assert_eq!(user.email, "ada@example.com");
     assert!(user.password_hash.starts_with("$argon2id$"));
-    assert!(matches!(store.create_user(&new, "test"), Err(Error::AlreadyExists { .. })));
     assert!(matches!(
-        store.create_user(&NewUser { email: "b@x.io".into(), password: "short".into(), ..new.clone() }, "t"),
-        Err(Error::Invalid { field: "password", .. })
+        store.create_user(&new, "test"),
+        Err(Error::AlreadyExists { .. })
     ));
     assert!(matches!(
-        store.create_user(&NewUser { email: "no-at-sign".into(), ..new.clone() }, "t"),
+        store.create_user(
+            &NewUser {
+                email: "b@x.io".into(),
+                password: "short".into(),
+                ..new.clone()
+            },
+            "t"
+        ),
+        Err(Error::Invalid {
+            field: "password",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.create_user(
+            &NewUser {
+                email: "no-at-sign".into(),
+                ..new.clone()
+            },
+            "t"
+        ),
         Err(Error::Invalid { field: "email", .. })
     ));
-    assert_eq!(store.verify_password("ADA@example.com", "correct horse").expect("verify").map(|u| u.id), Some(user.id.clone()));
-    assert!(store.verify_password("ada@example.com", "wrong").expect("verify").is_none());
-    assert!(store.verify_password("nobody@example.com", "correct horse").expect("verify").is_none());
-    assert_eq!(store.membership(&team.id, &user.id).expect("m"), Some(Role::Owner));
+    assert_eq!(
+        store
+            .verify_password("ADA@example.com", "correct horse")
+            .expect("verify")
+            .map(|u| u.id),
+        Some(user.id.clone())
+    );
+    assert!(
+        store
+            .verify_password("ada@example.com", "wrong")
+            .expect("verify")
+            .is_none()
+    );
+    assert!(
+        store
+            .verify_password("nobody@example.com", "correct horse")
+            .expect("verify")
+            .is_none()
+    );
+    assert_eq!(
+        store.membership(&team.id, &user.id).expect("m"),
+        Some(Role::Owner)
+    );
     let other = store.create_team(None, "Other", "t").expect("team");
     assert_eq!(store.membership(&other.id, &user.id).expect("m"), None);
-    store.set_membership(&other.id, &user.id, Role::Member, "t").expect("join");
+    store
+        .set_membership(&other.id, &user.id, Role::Member, "t")
+        .expect("join");
     assert_eq!(store.user_teams(&user.id).expect("teams").len(), 2);
 
     let (token, session) = store.create_session(&user.id).expect("session");
-    assert_eq!(store.get_session(&token).expect("get"), Some(session.clone()));
+    assert_eq!(
+        store.get_session(&token).expect("get"),
+        Some(session.clone())
+    );
     assert!(store.get_session("not-a-token").expect("get").is_none());
-    store.touch_session(&token, session.created_at + 5).expect("touch");
-    assert_eq!(store.get_session(&token).expect("get").expect("s").last_seen_at, session.created_at + 5);
+    store
+        .touch_session(&token, session.created_at + 5)
+        .expect("touch");
+    assert_eq!(
+        store
+            .get_session(&token)
+            .expect("get")
+            .expect("s")
+            .last_seen_at,
+        session.created_at + 5
+    );
     store.delete_session(&token).expect("logout");
     assert!(store.get_session(&token).expect("get").is_none());
     let (_t, _) = store.create_session(&user.id).expect("session");
@@ -194,11 +384,24 @@ fn team_policies_are_stored_by_hash_and_collected() {
     let (team, _) = team_and_project(&store);
     assert!(store.get_team_policy(&team.id).expect("get").is_none());
     let meta = store.put_team_policy(&team.id, b"first", "t").expect("put");
-    assert_eq!(store.get_team_policy(&team.id).expect("get"), Some((meta, b"first".to_vec())));
-    store.put_team_policy(&team.id, b"second", "t").expect("put");
-    assert_eq!(store.raw_tree("policy_blobs").len(), 1, "the replaced blob is collected");
+    assert_eq!(
+        store.get_team_policy(&team.id).expect("get"),
+        Some((meta, b"first".to_vec()))
+    );
+    store
+        .put_team_policy(&team.id, b"second", "t")
+        .expect("put");
+    assert_eq!(
+        store.raw_tree("policy_blobs").len(),
+        1,
+        "the replaced blob is collected"
+    );
     assert!(store.delete_team_policy(&team.id, "t").expect("delete"));
-    assert!(!store.delete_team_policy(&team.id, "t").expect("delete again"));
+    assert!(
+        !store
+            .delete_team_policy(&team.id, "t")
+            .expect("delete again")
+    );
     assert!(store.get_team_policy(&team.id).expect("get").is_none());
     assert_eq!(store.raw_tree("policy_blobs").len(), 0);
 }
@@ -209,17 +412,39 @@ fn corrupt_records_are_errors_not_panics() {
     let (team, _) = team_and_project(&store);
     let (record, raw) = store.create_key(&new_key(&team.id)).expect("create");
     let keys = store.raw_tree("keys");
-    let good = keys.get(record.id.as_bytes()).expect("get").expect("present");
+    let good = keys
+        .get(record.id.as_bytes())
+        .expect("get")
+        .expect("present");
     for cut in [0, 1, good.len() / 2, good.len() - 1] {
-        keys.insert(record.id.as_bytes(), &good[..cut]).expect("insert");
-        assert!(matches!(store.lookup_key(&raw), Err(Error::Corruption { .. })), "cut {cut}");
-        assert!(matches!(store.list_keys(&team.id), Err(Error::Corruption { .. })));
-        assert!(matches!(store.revoke_key(&team.id, &record.id, "t"), Err(Error::Corruption { .. })));
+        keys.insert(record.id.as_bytes(), &good[..cut])
+            .expect("insert");
+        assert!(
+            matches!(store.lookup_key(&raw), Err(Error::Corruption { .. })),
+            "cut {cut}"
+        );
+        assert!(matches!(
+            store.list_keys(&team.id),
+            Err(Error::Corruption { .. })
+        ));
+        assert!(matches!(
+            store.revoke_key(&team.id, &record.id, "t"),
+            Err(Error::Corruption { .. })
+        ));
     }
     keys.remove(record.id.as_bytes()).expect("remove");
-    assert!(matches!(store.lookup_key(&raw), Err(Error::Corruption { .. })), "dangling index");
-    store.raw_tree("teams").insert("team_x", &b"\x01not json"[..]).expect("insert");
-    assert!(matches!(store.get_team("team_x"), Err(Error::Corruption { .. })));
+    assert!(
+        matches!(store.lookup_key(&raw), Err(Error::Corruption { .. })),
+        "dangling index"
+    );
+    store
+        .raw_tree("teams")
+        .insert("team_x", &b"\x01not json"[..])
+        .expect("insert");
+    assert!(matches!(
+        store.get_team("team_x"),
+        Err(Error::Corruption { .. })
+    ));
     assert!(matches!(store.list_teams(), Err(Error::Corruption { .. })));
 }
 
@@ -227,7 +452,10 @@ fn corrupt_records_are_errors_not_panics() {
 fn a_second_open_of_the_same_directory_is_refused_clearly() {
     let (dir, _store) = open();
     match Store::open(dir.path()) {
-        Err(e @ Error::Locked(_)) => assert!(e.to_string().contains("in use by another billstack process")),
+        Err(e @ Error::Locked(_)) => assert!(
+            e.to_string()
+                .contains("in use by another billstack process")
+        ),
         other => panic!("expected Locked, got {other:?}"),
     }
 }
@@ -240,12 +468,16 @@ fn the_lookup_cache_never_outlives_a_revocation() {
     // Warm the cache, then revoke: the next lookup must miss.
     assert!(store.lookup_key(&raw).expect("lookup").is_some());
     assert!(store.lookup_key(&raw).expect("cached lookup").is_some());
-    store.revoke_key(&team.id, &record.id, "test").expect("revoke");
+    store
+        .revoke_key(&team.id, &record.id, "test")
+        .expect("revoke");
     assert!(store.lookup_key(&raw).expect("lookup").is_none());
 
     // Lookups racing revocations from other threads: once revoke_key has returned, no lookup
     // that starts afterwards may find the key.
-    let keys: Vec<(KeyRecord, String)> = (0..50).map(|_| store.create_key(&new_key(&team.id)).expect("create")).collect();
+    let keys: Vec<(KeyRecord, String)> = (0..50)
+        .map(|_| store.create_key(&new_key(&team.id)).expect("create"))
+        .collect();
     std::thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| {
@@ -257,8 +489,14 @@ fn the_lookup_cache_never_outlives_a_revocation() {
             });
         }
         for (record, raw) in &keys {
-            store.revoke_key(&team.id, &record.id, "test").expect("revoke");
-            assert!(store.lookup_key(raw).expect("lookup").is_none(), "{} found after revocation", record.id);
+            store
+                .revoke_key(&team.id, &record.id, "test")
+                .expect("revoke");
+            assert!(
+                store.lookup_key(raw).expect("lookup").is_none(),
+                "{} found after revocation",
+                record.id
+            );
         }
     });
     for (_, raw) in &keys {

@@ -16,9 +16,13 @@ const CHILD_ENV: &str = "BILLSTACK_DURABILITY_CHILD_DIR";
 /// The child half: runs only when the parent sets `CHILD_ENV`.
 #[test]
 fn durability_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let store = Store::open(&dir).expect("child open");
-    let team = store.create_team(Some("team_d"), "Durable", "child").expect("team");
+    let team = store
+        .create_team(Some("team_d"), "Durable", "child")
+        .expect("team");
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     writeln!(out, "team {}", team.id).expect("write");
@@ -40,7 +44,9 @@ fn durability_child() {
         writeln!(out, "created {} {raw}", record.id).expect("write");
         out.flush().expect("flush");
         if i % 3 == 0 {
-            store.revoke_key(&team.id, &record.id, "child").expect("revoke");
+            store
+                .revoke_key(&team.id, &record.id, "child")
+                .expect("revoke");
             writeln!(out, "revoked {}", record.id).expect("write");
             out.flush().expect("flush");
         }
@@ -52,7 +58,12 @@ fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = std::env::current_exe().expect("current exe");
     let mut child = Command::new(exe)
-        .args(["--exact", "durability_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "durability_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -81,22 +92,38 @@ fn acknowledged_writes_survive_sigkill() {
     // SIGKILL right after the last acknowledgement we read.
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-    assert!(created.len() >= 60, "child acknowledged only {} keys before the deadline", created.len());
+    assert!(
+        created.len() >= 60,
+        "child acknowledged only {} keys before the deadline",
+        created.len()
+    );
 
     let store = Store::open(dir.path()).expect("reopen after SIGKILL");
-    let listed: Vec<String> = store.list_keys("team_d").expect("list").into_iter().map(|k| k.id).collect();
+    let listed: Vec<String> = store
+        .list_keys("team_d")
+        .expect("list")
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
     for (pos, (id, raw)) in created.iter().enumerate() {
         let is_revoked = revoked.contains(id);
         let found = store.lookup_key(raw).expect("lookup");
         if !is_revoked && pos % 3 == 0 && pos + 1 == created.len() {
             // Killed between this key's creation and its (unacknowledged) revocation: either
             // state is correct, but the record itself must exist.
-            assert!(store.get_key("team_d", id).expect("get").is_some(), "acknowledged key {id} was lost");
+            assert!(
+                store.get_key("team_d", id).expect("get").is_some(),
+                "acknowledged key {id} was lost"
+            );
         } else if is_revoked {
             assert!(found.is_none(), "acknowledged revocation of {id} was lost");
             assert!(!listed.contains(id));
         } else {
-            assert_eq!(found.map(|k| k.id), Some(id.clone()), "acknowledged key {id} was lost");
+            assert_eq!(
+                found.map(|k| k.id),
+                Some(id.clone()),
+                "acknowledged key {id} was lost"
+            );
             assert!(listed.contains(id));
         }
     }

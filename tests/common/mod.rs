@@ -28,9 +28,16 @@ pub fn cmd(data_dir: &Path) -> Command {
 
 /// Runs a command with `stdin` piped in; returns its output.
 pub fn run(mut c: Command, stdin: &str) -> Output {
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = c.spawn().expect("spawn billstack");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
     child.wait_with_output().expect("wait")
 }
 
@@ -44,7 +51,12 @@ pub fn json(data_dir: &Path, args: &[&str]) -> serde_json::Value {
         "billstack {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout of {args:?} is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout of {args:?} is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// A running `billstack serve`.
@@ -62,8 +74,12 @@ impl Server {
         // The 10 ms plugin deadline is wall clock; on a busy 2-core CI machine a healthy call can
         // be descheduled that long. Deadlines are tested in tests/decisions.rs; here a generous
         // one keeps HTTP tests about HTTP (a test may still override it).
-        c.args(["serve", "--listen", "127.0.0.1:0"]).env("BILLSTACK_PLUGIN_DEADLINE_MS", "1000").envs(envs.iter().copied());
-        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        c.args(["serve", "--listen", "127.0.0.1:0"])
+            .env("BILLSTACK_PLUGIN_DEADLINE_MS", "1000")
+            .envs(envs.iter().copied());
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn server");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
@@ -82,7 +98,12 @@ impl Server {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(url) = line.strip_prefix("billstack listening on ") {
-                        return Server { child, base: url.trim().to_string(), stderr: rx, data_dir: data_dir.into() };
+                        return Server {
+                            child,
+                            base: url.trim().to_string(),
+                            stderr: rx,
+                            data_dir: data_dir.into(),
+                        };
                     }
                     seen.push(line);
                 }
@@ -109,7 +130,10 @@ impl Server {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

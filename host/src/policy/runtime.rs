@@ -156,7 +156,10 @@ struct Sandbox {
 
 impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -169,14 +172,24 @@ struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_cap {
             self.memory_breached = true;
         }
         self.limits.memory_growing(current, desired, maximum)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.limits.table_growing(current, desired, maximum)
     }
 
@@ -197,7 +210,11 @@ fn empty_wasi() -> WasiCtx {
     // The builder starts with nothing: no preopened directories, no environment, no arguments,
     // and stdin/stdout/stderr connected to nothing. Sockets and name lookups are switched off
     // explicitly.
-    WasiCtx::builder().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build()
+    WasiCtx::builder()
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
 }
 
 /// The compiler and linker for plugins, shared by every plugin of a process.
@@ -212,14 +229,20 @@ pub struct PolicyEngine {
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyEngine").field("limits", &self.limits).field("cache_dir", &self.cache_dir).finish()
+        f.debug_struct("PolicyEngine")
+            .field("limits", &self.limits)
+            .field("cache_dir", &self.cache_dir)
+            .finish()
     }
 }
 
 impl PolicyEngine {
     /// Creates the engine. `cache_dir` holds compiled plugins between runs (created if missing);
     /// `None` keeps them in memory only.
-    pub fn new(limits: PolicyLimits, cache_dir: Option<PathBuf>) -> anyhow::Result<Arc<PolicyEngine>> {
+    pub fn new(
+        limits: PolicyLimits,
+        cache_dir: Option<PathBuf>,
+    ) -> anyhow::Result<Arc<PolicyEngine>> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -237,7 +260,14 @@ impl PolicyEngine {
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir)?;
         }
-        Ok(Arc::new(PolicyEngine { engine, linker, limits, cache_dir, engine_hash, compiled: Mutex::new(HashMap::new()) }))
+        Ok(Arc::new(PolicyEngine {
+            engine,
+            linker,
+            limits,
+            cache_dir,
+            engine_hash,
+            compiled: Mutex::new(HashMap::new()),
+        }))
     }
 
     /// The limits plugins run under.
@@ -258,49 +288,83 @@ impl PolicyEngine {
         self.load_with(bytes, Some(self.limits.team_concurrency))
     }
 
-    fn load_with(self: &Arc<Self>, bytes: &[u8], concurrency: Option<usize>) -> Result<Arc<Plugin>, LoadError> {
+    fn load_with(
+        self: &Arc<Self>,
+        bytes: &[u8],
+        concurrency: Option<usize>,
+    ) -> Result<Arc<Plugin>, LoadError> {
         if bytes.len() > self.limits.max_plugin_bytes {
-            return Err(LoadError::TooLarge { size: bytes.len(), max: self.limits.max_plugin_bytes });
+            return Err(LoadError::TooLarge {
+                size: bytes.len(),
+                max: self.limits.max_plugin_bytes,
+            });
         }
         let sha: [u8; 32] = Sha256::digest(bytes).into();
         let component = self.component(&sha, bytes)?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Imports(format!("{e:#}")))?;
-        let pre = PolicyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Imports(format!("{e:#}")))?;
+        let pre =
+            PolicyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
 
         let plugin = Plugin {
             engine: Arc::clone(self),
             pre,
             sha256: sha,
             size: bytes.len(),
-            info: PolicyInfo { name: String::new(), version: String::new(), scopes: Vec::new() },
+            info: PolicyInfo {
+                name: String::new(),
+                version: String::new(),
+                scopes: Vec::new(),
+            },
             scope_names: Vec::new(),
             pool: Mutex::new(Vec::new()),
             gate: Gate::new(concurrency),
         };
-        let raw = plugin.call(|policy, store| policy.call_info(store)).map_err(LoadError::Info)?;
+        let raw = plugin
+            .call(|policy, store| policy.call_info(store))
+            .map_err(LoadError::Info)?;
         let info = validate_info(raw).map_err(LoadError::InvalidInfo)?;
         let scope_names = info.scopes.iter().map(|s| s.name.clone()).collect();
-        Ok(Arc::new(Plugin { info, scope_names, ..plugin }))
+        Ok(Arc::new(Plugin {
+            info,
+            scope_names,
+            ..plugin
+        }))
     }
 
     fn component(&self, sha: &[u8; 32], bytes: &[u8]) -> Result<Component, LoadError> {
-        if let Some(c) = self.compiled.lock().unwrap_or_else(|e| e.into_inner()).get(sha) {
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sha)
+        {
             return Ok(c.clone());
         }
         check_header(bytes)?;
-        let cache_file = self.cache_dir.as_ref().map(|d| d.join(format!("{}-{}.cwasm", hex::encode(sha), self.engine_hash)));
+        let cache_file = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}-{}.cwasm", hex::encode(sha), self.engine_hash)));
         let component = match cache_file.as_deref().and_then(|p| self.load_cached(p)) {
             Some(c) => c,
             None => {
-                let c = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                let c = Component::new(&self.engine, bytes)
+                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
                 if let Some(path) = &cache_file
-                    && let Err(e) = store_cached(&c, path) {
-                        tracing::warn!(path = %path.display(), error = %e, "could not write the plugin compile cache");
-                    }
+                    && let Err(e) = store_cached(&c, path)
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "could not write the plugin compile cache");
+                }
                 c
             }
         };
-        self.compiled.lock().unwrap_or_else(|e| e.into_inner()).insert(*sha, component.clone());
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(*sha, component.clone());
         Ok(component)
     }
 
@@ -329,9 +393,10 @@ impl PolicyEngine {
     /// Whether a compiled artefact for these bytes is in the on-disk cache.
     pub fn is_cached_on_disk(&self, bytes: &[u8]) -> bool {
         let sha = Sha256::digest(bytes);
-        self.cache_dir
-            .as_ref()
-            .is_some_and(|d| d.join(format!("{}-{}.cwasm", hex::encode(sha), self.engine_hash)).exists())
+        self.cache_dir.as_ref().is_some_and(|d| {
+            d.join(format!("{}-{}.cwasm", hex::encode(sha), self.engine_hash))
+                .exists()
+        })
     }
 }
 
@@ -357,15 +422,17 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
 /// Advances every engine's epoch once per tick. Holds only a weak handle, so the thread ends
 /// when the engine is dropped.
 fn spawn_epoch_ticker(engine: wasmtime::EngineWeak) {
-    let spawned = std::thread::Builder::new().name("policy-epoch".into()).spawn(move || {
-        loop {
-            std::thread::sleep(EPOCH_TICK);
-            match engine.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => return,
+    let spawned = std::thread::Builder::new()
+        .name("policy-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
             }
-        }
-    });
+        });
     if let Err(e) = spawned {
         // Without the ticker no deadline would ever fire; refuse to run plugins at all.
         panic!("cannot start the policy deadline thread: {e}");
@@ -383,11 +450,19 @@ fn validate_info(raw: bindings::PluginInfo) -> Result<PolicyInfo, String> {
     if raw.name.is_empty() || raw.name.len() > MAX_NAME || raw.name.chars().any(char::is_control) {
         return Err(format!("name must be 1-{MAX_NAME} bytes of printable text"));
     }
-    if raw.version.is_empty() || raw.version.len() > MAX_VERSION || raw.version.chars().any(char::is_control) {
-        return Err(format!("version must be 1-{MAX_VERSION} bytes of printable text"));
+    if raw.version.is_empty()
+        || raw.version.len() > MAX_VERSION
+        || raw.version.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "version must be 1-{MAX_VERSION} bytes of printable text"
+        ));
     }
     if raw.scopes.len() > MAX_SCOPES {
-        return Err(format!("{} scopes; at most {MAX_SCOPES} are allowed", raw.scopes.len()));
+        return Err(format!(
+            "{} scopes; at most {MAX_SCOPES} are allowed",
+            raw.scopes.len()
+        ));
     }
     let mut scopes: Vec<ScopeDescription> = Vec::with_capacity(raw.scopes.len());
     for s in raw.scopes {
@@ -399,11 +474,21 @@ fn validate_info(raw: bindings::PluginInfo) -> Result<PolicyInfo, String> {
             return Err(format!("scope {} is listed twice", s.name));
         }
         if s.description.len() > MAX_DESCRIPTION || s.description.chars().any(char::is_control) {
-            return Err(format!("the description of {} must be at most {MAX_DESCRIPTION} bytes of printable text", s.name));
+            return Err(format!(
+                "the description of {} must be at most {MAX_DESCRIPTION} bytes of printable text",
+                s.name
+            ));
         }
-        scopes.push(ScopeDescription { name: s.name, description: s.description });
+        scopes.push(ScopeDescription {
+            name: s.name,
+            description: s.description,
+        });
     }
-    Ok(PolicyInfo { name: raw.name, version: raw.version, scopes })
+    Ok(PolicyInfo {
+        name: raw.name,
+        version: raw.version,
+        scopes,
+    })
 }
 
 fn validate_decision(raw: bindings::Decision) -> Result<PolicyDecision, PluginError> {
@@ -413,21 +498,33 @@ fn validate_decision(raw: bindings::Decision) -> Result<PolicyDecision, PluginEr
     };
     let bad = |why: String| Err(PluginError::InvalidAnswer(why));
     if denial.status != 403 && denial.status != 404 {
-        return bad(format!("deny status {} (only 403 and 404 are allowed)", denial.status));
+        return bad(format!(
+            "deny status {} (only 403 and 404 are allowed)",
+            denial.status
+        ));
     }
     if denial.code.is_empty()
         || denial.code.len() > MAX_CODE
-        || !denial.code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        || !denial
+            .code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
-        return bad(format!("deny code must be 1-{MAX_CODE} bytes of snake_case"));
+        return bad(format!(
+            "deny code must be 1-{MAX_CODE} bytes of snake_case"
+        ));
     }
     if denial.message.len() > MAX_MESSAGE {
-        return bad(format!("deny message of {} bytes (at most {MAX_MESSAGE})", denial.message.len()));
+        return bad(format!(
+            "deny message of {} bytes (at most {MAX_MESSAGE})",
+            denial.message.len()
+        ));
     }
     if let Some(scope) = &denial.required_scope
-        && !billstack_keystore::is_valid_scope_name(scope) {
-            return bad("required scope is not a valid scope name".to_string());
-        }
+        && !billstack_keystore::is_valid_scope_name(scope)
+    {
+        return bad("required scope is not a valid scope name".to_string());
+    }
     Ok(PolicyDecision::Deny {
         status: denial.status,
         code: denial.code,
@@ -445,7 +542,11 @@ struct Gate {
 
 impl Gate {
     fn new(limit: Option<usize>) -> Gate {
-        Gate { limit, running: Mutex::new(0), turn: std::sync::Condvar::new() }
+        Gate {
+            limit,
+            running: Mutex::new(0),
+            turn: std::sync::Condvar::new(),
+        }
     }
 
     /// Waits (up to `wait`) for a slot; `false` if none came.
@@ -458,7 +559,11 @@ impl Gate {
             if left.is_zero() {
                 return false;
             }
-            running = self.turn.wait_timeout(running, left).unwrap_or_else(|e| e.into_inner()).0;
+            running = self
+                .turn
+                .wait_timeout(running, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         *running += 1;
         true
@@ -493,7 +598,10 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.info.name).field("sha256", &self.sha256_hex()).finish()
+        f.debug_struct("Plugin")
+            .field("name", &self.info.name)
+            .field("sha256", &self.sha256_hex())
+            .finish()
     }
 }
 
@@ -557,8 +665,15 @@ impl Plugin {
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks());
-        let policy = self.pre.instantiate(&mut store).map_err(|e| self.classify(&store, e, true))?;
-        Ok(Warm { store, policy, calls: 0 })
+        let policy = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(&store, e, true))?;
+        Ok(Warm {
+            store,
+            policy,
+            calls: 0,
+        })
     }
 
     fn deadline_ticks(&self) -> u64 {
@@ -566,7 +681,12 @@ impl Plugin {
         u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
     }
 
-    fn classify(&self, store: &Store<Sandbox>, error: wasmtime::Error, instantiating: bool) -> PluginError {
+    fn classify(
+        &self,
+        store: &Store<Sandbox>,
+        error: wasmtime::Error,
+        instantiating: bool,
+    ) -> PluginError {
         if store.data().limiter.memory_breached {
             return PluginError::MemoryLimit(self.engine.limits.memory_bytes);
         }

@@ -26,15 +26,26 @@ pub struct PolicySet {
 impl PolicySet {
     /// A set where every team uses `default`.
     pub fn new(default: Arc<Plugin>) -> PolicySet {
-        PolicySet { default: RwLock::new(default), teams: RwLock::new(HashMap::new()) }
+        PolicySet {
+            default: RwLock::new(default),
+            teams: RwLock::new(HashMap::new()),
+        }
     }
 
     /// The policy deciding for `team_id`, and where it comes from.
     pub fn for_team(&self, team_id: &str) -> (Arc<Plugin>, PolicySource) {
-        if let Some(p) = self.teams.read().unwrap_or_else(|e| e.into_inner()).get(team_id) {
+        if let Some(p) = self
+            .teams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(team_id)
+        {
             return (Arc::clone(p), PolicySource::Team);
         }
-        (Arc::clone(&self.default.read().unwrap_or_else(|e| e.into_inner())), PolicySource::Default)
+        (
+            Arc::clone(&self.default.read().unwrap_or_else(|e| e.into_inner())),
+            PolicySource::Default,
+        )
     }
 
     /// The deployment default.
@@ -50,11 +61,17 @@ impl PolicySet {
     /// Makes `plugin` the team's policy. The plugin should be the team's own [`Plugin`] (see
     /// [`Plugin::fork`]) so its instances serve no other team.
     pub fn set_team(&self, team_id: &str, plugin: Arc<Plugin>) {
-        self.teams.write().unwrap_or_else(|e| e.into_inner()).insert(team_id.to_owned(), plugin);
+        self.teams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(team_id.to_owned(), plugin);
     }
 
     /// Returns the team to the deployment default.
     pub fn clear_team(&self, team_id: &str) {
-        self.teams.write().unwrap_or_else(|e| e.into_inner()).remove(team_id);
+        self.teams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(team_id);
     }
 }

@@ -1,10 +1,10 @@
 //! The one HTTP error type: the only place a status is chosen for a failure. A 5xx says
 //! "internal error" and nothing else; the detail goes to the log.
 
-use axum::extract::rejection::JsonRejection;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 /// An error answered as `{"error": {"code", "message", "field"?}}`.
@@ -24,12 +24,22 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     /// A 4xx with a code and a message for the client.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), field: None, retry_after: None, internal: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+            internal: None,
+        }
     }
 
     /// 400 for a field that failed validation.
     pub fn invalid(field: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { field: Some(field), ..ApiError::new(StatusCode::BAD_REQUEST, "validation_error", message) }
+        ApiError {
+            field: Some(field),
+            ..ApiError::new(StatusCode::BAD_REQUEST, "validation_error", message)
+        }
     }
 
     /// 401: no valid session.
@@ -39,14 +49,22 @@ impl ApiError {
 
     /// 404.
     pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     /// 429 with `Retry-After`.
     pub fn rate_limited(retry_after_secs: u64) -> ApiError {
         ApiError {
             retry_after: Some(retry_after_secs.max(1)),
-            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many failed attempts; try again later")
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed attempts; try again later",
+            )
         }
     }
 
@@ -54,7 +72,11 @@ impl ApiError {
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
         ApiError {
             internal: Some(detail.to_string()),
-            ..ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
+            ..ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error",
+            )
         }
     }
 }
@@ -63,9 +85,15 @@ impl From<billstack_keystore::Error> for ApiError {
     fn from(e: billstack_keystore::Error) -> ApiError {
         use billstack_keystore::Error as E;
         match e {
-            E::Invalid { field, message } => ApiError::invalid(field, format!("invalid {field}: {message}")),
+            E::Invalid { field, message } => {
+                ApiError::invalid(field, format!("invalid {field}: {message}"))
+            }
             E::NotFound { kind, .. } => ApiError::not_found(kind),
-            E::AlreadyExists { kind, .. } => ApiError::new(StatusCode::CONFLICT, "conflict", format!("that {kind} already exists")),
+            E::AlreadyExists { kind, .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("that {kind} already exists"),
+            ),
             other => ApiError::internal(other),
         }
     }
@@ -79,9 +107,11 @@ impl From<JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "send the body as JSON with Content-Type: application/json",
             ),
-            JsonRejection::BytesRejection(_) => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
-            }
+            JsonRejection::BytesRejection(_) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is too large",
+            ),
             other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", other.body_text()),
         }
     }
@@ -104,7 +134,9 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

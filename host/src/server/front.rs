@@ -4,17 +4,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use billstack_keystore::clock;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::{ApiError, ApiJson};
 use super::AppState;
+use super::error::{ApiError, ApiJson};
 use crate::decision::{Credential, Decider, Decision, Denied, DenyKind};
 
 /// How long the proxy waits for the upstream's response headers.
@@ -34,7 +34,10 @@ pub(super) async fn decide(
         Ok(_permit) => {
             let st = Arc::clone(state);
             let joined = tokio::task::spawn_blocking(move || {
-                let decider = Decider { store: &st.store, policies: &st.policies };
+                let decider = Decider {
+                    store: &st.store,
+                    policies: &st.policies,
+                };
                 let credential = match (&credential, raw_key) {
                     (Some(k), true) => Credential::RawKey(k),
                     (c, _) => Credential::AuthorizationHeader(c.as_deref()),
@@ -60,7 +63,9 @@ pub(super) async fn decide(
             d.kind.code()
         }
     };
-    state.metrics.decision(front_door, outcome, started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .decision(front_door, outcome, started.elapsed().as_secs_f64());
     decision
 }
 
@@ -85,7 +90,9 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn identity_headers(headers: &mut HeaderMap, decision: &Decision) {
-    let Some(id) = decision.identity() else { return };
+    let Some(id) = decision.identity() else {
+        return;
+    };
     let mut put = |name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(HeaderName::from_static(name), v);
@@ -111,7 +118,9 @@ pub(super) fn denial_response(d: &Denied) -> Response {
     }
     let mut response = (status, Json(body)).into_response();
     let challenge = match d.kind {
-        DenyKind::MissingCredential if !d.credential_sent => Some("Bearer realm=\"billstack\"".to_string()),
+        DenyKind::MissingCredential if !d.credential_sent => {
+            Some("Bearer realm=\"billstack\"".to_string())
+        }
         DenyKind::MissingCredential | DenyKind::InvalidKey | DenyKind::ExpiredKey => {
             Some("Bearer realm=\"billstack\", error=\"invalid_token\"".to_string())
         }
@@ -132,7 +141,9 @@ pub(super) async fn forward_auth(State(state): State<Arc<AppState>>, request: Re
     let headers = request.headers();
     let original = header_str(headers, "x-forwarded-method")
         .zip(header_str(headers, "x-forwarded-uri"))
-        .or_else(|| header_str(headers, "x-original-method").zip(header_str(headers, "x-original-uri")));
+        .or_else(|| {
+            header_str(headers, "x-original-method").zip(header_str(headers, "x-original-uri"))
+        });
     let Some((method, uri)) = original else {
         return ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -143,11 +154,21 @@ pub(super) async fn forward_auth(State(state): State<Arc<AppState>>, request: Re
     };
     // Envoy and some proxies send an absolute URI; decide on its path and query.
     let target = match uri.parse::<Uri>() {
-        Ok(u) if u.scheme().is_some() => u.path_and_query().map_or("/".to_string(), |pq| pq.as_str().to_string()),
+        Ok(u) if u.scheme().is_some() => u
+            .path_and_query()
+            .map_or("/".to_string(), |pq| pq.as_str().to_string()),
         _ => uri.to_string(),
     };
     let authorization = header_str(headers, "authorization").map(str::to_owned);
-    let decision = decide(&state, "forward_auth", authorization, false, method.to_string(), target).await;
+    let decision = decide(
+        &state,
+        "forward_auth",
+        authorization,
+        false,
+        method.to_string(),
+        target,
+    )
+    .await;
     match &decision {
         Decision::Allow(_) => {
             let mut response = StatusCode::OK.into_response();
@@ -167,8 +188,19 @@ pub(super) struct VerifyBody {
 }
 
 /// `POST /api/billstack/keys/verify`: always 200 with `{"valid", "code", …}`.
-pub(super) async fn json_verify(State(state): State<Arc<AppState>>, ApiJson(body): ApiJson<VerifyBody>) -> Response {
-    let decision = decide(&state, "json_verify", Some(body.key), true, body.method, body.path).await;
+pub(super) async fn json_verify(
+    State(state): State<Arc<AppState>>,
+    ApiJson(body): ApiJson<VerifyBody>,
+) -> Response {
+    let decision = decide(
+        &state,
+        "json_verify",
+        Some(body.key),
+        true,
+        body.method,
+        body.path,
+    )
+    .await;
     let mut out = match &decision {
         Decision::Allow(_) => json!({"valid": true, "code": "VALID"}),
         Decision::Deny(d) if d.kind == DenyKind::Internal => return denial_response(d),
@@ -220,25 +252,51 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// forwarded to the upstream with the identity headers.
 pub(super) async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
-    let target = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_string(), |pq| pq.as_str().to_string());
+    let target = parts.uri.path_and_query().map_or_else(
+        || parts.uri.path().to_string(),
+        |pq| pq.as_str().to_string(),
+    );
     let authorization = header_str(&parts.headers, "authorization").map(str::to_owned);
-    let decision = decide(&state, "proxy", authorization, false, parts.method.as_str().to_string(), target.clone()).await;
+    let decision = decide(
+        &state,
+        "proxy",
+        authorization,
+        false,
+        parts.method.as_str().to_string(),
+        target.clone(),
+    )
+    .await;
     if let Decision::Deny(d) = &decision {
         return denial_response(d);
     }
     let Some(upstream) = &state.upstream else {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_upstream", "no upstream is configured for the proxy")
-            .into_response();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_upstream",
+            "no upstream is configured for the proxy",
+        )
+        .into_response();
     };
     let uri: Uri = match format!("{}{}", upstream.trim_end_matches('/'), target).parse() {
         Ok(u) => u,
-        Err(_) => return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "the request target is not a valid URI").into_response(),
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the request target is not a valid URI",
+            )
+            .into_response();
+        }
     };
     let client_host = parts.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
-    let spoofed: Vec<HeaderName> =
-        parts.headers.keys().filter(|k| k.as_str().starts_with("x-billstack-")).cloned().collect();
+    let spoofed: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-billstack-"))
+        .cloned()
+        .collect();
     for name in spoofed {
         parts.headers.remove(&name);
     }
@@ -247,7 +305,9 @@ pub(super) async fn proxy(State(state): State<Arc<AppState>>, request: Request) 
     }
     identity_headers(&mut parts.headers, &decision);
     if let Some(host) = client_host {
-        parts.headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        parts
+            .headers
+            .insert(HeaderName::from_static("x-forwarded-host"), host);
     }
     parts.uri = uri;
     let outbound = Request::from_parts(parts, body);
@@ -259,9 +319,18 @@ pub(super) async fn proxy(State(state): State<Arc<AppState>>, request: Request) 
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "upstream request failed");
-            ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", "the upstream could not be reached").into_response()
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "the upstream could not be reached",
+            )
+            .into_response()
         }
-        Err(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", "the upstream did not answer in time")
-            .into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "gateway_timeout",
+            "the upstream did not answer in time",
+        )
+        .into_response(),
     }
 }

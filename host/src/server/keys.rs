@@ -2,16 +2,16 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
-use billstack_keystore::{clock, NewApiKey};
+use billstack_keystore::{NewApiKey, clock};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::{ApiError, ApiJson, ApiResult};
-use super::session::{require_member, SessionUser};
 use super::AppState;
+use super::error::{ApiError, ApiJson, ApiResult};
+use super::session::{SessionUser, require_member};
 use crate::policy::ScopePolicy;
 use crate::views::{CreatedKey, KeyView};
 
@@ -40,16 +40,25 @@ pub(super) async fn create(
     let catalogue = policy.scope_names();
     if let Some(unknown) = scopes.iter().find(|s| !catalogue.contains(s)) {
         let shown: String = unknown.chars().take(80).collect();
-        return Err(ApiError::invalid("scopes", format!("scope {shown:?} is not defined by the team's policy")));
+        return Err(ApiError::invalid(
+            "scopes",
+            format!("scope {shown:?} is not defined by the team's policy"),
+        ));
     }
     let expires_at = match body.expires_at.as_deref() {
         None => None,
         Some(text) => Some(clock::parse_rfc3339(text).ok_or_else(|| {
-            ApiError::invalid("expiresAt", "expiresAt must be an RFC 3339 time such as 2027-01-31T00:00:00Z")
+            ApiError::invalid(
+                "expiresAt",
+                "expiresAt must be an RFC 3339 time such as 2027-01-31T00:00:00Z",
+            )
         })?),
     };
     if body.project_id.as_deref() == Some("") {
-        return Err(ApiError::invalid("projectId", "projectId must be a project id or null"));
+        return Err(ApiError::invalid(
+            "projectId",
+            "projectId must be a project id or null",
+        ));
     }
     let new = NewApiKey {
         team_id,
@@ -61,7 +70,13 @@ pub(super) async fn create(
     };
     let store = Arc::clone(&state.store);
     let (record, raw_key) = tokio::task::spawn_blocking(move || store.create_key(&new)).await??;
-    Ok((StatusCode::CREATED, Json(CreatedKey { key: KeyView::created(&record), raw_key })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            key: KeyView::created(&record),
+            raw_key,
+        }),
+    ))
 }
 
 /// `GET /api/billstack/teams/{teamId}/api-keys`.
@@ -71,7 +86,12 @@ pub(super) async fn list(
     Path(team_id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     require_member(&state, &session, &team_id)?;
-    let keys: Vec<KeyView> = state.store.list_keys(&team_id)?.iter().map(KeyView::listed).collect();
+    let keys: Vec<KeyView> = state
+        .store
+        .list_keys(&team_id)?
+        .iter()
+        .map(KeyView::listed)
+        .collect();
     Ok(Json(json!({"keys": keys})))
 }
 
@@ -95,8 +115,12 @@ pub(super) async fn projects(
     Path(team_id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     require_member(&state, &session, &team_id)?;
-    let projects: Vec<serde_json::Value> =
-        state.store.list_projects(&team_id)?.into_iter().map(|p| json!({"id": p.id, "name": p.name})).collect();
+    let projects: Vec<serde_json::Value> = state
+        .store
+        .list_projects(&team_id)?
+        .into_iter()
+        .map(|p| json!({"id": p.id, "name": p.name}))
+        .collect();
     Ok(Json(json!({"projects": projects})))
 }
 
@@ -108,5 +132,7 @@ pub(super) async fn policy(
 ) -> ApiResult<Json<serde_json::Value>> {
     require_member(&state, &session, &team_id)?;
     let (plugin, source) = state.policies.for_team(&team_id);
-    Ok(Json(json!({"policy": super::policies::policy_json(&plugin, source)})))
+    Ok(Json(
+        json!({"policy": super::policies::policy_json(&plugin, source)}),
+    ))
 }

@@ -19,16 +19,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::Router;
 use billstack_keystore::{NewUser, Role, Store};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use tokio::sync::Semaphore;
@@ -107,9 +107,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/auth/login", post(session::login))
         .route("/api/auth/logout", post(session::logout))
         .route("/api/auth/me", get(session::me))
-        .route("/api/billstack/teams/{team_id}/api-keys", post(keys::create).get(keys::list))
-        .route("/api/billstack/teams/{team_id}/api-keys/{key_id}", axum::routing::delete(keys::revoke))
-        .route("/api/billstack/teams/{team_id}/projects", get(keys::projects))
+        .route(
+            "/api/billstack/teams/{team_id}/api-keys",
+            post(keys::create).get(keys::list),
+        )
+        .route(
+            "/api/billstack/teams/{team_id}/api-keys/{key_id}",
+            axum::routing::delete(keys::revoke),
+        )
+        .route(
+            "/api/billstack/teams/{team_id}/projects",
+            get(keys::projects),
+        )
         .route(
             "/api/billstack/teams/{team_id}/policy",
             get(keys::policy)
@@ -127,23 +136,47 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
     // Proxied requests stream their bodies to the upstream, so no body limit or timeout here
     // beyond the upstream timeout in `front::proxy`.
     let proxied = Router::new()
-        .route("/api/billstack/teams/{team_id}/projects/{project_id}", any(front::proxy))
-        .route("/api/billstack/teams/{team_id}/projects/{project_id}/{*rest}", any(front::proxy));
+        .route(
+            "/api/billstack/teams/{team_id}/projects/{project_id}",
+            any(front::proxy),
+        )
+        .route(
+            "/api/billstack/teams/{team_id}/projects/{project_id}/{*rest}",
+            any(front::proxy),
+        );
     api.merge(proxied)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), count_requests))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            count_requests,
+        ))
         .with_state(state)
 }
 
-async fn count_requests(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
     let method = request.method().as_str().to_string();
     let response = next.run(request).await;
-    state.metrics.request(&route, &method, response.status().as_u16());
+    state
+        .metrics
+        .request(&route, &method, response.status().as_u16());
     response
 }
 
@@ -160,7 +193,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -169,7 +205,9 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 fn random_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::rng();
-    (0..24).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..24)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// On an empty store: a team, a project and an owner account. The password comes from
@@ -180,25 +218,42 @@ pub fn bootstrap(store: &Store) -> anyhow::Result<()> {
     }
     let team = store.create_team(None, "My team", "system")?;
     let project = store.create_project(&team.id, None, "My project", "system")?;
-    let email = std::env::var("BILLSTACK_ADMIN_EMAIL").unwrap_or_else(|_| "admin@localhost".to_string());
+    let email =
+        std::env::var("BILLSTACK_ADMIN_EMAIL").unwrap_or_else(|_| "admin@localhost".to_string());
     let (password, generated) = match std::env::var("BILLSTACK_ADMIN_PASSWORD") {
         Ok(p) if !p.is_empty() => (p, false),
         _ => (random_password(), true),
     };
     let user = store
-        .create_user(&NewUser { email, password: password.clone(), team_id: team.id.clone(), role: Role::Owner }, "system")
+        .create_user(
+            &NewUser {
+                email,
+                password: password.clone(),
+                team_id: team.id.clone(),
+                role: Role::Owner,
+            },
+            "system",
+        )
         .context("cannot create the bootstrap account")?;
-    eprintln!("bootstrap: created team {} with project {} and owner {}", team.id, project.id, user.email);
+    eprintln!(
+        "bootstrap: created team {} with project {} and owner {}",
+        team.id, project.id, user.email
+    );
     if generated {
         // Printed once, to the operator's terminal only; it is stored nowhere in clear.
-        eprintln!("bootstrap: generated password for {}: {password}", user.email);
+        eprintln!(
+            "bootstrap: generated password for {}: {password}",
+            user.email
+        );
     }
     Ok(())
 }
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn serve_blocking(settings: Settings) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(serve(settings))
 }
 
@@ -221,20 +276,35 @@ async fn shutdown_signal() {
 /// then pending usage is written and the store flushed.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Some(u) = &settings.upstream
-        && u.starts_with("https://") {
-            bail!("upstream {u}: https upstreams are not supported yet; use http:// on a trusted network");
-        }
+        && u.starts_with("https://")
+    {
+        bail!(
+            "upstream {u}: https upstreams are not supported yet; use http:// on a trusted network"
+        );
+    }
     let store = Arc::new(Store::open(&settings.data_dir)?);
     bootstrap(&store)?;
     let engine = crate::runtime::engine_for(&settings)?;
     let policies = {
         let (engine, settings, store) = (Arc::clone(&engine), settings.clone(), Arc::clone(&store));
-        tokio::task::spawn_blocking(move || crate::runtime::load_policies(&engine, &settings, &store)).await??
+        tokio::task::spawn_blocking(move || {
+            crate::runtime::load_policies(&engine, &settings, &store)
+        })
+        .await??
     };
-    let state = Arc::new(AppState::new(Arc::clone(&store), Arc::new(policies), Arc::clone(&engine), &settings));
+    let state = Arc::new(AppState::new(
+        Arc::clone(&store),
+        Arc::new(policies),
+        Arc::clone(&engine),
+        &settings,
+    ));
     usage::spawn_flusher(Arc::clone(&state.usage), Arc::clone(&store));
     if let Some(path) = &settings.policy {
-        reload::spawn(path.clone(), Arc::clone(&engine), Arc::clone(&state.policies));
+        reload::spawn(
+            path.clone(),
+            Arc::clone(&engine),
+            Arc::clone(&state.policies),
+        );
     }
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -242,9 +312,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     // A fixed line that scripts and tests wait for (the port matters when --listen used :0).
     eprintln!("billstack listening on http://{addr}");
-    axum::serve(listener, router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     state.usage.flush(&store)?;
     store.flush()?;
     eprintln!("billstack stopped");

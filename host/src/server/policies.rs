@@ -7,22 +7,26 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
-use axum::Json;
+use axum::http::{StatusCode, header};
 use billstack_keystore::Role;
 use serde_json::json;
 
-use super::error::{ApiError, ApiResult};
-use super::session::{require_member, SessionUser};
 use super::AppState;
+use super::error::{ApiError, ApiResult};
+use super::session::{SessionUser, require_member};
 use crate::policy::{Plugin, PolicySource, ScopePolicy};
 
 fn require_owner(state: &AppState, session: &SessionUser, team_id: &str) -> ApiResult<()> {
     match require_member(state, session, team_id)? {
         Role::Owner => Ok(()),
-        Role::Member => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only team owners can change the team's policy")),
+        Role::Member => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only team owners can change the team's policy",
+        )),
     }
 }
 
@@ -47,7 +51,10 @@ pub(super) async fn upload(
 ) -> ApiResult<Json<serde_json::Value>> {
     require_owner(&state, &session, &team_id)?;
     let headers = request.headers();
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     if content_type.split(';').next().map(str::trim) != Some("application/wasm") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -56,19 +63,30 @@ pub(super) async fn upload(
         ));
     }
     let max = state.engine.limits().max_plugin_bytes;
-    let too_large =
-        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the plugin is larger than the {max}-byte limit"));
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the plugin is larger than the {max}-byte limit"),
+        )
+    };
     // Refuse by the announced length before reading a byte of the body.
-    let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    let bytes: Bytes = axum::body::to_bytes(request.into_body(), max).await.map_err(|_| too_large())?;
+    let bytes: Bytes = axum::body::to_bytes(request.into_body(), max)
+        .await
+        .map_err(|_| too_large())?;
     let engine = Arc::clone(&state.engine);
     let upload = bytes.clone();
     // Compiling takes up to seconds of CPU: off the executor.
     let loaded = tokio::task::spawn_blocking(move || engine.load_for_team(&upload)).await?;
-    let plugin = loaded.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_policy", e.to_string()))?;
+    let plugin = loaded
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_policy", e.to_string()))?;
     let store = Arc::clone(&state.store);
     let (team, actor) = (team_id.clone(), session.user.id.clone());
     tokio::task::spawn_blocking(move || store.put_team_policy(&team, &bytes, &actor)).await??;
@@ -80,12 +98,20 @@ pub(super) async fn upload(
         .list_keys(&team_id)?
         .into_iter()
         .filter_map(|k| {
-            let undefined: Vec<String> = k.scopes.iter().filter(|s| !catalogue.contains(s)).cloned().collect();
-            (!undefined.is_empty()).then(|| json!({"id": k.id, "name": k.name, "undefinedScopes": undefined}))
+            let undefined: Vec<String> = k
+                .scopes
+                .iter()
+                .filter(|s| !catalogue.contains(s))
+                .cloned()
+                .collect();
+            (!undefined.is_empty())
+                .then(|| json!({"id": k.id, "name": k.name, "undefinedScopes": undefined}))
         })
         .collect();
     tracing::info!(team = %team_id, sha256 = %plugin.sha256_hex(), "team policy uploaded");
-    Ok(Json(json!({"policy": policy_json(&plugin, PolicySource::Team), "keysWithUndefinedScopes": orphaned})))
+    Ok(Json(
+        json!({"policy": policy_json(&plugin, PolicySource::Team), "keysWithUndefinedScopes": orphaned}),
+    ))
 }
 
 /// `DELETE /api/billstack/teams/{teamId}/policy`: back to the deployment default.

@@ -40,7 +40,10 @@ async fn reload(path: &Path, engine: &Arc<PolicyEngine>, policies: &Arc<PolicySe
                 eprintln!("policy: deployment default unchanged ({why}): sha256 {previous}");
             }
         }
-        Ok(Err(e)) => eprintln!("policy: reload of {} refused ({why}), keeping the last good version: {e:#}", path.display()),
+        Ok(Err(e)) => eprintln!(
+            "policy: reload of {} refused ({why}), keeping the last good version: {e:#}",
+            path.display()
+        ),
         Err(e) => eprintln!("policy: reload task failed: {e}"),
     }
 }
@@ -48,7 +51,8 @@ async fn reload(path: &Path, engine: &Arc<PolicyEngine>, policies: &Arc<PolicySe
 /// Watches `path` until the process ends.
 pub fn spawn(path: PathBuf, engine: Arc<PolicyEngine>, policies: Arc<PolicySet>) {
     tokio::spawn(async move {
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for SIGHUP; the policy file is still watched");

@@ -6,17 +6,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use billstack_keystore::{clock, Role, User};
+use billstack_keystore::{Role, User, clock};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::{ApiError, ApiJson, ApiResult};
 use super::AppState;
+use super::error::{ApiError, ApiJson, ApiResult};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "billstack_session";
@@ -69,7 +69,10 @@ impl LoginLimiter {
     }
 
     fn succeed(&self, email_key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(email_key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(email_key);
     }
 }
 
@@ -106,7 +109,9 @@ fn is_state_changing(method: &Method) -> bool {
 
 /// The authority (`host[:port]`) of an `Origin` or `Referer` value.
 fn authority_of(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
     Some(rest.split(['/', '?', '#']).next().unwrap_or(rest))
 }
 
@@ -116,7 +121,10 @@ pub fn check_same_origin(parts: &Parts) -> ApiResult<()> {
     if !is_state_changing(&parts.method) {
         return Ok(());
     }
-    let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
     let claimed = parts
         .headers
         .get(header::ORIGIN)
@@ -136,7 +144,10 @@ pub fn check_same_origin(parts: &Parts) -> ApiResult<()> {
 impl FromRequestParts<Arc<AppState>> for SessionUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> ApiResult<SessionUser> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> ApiResult<SessionUser> {
         let Some(token) = cookie_token(&parts.headers) else {
             if parts.headers.contains_key(header::AUTHORIZATION) {
                 return Err(ApiError::unauthenticated(
@@ -146,14 +157,18 @@ impl FromRequestParts<Arc<AppState>> for SessionUser {
             return Err(ApiError::unauthenticated("sign in first"));
         };
         let Some(session) = state.store.get_session(&token)? else {
-            return Err(ApiError::unauthenticated("the session has ended; sign in again"));
+            return Err(ApiError::unauthenticated(
+                "the session has ended; sign in again",
+            ));
         };
         let now = clock::now_ms();
         if session_expired(&session, now) {
             let store = Arc::clone(&state.store);
             let t = token.clone();
             tokio::task::spawn_blocking(move || store.delete_session(&t)).await??;
-            return Err(ApiError::unauthenticated("the session has expired; sign in again"));
+            return Err(ApiError::unauthenticated(
+                "the session has expired; sign in again",
+            ));
         }
         check_same_origin(parts)?;
         let Some(user) = state.store.get_user(&session.user_id)? else {
@@ -174,7 +189,8 @@ fn session_cookie(state: &AppState, value: &str, max_age: Option<u64>) -> Header
     if state.cookie_secure {
         cookie.push_str("; Secure");
     }
-    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("billstack_session=; Path=/"))
+    HeaderValue::from_str(&cookie)
+        .unwrap_or_else(|_| HeaderValue::from_static("billstack_session=; Path=/"))
 }
 
 fn user_json(state: &AppState, user: &User) -> ApiResult<serde_json::Value> {
@@ -202,7 +218,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<ClientIp, Self::Rejection> {
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
         Ok(ClientIp(ip))
     }
 }
@@ -219,10 +238,14 @@ pub(super) async fn login(
     if let (Some(origin), Some(host)) = (
         headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
         headers.get(header::HOST).and_then(|v| v.to_str().ok()),
-    )
-        && authority_of(origin).is_none_or(|a| !a.eq_ignore_ascii_case(host)) {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "csrf_rejected", "cross-site sign-in refused"));
-        }
+    ) && authority_of(origin).is_none_or(|a| !a.eq_ignore_ascii_case(host))
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_rejected",
+            "cross-site sign-in refused",
+        ));
+    }
     let email = body.email.trim().to_lowercase();
     let keys = [
         (format!("email:{email}"), MAX_FAILURES_PER_EMAIL),
@@ -236,7 +259,9 @@ pub(super) async fn login(
     let password = body.password;
     let email_for_check = email.clone();
     // Argon2id takes tens of milliseconds of CPU: never on an executor thread.
-    let verified = tokio::task::spawn_blocking(move || store.verify_password(&email_for_check, &password)).await??;
+    let verified =
+        tokio::task::spawn_blocking(move || store.verify_password(&email_for_check, &password))
+            .await??;
     let Some(user) = verified else {
         state.login_limiter.fail(&keys);
         state.metrics.login("failure");
@@ -249,28 +274,41 @@ pub(super) async fn login(
     let (token, _) = tokio::task::spawn_blocking(move || store.create_session(&user_id)).await??;
     let body = user_json(&state, &user)?;
     let mut response = (StatusCode::OK, Json(body)).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, session_cookie(&state, &token, None));
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&state, &token, None));
     Ok(response)
 }
 
 /// `POST /api/auth/logout`.
-pub(super) async fn logout(State(state): State<Arc<AppState>>, session: SessionUser) -> ApiResult<Response> {
+pub(super) async fn logout(
+    State(state): State<Arc<AppState>>,
+    session: SessionUser,
+) -> ApiResult<Response> {
     let store = Arc::clone(&state.store);
     tokio::task::spawn_blocking(move || store.delete_session(&session.token)).await??;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(header::SET_COOKIE, session_cookie(&state, "", Some(0)));
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&state, "", Some(0)));
     Ok(response)
 }
 
 /// `GET /api/auth/me`.
-pub(super) async fn me(State(state): State<Arc<AppState>>, session: SessionUser) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn me(
+    State(state): State<Arc<AppState>>,
+    session: SessionUser,
+) -> ApiResult<Json<serde_json::Value>> {
     Ok(Json(user_json(&state, &session.user)?))
 }
 
 /// The caller's role in `team_id`; 404 (not 403) for a non-member, so a team's existence is
 /// not revealed.
 pub fn require_member(state: &AppState, session: &SessionUser, team_id: &str) -> ApiResult<Role> {
-    state.store.membership(team_id, &session.user.id)?.ok_or_else(|| ApiError::not_found("team"))
+    state
+        .store
+        .membership(team_id, &session.user.id)?
+        .ok_or_else(|| ApiError::not_found("team"))
 }
 
 #[cfg(test)]
@@ -280,18 +318,33 @@ mod tests {
     #[test]
     fn cookie_parsing() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; billstack_session=abc ; b=2"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; billstack_session=abc ; b=2"),
+        );
         assert_eq!(cookie_token(&h).as_deref(), Some("abc"));
-        h.insert(header::COOKIE, HeaderValue::from_static("billstack_session="));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("billstack_session="),
+        );
         assert_eq!(cookie_token(&h), None);
-        h.insert(header::COOKIE, HeaderValue::from_static("xbillstack_session=abc"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("xbillstack_session=abc"),
+        );
         assert_eq!(cookie_token(&h), None);
     }
 
     #[test]
     fn origins() {
-        assert_eq!(authority_of("http://127.0.0.1:8080"), Some("127.0.0.1:8080"));
-        assert_eq!(authority_of("https://keys.example.com/dashboard?x"), Some("keys.example.com"));
+        assert_eq!(
+            authority_of("http://127.0.0.1:8080"),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            authority_of("https://keys.example.com/dashboard?x"),
+            Some("keys.example.com")
+        );
         assert_eq!(authority_of("null"), None);
     }
 
@@ -299,11 +352,21 @@ mod tests {
     fn sessions_expire_when_idle_or_old_and_not_before() {
         let idle = IDLE_TIMEOUT.as_millis() as i64;
         let absolute = ABSOLUTE_TIMEOUT.as_millis() as i64;
-        let s = billstack_keystore::Session { user_id: "user_1".into(), created_at: 0, last_seen_at: 0 };
-        assert!(!session_expired(&s, idle), "exactly at the idle limit is still fine");
+        let s = billstack_keystore::Session {
+            user_id: "user_1".into(),
+            created_at: 0,
+            last_seen_at: 0,
+        };
+        assert!(
+            !session_expired(&s, idle),
+            "exactly at the idle limit is still fine"
+        );
         assert!(session_expired(&s, idle + 1), "idle too long");
         // Kept busy, it still ends at the absolute limit.
-        let busy = billstack_keystore::Session { last_seen_at: absolute, ..s.clone() };
+        let busy = billstack_keystore::Session {
+            last_seen_at: absolute,
+            ..s.clone()
+        };
         assert!(!session_expired(&busy, absolute));
         assert!(session_expired(&busy, absolute + 1));
     }

@@ -30,9 +30,10 @@ impl UsageTracker {
 
     /// Writes everything noted so far.
     pub fn flush(&self, store: &Store) -> billstack_keystore::Result<()> {
-        let batch: Vec<(String, i64)> = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
-            .into_iter()
-            .collect();
+        let batch: Vec<(String, i64)> =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .collect();
         if batch.is_empty() {
             return Ok(());
         }

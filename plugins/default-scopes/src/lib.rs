@@ -3,7 +3,7 @@
 //! the `billstack` binary.
 
 use billstack::policy::types::{Denial, ScopeInfo};
-use billstack_scope_table::{decide, Outcome, NAME, SCOPES, VERSION};
+use billstack_scope_table::{NAME, Outcome, SCOPES, VERSION, decide};
 
 wit_bindgen::generate!({
     world: "policy",
@@ -19,7 +19,10 @@ impl Guest for DefaultScopes {
             version: VERSION.to_string(),
             scopes: SCOPES
                 .iter()
-                .map(|(name, description)| ScopeInfo { name: name.to_string(), description: description.to_string() })
+                .map(|(name, description)| ScopeInfo {
+                    name: name.to_string(),
+                    description: description.to_string(),
+                })
                 .collect(),
         }
     }
@@ -30,13 +33,19 @@ impl Guest for DefaultScopes {
             Outcome::InsufficientScope(scope) => Decision::Deny(Denial {
                 status: 403,
                 code: "insufficient_scope".to_string(),
-                message: format!("this key lacks the {scope} scope needed for {} {}", request.method, request.path),
+                message: format!(
+                    "this key lacks the {scope} scope needed for {} {}",
+                    request.method, request.path
+                ),
                 required_scope: Some(scope.to_string()),
             }),
             Outcome::UnknownRoute => Decision::Deny(Denial {
                 status: 404,
                 code: "unknown_route".to_string(),
-                message: format!("{} {} is not a BillStack API route", request.method, request.path),
+                message: format!(
+                    "{} {} is not a BillStack API route",
+                    request.method, request.path
+                ),
                 required_scope: None,
             }),
         }

@@ -14,12 +14,27 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("customers:read", "Read customers"),
     ("customers:write", "Create, update and delete customers"),
     ("products:read", "Read products and prices"),
-    ("products:write", "Create, update and delete products and prices"),
-    ("subscriptions:read", "Read subscriptions and checkout sessions"),
-    ("subscriptions:write", "Cancel and delete subscriptions, start checkout sessions"),
+    (
+        "products:write",
+        "Create, update and delete products and prices",
+    ),
+    (
+        "subscriptions:read",
+        "Read subscriptions and checkout sessions",
+    ),
+    (
+        "subscriptions:write",
+        "Cancel and delete subscriptions, start checkout sessions",
+    ),
     ("analytics:read", "Read analytics"),
-    ("referrals:read", "Read referral codes and the referral configuration"),
-    ("referrals:write", "Create and delete referral codes, apply referrals, change the configuration"),
+    (
+        "referrals:read",
+        "Read referral codes and the referral configuration",
+    ),
+    (
+        "referrals:write",
+        "Create and delete referral codes, apply referrals, change the configuration",
+    ),
 ];
 
 /// One segment of a route pattern.
@@ -50,32 +65,136 @@ const UPDATE: &[&str] = &["PUT", "PATCH"];
 
 /// The table. Paths are relative to `/api/billstack/teams/{teamId}/projects/{projectId}`.
 const ROUTES: &[Route] = &[
-    Route { methods: READ, path: &[Lit("customers")], scope: "customers:read" },
-    Route { methods: READ, path: &[Lit("customers"), Id], scope: "customers:read" },
-    Route { methods: WRITE, path: &[Lit("customers")], scope: "customers:write" },
-    Route { methods: WRITE, path: &[Lit("customers"), Id], scope: "customers:write" },
-    Route { methods: READ, path: &[Lit("products")], scope: "products:read" },
-    Route { methods: READ, path: &[Lit("products"), Id], scope: "products:read" },
-    Route { methods: READ, path: &[Lit("prices")], scope: "products:read" },
-    Route { methods: READ, path: &[Lit("prices"), Id], scope: "products:read" },
-    Route { methods: WRITE, path: &[Lit("products")], scope: "products:write" },
-    Route { methods: WRITE, path: &[Lit("products"), Id], scope: "products:write" },
-    Route { methods: WRITE, path: &[Lit("prices")], scope: "products:write" },
-    Route { methods: WRITE, path: &[Lit("prices"), Id], scope: "products:write" },
-    Route { methods: READ, path: &[Lit("subscriptions")], scope: "subscriptions:read" },
-    Route { methods: READ, path: &[Lit("subscriptions"), Id], scope: "subscriptions:read" },
-    Route { methods: READ, path: &[Lit("checkout-sessions"), Id], scope: "subscriptions:read" },
-    Route { methods: POST, path: &[Lit("subscriptions"), Id, Lit("cancel")], scope: "subscriptions:write" },
-    Route { methods: POST, path: &[Lit("checkout-sessions")], scope: "subscriptions:write" },
-    Route { methods: DELETE, path: &[Lit("subscriptions"), Id], scope: "subscriptions:write" },
-    Route { methods: READ, path: &[Lit("analytics"), Rest], scope: "analytics:read" },
-    Route { methods: READ, path: &[Lit("referrals"), Lit("codes")], scope: "referrals:read" },
-    Route { methods: READ, path: &[Lit("referrals"), Lit("codes"), Id], scope: "referrals:read" },
-    Route { methods: READ, path: &[Lit("referrals"), Lit("config")], scope: "referrals:read" },
-    Route { methods: POST, path: &[Lit("referrals"), Lit("codes")], scope: "referrals:write" },
-    Route { methods: POST, path: &[Lit("referrals"), Lit("apply")], scope: "referrals:write" },
-    Route { methods: UPDATE, path: &[Lit("referrals"), Lit("config")], scope: "referrals:write" },
-    Route { methods: DELETE, path: &[Lit("referrals"), Lit("codes"), Id], scope: "referrals:write" },
+    Route {
+        methods: READ,
+        path: &[Lit("customers")],
+        scope: "customers:read",
+    },
+    Route {
+        methods: READ,
+        path: &[Lit("customers"), Id],
+        scope: "customers:read",
+    },
+    Route {
+        methods: WRITE,
+        path: &[Lit("customers")],
+        scope: "customers:write",
+    },
+    Route {
+        methods: WRITE,
+        path: &[Lit("customers"), Id],
+        scope: "customers:write",
+    },
+    Route {
+        methods: READ,
+        path: &[Lit("products")],
+        scope: "products:read",
+    },
+    Route {
+        methods: READ,
+        path: &[Lit("products"), Id],
+        scope: "products:read",
+    },
+    Route {
+        methods: READ,
+        path: &[Lit("prices")],
+        scope: "products:read",
+    },
+    Route {
+        methods: READ,
+        path: &[Lit("prices"), Id],
+        scope: "products:read",
+    },
+    Route {
+        methods: WRITE,
+        path: &[Lit("products")],
+        scope: "products:write",
+    },
+    Route {
+        methods: WRITE,
+        path: &[Lit("products"), Id],
+        scope: "products:write",
+    },
+    Route {
+        methods: WRITE,
+        path: &[Lit("prices")],
+        scope: "products:write",
+    },
+    Route {
+        methods: WRITE,
+        path: &[Lit("prices"), Id],
+        scope: "products:write",
+    },
+    Route {
+        methods: READ,
+        path: &[Lit("subscriptions")],
+        scope: "subscriptions:read",
+    },
+    Route {
+        methods: READ,
+        path: &[Lit("subscriptions"), Id],
+        scope: "subscriptions:read",
+    },
+    Route {
+        methods: READ,
+        path: &[Lit("checkout-sessions"), Id],
+        scope: "subscriptions:read",
+    },
+    Route {
+        methods: POST,
+        path: &[Lit("subscriptions"), Id, Lit("cancel")],
+        scope: "subscriptions:write",
+    },
+    Route {
+        methods: POST,
+        path: &[Lit("checkout-sessions")],
+        scope: "subscriptions:write",
+    },
+    Route {
+        methods: DELETE,
+        path: &[Lit("subscriptions"), Id],
+        scope: "subscriptions:write",
+    },
+    Route {
+        methods: READ,
+        path: &[Lit("analytics"), Rest],
+        scope: "analytics:read",
+    },
+    Route {
+        methods: READ,
+        path: &[Lit("referrals"), Lit("codes")],
+        scope: "referrals:read",
+    },
+    Route {
+        methods: READ,
+        path: &[Lit("referrals"), Lit("codes"), Id],
+        scope: "referrals:read",
+    },
+    Route {
+        methods: READ,
+        path: &[Lit("referrals"), Lit("config")],
+        scope: "referrals:read",
+    },
+    Route {
+        methods: POST,
+        path: &[Lit("referrals"), Lit("codes")],
+        scope: "referrals:write",
+    },
+    Route {
+        methods: POST,
+        path: &[Lit("referrals"), Lit("apply")],
+        scope: "referrals:write",
+    },
+    Route {
+        methods: UPDATE,
+        path: &[Lit("referrals"), Lit("config")],
+        scope: "referrals:write",
+    },
+    Route {
+        methods: DELETE,
+        path: &[Lit("referrals"), Lit("codes"), Id],
+        scope: "referrals:write",
+    },
 ];
 
 /// The outcome of looking a request up in the table.
@@ -177,26 +296,48 @@ pub const EXAMPLES: &[(&str, &str, &str)] = &[
 mod tests {
     use super::*;
 
-
     #[test]
     fn every_row_allows_with_its_scope_and_denies_without() {
         let all: Vec<&str> = SCOPES.iter().map(|(n, _)| *n).collect();
         for &(method, path, scope) in EXAMPLES {
             assert_eq!(required_scope(method, path), Some(scope), "{method} {path}");
-            assert_eq!(decide(method, path, &[scope]), Outcome::Allow, "{method} {path}");
+            assert_eq!(
+                decide(method, path, &[scope]),
+                Outcome::Allow,
+                "{method} {path}"
+            );
             let others: Vec<&str> = all.iter().copied().filter(|s| *s != scope).collect();
-            assert_eq!(decide(method, path, &others), Outcome::InsufficientScope(scope), "{method} {path}");
-            assert_eq!(decide::<&str>(method, path, &[]), Outcome::InsufficientScope(scope));
+            assert_eq!(
+                decide(method, path, &others),
+                Outcome::InsufficientScope(scope),
+                "{method} {path}"
+            );
+            assert_eq!(
+                decide::<&str>(method, path, &[]),
+                Outcome::InsufficientScope(scope)
+            );
         }
     }
 
     #[test]
     fn trailing_slash_query_and_head_do_not_change_the_route() {
         assert_eq!(required_scope("GET", "/customers/"), Some("customers:read"));
-        assert_eq!(required_scope("GET", "/customers/cus_1/?expand=x"), Some("customers:read"));
-        assert_eq!(required_scope("GET", "/customers?limit=3"), Some("customers:read"));
-        assert_eq!(required_scope("POST", "/subscriptions/s/cancel/"), Some("subscriptions:write"));
-        assert_eq!(required_scope("GET", "/analytics/?x=1"), Some("analytics:read"));
+        assert_eq!(
+            required_scope("GET", "/customers/cus_1/?expand=x"),
+            Some("customers:read")
+        );
+        assert_eq!(
+            required_scope("GET", "/customers?limit=3"),
+            Some("customers:read")
+        );
+        assert_eq!(
+            required_scope("POST", "/subscriptions/s/cancel/"),
+            Some("subscriptions:write")
+        );
+        assert_eq!(
+            required_scope("GET", "/analytics/?x=1"),
+            Some("analytics:read")
+        );
         assert_eq!(required_scope("HEAD", "/products"), Some("products:read"));
     }
 
@@ -228,14 +369,21 @@ mod tests {
             ("GET", "/Customers"),
         ] {
             assert_eq!(required_scope(method, path), None, "{method} {path:?}");
-            assert_eq!(decide(method, path, &["customers:read"]), Outcome::UnknownRoute);
+            assert_eq!(
+                decide(method, path, &["customers:read"]),
+                Outcome::UnknownRoute
+            );
         }
     }
 
     #[test]
     fn catalogue_is_well_formed_and_every_route_scope_is_in_it() {
         for route in ROUTES {
-            assert!(SCOPES.iter().any(|(n, _)| *n == route.scope), "{}", route.scope);
+            assert!(
+                SCOPES.iter().any(|(n, _)| *n == route.scope),
+                "{}",
+                route.scope
+            );
         }
         let mut names: Vec<&str> = SCOPES.iter().map(|(n, _)| *n).collect();
         names.sort_unstable();

@@ -5,7 +5,7 @@
 //! Build: `cargo build --release --target wasm32-wasip2 -p policy-example-invoices`
 
 use billstack::policy::types::{Denial, ScopeInfo};
-use billstack_scope_table::{decide, Outcome, SCOPES};
+use billstack_scope_table::{Outcome, SCOPES, decide};
 
 wit_bindgen::generate!({
     world: "policy",
@@ -39,7 +39,10 @@ fn invoice_scope(method: &str, path: &str) -> Option<&'static str> {
         .find(|(m, pattern, _)| {
             *m == method
                 && pattern.len() == segments.len()
-                && pattern.iter().zip(&segments).all(|(p, s)| !s.is_empty() && (*p == "*" || p == s))
+                && pattern
+                    .iter()
+                    .zip(&segments)
+                    .all(|(p, s)| !s.is_empty() && (*p == "*" || p == s))
         })
         .map(|(_, _, scope)| *scope)
 }
@@ -63,14 +66,21 @@ impl Guest for Invoices {
             scopes: SCOPES
                 .iter()
                 .chain(INVOICE_SCOPES)
-                .map(|(name, description)| ScopeInfo { name: name.to_string(), description: description.to_string() })
+                .map(|(name, description)| ScopeInfo {
+                    name: name.to_string(),
+                    description: description.to_string(),
+                })
                 .collect(),
         }
     }
 
     fn authorize(request: Request) -> Decision {
         if let Some(scope) = invoice_scope(&request.method, &request.path) {
-            return if request.key.scopes.iter().any(|s| s == scope) { Decision::Allow } else { deny_scope(scope) };
+            return if request.key.scopes.iter().any(|s| s == scope) {
+                Decision::Allow
+            } else {
+                deny_scope(scope)
+            };
         }
         match decide(&request.method, &request.path, &request.key.scopes) {
             Outcome::Allow => Decision::Allow,

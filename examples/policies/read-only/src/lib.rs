@@ -5,7 +5,7 @@
 //! Build: `cargo build --release --target wasm32-wasip2 -p policy-example-read-only`
 
 use billstack::policy::types::{Denial, ScopeInfo};
-use billstack_scope_table::{decide, Outcome, SCOPES};
+use billstack_scope_table::{Outcome, SCOPES, decide};
 
 wit_bindgen::generate!({
     world: "policy",
@@ -23,7 +23,10 @@ impl Guest for ReadOnly {
             scopes: SCOPES
                 .iter()
                 .filter(|(name, _)| name.ends_with(":read"))
-                .map(|(name, description)| ScopeInfo { name: name.to_string(), description: description.to_string() })
+                .map(|(name, description)| ScopeInfo {
+                    name: name.to_string(),
+                    description: description.to_string(),
+                })
                 .collect(),
         }
     }
@@ -33,7 +36,10 @@ impl Guest for ReadOnly {
             return Decision::Deny(Denial {
                 status: 403,
                 code: "read_only".to_string(),
-                message: format!("this team's keys are read-only; {} is not allowed", request.method),
+                message: format!(
+                    "this team's keys are read-only; {} is not allowed",
+                    request.method
+                ),
                 required_scope: None,
             });
         }

@@ -36,7 +36,10 @@ fn required_scope(method: &str, path: &str) -> Option<&'static str> {
         .find(|(m, pattern, _)| {
             *m == method
                 && pattern.len() == segments.len()
-                && pattern.iter().zip(&segments).all(|(p, s)| !s.is_empty() && (*p == "*" || p == s))
+                && pattern
+                    .iter()
+                    .zip(&segments)
+                    .all(|(p, s)| !s.is_empty() && (*p == "*" || p == s))
         })
         .map(|(_, _, scope)| *scope)
 }
@@ -50,7 +53,10 @@ impl Guest for MyPolicy {
             version: env!("CARGO_PKG_VERSION").to_string(),
             scopes: SCOPES
                 .iter()
-                .map(|(name, description)| ScopeInfo { name: name.to_string(), description: description.to_string() })
+                .map(|(name, description)| ScopeInfo {
+                    name: name.to_string(),
+                    description: description.to_string(),
+                })
                 .collect(),
         }
     }
