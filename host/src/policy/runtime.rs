@@ -611,34 +611,9 @@ impl Plugin {
         hex::encode(self.sha256)
     }
 
-    /// The plugin's name, from `info()`.
-    pub fn info_name(&self) -> &str {
-        &self.info.name
-    }
-
-    /// The plugin's version, from `info()`.
-    pub fn info_version(&self) -> &str {
-        &self.info.version
-    }
-
     /// Size of the component in bytes.
     pub fn size(&self) -> usize {
         self.size
-    }
-
-    /// A new instance from another `Plugin` with the same component: same code, but its own
-    /// instance pool (used to give each team its own instances).
-    pub fn fork(&self) -> Arc<Plugin> {
-        Arc::new(Plugin {
-            engine: Arc::clone(&self.engine),
-            pre: self.pre.clone(),
-            sha256: self.sha256,
-            size: self.size,
-            info: self.info.clone(),
-            scope_names: self.scope_names.clone(),
-            pool: Mutex::new(Vec::new()),
-            gate: Gate::new(self.gate.limit),
-        })
     }
 
     fn instantiate(&self) -> Result<Warm, PluginError> {

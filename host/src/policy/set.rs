@@ -58,8 +58,8 @@ impl PolicySet {
         *self.default.write().unwrap_or_else(|e| e.into_inner()) = plugin;
     }
 
-    /// Makes `plugin` the team's policy. The plugin should be the team's own [`Plugin`] (see
-    /// [`Plugin::fork`]) so its instances serve no other team.
+    /// Makes `plugin` the team's policy. The plugin should be the team's own [`Plugin`] (from
+    /// [`crate::policy::PolicyEngine::load_for_team`]) so its instances serve no other team.
     pub fn set_team(&self, team_id: &str, plugin: Arc<Plugin>) {
         self.teams
             .write()

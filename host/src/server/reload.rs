@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::policy::{PolicyEngine, PolicySet};
+use crate::policy::{PolicyEngine, PolicySet, ScopePolicy};
 
 /// How often the file is checked for changes.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -29,8 +29,8 @@ async fn reload(path: &Path, engine: &Arc<PolicyEngine>, policies: &Arc<PolicySe
             if previous != plugin.sha256_hex() {
                 let line = format!(
                     "policy: deployment default reloaded ({why}): {} {} sha256 {}",
-                    plugin.info_name(),
-                    plugin.info_version(),
+                    plugin.info().name,
+                    plugin.info().version,
                     plugin.sha256_hex()
                 );
                 // Switch first, then say so: whoever reads the line sees the new policy.
