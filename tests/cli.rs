@@ -299,14 +299,47 @@ fn policy_test_runs_the_cases_file_against_the_default_plugin() {
     assert!(stdout.contains("FAIL  POST /customers: expected allow, got insufficient_scope (requires customers:write)"), "{stdout}");
     assert_eq!(stdout.lines().last(), Some("1 passed, 1 failed"));
 
+    // Several files run as one table; a failure in any of them fails the run.
+    let mut c = cmd(&dir.path().join("data"));
+    c.args(["policy", "test", "default", cases, failing.to_str().expect("utf8")]);
+    let out = run(c, "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert_eq!(stdout.lines().last(), Some("71 passed, 1 failed"), "{stdout}");
+
     std::fs::write(&failing, "[[case]]\nmethod = \"GET\"\nexpect = \"allow\"\n").expect("write");
     let mut c = cmd(&dir.path().join("data"));
-    c.args(["policy", "test", "default", failing.to_str().expect("utf8")]);
+    c.args(["policy", "test", "default", cases, failing.to_str().expect("utf8")]);
     let out = run(c, "");
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("path"),
         "a malformed cases file names the problem"
+    );
+}
+
+#[test]
+fn policy_test_shows_the_author_why_a_plugin_failed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = dir.path().join("cases.toml");
+    std::fs::write(
+        &cases,
+        "[[case]]\nmethod = \"GET\"\npath = \"/customers\"\nexpect = \"allow\"\n",
+    )
+    .expect("write");
+    let mut c = cmd(&dir.path().join("data"));
+    c.args([
+        "policy",
+        "test",
+        env!("BILLSTACK_FIXTURE_PANIC"),
+        cases.to_str().expect("utf8"),
+    ]);
+    let out = run(c, "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("expected allow, got policy_error: trap: the plugin trapped"),
+        "{stdout}"
     );
 }
 

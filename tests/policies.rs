@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{Server, agent, cmd, json, run};
+use common::{Server, agent, agent_with_timeout, cmd, json, run};
 use serde_json::{Value, json};
 
 const OWNER: (&str, &str) = ("owner@acme.test", "owner-password-1");
@@ -70,7 +70,9 @@ fn login<'a>(server: &'a Server, (email, password): (&str, &str)) -> Session<'a>
 
 impl Session<'_> {
     fn upload(&self, team: &str, content_type: &str, bytes: &[u8]) -> (u16, Value) {
-        let mut res = agent()
+        // Validation compiles the component: seconds for a big (JavaScript) plugin on a busy
+        // machine, and the server allows it minutes.
+        let mut res = agent_with_timeout(std::time::Duration::from_secs(300))
             .put(
                 &self
                     .server
@@ -522,4 +524,61 @@ fn example_policies_add_scopes_or_forbid_writes() {
             .contains("read-only"),
         "{body}"
     );
+}
+
+/// The JavaScript example (`examples/policies/javascript`), built by `.ci/run` with npm and
+/// componentize-js, goes through the same upload, validation and decisions as a Rust plugin,
+/// and its compiled form survives a restart. Ignored by a plain `cargo test`, which has no npm
+/// build to hand; `.ci/run` builds the example and runs this test by name.
+#[test]
+#[ignore = "needs the JavaScript example built: .ci/run builds it and sets BILLSTACK_EXAMPLE_JAVASCRIPT"]
+fn a_javascript_policy_uploads_and_decides() {
+    let path = std::env::var("BILLSTACK_EXAMPLE_JAVASCRIPT")
+        .expect("BILLSTACK_EXAMPLE_JAVASCRIPT names the built JavaScript example");
+    let (_dir, data) = world();
+    let server = Server::start(&data, &[]);
+    let owner = login(&server, OWNER);
+    let (status, body) = owner.upload("team_a", "application/wasm", &fixture(&path));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["policy"]["name"], "javascript-reports");
+    assert!(
+        body["policy"]["scopes"]
+            .as_array()
+            .expect("scopes")
+            .iter()
+            .any(|s| s["name"] == "reports:read"),
+        "{body}"
+    );
+    let reader = owner.key("team_a", &["reports:read"]);
+    let customers = owner.key("team_a", &["customers:read"]);
+    let check = |server: &Server| {
+        assert_eq!(
+            verify(server, &reader, "team_a", "proj_a", "/reports/rep_1/download").0,
+            200
+        );
+        let (status, denied) = verify(server, &customers, "team_a", "proj_a", "/reports");
+        assert_eq!(status, 403, "{denied}");
+        assert_eq!(denied["error"]["requiredScope"], "reports:read");
+        assert_eq!(
+            verify(server, &customers, "team_a", "proj_a", "/customers/cus_1").0,
+            200
+        );
+        let (status, unknown) = verify(server, &reader, "team_a", "proj_a", "/reports/rep_1/x");
+        assert_eq!(status, 404, "{unknown}");
+    };
+    check(&server);
+    // Team B still runs the default policy, which has no reports.
+    let other = login(&server, OTHER);
+    assert!(
+        !other.policy("team_b")["policy"]["scopes"]
+            .as_array()
+            .expect("scopes")
+            .iter()
+            .any(|s| s["name"] == "reports:read")
+    );
+
+    // After a restart the team's policy is active again (compiled once: the cache serves it).
+    server.stop();
+    let server = Server::start(&data, &[]);
+    check(&server);
 }

@@ -154,12 +154,13 @@ enum PolicyCommand {
         /// PLUGIN.wasm or `default`.
         plugin: String,
     },
-    /// Run a cases file against a plugin; ends with `N passed, N failed`.
+    /// Run cases files against a plugin; ends with `N passed, N failed`.
     Test {
         /// PLUGIN.wasm or `default`.
         plugin: String,
-        /// The cases (TOML).
-        cases: PathBuf,
+        /// The cases (TOML), one file or more; the plugin is compiled once for all of them.
+        #[arg(required = true)]
+        cases: Vec<PathBuf>,
     },
     /// Write a plugin (only `default`) to a file, as a starting point.
     Export {
@@ -352,16 +353,22 @@ impl PolicyCommand {
             }
             PolicyCommand::Test { plugin, cases } => {
                 let bytes = read_plugin_arg(&plugin)?;
-                let text = std::fs::read_to_string(&cases)
-                    .with_context(|| format!("cannot read {}", cases.display()))?;
-                let file = crate::policytest::parse_cases(&text)
-                    .with_context(|| format!("invalid cases file {}", cases.display()))?;
+                // Every file is read and parsed before the (possibly slow) compilation, so a
+                // typo in the last one is reported at once.
+                let mut all = Vec::new();
+                for path in &cases {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    let file = crate::policytest::parse_cases(&text)
+                        .with_context(|| format!("invalid cases file {}", path.display()))?;
+                    all.extend(file.cases);
+                }
                 let loaded = offline_engine(overrides)?
                     .load(&bytes)
                     .with_context(|| format!("{plugin} is not a usable policy"))?;
                 let (mut passed, mut failed) = (0usize, 0usize);
                 let mut out = std::io::stdout().lock();
-                for case in &file.cases {
+                for case in &all {
                     let result = crate::policytest::run_case(&*loaded, case);
                     match result.failure {
                         None => {

@@ -68,9 +68,12 @@ pub struct CaseResult {
 fn describe(decision: &Decision) -> String {
     match decision {
         Decision::Allow(_) => "allow".to_string(),
-        Decision::Deny(d) => match &d.required_scope {
-            Some(s) => format!("{} (requires {s})", d.kind.code()),
-            None => format!("{}: {}", d.kind.code(), d.message),
+        Decision::Deny(d) => match (&d.required_scope, &d.cause) {
+            (Some(s), _) => format!("{} (requires {s})", d.kind.code()),
+            // A local test is for the plugin's author: show why the plugin failed, which
+            // callers of a real server never see.
+            (None, Some(cause)) => format!("{}: {}", d.kind.code(), cause),
+            (None, None) => format!("{}: {}", d.kind.code(), d.message),
         },
     }
 }

@@ -148,9 +148,14 @@ impl Drop for Server {
 
 /// An HTTP agent that returns 4xx/5xx responses instead of erroring on them.
 pub fn agent() -> ureq::Agent {
+    agent_with_timeout(Duration::from_secs(30))
+}
+
+/// [`agent`] with another overall timeout per request.
+pub fn agent_with_timeout(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
+        .timeout_global(Some(timeout))
         .build()
         .into()
 }

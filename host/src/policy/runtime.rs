@@ -224,8 +224,16 @@ pub struct PolicyEngine {
     limits: PolicyLimits,
     cache_dir: Option<PathBuf>,
     engine_hash: String,
+    /// Recently compiled components by SHA-256, so reloading or re-uploading the same bytes is
+    /// instant. Bounded by [`COMPILED_IN_MEMORY`]: active plugins hold their own reference.
     compiled: Mutex<HashMap<[u8; 32], Component>>,
+    /// Held while compiling: one compilation at a time, so a burst of uploads neither
+    /// multiplies peak memory nor takes every core from decisions.
+    compiling: Mutex<()>,
 }
+
+/// How many compiled components [`PolicyEngine`] keeps for reuse beyond the active ones.
+const COMPILED_IN_MEMORY: usize = 16;
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -267,6 +275,7 @@ impl PolicyEngine {
             cache_dir,
             engine_hash,
             compiled: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(()),
         }))
     }
 
@@ -344,6 +353,7 @@ impl PolicyEngine {
             return Ok(c.clone());
         }
         check_header(bytes)?;
+        let _compiling = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
         let cache_file = self
             .cache_dir
             .as_ref()
@@ -361,10 +371,12 @@ impl PolicyEngine {
                 c
             }
         };
-        self.compiled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(*sha, component.clone());
+        let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        if compiled.len() >= COMPILED_IN_MEMORY {
+            // Which ones go hardly matters: a miss costs a read of the disk cache.
+            compiled.clear();
+        }
+        compiled.insert(*sha, component.clone());
         Ok(component)
     }
 

@@ -100,6 +100,8 @@ pub const MAX_CONCURRENT_DECISIONS: usize = 64;
 pub const MAX_JSON_BODY: usize = 64 * 1024;
 /// Longest an API request (not a proxied one) may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a policy upload (validation includes compiling the component) may take.
+pub const POLICY_UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The application's routes.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -119,14 +121,6 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/billstack/teams/{team_id}/projects",
             get(keys::projects),
         )
-        .route(
-            "/api/billstack/teams/{team_id}/policy",
-            get(keys::policy)
-                .put(policies::upload)
-                .delete(policies::reset)
-                // The upload handler enforces the plugin size cap itself.
-                .layer(DefaultBodyLimit::disable()),
-        )
         .route("/api/billstack/keys/verify", post(front::json_verify))
         .route("/auth/verify", any(front::forward_auth))
         .route("/", get(dashboard::index))
@@ -140,6 +134,21 @@ pub fn router(state: Arc<AppState>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ));
+    // A policy upload is compiled before it is answered, which takes seconds of CPU for a big
+    // (JavaScript) plugin, so it gets its own, longer timeout; the handler enforces the plugin
+    // size cap itself.
+    let policy = Router::new()
+        .route(
+            "/api/billstack/teams/{team_id}/policy",
+            get(keys::policy)
+                .put(policies::upload)
+                .delete(policies::reset),
+        )
+        .layer(DefaultBodyLimit::disable())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            POLICY_UPLOAD_TIMEOUT,
+        ));
     // Proxied requests stream their bodies to the upstream, so no body limit or timeout here
     // beyond the upstream timeout in `front::proxy`.
     let proxied = Router::new()
@@ -151,7 +160,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/billstack/teams/{team_id}/projects/{project_id}/{*rest}",
             any(front::proxy),
         );
-    api.merge(proxied)
+    api.merge(policy)
+        .merge(proxied)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
