@@ -22,6 +22,7 @@ const FIXTURES: &[&str] = &[
     "huge-info",
     "huge-output",
     "infinite-loop",
+    "leaky",
     "memory-bomb",
     "panic",
     "wrong-world",

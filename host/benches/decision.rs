@@ -195,6 +195,136 @@ fn bench(c: &mut Criterion) {
         b.iter(|| store.lookup_key(black_box(&raw)).expect("ok"))
     });
     group.finish();
+
+    javascript(c, &request);
+    isolation(c, &store, &header, target);
+}
+
+/// A JavaScript plugin (componentize-js, SpiderMonkey inside) against the Rust one, same
+/// request. Needs the example built: `.ci/run` does it, or
+/// `cd examples/policies/javascript && npm ci && npm run build`, then
+/// `BILLSTACK_EXAMPLE_JAVASCRIPT=$PWD/policy.wasm cargo bench ...`.
+fn javascript(c: &mut Criterion, request: &PolicyRequest<'_>) {
+    let Some(path) = std::env::var_os("BILLSTACK_EXAMPLE_JAVASCRIPT") else {
+        eprintln!("policy_call/javascript skipped: set BILLSTACK_EXAMPLE_JAVASCRIPT to the built example");
+        return;
+    };
+    let bytes = std::fs::read(&path).expect("the JavaScript example");
+    let engine = PolicyEngine::new(PolicyLimits::default(), None).expect("engine");
+    let started = std::time::Instant::now();
+    let js = engine.load(&bytes).expect("the JavaScript example loads");
+    eprintln!(
+        "javascript: {} bytes, compiled and validated in {:?}",
+        bytes.len(),
+        started.elapsed()
+    );
+    let rust = engine.load(DEFAULT_PLUGIN).expect("default plugin");
+    let mut group = c.benchmark_group("policy_call");
+    group.measurement_time(Duration::from_secs(5));
+    group.bench_function("rust_default_same_engine", |b| {
+        b.iter(|| rust.authorize(black_box(request)).expect("ok"))
+    });
+    group.bench_function("javascript_example", |b| {
+        b.iter(|| js.authorize(black_box(request)).expect("ok"))
+    });
+    group.finish();
+}
+
+/// Issue 5's isolation figure: team A's decisions (deployment default plugin) alone, and while
+/// team B's own plugin loops until its 10 ms deadline on every call from four threads. Team
+/// B's plugin is bounded to `team_concurrency` calls at a time: the default (CPUs − 1), and 4 to
+/// show what the bound buys.
+fn isolation(c: &mut Criterion, store: &Store, header: &str, target: &str) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    store
+        .create_team(Some("team_b"), "B", "bench")
+        .expect("team");
+    store
+        .create_project("team_b", Some("proj_b"), "B", "bench")
+        .expect("project");
+    let (_, b_raw) = store
+        .create_key(&NewApiKey {
+            team_id: "team_b".into(),
+            project_id: None,
+            name: "attacker".into(),
+            scopes: vec![],
+            expires_at: None,
+            actor: "bench".into(),
+        })
+        .expect("key");
+    let b_header = format!("Bearer {b_raw}");
+    let b_target = "/api/billstack/teams/team_b/projects/proj_b/customers";
+    let looping = std::fs::read(env!("BILLSTACK_FIXTURE_INFINITE_LOOP")).expect("fixture");
+
+    let mut group = c.benchmark_group("isolation");
+    group.measurement_time(Duration::from_secs(5));
+    for (label, team_concurrency) in [
+        ("team_a_alone", None),
+        (
+            "team_a_while_b_loops_default_bound",
+            Some(PolicyLimits::default().team_concurrency),
+        ),
+        ("team_a_while_b_loops_bound_4", Some(4)),
+    ] {
+        let engine = PolicyEngine::new(
+            PolicyLimits {
+                team_concurrency: team_concurrency.unwrap_or(1),
+                ..PolicyLimits::default()
+            },
+            None,
+        )
+        .expect("engine");
+        let policies = PolicySet::new(engine.load(DEFAULT_PLUGIN).expect("default"));
+        policies.set_team(
+            "team_b",
+            engine.load_for_team(&looping).expect("the looping fixture loads"),
+        );
+        let decider = Decider {
+            store,
+            policies: &policies,
+        };
+        let stop = AtomicBool::new(false);
+        let b_calls = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            if team_concurrency.is_some() {
+                for _ in 0..4 {
+                    s.spawn(|| {
+                        while !stop.load(Ordering::Relaxed) {
+                            let d = decider.decide(
+                                Credential::AuthorizationHeader(Some(&b_header)),
+                                "GET",
+                                b_target,
+                            );
+                            assert!(matches!(d, Decision::Deny(_)), "fails closed");
+                            b_calls.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                }
+            }
+            let started = std::time::Instant::now();
+            group.bench_function(label, |b| {
+                b.iter(|| {
+                    let d = decider.decide(
+                        Credential::AuthorizationHeader(Some(black_box(header))),
+                        "GET",
+                        black_box(target),
+                    );
+                    assert!(matches!(d, Decision::Allow(_)));
+                    d
+                })
+            });
+            stop.store(true, Ordering::Relaxed);
+            let calls = b_calls.load(Ordering::Relaxed);
+            if team_concurrency.is_some() {
+                eprintln!(
+                    "{label}: team B's looping plugin failed closed {calls} times in {:?}",
+                    started.elapsed()
+                );
+            }
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, bench);

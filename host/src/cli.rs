@@ -348,6 +348,7 @@ impl PolicyCommand {
                     "version": loaded.info().version,
                     "sha256": loaded.sha256_hex(),
                     "size": loaded.size(),
+                    "memoryAtStart": loaded.memory_at_start(),
                     "scopes": loaded.info().scopes,
                 }))
             }

@@ -66,6 +66,10 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// An instance is retired after this many calls, bounding what a long-lived instance can
 /// accumulate (fragmented heap, leaked state).
 const MAX_CALLS_PER_INSTANCE: u32 = 100_000;
+/// An instance whose memories exceed this share (in percent) of the memory cap after a call is
+/// retired rather than reused: a garbage-collected guest (JavaScript) grows its heap between
+/// collections, and a reused instance would otherwise one day fail a request at the cap.
+const RETIRE_AT_MEMORY_PERCENT: usize = 75;
 /// Wasm stack budget; deep recursion traps here instead of exhausting the host thread's stack.
 const MAX_WASM_STACK: usize = 512 << 10;
 
@@ -163,12 +167,25 @@ impl WasiView for Sandbox {
     }
 }
 
-/// `StoreLimits` plus a note of whether the memory cap was what stopped the plugin, so the
-/// error can say so.
+/// `StoreLimits` plus the plugin's memory cap applied to the *sum* of its linear memories (a
+/// component may have several; `StoreLimits` caps each one alone), the memory in use, and a
+/// note of whether the cap was what stopped the plugin, so the error can say so.
 struct Limiter {
     limits: StoreLimits,
     memory_cap: usize,
+    memory_in_use: usize,
     memory_breached: bool,
+}
+
+impl Limiter {
+    fn new(limits: StoreLimits, memory_cap: usize) -> Limiter {
+        Limiter {
+            limits,
+            memory_cap,
+            memory_in_use: 0,
+            memory_breached: false,
+        }
+    }
 }
 
 impl ResourceLimiter for Limiter {
@@ -178,10 +195,22 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_cap {
+        let total = self
+            .memory_in_use
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.memory_cap {
             self.memory_breached = true;
+            wasmtime::bail!(
+                "the plugin's memories would total {total} bytes, over its {}-byte limit",
+                self.memory_cap
+            );
         }
-        self.limits.memory_growing(current, desired, maximum)
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_in_use = total;
+        }
+        Ok(allowed)
     }
 
     fn table_growing(
@@ -328,17 +357,29 @@ impl PolicyEngine {
                 scopes: Vec::new(),
             },
             scope_names: Vec::new(),
+            memory_at_start: 0,
             pool: Mutex::new(Vec::new()),
             gate: Gate::new(concurrency),
         };
+        let warm = plugin.instantiate().map_err(LoadError::Info)?;
+        let memory_at_start = warm.store.data().limiter.memory_in_use;
         let raw = plugin
-            .call(|policy, store| policy.call_info(store))
+            .call_on(warm, &|policy, store| policy.call_info(store))
             .map_err(LoadError::Info)?;
         let info = validate_info(raw).map_err(LoadError::InvalidInfo)?;
+        if memory_at_start > self.limits.memory_bytes / 100 * RETIRE_AT_MEMORY_PERCENT {
+            tracing::warn!(
+                plugin = %info.name,
+                memory_at_start,
+                memory_limit = self.limits.memory_bytes,
+                "the plugin starts close to its memory limit, so its instances are rarely reused; raise plugin_memory_mib"
+            );
+        }
         let scope_names = info.scopes.iter().map(|s| s.name.clone()).collect();
         Ok(Arc::new(Plugin {
             info,
             scope_names,
+            memory_at_start,
             ..plugin
         }))
     }
@@ -604,6 +645,8 @@ pub struct Plugin {
     size: usize,
     info: PolicyInfo,
     scope_names: Vec<String>,
+    /// Bytes of linear memory a fresh instance holds before its first call.
+    memory_at_start: usize,
     pool: Mutex<Vec<Warm>>,
     gate: Gate,
 }
@@ -628,6 +671,12 @@ impl Plugin {
         self.size
     }
 
+    /// Bytes of linear memory a fresh instance holds before its first call (the plugin's
+    /// static data and initial heap), to compare with [`PolicyLimits::memory_bytes`].
+    pub fn memory_at_start(&self) -> usize {
+        self.memory_at_start
+    }
+
     fn instantiate(&self) -> Result<Warm, PluginError> {
         let limits = &self.engine.limits;
         let mut store = Store::new(
@@ -635,8 +684,8 @@ impl Plugin {
             Sandbox {
                 wasi: empty_wasi(),
                 table: ResourceTable::new(),
-                limiter: Limiter {
-                    limits: StoreLimitsBuilder::new()
+                limiter: Limiter::new(
+                    StoreLimitsBuilder::new()
                         .memory_size(limits.memory_bytes)
                         .instances(64)
                         .tables(64)
@@ -644,9 +693,8 @@ impl Plugin {
                         .table_elements(100_000)
                         .trap_on_grow_failure(true)
                         .build(),
-                    memory_cap: limits.memory_bytes,
-                    memory_breached: false,
-                },
+                    limits.memory_bytes,
+                ),
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -690,7 +738,7 @@ impl Plugin {
     /// in any way is dropped, never reused.
     fn call<T>(
         &self,
-        f: impl FnOnce(&Policy, &mut Store<Sandbox>) -> wasmtime::Result<T>,
+        f: impl Fn(&Policy, &mut Store<Sandbox>) -> wasmtime::Result<T>,
     ) -> Result<T, PluginError> {
         if !self.gate.enter(self.engine.limits.queue_wait) {
             return Err(PluginError::Busy);
@@ -702,19 +750,40 @@ impl Plugin {
 
     fn call_entered<T>(
         &self,
-        f: impl FnOnce(&Policy, &mut Store<Sandbox>) -> wasmtime::Result<T>,
+        f: impl Fn(&Policy, &mut Store<Sandbox>) -> wasmtime::Result<T>,
     ) -> Result<T, PluginError> {
         let warm = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut warm = match warm {
+        let reused = warm.is_some();
+        let warm = match warm {
             Some(w) => w,
             None => self.instantiate()?,
         };
+        match self.call_on(warm, &f) {
+            // The cap may have been reached by what earlier calls left behind (a heap waiting
+            // for collection). A plugin keeps no state between calls, so the same call on a
+            // fresh instance is the same call, and it fails only if it alone is too big.
+            Err(PluginError::MemoryLimit(_)) if reused => {
+                tracing::debug!(plugin = %self.info.name, "memory cap reached on a reused instance; retrying on a fresh one");
+                self.call_on(self.instantiate()?, &f)
+            }
+            other => other,
+        }
+    }
+
+    /// One call on `warm`, which goes back to the pool if it is still fit for reuse.
+    fn call_on<T>(
+        &self,
+        mut warm: Warm,
+        f: &impl Fn(&Policy, &mut Store<Sandbox>) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginError> {
         warm.store.set_epoch_deadline(self.deadline_ticks());
-        let result = f(&warm.policy, &mut warm.store);
-        match result {
+        match f(&warm.policy, &mut warm.store) {
             Ok(value) => {
                 warm.calls += 1;
-                if warm.calls < MAX_CALLS_PER_INSTANCE {
+                let limiter = &warm.store.data().limiter;
+                let bloated =
+                    limiter.memory_in_use > limiter.memory_cap / 100 * RETIRE_AT_MEMORY_PERCENT;
+                if warm.calls < MAX_CALLS_PER_INSTANCE && !bloated {
                     let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
                     if pool.len() < self.engine.limits.pool_size {
                         pool.push(warm);
@@ -751,5 +820,78 @@ impl ScopePolicy for Plugin {
         };
         let raw = self.call(|policy, store| policy.call_authorize(store, &request))?;
         validate_decision(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{PolicyDecision, PolicyRequest};
+
+    /// The `leaky` fixture keeps `mib` MiB per call, like a heap that grows between collections.
+    fn leak(plugin: &Plugin, mib: usize) -> Result<PolicyDecision, PluginError> {
+        let query = format!("leak={mib}");
+        let scopes = vec!["customers:read".to_string()];
+        plugin.authorize(&PolicyRequest {
+            method: "GET",
+            path: "/api/billstack/teams/team_a/projects/proj_a/customers",
+            resource: "/customers",
+            query: Some(&query),
+            team_id: "team_a",
+            project_id: "proj_a",
+            key_id: "key_1",
+            key_project_id: None,
+            scopes: &scopes,
+        })
+    }
+
+    fn leaky() -> Arc<Plugin> {
+        let engine = PolicyEngine::new(
+            PolicyLimits {
+                deadline: Duration::from_secs(5),
+                ..PolicyLimits::default()
+            },
+            None,
+        )
+        .expect("engine");
+        let bytes = std::fs::read(env!("BILLSTACK_FIXTURE_LEAKY")).expect("fixture");
+        engine.load(&bytes).expect("loads")
+    }
+
+    fn pooled(plugin: &Plugin) -> usize {
+        plugin.pool.lock().expect("pool").len()
+    }
+
+    #[test]
+    fn an_instance_past_three_quarters_of_its_memory_is_retired_not_reused() {
+        let plugin = leaky();
+        assert!(plugin.memory_at_start() < 4 << 20);
+        // 16 MiB cap, retired past 12 MiB: about 5 and 9 MiB in use are kept, 13 is not.
+        for expect_pooled in [1, 1, 0, 1] {
+            assert_eq!(leak(&plugin, 4).expect("allowed"), PolicyDecision::Allow);
+            assert_eq!(pooled(&plugin), expect_pooled);
+        }
+        // Calls that leak nothing keep reusing the same instance.
+        for _ in 0..10 {
+            leak(&plugin, 0).expect("allowed");
+            assert_eq!(pooled(&plugin), 1);
+        }
+    }
+
+    #[test]
+    fn a_reused_instance_at_the_cap_is_retried_on_a_fresh_one() {
+        let plugin = leaky();
+        // Within: 5 MiB per call stays under the retirement mark twice (about 6 and 11 MiB),
+        // then the third call on that instance reaches the 16 MiB cap; it is retried on a
+        // fresh instance and succeeds, every time round.
+        for _ in 0..12 {
+            assert_eq!(leak(&plugin, 5).expect("allowed"), PolicyDecision::Allow);
+        }
+        // Over: a call that alone needs more than the cap fails, on a fresh instance too.
+        assert!(matches!(
+            leak(&plugin, 20),
+            Err(PluginError::MemoryLimit(cap)) if cap == 16 << 20
+        ));
+        assert_eq!(leak(&plugin, 0).expect("allowed"), PolicyDecision::Allow);
     }
 }
