@@ -302,7 +302,17 @@ fn isolation(c: &mut Criterion, store: &Store, header: &str, target: &str) {
                     });
                 }
             }
+            /// Stops the attackers however the measurement ends (a panic included), so the
+            /// scope can join them.
+            struct StopOnDrop<'a>(&'a AtomicBool);
+            impl Drop for StopOnDrop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let _stop = StopOnDrop(&stop);
             let started = std::time::Instant::now();
+            let a_failures = AtomicU64::new(0);
             group.bench_function(label, |b| {
                 b.iter(|| {
                     let d = decider.decide(
@@ -310,18 +320,21 @@ fn isolation(c: &mut Criterion, store: &Store, header: &str, target: &str) {
                         "GET",
                         black_box(target),
                     );
-                    assert!(matches!(d, Decision::Allow(_)));
+                    // Counted, not asserted: with team B allowed every core, team A's calls can
+                    // miss their wall-clock deadline, and that is a figure to report.
+                    if !matches!(d, Decision::Allow(_)) {
+                        a_failures.fetch_add(1, Ordering::Relaxed);
+                    }
                     d
                 })
             });
             stop.store(true, Ordering::Relaxed);
-            let calls = b_calls.load(Ordering::Relaxed);
-            if team_concurrency.is_some() {
-                eprintln!(
-                    "{label}: team B's looping plugin failed closed {calls} times in {:?}",
-                    started.elapsed()
-                );
-            }
+            eprintln!(
+                "{label}: team A's decisions failed {} times; team B's looping plugin failed closed {} times in {:?}",
+                a_failures.load(Ordering::Relaxed),
+                b_calls.load(Ordering::Relaxed),
+                started.elapsed()
+            );
         });
     }
     group.finish();

@@ -11,6 +11,7 @@
 pub mod apikey;
 pub mod clock;
 pub mod ids;
+mod group_flush;
 mod records;
 mod store;
 #[cfg(test)]

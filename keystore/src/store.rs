@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use sled::Tree;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use crate::group_flush::GroupFlush;
 use crate::records::{decode, decode_str, encode};
 use crate::{
     AuditEvent, Error, KeyRecord, MAX_SCOPES, Project, Result, Role, Session, Team, TeamPolicy,
@@ -132,6 +133,7 @@ pub struct Store {
     policy_blobs: Tree,
     audit: Tree,
     key_cache: KeyCache,
+    group_flush: GroupFlush,
     // Held for the store's lifetime: the OS lock that keeps a second process out.
     _lock: File,
 }
@@ -267,6 +269,7 @@ impl Store {
             policy_blobs: tree("policy_blobs")?,
             audit: tree("audit")?,
             key_cache: KeyCache::default(),
+            group_flush: GroupFlush::default(),
             db,
             path,
             _lock: lock,
@@ -285,8 +288,11 @@ impl Store {
         Ok(())
     }
 
+    /// Returns `value` once the write just made is on disk. Concurrent writers share one
+    /// flush (group commit); none is acknowledged before a flush that covers it succeeds.
     fn durable<T>(&self, value: T) -> Result<T> {
-        self.db.flush()?;
+        self.group_flush
+            .wait_durable(|| self.db.flush().map(drop))?;
         Ok(value)
     }
 

@@ -895,3 +895,5 @@ mod tests {
         assert_eq!(leak(&plugin, 0).expect("allowed"), PolicyDecision::Allow);
     }
 }
+
+
