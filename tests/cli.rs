@@ -301,15 +301,31 @@ fn policy_test_runs_the_cases_file_against_the_default_plugin() {
 
     // Several files run as one table; a failure in any of them fails the run.
     let mut c = cmd(&dir.path().join("data"));
-    c.args(["policy", "test", "default", cases, failing.to_str().expect("utf8")]);
+    c.args([
+        "policy",
+        "test",
+        "default",
+        cases,
+        failing.to_str().expect("utf8"),
+    ]);
     let out = run(c, "");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
-    assert_eq!(stdout.lines().last(), Some("71 passed, 1 failed"), "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some("71 passed, 1 failed"),
+        "{stdout}"
+    );
 
     std::fs::write(&failing, "[[case]]\nmethod = \"GET\"\nexpect = \"allow\"\n").expect("write");
     let mut c = cmd(&dir.path().join("data"));
-    c.args(["policy", "test", "default", cases, failing.to_str().expect("utf8")]);
+    c.args([
+        "policy",
+        "test",
+        "default",
+        cases,
+        failing.to_str().expect("utf8"),
+    ]);
     let out = run(c, "");
     assert!(!out.status.success());
     assert!(

@@ -553,7 +553,14 @@ fn a_javascript_policy_uploads_and_decides() {
     let customers = owner.key("team_a", &["customers:read"]);
     let check = |server: &Server| {
         assert_eq!(
-            verify(server, &reader, "team_a", "proj_a", "/reports/rep_1/download").0,
+            verify(
+                server,
+                &reader,
+                "team_a",
+                "proj_a",
+                "/reports/rep_1/download"
+            )
+            .0,
             200
         );
         let (status, denied) = verify(server, &customers, "team_a", "proj_a", "/reports");

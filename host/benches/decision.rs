@@ -206,7 +206,9 @@ fn bench(c: &mut Criterion) {
 /// `BILLSTACK_EXAMPLE_JAVASCRIPT=$PWD/policy.wasm cargo bench ...`.
 fn javascript(c: &mut Criterion, request: &PolicyRequest<'_>) {
     let Some(path) = std::env::var_os("BILLSTACK_EXAMPLE_JAVASCRIPT") else {
-        eprintln!("policy_call/javascript skipped: set BILLSTACK_EXAMPLE_JAVASCRIPT to the built example");
+        eprintln!(
+            "policy_call/javascript skipped: set BILLSTACK_EXAMPLE_JAVASCRIPT to the built example"
+        );
         return;
     };
     let bytes = std::fs::read(&path).expect("the JavaScript example");
@@ -278,7 +280,9 @@ fn isolation(c: &mut Criterion, store: &Store, header: &str, target: &str) {
         let policies = PolicySet::new(engine.load(DEFAULT_PLUGIN).expect("default"));
         policies.set_team(
             "team_b",
-            engine.load_for_team(&looping).expect("the looping fixture loads"),
+            engine
+                .load_for_team(&looping)
+                .expect("the looping fixture loads"),
         );
         let decider = Decider {
             store,

@@ -10,8 +10,8 @@
 
 pub mod apikey;
 pub mod clock;
-pub mod ids;
 mod group_flush;
+pub mod ids;
 mod records;
 mod store;
 #[cfg(test)]

@@ -25,12 +25,21 @@ pub struct StoreOptions {
     /// sled's page cache budget in bytes (default 32 MiB, which keeps the idle footprint small;
     /// key lookups stay fast because the hash index is small and hot).
     pub cache_capacity: u64,
+    /// Most active keys held in the in-memory lookup cache (about 400 bytes each); 0 turns the
+    /// cache off, so every lookup reads sled.
+    pub key_cache_capacity: usize,
+    /// Whether each write is on disk before it returns (the default, and the only safe choice
+    /// for a server). `false` is for bulk loads (imports, benchmarks): writes reach disk at
+    /// [`Store::flush`] or with sled's background flush, and a crash before then loses them.
+    pub durable_writes: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_capacity: 32 * 1024 * 1024,
+            key_cache_capacity: DEFAULT_KEY_CACHE_CAPACITY,
+            durable_writes: true,
         }
     }
 }
@@ -72,9 +81,9 @@ pub struct NewUser {
 /// Revocation must never be undone by a stale fill: a lookup reads the generation before it
 /// reads sled and fills only if no invalidation happened since; every invalidation bumps the
 /// generation and removes the entry under the write lock, after the revocation committed.
-#[derive(Default)]
 struct KeyCache {
     inner: std::sync::RwLock<KeyCacheInner>,
+    capacity: usize,
 }
 
 #[derive(Default)]
@@ -83,10 +92,17 @@ struct KeyCacheInner {
     entries: std::collections::HashMap<[u8; 32], KeyRecord>,
 }
 
-/// Most keys held in the lookup cache (about 400 bytes each).
-const KEY_CACHE_CAPACITY: usize = 50_000;
+/// Most keys held in the lookup cache by default (about 400 bytes each: 20 MB).
+pub const DEFAULT_KEY_CACHE_CAPACITY: usize = 50_000;
 
 impl KeyCache {
+    fn new(capacity: usize) -> KeyCache {
+        KeyCache {
+            inner: std::sync::RwLock::default(),
+            capacity,
+        }
+    }
+
     fn get(&self, hash: &[u8; 32]) -> (Option<KeyRecord>, u64) {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         (inner.entries.get(hash).cloned(), inner.generation)
@@ -94,10 +110,10 @@ impl KeyCache {
 
     fn fill(&self, hash: [u8; 32], record: &KeyRecord, seen_generation: u64) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if inner.generation != seen_generation {
+        if inner.generation != seen_generation || self.capacity == 0 {
             return;
         }
-        if inner.entries.len() >= KEY_CACHE_CAPACITY {
+        if inner.entries.len() >= self.capacity {
             inner.entries.clear();
         }
         inner.entries.insert(hash, record.clone());
@@ -134,6 +150,7 @@ pub struct Store {
     audit: Tree,
     key_cache: KeyCache,
     group_flush: GroupFlush,
+    durable_writes: bool,
     // Held for the store's lifetime: the OS lock that keeps a second process out.
     _lock: File,
 }
@@ -268,8 +285,9 @@ impl Store {
             team_policy: tree("team_policy")?,
             policy_blobs: tree("policy_blobs")?,
             audit: tree("audit")?,
-            key_cache: KeyCache::default(),
+            key_cache: KeyCache::new(options.key_cache_capacity),
             group_flush: GroupFlush::default(),
+            durable_writes: options.durable_writes,
             db,
             path,
             _lock: lock,
@@ -291,6 +309,9 @@ impl Store {
     /// Returns `value` once the write just made is on disk. Concurrent writers share one
     /// flush (group commit); none is acknowledged before a flush that covers it succeeds.
     fn durable<T>(&self, value: T) -> Result<T> {
+        if !self.durable_writes {
+            return Ok(value);
+        }
         self.group_flush
             .wait_durable(|| self.db.flush().map(drop))?;
         Ok(value)

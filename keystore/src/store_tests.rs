@@ -503,3 +503,53 @@ fn the_lookup_cache_never_outlives_a_revocation() {
         assert!(store.lookup_key(raw).expect("lookup").is_none());
     }
 }
+
+#[test]
+fn without_the_lookup_cache_lookups_and_revocation_still_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_with(
+        dir.path(),
+        &StoreOptions {
+            key_cache_capacity: 0,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open");
+    let (team, _) = team_and_project(&store);
+    let (record, raw) = store.create_key(&new_key(&team.id)).expect("create");
+    for _ in 0..3 {
+        assert_eq!(
+            store.lookup_key(&raw).expect("lookup"),
+            Some(record.clone())
+        );
+    }
+    store
+        .revoke_key(&team.id, &record.id, "test")
+        .expect("revoke");
+    assert_eq!(store.lookup_key(&raw).expect("lookup"), None);
+}
+
+#[test]
+fn a_bulk_load_without_durable_writes_is_kept_after_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raws: Vec<String> = {
+        let store = Store::open_with(
+            dir.path(),
+            &StoreOptions {
+                durable_writes: false,
+                ..StoreOptions::default()
+            },
+        )
+        .expect("open");
+        let (team, _) = team_and_project(&store);
+        let raws = (0..100)
+            .map(|_| store.create_key(&new_key(&team.id)).expect("create").1)
+            .collect();
+        store.flush().expect("flush");
+        raws
+    };
+    let store = Store::open(dir.path()).expect("reopen");
+    for raw in &raws {
+        assert!(store.lookup_key(raw).expect("lookup").is_some());
+    }
+}

@@ -895,5 +895,3 @@ mod tests {
         assert_eq!(leak(&plugin, 0).expect("allowed"), PolicyDecision::Allow);
     }
 }
-
-
