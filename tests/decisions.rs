@@ -688,3 +688,54 @@ fn a_looping_team_plugin_does_not_starve_other_teams() {
         "team A slowed from {baseline:?} to {during:?} while team B looped"
     );
 }
+
+#[test]
+fn the_non_blocking_path_agrees_with_the_full_decision_or_declines() {
+    let w = World::new();
+    let fast = |key: &str, target: &str| {
+        let header = format!("Bearer {key}");
+        Decider {
+            store: &w.store,
+            policies: &w.policies,
+        }
+        .decide_without_blocking(Credential::AuthorizationHeader(Some(&header)), "GET", target)
+    };
+    let a_target = path("team_a", "proj_a", "/customers");
+
+    // A malformed credential is refused without storage, exactly as the full decision does.
+    let bad = format!("bs_{}", "g".repeat(48));
+    assert_eq!(fast(&bad, &a_target), Some(w.decide(&bad, "GET", &a_target)));
+
+    // A key not in the memory cache needs storage: declined.
+    let key = w.key("team_a", None, &["customers:read"]);
+    assert!(w.store.cached_key(&key).is_none(), "creation does not cache");
+    assert_eq!(fast(&key, &a_target), None);
+    // Once the full decision has cached it, the fast path gives the same answers.
+    let full = w.decide(&key, "GET", &a_target);
+    assert_eq!(kind(&full), None);
+    assert_eq!(fast(&key, &a_target), Some(full));
+    let denied = path("team_a", "proj_a", "/products");
+    assert_eq!(fast(&key, &denied), Some(w.decide(&key, "GET", &denied)));
+    let other_team = path("team_b", "proj_b", "/customers");
+    assert_eq!(
+        kind(&fast(&key, &other_team).expect("decided")),
+        Some(DenyKind::TeamMismatch)
+    );
+
+    // A team with its own plugin goes to the blocking pool (its calls may queue).
+    let b_key = w.key("team_b", None, &[]);
+    assert_eq!(kind(&w.decide(&b_key, "GET", &other_team)), None);
+    w.policies.set_team(
+        "team_b",
+        w.engine
+            .load_for_team(DEFAULT_PLUGIN)
+            .expect("a team copy of the default"),
+    );
+    assert_eq!(fast(&b_key, &other_team), None);
+
+    // Revocation empties the cache entry, so the fast path can never allow a revoked key.
+    let id = w.store.lookup_key(&key).expect("lookup").expect("active").id;
+    w.store.revoke_key("team_a", &id, "test").expect("revoke");
+    assert_eq!(fast(&key, &a_target), None);
+    assert_eq!(kind(&w.decide(&key, "GET", &a_target)), Some(DenyKind::InvalidKey));
+}

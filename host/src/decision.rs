@@ -303,16 +303,38 @@ impl Decider<'_> {
         let (policy, _) = self.policies.for_team(&key.team_id);
         decide_for_key(&key, &*policy, method, target)
     }
+
+    /// The same decision as [`Decider::decide`] when it can be made without blocking: the
+    /// credential is refused before any storage access, or the key is in the store's memory
+    /// cache and its team uses the deployment default policy (operator-trusted, never queued,
+    /// bounded by the plugin deadline). `None` means the decision needs storage or a team's
+    /// own plugin (which may queue behind that team's concurrency bound): call
+    /// [`Decider::decide`] where blocking is allowed.
+    pub fn decide_without_blocking(
+        &self,
+        credential: Credential<'_>,
+        method: &str,
+        target: &str,
+    ) -> Option<Decision> {
+        let token = match check_credential(credential) {
+            Ok(token) => token,
+            Err(refused) => return Some(refused),
+        };
+        let key = self.store.cached_key(token)?;
+        let (policy, source) = self.policies.for_team(&key.team_id);
+        if source != crate::policy::PolicySource::Default {
+            return None;
+        }
+        Some(match check_expiry(key, clock::now_ms()) {
+            Ok(key) => decide_for_key(&key, &*policy, method, target),
+            Err(refused) => refused,
+        })
+    }
 }
 
-/// Steps 1 and 2: a well-formed bearer credential naming an active, unexpired key.
-// The refusal is the decision itself; boxing it would allocate on every refused request.
+/// Step 1: a well-formed bearer credential (no storage access).
 #[allow(clippy::result_large_err)]
-pub fn authenticate(
-    store: &Store,
-    credential: Credential<'_>,
-    now_ms: i64,
-) -> Result<KeyRecord, Decision> {
+fn check_credential(credential: Credential<'_>) -> Result<&str, Decision> {
     let Some(token) = credential.token() else {
         return Err(deny(
             DenyKind::MissingCredential,
@@ -327,6 +349,26 @@ pub fn authenticate(
             true,
         ));
     }
+    Ok(token)
+}
+
+#[allow(clippy::result_large_err)]
+fn check_expiry(key: KeyRecord, now_ms: i64) -> Result<KeyRecord, Decision> {
+    if key.is_expired(now_ms) {
+        return Err(deny(DenyKind::ExpiredKey, "the API key has expired", true));
+    }
+    Ok(key)
+}
+
+/// Steps 1 and 2: a well-formed bearer credential naming an active, unexpired key.
+// The refusal is the decision itself; boxing it would allocate on every refused request.
+#[allow(clippy::result_large_err)]
+pub fn authenticate(
+    store: &Store,
+    credential: Credential<'_>,
+    now_ms: i64,
+) -> Result<KeyRecord, Decision> {
+    let token = check_credential(credential)?;
     let key = match store.lookup_key(token) {
         Ok(Some(key)) => key,
         Ok(None) => {
@@ -344,10 +386,7 @@ pub fn authenticate(
             return Err(Decision::Deny(d));
         }
     };
-    if key.is_expired(now_ms) {
-        return Err(deny(DenyKind::ExpiredKey, "the API key has expired", true));
-    }
-    Ok(key)
+    check_expiry(key, now_ms)
 }
 
 /// The key's effective scopes under `policy`: all of the catalogue for a full-access key,

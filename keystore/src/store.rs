@@ -772,6 +772,13 @@ impl Store {
         })
     }
 
+    /// The active key for a raw key string if it is in the in-memory lookup cache; `None`
+    /// means "not cached" (it may still exist: ask [`Store::lookup_key`]). Never touches disk,
+    /// so it is safe on an async executor. Revocation removes the entry before it returns.
+    pub fn cached_key(&self, raw: &str) -> Option<KeyRecord> {
+        self.key_cache.get(&apikey::hash(raw)).0
+    }
+
     /// The active key for a raw key string (hashes it first).
     pub fn lookup_key(&self, raw: &str) -> Result<Option<KeyRecord>> {
         self.lookup_key_hash(&apikey::hash(raw))

@@ -30,24 +30,31 @@ pub(super) async fn decide(
     target: String,
 ) -> Decision {
     let started = Instant::now();
-    let decision = match state.decisions.acquire().await {
-        Ok(_permit) => {
-            let st = Arc::clone(state);
-            let joined = tokio::task::spawn_blocking(move || {
-                let decider = Decider {
-                    store: &st.store,
-                    policies: &st.policies,
-                };
-                let credential = match (&credential, raw_key) {
-                    (Some(k), true) => Credential::RawKey(k),
-                    (c, _) => Credential::AuthorizationHeader(c.as_deref()),
-                };
-                decider.decide(credential, &method, &target)
-            })
-            .await;
-            joined.unwrap_or_else(|e| internal(&e.to_string()))
-        }
-        Err(_) => internal("the decision semaphore is closed"),
+    // Most decisions need only memory (a refused credential, or a cached key under the
+    // deployment default) and take microseconds: made here, they skip the hop to the blocking
+    // pool, which costs more than the decision. The rest go to the pool, behind the bound.
+    let fast = Decider {
+        store: &state.store,
+        policies: &state.policies,
+    }
+    .decide_without_blocking(credential_of(&credential, raw_key), &method, &target);
+    let decision = match fast {
+        Some(decision) => decision,
+        None => match state.decisions.acquire().await {
+            Ok(_permit) => {
+                let st = Arc::clone(state);
+                let joined = tokio::task::spawn_blocking(move || {
+                    let decider = Decider {
+                        store: &st.store,
+                        policies: &st.policies,
+                    };
+                    decider.decide(credential_of(&credential, raw_key), &method, &target)
+                })
+                .await;
+                joined.unwrap_or_else(|e| internal(&e.to_string()))
+            }
+            Err(_) => internal("the decision semaphore is closed"),
+        },
     };
     let outcome = match &decision {
         Decision::Allow(id) => {
@@ -67,6 +74,13 @@ pub(super) async fn decide(
         .metrics
         .decision(front_door, outcome, started.elapsed().as_secs_f64());
     decision
+}
+
+fn credential_of(credential: &Option<String>, raw_key: bool) -> Credential<'_> {
+    match (credential, raw_key) {
+        (Some(k), true) => Credential::RawKey(k),
+        (c, _) => Credential::AuthorizationHeader(c.as_deref()),
+    }
 }
 
 /// The stable label at the front of a policy-error cause (see `decide_for_key`).

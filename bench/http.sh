@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# HTTP benchmarks (issue 6), one after another on this machine with the same load generator:
+#   1. a bare axum handler that returns 200 (the floor of the HTTP stack);
+#   2. /auth/verify with a valid key;         3. /auth/verify with an invalid key (bad checksum);
+#   4. the reverse proxy in front of a trivial upstream;   5. that upstream called directly.
+# Prints a markdown table: requests/s, p50 and p99 latency, and ratios to the floor.
+#
+# Usage: bash bench/http.sh            (DURATION=10s CONNECTIONS=64 THREADS=2 by default)
+# Needs wrk (Debian package `wrk`; installed if missing and apt is available).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+
+if ! command -v wrk >/dev/null; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk
+fi
+
+cargo build --quiet --release --bin billstack --example bare_http
+BIN=target/release/billstack
+BARE=target/release/examples/bare_http
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Waits (bounded) for a line matching $2 in file $1 and prints the URL in it.
+wait_for_url() {
+    local file=$1 pattern=$2
+    for _ in $(seq 1 300); do
+        if grep -q "$pattern" "$file" 2>/dev/null; then
+            grep -o "$pattern[^ ]*" "$file" | head -1 | sed "s|$pattern||"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "timed out waiting for '$pattern' in $file:" >&2
+    cat "$file" >&2
+    return 1
+}
+
+"$BARE" 127.0.0.1:0 >"$WORK/bare.log" 2>&1 &
+PIDS+=($!)
+BARE_URL=$(wait_for_url "$WORK/bare.log" "listening on ")
+
+DATA="$WORK/data"
+"$BIN" --data-dir "$DATA" team create --name Bench --id team_a >/dev/null
+"$BIN" --data-dir "$DATA" project create --team team_a --name Web --id proj_a >/dev/null
+KEY=$("$BIN" --data-dir "$DATA" key create --team team_a --name bench --scope customers:read |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["rawKey"])')
+# The same key with its last hex digit changed: well formed, wrong checksum.
+LAST=${KEY: -1}
+if [ "$LAST" = "0" ]; then BAD="${KEY%?}1"; else BAD="${KEY%?}0"; fi
+
+BILLSTACK_UPSTREAM="$BARE_URL" RUST_LOG=warn "$BIN" --data-dir "$DATA" serve --listen 127.0.0.1:0 \
+    >"$WORK/billstack.log" 2>&1 &
+PIDS+=($!)
+URL=$(wait_for_url "$WORK/billstack.log" "billstack listening on ")
+
+TARGET=/api/billstack/teams/team_a/projects/proj_a/customers/cus_1
+
+# Runs wrk and prints "requests/s p50_ms p99_ms".
+run_wrk() {
+    local out
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@")
+    if echo "$out" | grep -q "Non-2xx or 3xx responses"; then
+        # Expected for the invalid key (401); anything else would be a broken setup.
+        echo "$out" | grep "Non-2xx" >&2
+    fi
+    echo "$out" | python3 -c '
+import re, sys
+text = sys.stdin.read()
+def ms(v):
+    n, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+print(f"{rps:.0f} {p50:.3f} {p99:.3f}")'
+}
+
+# Checks one request of each kind answers as expected before measuring it.
+expect_status() {
+    local want=$1; shift
+    local got
+    got=$(curl -s -o /dev/null -w '%{http_code}' "$@")
+    if [ "$got" != "$want" ]; then
+        echo "expected $want, got $got from: $*" >&2
+        exit 1
+    fi
+}
+VERIFY_HEADERS=(-H "X-Forwarded-Method: GET" -H "X-Forwarded-Uri: $TARGET")
+expect_status 200 "$BARE_URL/"
+expect_status 200 -H "Authorization: Bearer $KEY" "${VERIFY_HEADERS[@]}" "$URL/auth/verify"
+expect_status 401 -H "Authorization: Bearer $BAD" "${VERIFY_HEADERS[@]}" "$URL/auth/verify"
+expect_status 200 -H "Authorization: Bearer $KEY" "$URL$TARGET"
+expect_status 200 "$BARE_URL$TARGET"
+
+declare -A RESULT
+RESULT[bare]=$(run_wrk "$BARE_URL/")
+RESULT[verify_valid]=$(run_wrk -H "Authorization: Bearer $KEY" "${VERIFY_HEADERS[@]}" "$URL/auth/verify")
+RESULT[verify_invalid]=$(run_wrk -H "Authorization: Bearer $BAD" "${VERIFY_HEADERS[@]}" "$URL/auth/verify")
+RESULT[proxy]=$(run_wrk -H "Authorization: Bearer $KEY" "$URL$TARGET")
+RESULT[upstream_direct]=$(run_wrk "$BARE_URL$TARGET")
+
+echo
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $(date -u +%Y-%m-%d), $(nproc) CPUs"
+echo
+echo "| benchmark | requests/s | p50 | p99 | requests/s vs bare |"
+echo "| --- | --- | --- | --- | --- |"
+read -r BARE_RPS _ _ <<<"${RESULT[bare]}"
+for name in bare verify_valid verify_invalid proxy upstream_direct; do
+    read -r rps p50 p99 <<<"${RESULT[$name]}"
+    ratio=$(python3 -c "print(f'{$rps / $BARE_RPS * 100:.0f} %')")
+    echo "| $name | $rps | $p50 ms | $p99 ms | $ratio |"
+done
+read -r _ PROXY_P50 _ <<<"${RESULT[proxy]}"
+read -r _ DIRECT_P50 _ <<<"${RESULT[upstream_direct]}"
+echo
+python3 -c "print(f'proxy p50 overhead over calling the upstream directly: {$PROXY_P50 - $DIRECT_P50:.3f} ms')"
