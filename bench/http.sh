@@ -61,7 +61,7 @@ KEY=$("$BIN" --data-dir "$DATA" key create --team team_a --name bench --scope cu
 LAST=${KEY: -1}
 if [ "$LAST" = "0" ]; then BAD="${KEY%?}1"; else BAD="${KEY%?}0"; fi
 
-BILLSTACK_UPSTREAM="$BARE_URL" RUST_LOG=warn "$BIN" --data-dir "$DATA" serve --listen 127.0.0.1:0 \
+BILLSTACK_UPSTREAM="$BARE_URL" BILLSTACK_LOG=warn "$BIN" --data-dir "$DATA" serve --listen 127.0.0.1:0 \
     >"$WORK/billstack.log" 2>&1 &
 PIDS+=($!)
 URL=$(wait_for_url "$WORK/billstack.log" "billstack listening on ")
@@ -71,7 +71,7 @@ TARGET=/api/billstack/teams/team_a/projects/proj_a/customers/cus_1
 # Runs wrk and prints "requests/s p50_ms p99_ms".
 run_wrk() {
     local out
-    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@")
+    out=$(wrk -t"${THREADS}" -c"${CONNECTIONS}" -d"$DURATION" --latency "$@")
     if echo "$out" | grep -q "Non-2xx or 3xx responses"; then
         # Expected for the invalid key (401); anything else would be a broken setup.
         echo "$out" | grep "Non-2xx" >&2
@@ -111,6 +111,9 @@ RESULT[verify_valid]=$(run_wrk -H "Authorization: Bearer $KEY" "${VERIFY_HEADERS
 RESULT[verify_invalid]=$(run_wrk -H "Authorization: Bearer $BAD" "${VERIFY_HEADERS[@]}" "$URL/auth/verify")
 RESULT[proxy]=$(run_wrk -H "Authorization: Bearer $KEY" "$URL$TARGET")
 RESULT[upstream_direct]=$(run_wrk "$BARE_URL$TARGET")
+# The proxy's own latency without queueing: one connection, one request at a time.
+RESULT[proxy_1_connection]=$(CONNECTIONS=1 THREADS=1 run_wrk -H "Authorization: Bearer $KEY" "$URL$TARGET")
+RESULT[upstream_direct_1_connection]=$(CONNECTIONS=1 THREADS=1 run_wrk "$BARE_URL$TARGET")
 
 echo
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $(date -u +%Y-%m-%d), $(nproc) CPUs"
@@ -118,7 +121,8 @@ echo
 echo "| benchmark | requests/s | p50 | p99 | requests/s vs bare |"
 echo "| --- | --- | --- | --- | --- |"
 read -r BARE_RPS _ _ <<<"${RESULT[bare]}"
-for name in bare verify_valid verify_invalid proxy upstream_direct; do
+for name in bare verify_valid verify_invalid proxy upstream_direct proxy_1_connection \
+    upstream_direct_1_connection; do
     read -r rps p50 p99 <<<"${RESULT[$name]}"
     ratio=$(python3 -c "print(f'{$rps / $BARE_RPS * 100:.0f} %')")
     echo "| $name | $rps | $p50 ms | $p99 ms | $ratio |"
@@ -126,4 +130,7 @@ done
 read -r _ PROXY_P50 _ <<<"${RESULT[proxy]}"
 read -r _ DIRECT_P50 _ <<<"${RESULT[upstream_direct]}"
 echo
-python3 -c "print(f'proxy p50 overhead over calling the upstream directly: {$PROXY_P50 - $DIRECT_P50:.3f} ms')"
+python3 -c "print(f'proxy p50 overhead over calling the upstream directly, $CONNECTIONS connections: {$PROXY_P50 - $DIRECT_P50:.3f} ms')"
+read -r _ PROXY_P50 _ <<<"${RESULT[proxy_1_connection]}"
+read -r _ DIRECT_P50 _ <<<"${RESULT[upstream_direct_1_connection]}"
+python3 -c "print(f'proxy p50 overhead over calling the upstream directly, 1 connection: {$PROXY_P50 - $DIRECT_P50:.3f} ms')"
