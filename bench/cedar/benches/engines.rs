@@ -1,0 +1,109 @@
+//! One group, four policy engines, the same whole decision for each (bearer parse → SHA-256 →
+//! key lookup → host checks → the policy): the default table compiled natively (the floor), the
+//! embedded Wasm plugin, the same table as Cedar policies, and the JavaScript example plugin.
+//!
+//! `cargo bench -p billstack-cedar-bench --bench engines`; set `BILLSTACK_EXAMPLE_JAVASCRIPT` to
+//! the built JavaScript example to include it. Figures are in docs/performance.md.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use billstack_cedar_bench::{CedarTable, NativeTable};
+use billstack_host::decision::{Credential, Decision, authenticate, decide_for_key};
+use billstack_host::plugins::DEFAULT_PLUGIN;
+use billstack_host::policy::{PolicyEngine, PolicyLimits, ScopePolicy};
+use billstack_keystore::{NewApiKey, Store, clock};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("store")).expect("store");
+    store
+        .create_team(Some("team_a"), "A", "bench")
+        .expect("team");
+    store
+        .create_project("team_a", Some("proj_a"), "A", "bench")
+        .expect("project");
+    let (_, raw) = store
+        .create_key(&NewApiKey {
+            team_id: "team_a".into(),
+            project_id: Some("proj_a".into()),
+            name: "bench".into(),
+            scopes: vec!["customers:read".into(), "products:read".into()],
+            expires_at: None,
+            actor: "bench".into(),
+        })
+        .expect("key");
+    let header = format!("Bearer {raw}");
+    let target =
+        "/api/billstack/teams/team_a/projects/proj_a/customers/cus_123?expand=subscriptions";
+
+    let engine = PolicyEngine::new(PolicyLimits::default(), None).expect("engine");
+    let mut engines: Vec<(&str, Box<dyn Fn() -> Box<dyn ScopePolicy>>)> = vec![
+        ("native_table", Box::new(|| Box::new(NativeTable::new()))),
+        (
+            "wasm_plugin",
+            Box::new(|| {
+                let plugin = engine.load(DEFAULT_PLUGIN).expect("default plugin");
+                Box::new(ArcPolicy(plugin))
+            }),
+        ),
+        ("cedar", Box::new(|| Box::new(CedarTable::new()))),
+    ];
+    if let Some(path) = std::env::var_os("BILLSTACK_EXAMPLE_JAVASCRIPT") {
+        let bytes = std::fs::read(path).expect("the JavaScript example");
+        engines.push((
+            "javascript_plugin",
+            Box::new(move || {
+                Box::new(ArcPolicy(
+                    engine.load(&bytes).expect("the JavaScript example loads"),
+                ))
+            }),
+        ));
+    } else {
+        eprintln!("javascript_plugin skipped: set BILLSTACK_EXAMPLE_JAVASCRIPT to the built example");
+    }
+
+    let mut group = c.benchmark_group("engines");
+    group.measurement_time(Duration::from_secs(5));
+    for (name, make) in &engines {
+        let policy = make();
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let key = authenticate(
+                    &store,
+                    Credential::AuthorizationHeader(Some(black_box(&header))),
+                    clock::now_ms(),
+                )
+                .expect("authenticated");
+                let d = decide_for_key(&key, &*policy, "GET", black_box(target));
+                assert!(matches!(d, Decision::Allow(_)), "{name}: {d:?}");
+                d
+            })
+        });
+    }
+    group.finish();
+}
+
+/// A loaded plugin as a boxed policy.
+struct ArcPolicy(std::sync::Arc<billstack_host::policy::Plugin>);
+
+impl ScopePolicy for ArcPolicy {
+    fn info(&self) -> &billstack_host::policy::PolicyInfo {
+        self.0.info()
+    }
+
+    fn scope_names(&self) -> &[String] {
+        self.0.scope_names()
+    }
+
+    fn authorize(
+        &self,
+        r: &billstack_host::policy::PolicyRequest<'_>,
+    ) -> Result<billstack_host::policy::PolicyDecision, billstack_host::policy::PluginError> {
+        self.0.authorize(r)
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
