@@ -698,17 +698,27 @@ fn the_non_blocking_path_agrees_with_the_full_decision_or_declines() {
             store: &w.store,
             policies: &w.policies,
         }
-        .decide_without_blocking(Credential::AuthorizationHeader(Some(&header)), "GET", target)
+        .decide_without_blocking(
+            Credential::AuthorizationHeader(Some(&header)),
+            "GET",
+            target,
+        )
     };
     let a_target = path("team_a", "proj_a", "/customers");
 
     // A malformed credential is refused without storage, exactly as the full decision does.
     let bad = format!("bs_{}", "g".repeat(48));
-    assert_eq!(fast(&bad, &a_target), Some(w.decide(&bad, "GET", &a_target)));
+    assert_eq!(
+        fast(&bad, &a_target),
+        Some(w.decide(&bad, "GET", &a_target))
+    );
 
     // A key not in the memory cache needs storage: declined.
     let key = w.key("team_a", None, &["customers:read"]);
-    assert!(w.store.cached_key(&key).is_none(), "creation does not cache");
+    assert!(
+        w.store.cached_key(&key).is_none(),
+        "creation does not cache"
+    );
     assert_eq!(fast(&key, &a_target), None);
     // Once the full decision has cached it, the fast path gives the same answers.
     let full = w.decide(&key, "GET", &a_target);
@@ -734,8 +744,16 @@ fn the_non_blocking_path_agrees_with_the_full_decision_or_declines() {
     assert_eq!(fast(&b_key, &other_team), None);
 
     // Revocation empties the cache entry, so the fast path can never allow a revoked key.
-    let id = w.store.lookup_key(&key).expect("lookup").expect("active").id;
+    let id = w
+        .store
+        .lookup_key(&key)
+        .expect("lookup")
+        .expect("active")
+        .id;
     w.store.revoke_key("team_a", &id, "test").expect("revoke");
     assert_eq!(fast(&key, &a_target), None);
-    assert_eq!(kind(&w.decide(&key, "GET", &a_target)), Some(DenyKind::InvalidKey));
+    assert_eq!(
+        kind(&w.decide(&key, "GET", &a_target)),
+        Some(DenyKind::InvalidKey)
+    );
 }

@@ -39,35 +39,33 @@ fn bench(c: &mut Criterion) {
         "/api/billstack/teams/team_a/projects/proj_a/customers/cus_123?expand=subscriptions";
 
     let engine = PolicyEngine::new(PolicyLimits::default(), None).expect("engine");
-    let mut engines: Vec<(&str, Box<dyn Fn() -> Box<dyn ScopePolicy>>)> = vec![
-        ("native_table", Box::new(|| Box::new(NativeTable::new()))),
+    let mut engines: Vec<(&str, Box<dyn ScopePolicy>)> = vec![
+        ("native_table", Box::new(NativeTable::new())),
         (
             "wasm_plugin",
-            Box::new(|| {
-                let plugin = engine.load(DEFAULT_PLUGIN).expect("default plugin");
-                Box::new(ArcPolicy(plugin))
-            }),
+            Box::new(ArcPolicy(
+                engine.load(DEFAULT_PLUGIN).expect("default plugin"),
+            )),
         ),
-        ("cedar", Box::new(|| Box::new(CedarTable::new()))),
+        ("cedar", Box::new(CedarTable::new())),
     ];
     if let Some(path) = std::env::var_os("BILLSTACK_EXAMPLE_JAVASCRIPT") {
         let bytes = std::fs::read(path).expect("the JavaScript example");
         engines.push((
             "javascript_plugin",
-            Box::new(move || {
-                Box::new(ArcPolicy(
-                    engine.load(&bytes).expect("the JavaScript example loads"),
-                ))
-            }),
+            Box::new(ArcPolicy(
+                engine.load(&bytes).expect("the JavaScript example loads"),
+            )),
         ));
     } else {
-        eprintln!("javascript_plugin skipped: set BILLSTACK_EXAMPLE_JAVASCRIPT to the built example");
+        eprintln!(
+            "javascript_plugin skipped: set BILLSTACK_EXAMPLE_JAVASCRIPT to the built example"
+        );
     }
 
     let mut group = c.benchmark_group("engines");
     group.measurement_time(Duration::from_secs(5));
-    for (name, make) in &engines {
-        let policy = make();
+    for (name, policy) in &engines {
         group.bench_function(*name, |b| {
             b.iter(|| {
                 let key = authenticate(
@@ -76,7 +74,7 @@ fn bench(c: &mut Criterion) {
                     clock::now_ms(),
                 )
                 .expect("authenticated");
-                let d = decide_for_key(&key, &*policy, "GET", black_box(target));
+                let d = decide_for_key(&key, &**policy, "GET", black_box(target));
                 assert!(matches!(d, Decision::Allow(_)), "{name}: {d:?}");
                 d
             })

@@ -122,7 +122,10 @@ impl CedarTable {
     /// Whether Cedar allows `method` on `path` (below the project) for a key with `scopes`.
     pub fn allows(&self, key_id: &str, method: &str, path: &str, scopes: &[String]) -> bool {
         let method = if method == "HEAD" { "GET" } else { method };
-        let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+        let path = path
+            .strip_suffix('/')
+            .filter(|p| !p.is_empty())
+            .unwrap_or(path);
         let principal =
             EntityUid::from_type_name_and_id(self.key_type.clone(), EntityId::new(key_id));
         let key = Entity::new(
@@ -146,8 +149,8 @@ impl CedarTable {
             RestrictedExpression::new_string(path.to_string()),
         )])
         .expect("context");
-        let request = Request::new(principal, action, self.route.clone(), context, None)
-            .expect("request");
+        let request =
+            Request::new(principal, action, self.route.clone(), context, None).expect("request");
         self.authorizer
             .is_authorized(&request, &self.policies, &entities)
             .decision()
