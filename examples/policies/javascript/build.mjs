@@ -5,6 +5,10 @@
 // same call. Every optional engine feature is switched off, so the component imports nothing
 // but what the world needs; the host's sandbox would refuse files, sockets, clocks and stdio
 // anyway, and a plugin that asks for none of them loads and runs with the least overhead.
+//
+// package.json lists @bytecodealliance/preview2-shim itself: componentize-js 0.23.0 imports it
+// at run time but declares it only as a development dependency, so `npm ci` from a lockfile
+// would otherwise leave it out ("Cannot find package '@bytecodealliance/preview2-shim'").
 import { componentize } from "@bytecodealliance/componentize-js";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
