@@ -806,19 +806,20 @@ impl ScopePolicy for Plugin {
     }
 
     fn authorize(&self, r: &PolicyRequest<'_>) -> Result<PolicyDecision, PluginError> {
+        let scopes: Vec<&str> = r.scopes.iter().map(String::as_str).collect();
         let request = bindings::Request {
-            method: r.method.to_owned(),
-            path: r.resource.to_owned(),
-            query: r.query.map(str::to_owned),
-            team_id: r.team_id.to_owned(),
-            project_id: r.project_id.to_owned(),
+            method: r.method,
+            path: r.resource,
+            query: r.query,
+            team_id: r.team_id,
+            project_id: r.project_id,
             key: bindings::KeyInfo {
-                id: r.key_id.to_owned(),
-                project_id: r.key_project_id.map(str::to_owned),
-                scopes: r.scopes.to_vec(),
+                id: r.key_id,
+                project_id: r.key_project_id,
+                scopes: &scopes,
             },
         };
-        let raw = self.call(|policy, store| policy.call_authorize(store, &request))?;
+        let raw = self.call(|policy, store| policy.call_authorize(store, request.clone()))?;
         validate_decision(raw)
     }
 }
