@@ -116,6 +116,16 @@ async fn wait_visible(c: &Client, css: &str) {
     }
 }
 
+/// Sends one key to whatever has the focus.
+async fn press(c: &Client, key: Key) {
+    c.active_element()
+        .await
+        .expect("focus")
+        .send_keys(&char::from(key).to_string())
+        .await
+        .unwrap_or_else(|e| panic!("pressing {key:?}: {e}"));
+}
+
 async fn wait_until(c: &Client, script: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -527,13 +537,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     // Keyboard alone: Escape closes the dialog; Tab reaches "Create API Key"; Enter opens it,
     // typing fills the focused name field, Enter submits, and the one-time key dialog's Done
     // button is reachable and closes it.
-    let key = |k: Key| char::from(k).to_string();
-    c.active_element()
-        .await
-        .expect("focus")
-        .send_keys(&key(Key::Escape))
-        .await
-        .expect("escape");
+    press(&c, Key::Escape).await;
     wait_until(
         &c,
         "return !document.getElementById('create-dialog').open",
@@ -545,12 +549,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         .expect("blur");
     let mut reached = false;
     for _ in 0..12 {
-        c.active_element()
-            .await
-            .expect("focus")
-            .send_keys(&key(Key::Tab))
-            .await
-            .expect("tab");
+        press(&c, Key::Tab).await;
         let id = c
             .execute("return document.activeElement.id", vec![])
             .await
@@ -561,12 +560,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         }
     }
     assert!(reached, "Tab never reached Create API Key");
-    c.active_element()
-        .await
-        .expect("focus")
-        .send_keys(&key(Key::Enter))
-        .await
-        .expect("enter");
+    press(&c, Key::Enter).await;
     wait_until(
         &c,
         "return document.activeElement.id === 'key-name'",
@@ -578,7 +572,10 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         .expect("clear draft");
     let focused = c.active_element().await.expect("focus");
     focused.send_keys("keyboard key").await.expect("type");
-    focused.send_keys(&key(Key::Enter)).await.expect("submit");
+    focused
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .expect("submit");
     wait_until(
         &c,
         "return document.getElementById('secret-dialog').open",
@@ -592,21 +589,11 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
             .await
             .expect("id");
         if id == json!("secret-done") {
-            c.active_element()
-                .await
-                .expect("focus")
-                .send_keys(&key(Key::Enter))
-                .await
-                .expect("enter");
+            press(&c, Key::Enter).await;
             done = true;
             break;
         }
-        c.active_element()
-            .await
-            .expect("focus")
-            .send_keys(&key(Key::Tab))
-            .await
-            .expect("tab");
+        press(&c, Key::Tab).await;
     }
     assert!(done, "Tab never reached Done");
     wait_until(

@@ -10,97 +10,28 @@ use std::time::Duration;
 
 use billstack_host::decision::{Credential, Decider, Decision, authenticate, decide_for_key};
 use billstack_host::plugins::DEFAULT_PLUGIN;
-use billstack_host::policy::{
-    PluginError, PolicyDecision, PolicyEngine, PolicyInfo, PolicyLimits, PolicyRequest, PolicySet,
-    ScopeDescription, ScopePolicy,
-};
-use billstack_keystore::{NewApiKey, Store, clock};
+use billstack_host::policy::{PolicyEngine, PolicyLimits, PolicyRequest, PolicySet, ScopePolicy};
+use billstack_keystore::{Store, clock};
 use criterion::{Criterion, criterion_group, criterion_main};
 
-/// The default table compiled natively: the floor the Wasm plugin is compared with.
-struct NativeDefault {
-    info: PolicyInfo,
-    names: Vec<String>,
-}
+mod support;
 
-impl NativeDefault {
-    fn new() -> NativeDefault {
-        let scopes: Vec<ScopeDescription> = billstack_scope_table::SCOPES
-            .iter()
-            .map(|(n, d)| ScopeDescription {
-                name: n.to_string(),
-                description: d.to_string(),
-            })
-            .collect();
-        let names = scopes.iter().map(|s| s.name.clone()).collect();
-        NativeDefault {
-            info: PolicyInfo {
-                name: "native".into(),
-                version: "0".into(),
-                scopes,
-            },
-            names,
-        }
-    }
-}
-
-impl ScopePolicy for NativeDefault {
-    fn info(&self) -> &PolicyInfo {
-        &self.info
-    }
-
-    fn scope_names(&self) -> &[String] {
-        &self.names
-    }
-
-    fn authorize(&self, r: &PolicyRequest<'_>) -> Result<PolicyDecision, PluginError> {
-        use billstack_scope_table::Outcome;
-        Ok(
-            match billstack_scope_table::decide(r.method, r.resource, r.scopes) {
-                Outcome::Allow => PolicyDecision::Allow,
-                Outcome::InsufficientScope(s) => PolicyDecision::Deny {
-                    status: 403,
-                    code: "insufficient_scope".into(),
-                    message: format!(
-                        "this key lacks the {s} scope needed for {} {}",
-                        r.method, r.resource
-                    ),
-                    required_scope: Some(s.into()),
-                },
-                Outcome::UnknownRoute => PolicyDecision::Deny {
-                    status: 404,
-                    code: "unknown_route".into(),
-                    message: format!("{} {} is not a BillStack API route", r.method, r.resource),
-                    required_scope: None,
-                },
-            },
-        )
-    }
-}
+use support::{NativeTable, team_with_key};
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path().join("store")).expect("store");
-    store
-        .create_team(Some("team_a"), "A", "bench")
-        .expect("team");
-    store
-        .create_project("team_a", Some("proj_a"), "A", "bench")
-        .expect("project");
-    let (_, raw) = store
-        .create_key(&NewApiKey {
-            team_id: "team_a".into(),
-            project_id: Some("proj_a".into()),
-            name: "bench".into(),
-            scopes: vec!["customers:read".into(), "products:read".into()],
-            expires_at: None,
-            actor: "bench".into(),
-        })
-        .expect("key");
+    let raw = team_with_key(
+        &store,
+        "team_a",
+        "proj_a",
+        true,
+        &["customers:read", "products:read"],
+    );
     let engine =
         PolicyEngine::new(PolicyLimits::default(), Some(dir.path().join("cache"))).expect("engine");
     let wasm = engine.load(DEFAULT_PLUGIN).expect("default plugin");
-    let native = NativeDefault::new();
+    let native = NativeTable::new();
     let policies = PolicySet::new(wasm.clone());
     let header = format!("Bearer {raw}");
     let target =
@@ -239,22 +170,7 @@ fn javascript(c: &mut Criterion, request: &PolicyRequest<'_>) {
 fn isolation(c: &mut Criterion, store: &Store, header: &str, target: &str) {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-    store
-        .create_team(Some("team_b"), "B", "bench")
-        .expect("team");
-    store
-        .create_project("team_b", Some("proj_b"), "B", "bench")
-        .expect("project");
-    let (_, b_raw) = store
-        .create_key(&NewApiKey {
-            team_id: "team_b".into(),
-            project_id: None,
-            name: "attacker".into(),
-            scopes: vec![],
-            expires_at: None,
-            actor: "bench".into(),
-        })
-        .expect("key");
+    let b_raw = team_with_key(store, "team_b", "proj_b", false, &[]);
     let b_header = format!("Bearer {b_raw}");
     let b_target = "/api/billstack/teams/team_b/projects/proj_b/customers";
     let looping = std::fs::read(env!("BILLSTACK_FIXTURE_INFINITE_LOOP")).expect("fixture");

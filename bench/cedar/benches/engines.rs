@@ -8,32 +8,23 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use billstack_cedar_bench::{CedarTable, NativeTable};
+use billstack_cedar_bench::{CedarTable, NativeTable, team_with_key};
 use billstack_host::decision::{Credential, Decision, authenticate, decide_for_key};
 use billstack_host::plugins::DEFAULT_PLUGIN;
 use billstack_host::policy::{PolicyEngine, PolicyLimits, ScopePolicy};
-use billstack_keystore::{NewApiKey, Store, clock};
+use billstack_keystore::{Store, clock};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path().join("store")).expect("store");
-    store
-        .create_team(Some("team_a"), "A", "bench")
-        .expect("team");
-    store
-        .create_project("team_a", Some("proj_a"), "A", "bench")
-        .expect("project");
-    let (_, raw) = store
-        .create_key(&NewApiKey {
-            team_id: "team_a".into(),
-            project_id: Some("proj_a".into()),
-            name: "bench".into(),
-            scopes: vec!["customers:read".into(), "products:read".into()],
-            expires_at: None,
-            actor: "bench".into(),
-        })
-        .expect("key");
+    let raw = team_with_key(
+        &store,
+        "team_a",
+        "proj_a",
+        true,
+        &["customers:read", "products:read"],
+    );
     let header = format!("Bearer {raw}");
     let target =
         "/api/billstack/teams/team_a/projects/proj_a/customers/cus_123?expand=subscriptions";

@@ -7,9 +7,7 @@
 //! `insufficient_scope` without a required scope; timing is what this crate is for, and
 //! `tests` check that it allows exactly what the table allows.
 
-use billstack_host::policy::{
-    PluginError, PolicyDecision, PolicyInfo, PolicyRequest, ScopeDescription, ScopePolicy,
-};
+use billstack_host::policy::{PluginError, PolicyDecision, PolicyInfo, PolicyRequest, ScopePolicy};
 use cedar_policy::{
     Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
     PolicySet, Request, RestrictedExpression,
@@ -22,73 +20,11 @@ use std::str::FromStr;
 /// match `/` too, so an `{id}` segment is "`like "/x/*"` and not `like "/x/*/*"`".
 pub const POLICIES: &str = include_str!("default-scopes.cedar");
 
-/// The default table compiled natively (the `billstack-scope-table` crate): the floor.
-pub struct NativeTable {
-    info: PolicyInfo,
-    names: Vec<String>,
-}
+#[path = "../../../host/benches/support/mod.rs"]
+mod support;
 
-fn default_info(name: &str) -> (PolicyInfo, Vec<String>) {
-    let scopes: Vec<ScopeDescription> = billstack_scope_table::SCOPES
-        .iter()
-        .map(|(n, d)| ScopeDescription {
-            name: n.to_string(),
-            description: d.to_string(),
-        })
-        .collect();
-    let names = scopes.iter().map(|s| s.name.clone()).collect();
-    let info = PolicyInfo {
-        name: name.into(),
-        version: "0".into(),
-        scopes,
-    };
-    (info, names)
-}
-
-impl NativeTable {
-    /// The table, ready to decide.
-    pub fn new() -> NativeTable {
-        let (info, names) = default_info("native-default-scopes");
-        NativeTable { info, names }
-    }
-}
-
-impl Default for NativeTable {
-    fn default() -> Self {
-        NativeTable::new()
-    }
-}
-
-impl ScopePolicy for NativeTable {
-    fn info(&self) -> &PolicyInfo {
-        &self.info
-    }
-
-    fn scope_names(&self) -> &[String] {
-        &self.names
-    }
-
-    fn authorize(&self, r: &PolicyRequest<'_>) -> Result<PolicyDecision, PluginError> {
-        use billstack_scope_table::Outcome;
-        Ok(
-            match billstack_scope_table::decide(r.method, r.resource, r.scopes) {
-                Outcome::Allow => PolicyDecision::Allow,
-                Outcome::InsufficientScope(s) => PolicyDecision::Deny {
-                    status: 403,
-                    code: "insufficient_scope".into(),
-                    message: format!("this key lacks the {s} scope"),
-                    required_scope: Some(s.into()),
-                },
-                Outcome::UnknownRoute => PolicyDecision::Deny {
-                    status: 404,
-                    code: "unknown_route".into(),
-                    message: format!("{} {} is not a known route", r.method, r.resource),
-                    required_scope: None,
-                },
-            },
-        )
-    }
-}
+use support::default_info;
+pub use support::{NativeTable, team_with_key};
 
 /// The default table as a Cedar policy set.
 pub struct CedarTable {

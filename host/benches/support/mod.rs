@@ -1,0 +1,106 @@
+//! Shared by the host's `decision` benchmark and the Cedar comparison in `bench/cedar` (which
+//! includes this file by path): the default table compiled natively, and a store with a key.
+
+use billstack_host::policy::{
+    PluginError, PolicyDecision, PolicyInfo, PolicyRequest, ScopeDescription, ScopePolicy,
+};
+use billstack_keystore::{NewApiKey, Store};
+
+/// The default table's catalogue as `info()` would report it under `name`, and its scope names.
+pub fn default_info(name: &str) -> (PolicyInfo, Vec<String>) {
+    let scopes: Vec<ScopeDescription> = billstack_scope_table::SCOPES
+        .iter()
+        .map(|(n, d)| ScopeDescription {
+            name: n.to_string(),
+            description: d.to_string(),
+        })
+        .collect();
+    let names = scopes.iter().map(|s| s.name.clone()).collect();
+    let info = PolicyInfo {
+        name: name.into(),
+        version: "0".into(),
+        scopes,
+    };
+    (info, names)
+}
+
+/// The default table compiled natively (the `billstack-scope-table` crate): the floor the Wasm
+/// plugin is compared with.
+pub struct NativeTable {
+    info: PolicyInfo,
+    names: Vec<String>,
+}
+
+impl NativeTable {
+    /// The table, ready to decide.
+    pub fn new() -> NativeTable {
+        let (info, names) = default_info("native");
+        NativeTable { info, names }
+    }
+}
+
+impl Default for NativeTable {
+    fn default() -> Self {
+        NativeTable::new()
+    }
+}
+
+impl ScopePolicy for NativeTable {
+    fn info(&self) -> &PolicyInfo {
+        &self.info
+    }
+
+    fn scope_names(&self) -> &[String] {
+        &self.names
+    }
+
+    fn authorize(&self, r: &PolicyRequest<'_>) -> Result<PolicyDecision, PluginError> {
+        use billstack_scope_table::Outcome;
+        Ok(
+            match billstack_scope_table::decide(r.method, r.resource, r.scopes) {
+                Outcome::Allow => PolicyDecision::Allow,
+                Outcome::InsufficientScope(s) => PolicyDecision::Deny {
+                    status: 403,
+                    code: "insufficient_scope".into(),
+                    message: format!(
+                        "this key lacks the {s} scope needed for {} {}",
+                        r.method, r.resource
+                    ),
+                    required_scope: Some(s.into()),
+                },
+                Outcome::UnknownRoute => PolicyDecision::Deny {
+                    status: 404,
+                    code: "unknown_route".into(),
+                    message: format!("{} {} is not a BillStack API route", r.method, r.resource),
+                    required_scope: None,
+                },
+            },
+        )
+    }
+}
+
+/// Creates `team` with `project` in `store` and one key with `scopes` (limited to `project`
+/// when `project_scoped`); returns the raw key.
+pub fn team_with_key(
+    store: &Store,
+    team: &str,
+    project: &str,
+    project_scoped: bool,
+    scopes: &[&str],
+) -> String {
+    store.create_team(Some(team), team, "bench").expect("team");
+    store
+        .create_project(team, Some(project), project, "bench")
+        .expect("project");
+    store
+        .create_key(&NewApiKey {
+            team_id: team.into(),
+            project_id: project_scoped.then(|| project.into()),
+            name: "bench".into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            expires_at: None,
+            actor: "bench".into(),
+        })
+        .expect("key")
+        .1
+}
