@@ -262,6 +262,18 @@ fn offline_commands_refuse_a_store_held_by_another_process() {
     );
 }
 
+/// Runs `billstack policy test PLUGIN CASES...`; returns whether it succeeded, stdout, stderr.
+fn policy_test(dir: &std::path::Path, plugin: &str, cases: &[&str]) -> (bool, String, String) {
+    let mut c = cmd(&dir.join("data"));
+    c.args(["policy", "test", plugin]).args(cases);
+    let out = run(c, "");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn policy_test_runs_the_cases_file_against_the_default_plugin() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -269,15 +281,8 @@ fn policy_test_runs_the_cases_file_against_the_default_plugin() {
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/policy-tests/default-scopes.toml"
     );
-    let mut c = cmd(&dir.path().join("data"));
-    c.args(["policy", "test", "default", cases]);
-    let out = run(c, "");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, stdout, stderr) = policy_test(dir.path(), "default", &[cases]);
+    assert!(ok, "{stdout}\n{stderr}");
     assert_eq!(
         stdout.lines().last(),
         Some("70 passed, 0 failed"),
@@ -285,32 +290,21 @@ fn policy_test_runs_the_cases_file_against_the_default_plugin() {
     );
 
     let failing = dir.path().join("failing.toml");
+    let failing_path = failing.to_str().expect("utf8");
     std::fs::write(
         &failing,
         "[[case]]\nmethod = \"POST\"\npath = \"/customers\"\nscopes = [\"customers:read\"]\nexpect = \"allow\"\n\n\
          [[case]]\nmethod = \"GET\"\npath = \"/customers\"\nexpect = \"allow\"\n",
     )
     .expect("write");
-    let mut c = cmd(&dir.path().join("data"));
-    c.args(["policy", "test", "default", failing.to_str().expect("utf8")]);
-    let out = run(c, "");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success());
+    let (ok, stdout, _) = policy_test(dir.path(), "default", &[failing_path]);
+    assert!(!ok);
     assert!(stdout.contains("FAIL  POST /customers: expected allow, got insufficient_scope (requires customers:write)"), "{stdout}");
     assert_eq!(stdout.lines().last(), Some("1 passed, 1 failed"));
 
     // Several files run as one table; a failure in any of them fails the run.
-    let mut c = cmd(&dir.path().join("data"));
-    c.args([
-        "policy",
-        "test",
-        "default",
-        cases,
-        failing.to_str().expect("utf8"),
-    ]);
-    let out = run(c, "");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success());
+    let (ok, stdout, _) = policy_test(dir.path(), "default", &[cases, failing_path]);
+    assert!(!ok);
     assert_eq!(
         stdout.lines().last(),
         Some("71 passed, 1 failed"),
@@ -318,18 +312,10 @@ fn policy_test_runs_the_cases_file_against_the_default_plugin() {
     );
 
     std::fs::write(&failing, "[[case]]\nmethod = \"GET\"\nexpect = \"allow\"\n").expect("write");
-    let mut c = cmd(&dir.path().join("data"));
-    c.args([
-        "policy",
-        "test",
-        "default",
-        cases,
-        failing.to_str().expect("utf8"),
-    ]);
-    let out = run(c, "");
-    assert!(!out.status.success());
+    let (ok, _, stderr) = policy_test(dir.path(), "default", &[cases, failing_path]);
+    assert!(!ok);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("path"),
+        stderr.contains("path"),
         "a malformed cases file names the problem"
     );
 }
@@ -343,16 +329,12 @@ fn policy_test_shows_the_author_why_a_plugin_failed() {
         "[[case]]\nmethod = \"GET\"\npath = \"/customers\"\nexpect = \"allow\"\n",
     )
     .expect("write");
-    let mut c = cmd(&dir.path().join("data"));
-    c.args([
-        "policy",
-        "test",
+    let (ok, stdout, _) = policy_test(
+        dir.path(),
         env!("BILLSTACK_FIXTURE_PANIC"),
-        cases.to_str().expect("utf8"),
-    ]);
-    let out = run(c, "");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success());
+        &[cases.to_str().expect("utf8")],
+    );
+    assert!(!ok);
     assert!(
         stdout.contains("expected allow, got policy_error: trap: the plugin trapped"),
         "{stdout}"
