@@ -280,7 +280,8 @@ fn revoked_keys_stop_at_once() {
         .lookup_key(&raw)
         .expect("lookup")
         .expect("active")
-        .id;
+        .id
+        .clone();
     w.store.revoke_key("team_a", &id, "test").expect("revoke");
     assert_eq!(
         kind(&w.decide(&raw, "GET", &target)),
@@ -749,7 +750,8 @@ fn the_non_blocking_path_agrees_with_the_full_decision_or_declines() {
         .lookup_key(&key)
         .expect("lookup")
         .expect("active")
-        .id;
+        .id
+        .clone();
     w.store.revoke_key("team_a", &id, "test").expect("revoke");
     assert_eq!(fast(&key, &a_target), None);
     assert_eq!(

@@ -1,8 +1,9 @@
 //! The sled-backed [`Store`].
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng as PhOsRng;
@@ -75,8 +76,12 @@ pub struct NewUser {
     pub role: Role,
 }
 
-/// Active keys by hash, in memory, so the hot path skips sled and JSON. Bounded: when full it
-/// is simply emptied and refills with the keys in use.
+/// Active keys by hash, in memory, so the hot path skips sled and JSON. Bounded, with two
+/// generations for a cheap approximation of least-recently-used: fills go to `recent`; when it
+/// holds half the capacity it becomes `older` (and the previous `older` is dropped). A hit in
+/// `older` is moved back to `recent`, so keys in use survive every rotation and a hot set
+/// larger than the cache costs misses in proportion, never a cliff where everything is evicted
+/// at once.
 ///
 /// Revocation must never be undone by a stale fill: a lookup reads the generation before it
 /// reads sled and fills only if no invalidation happened since; every invalidation bumps the
@@ -89,7 +94,16 @@ struct KeyCache {
 #[derive(Default)]
 struct KeyCacheInner {
     generation: u64,
-    entries: std::collections::HashMap<[u8; 32], KeyRecord>,
+    recent: HashMap<[u8; 32], Arc<KeyRecord>>,
+    older: HashMap<[u8; 32], Arc<KeyRecord>>,
+}
+
+/// A cache answer: the record if cached, the generation seen, and whether the hit came from
+/// the older half (and should be moved to the recent one).
+struct Cached {
+    record: Option<Arc<KeyRecord>>,
+    generation: u64,
+    from_older: bool,
 }
 
 /// Most keys held in the lookup cache by default (about 400 bytes each: 20 MB).
@@ -103,26 +117,51 @@ impl KeyCache {
         }
     }
 
-    fn get(&self, hash: &[u8; 32]) -> (Option<KeyRecord>, u64) {
+    fn get(&self, hash: &[u8; 32]) -> Cached {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        (inner.entries.get(hash).cloned(), inner.generation)
+        let (record, from_older) = match inner.recent.get(hash) {
+            Some(r) => (Some(Arc::clone(r)), false),
+            None => (inner.older.get(hash).cloned(), true),
+        };
+        Cached {
+            from_older: from_older && record.is_some(),
+            record,
+            generation: inner.generation,
+        }
     }
 
-    fn fill(&self, hash: [u8; 32], record: &KeyRecord, seen_generation: u64) {
+    /// `get`, moving a hit in the older half back to the recent one.
+    fn get_and_keep(&self, hash: &[u8; 32]) -> Cached {
+        let cached = self.get(hash);
+        if let (true, Some(record)) = (cached.from_older, &cached.record) {
+            self.fill(*hash, record, cached.generation);
+        }
+        cached
+    }
+
+    fn fill(&self, hash: [u8; 32], record: &Arc<KeyRecord>, seen_generation: u64) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if inner.generation != seen_generation || self.capacity == 0 {
             return;
         }
-        if inner.entries.len() >= self.capacity {
-            inner.entries.clear();
+        inner.older.remove(&hash);
+        if inner.recent.len() >= self.capacity.div_ceil(2) {
+            inner.older = std::mem::take(&mut inner.recent);
         }
-        inner.entries.insert(hash, record.clone());
+        inner.recent.insert(hash, Arc::clone(record));
     }
 
     fn invalidate(&self, hash: &[u8; 32]) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         inner.generation += 1;
-        inner.entries.remove(hash);
+        inner.recent.remove(hash);
+        inner.older.remove(hash);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner.recent.len() + inner.older.len()
     }
 }
 
@@ -742,14 +781,14 @@ impl Store {
     /// The active (unrevoked) key with this SHA-256, if any. The hot path of every decision,
     /// served from an in-memory cache when it can be; `last_used_at` in the answer may trail
     /// (use [`Store::get_key`] or [`Store::list_keys`] for it).
-    pub fn lookup_key_hash(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>> {
-        let (cached, generation) = self.key_cache.get(hash);
-        if cached.is_some() {
-            return Ok(cached);
+    pub fn lookup_key_hash(&self, hash: &[u8; 32]) -> Result<Option<Arc<KeyRecord>>> {
+        let cached = self.key_cache.get_and_keep(hash);
+        if cached.record.is_some() {
+            return Ok(cached.record);
         }
-        let found = self.lookup_key_hash_uncached(hash)?;
+        let found = self.lookup_key_hash_uncached(hash)?.map(Arc::new);
         if let Some(record) = &found {
-            self.key_cache.fill(*hash, record, generation);
+            self.key_cache.fill(*hash, record, cached.generation);
         }
         Ok(found)
     }
@@ -775,12 +814,12 @@ impl Store {
     /// The active key for a raw key string if it is in the in-memory lookup cache; `None`
     /// means "not cached" (it may still exist: ask [`Store::lookup_key`]). Never touches disk,
     /// so it is safe on an async executor. Revocation removes the entry before it returns.
-    pub fn cached_key(&self, raw: &str) -> Option<KeyRecord> {
-        self.key_cache.get(&apikey::hash(raw)).0
+    pub fn cached_key(&self, raw: &str) -> Option<Arc<KeyRecord>> {
+        self.key_cache.get_and_keep(&apikey::hash(raw)).record
     }
 
     /// The active key for a raw key string (hashes it first).
-    pub fn lookup_key(&self, raw: &str) -> Result<Option<KeyRecord>> {
+    pub fn lookup_key(&self, raw: &str) -> Result<Option<Arc<KeyRecord>>> {
         self.lookup_key_hash(&apikey::hash(raw))
     }
 
@@ -1003,5 +1042,90 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn tree_names(&self) -> Vec<sled::IVec> {
         self.db.tree_names()
+    }
+}
+
+#[cfg(test)]
+mod key_cache_tests {
+    use super::*;
+
+    fn record(n: u8) -> ([u8; 32], Arc<KeyRecord>) {
+        let record = KeyRecord {
+            id: format!("key_{n}"),
+            team_id: "team_a".into(),
+            project_id: None,
+            name: format!("key {n}"),
+            prefix: "bs_0000".into(),
+            scopes: Vec::new(),
+            expires_at: None,
+            created_at: 0,
+            revoked_at: None,
+            last_used_at: None,
+            hash: String::new(),
+        };
+        ([n; 32], Arc::new(record))
+    }
+
+    fn fill(cache: &KeyCache, n: u8) {
+        let (hash, r) = record(n);
+        let generation = cache.get(&hash).generation;
+        cache.fill(hash, &r, generation);
+    }
+
+    fn cached(cache: &KeyCache, n: u8) -> bool {
+        cache.get_and_keep(&[n; 32]).record.is_some()
+    }
+
+    #[test]
+    fn the_cache_never_holds_more_than_its_capacity() {
+        let cache = KeyCache::new(8);
+        for n in 0..100 {
+            fill(&cache, n);
+            assert!(cache.len() <= 8, "{} entries after {n} fills", cache.len());
+        }
+        // Within the capacity, everything filled is still there.
+        let cache = KeyCache::new(8);
+        for n in 0..4 {
+            fill(&cache, n);
+        }
+        assert!((0..4).all(|n| cached(&cache, n)));
+    }
+
+    #[test]
+    fn a_key_in_use_survives_any_number_of_other_fills() {
+        let cache = KeyCache::new(8);
+        fill(&cache, 0);
+        for n in 1..200 {
+            fill(&cache, n);
+            assert!(cached(&cache, 0), "the key in use was evicted at fill {n}");
+        }
+        // A key not used since is gone.
+        assert!(!cached(&cache, 1));
+    }
+
+    #[test]
+    fn invalidation_reaches_both_halves_and_blocks_stale_fills() {
+        let cache = KeyCache::new(4);
+        fill(&cache, 1);
+        fill(&cache, 2);
+        fill(&cache, 3); // rotates 1 and 2 into the older half
+        cache.invalidate(&[1; 32]);
+        assert!(!cached(&cache, 1), "removed from the older half");
+        cache.invalidate(&[3; 32]);
+        assert!(!cached(&cache, 3), "removed from the recent half");
+
+        // A fill that read the generation before an invalidation is dropped.
+        let (hash, r) = record(5);
+        let seen = cache.get(&hash).generation;
+        cache.invalidate(&hash);
+        cache.fill(hash, &r, seen);
+        assert!(!cached(&cache, 5));
+    }
+
+    #[test]
+    fn capacity_zero_caches_nothing() {
+        let cache = KeyCache::new(0);
+        fill(&cache, 1);
+        assert!(!cached(&cache, 1));
     }
 }

@@ -120,7 +120,7 @@ fn acknowledged_writes_survive_sigkill() {
             assert!(!listed.contains(id));
         } else {
             assert_eq!(
-                found.map(|k| k.id),
+                found.map(|k| k.id.clone()),
                 Some(id.clone()),
                 "acknowledged key {id} was lost"
             );
