@@ -3,15 +3,41 @@
 //! Each store is bulk-loaded (writes flushed once at the end), closed and reopened, so the
 //! measurements start from what a restarted server sees. `cached` is the lookup a server makes
 //! for a key in use (the in-memory cache of active keys); `uncached` turns that cache off, so
-//! every lookup reads sled's hash index and the record; each cycles through 4,096 keys picked
-//! at random from the whole store. Figures are recorded in docs/performance.md.
+//! every lookup reads sled's hash index and the record; each cycles through the same number of
+//! keys (`KEYS_IN_USE`) picked at random from the whole store. Figures are recorded in docs/performance.md.
+//!
+//! Loading 10⁶ keys takes minutes. Set `BILLSTACK_BENCH_STORE=DIR` to keep each loaded store
+//! (and its raw keys, which are test data) under `DIR` and reuse it on later runs.
 
 use std::hint::black_box;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use billstack_keystore::{NewApiKey, Store, StoreOptions};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use rand::seq::IndexedRandom;
+
+/// A store of `n` keys and their raw values: reused from `BILLSTACK_BENCH_STORE` when a previous
+/// run left one there, else loaded (into that directory, or a temporary one).
+fn store_of(n: usize) -> (PathBuf, Option<tempfile::TempDir>, Vec<String>) {
+    let Some(root) = std::env::var_os("BILLSTACK_BENCH_STORE") else {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let raws = load(dir.path(), n);
+        return (dir.path().to_path_buf(), Some(dir), raws);
+    };
+    let dir = PathBuf::from(root).join(format!("keys-{n}"));
+    let list = dir.join("raw-keys.txt");
+    if let Ok(text) = std::fs::read_to_string(&list) {
+        let raws: Vec<String> = text.lines().map(str::to_owned).collect();
+        if raws.len() == n {
+            eprintln!("reusing {n} keys in {}", dir.display());
+            return (dir, None, raws);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let raws = load(&dir, n);
+    std::fs::write(&list, raws.join("\n")).expect("write the raw key list");
+    (dir, None, raws)
+}
 
 fn load(dir: &Path, n: usize) -> Vec<String> {
     let store = Store::open_with(
@@ -46,32 +72,50 @@ fn load(dir: &Path, n: usize) -> Vec<String> {
     raws
 }
 
+/// Keys in use during a measurement: the same number at every store size, so the figures
+/// compare store sizes, not working sets (4,096 keys drawn from the 10³ store would repeat
+/// each key four times, while at 10⁶ every one would be distinct and four times the memory).
+const KEYS_IN_USE: usize = 1_000;
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("lookup");
     for n in [1_000usize, 1_000_000] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let raws = load(dir.path(), n);
-        let mut rng = rand::rng();
-        let sample: Vec<&String> = (0..4096)
-            .map(|_| raws.choose(&mut rng).expect("keys"))
+        let (dir, _temporary, raws) = store_of(n);
+        // Copied out of the big list, so where they sit in memory does not depend on `n`.
+        let sample: Vec<String> = raws
+            .choose_multiple(&mut rand::rng(), KEYS_IN_USE)
+            .cloned()
             .collect();
-        for (label, key_cache_capacity) in [
-            ("cached", StoreOptions::default().key_cache_capacity),
-            ("uncached", 0),
-        ] {
-            let store = Store::open_with(
-                dir.path(),
-                &StoreOptions {
-                    key_cache_capacity,
+        drop(raws);
+        let mut variants = vec![
+            ("cached", StoreOptions::default()),
+            (
+                "uncached",
+                StoreOptions {
+                    key_cache_capacity: 0,
                     ..StoreOptions::default()
                 },
-            )
-            .expect("open");
+            ),
+        ];
+        if n > KEYS_IN_USE {
+            // The same, with sled's page cache big enough for the whole store: shows what the
+            // uncached row pays for pages that are not in memory.
+            variants.push((
+                "uncached_1GiB_page_cache",
+                StoreOptions {
+                    key_cache_capacity: 0,
+                    cache_capacity: 1 << 30,
+                    ..StoreOptions::default()
+                },
+            ));
+        }
+        for (label, options) in variants {
+            let store = Store::open_with(&dir, &options).expect("open");
             let mut i = 0;
             group.bench_function(BenchmarkId::new(label, n), |b| {
                 b.iter(|| {
                     i = (i + 1) % sample.len();
-                    let found = store.lookup_key(black_box(sample[i])).expect("lookup");
+                    let found = store.lookup_key(black_box(&sample[i])).expect("lookup");
                     assert!(found.is_some());
                     found
                 })
