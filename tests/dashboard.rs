@@ -372,6 +372,83 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     )
     .expect("save");
 
+    // Rotate it with no grace period: the new key is shown once, the old one stops at once,
+    // and the one row left has the new key's prefix.
+    c.find(Locator::Css("#keys-body button.rotate"))
+        .await
+        .expect("rotate")
+        .click()
+        .await
+        .expect("click");
+    wait_visible(&c, "#rotate-confirm").await;
+    assert_eq!(
+        c.find(Locator::Id("rotate-name"))
+            .await
+            .expect("name")
+            .text()
+            .await
+            .expect("text"),
+        "Web shop backend"
+    );
+    c.execute(
+        "document.getElementById('rotate-grace').value = '0'",
+        vec![],
+    )
+    .await
+    .expect("no grace period");
+    c.find(Locator::Id("rotate-confirm"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("click");
+    wait_until(
+        &c,
+        "return document.getElementById('secret-dialog').open \
+         && document.getElementById('secret-value').value.startsWith('bs_')",
+        "the new key to be shown",
+    )
+    .await;
+    let rotated = c
+        .find(Locator::Id("secret-value"))
+        .await
+        .expect("secret")
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("a key");
+    assert!(rotated.len() == 51 && rotated != raw, "{rotated}");
+    c.find(Locator::Id("secret-done"))
+        .await
+        .expect("done")
+        .click()
+        .await
+        .expect("click");
+    wait_until(
+        &c,
+        &format!(
+            "const rows = document.querySelectorAll('#keys-body tr'); \
+             return rows.length === 1 && rows[0].textContent.includes('{}')",
+            &rotated[..7]
+        ),
+        "the list to show only the new key",
+    )
+    .await;
+    assert_eq!(
+        forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/customers")),
+        401
+    );
+    assert_eq!(
+        forward_auth(
+            &server,
+            &rotated,
+            "GET",
+            &format!("{base}/proj_web/customers")
+        ),
+        200
+    );
+    let raw = rotated;
+
     // Revoke it in the page: confirmation names the key, the row disappears, the key stops.
     c.find(Locator::Css("#keys-body button.revoke"))
         .await

@@ -853,3 +853,119 @@ fn a_restart_keeps_every_key_and_revocation() {
         .collect();
     assert_eq!(names, ["kept"]);
 }
+
+#[test]
+fn rotation_keeps_the_old_key_for_its_grace_period_then_401() {
+    let (_dir, data) = world();
+    let server = start(&data, &echo_upstream(256));
+    let alice = login(&server, ALICE);
+    let path = "/api/billstack/teams/team_a/projects/proj_a/customers";
+    let valid = (200, 200, "VALID".to_string());
+    let (status, created) = alice.create_key(
+        "team_a",
+        json!({"name": "rotating", "projectId": "proj_a", "scopes": ["customers:read"]}),
+    );
+    assert_eq!(status, 201, "{created}");
+    let old_id = created["key"]["id"].as_str().expect("id").to_string();
+    let old_raw = created["rawKey"].as_str().expect("raw").to_string();
+    let rotate = |key_id: &str, body: Option<Value>| {
+        alice.send(
+            "POST",
+            &format!("/api/billstack/teams/team_a/api-keys/{key_id}/rotate"),
+            body,
+        )
+    };
+
+    // Refusals first: each changes nothing.
+    for (body, field) in [
+        (json!({"gracePeriodSeconds": -1}), "gracePeriodSeconds"),
+        (
+            json!({"gracePeriodSeconds": 2_592_001}),
+            "gracePeriodSeconds",
+        ),
+    ] {
+        let (status, error) = rotate(&old_id, Some(body));
+        assert_eq!(status, 400, "{error}");
+        assert_eq!(error["error"]["field"], field);
+    }
+    let (status, error) = rotate(&old_id, Some(json!({"grace": 5})));
+    assert_eq!(status, 400, "unknown field: {error}");
+    assert_eq!(rotate("key_missing", None).0, 404);
+    let bob = login(&server, BOB);
+    let (status, _) = bob.send(
+        "POST",
+        &format!("/api/billstack/teams/team_a/api-keys/{old_id}/rotate"),
+        None,
+    );
+    assert_eq!(status, 404, "another team's member cannot rotate the key");
+    let not_json = agent()
+        .post(&server.url(&format!(
+            "/api/billstack/teams/team_a/api-keys/{old_id}/rotate"
+        )))
+        .header("Cookie", &alice.cookie)
+        .header("Origin", &server.base)
+        .header("Content-Type", "text/plain")
+        .send("gracePeriodSeconds=5")
+        .expect("request");
+    assert_eq!(not_json.status(), 415);
+    let (_, listed) = alice.send("GET", "/api/billstack/teams/team_a/api-keys", None);
+    assert_eq!(listed["keys"].as_array().expect("keys").len(), 1);
+    assert_eq!(listed["keys"][0]["expiresAt"], Value::Null);
+
+    // A two-second grace period: both keys work, then only the new one.
+    let (status, rotated) = rotate(&old_id, Some(json!({"gracePeriodSeconds": 2})));
+    assert_eq!(status, 201, "{rotated}");
+    let new_raw = rotated["rawKey"].as_str().expect("raw").to_string();
+    let new_id = rotated["key"]["id"].as_str().expect("id").to_string();
+    assert_ne!(new_raw, old_raw);
+    assert_ne!(new_id, old_id);
+    for field in ["name", "projectId", "scopes", "expiresAt"] {
+        assert_eq!(rotated["key"][field], created["key"][field], "{field}");
+    }
+    assert_eq!(doors(&server, &new_raw, "GET", path), valid);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match doors(&server, &old_raw, "GET", path) {
+            (401, 401, code) if code == "EXPIRED" => break,
+            v if v == valid => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "the old key never ended");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(doors(&server, &new_raw, "GET", path), valid);
+
+    // No body: the default grace period of 24 hours.
+    let (status, second) = rotate(&new_id, None);
+    assert_eq!(status, 201, "{second}");
+    let (_, listed) = alice.send("GET", "/api/billstack/teams/team_a/api-keys", None);
+    let ends = listed["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["id"] == new_id.as_str())
+        .expect("the rotated key is still listed")["expiresAt"]
+        .as_str()
+        .expect("it now ends")
+        .to_string();
+    let ends = time::OffsetDateTime::parse(&ends, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339");
+    let in_a_day = time::OffsetDateTime::now_utc() + time::Duration::hours(24);
+    assert!(
+        (in_a_day - ends).abs() < time::Duration::minutes(1),
+        "{ends}"
+    );
+    assert_eq!(doors(&server, &new_raw, "GET", path), valid);
+
+    // Zero: the old key stops at once.
+    let third_raw = second["rawKey"].as_str().expect("raw").to_string();
+    let third_id = second["key"]["id"].as_str().expect("id").to_string();
+    let (status, fourth) = rotate(&third_id, Some(json!({"gracePeriodSeconds": 0})));
+    assert_eq!(status, 201, "{fourth}");
+    assert_eq!(
+        doors(&server, &third_raw, "GET", path),
+        (401, 401, "INVALID_KEY".to_string())
+    );
+    let fourth_raw = fourth["rawKey"].as_str().expect("raw");
+    assert_eq!(doors(&server, fourth_raw, "GET", path), valid);
+}

@@ -49,7 +49,7 @@ function formatTime(value) {
 
 function showSignIn(reason) {
   state.reopenCreate = $("create-dialog").open;
-  for (const id of ["create-dialog", "revoke-dialog"]) if ($(id).open) $(id).close();
+  for (const id of ["create-dialog", "rotate-dialog", "revoke-dialog"]) if ($(id).open) $(id).close();
   show($("app-view"), false);
   show($("account"), false);
   show($("sign-in-view"), true);
@@ -197,11 +197,19 @@ function renderKeys() {
     revoke.textContent = "Revoke";
     revoke.setAttribute("aria-label", `Revoke ${key.name}`);
     revoke.addEventListener("click", () => askRevoke(key));
+    const rotate = document.createElement("button");
+    rotate.type = "button";
+    rotate.className = "link rotate";
+    rotate.textContent = "Rotate";
+    rotate.setAttribute("aria-label", `Rotate ${key.name}`);
+    rotate.addEventListener("click", () => askRotate(key));
+    const actions = document.createElement("span");
+    actions.append(rotate, revoke);
     tr.append(
       cell("Name", key.name, "key-name"), cell("Key", prefix), cell("Project", projectName(key.projectId)),
       cell("Scopes", scopes), cell("Expires", key.expiresAt ? formatTime(key.expiresAt) : "Never"),
       cell("Created", formatTime(key.createdAt)), cell("Last used", key.lastUsedAt ? formatTime(key.lastUsedAt) : "Never"),
-      cell("", revoke, "row-actions"),
+      cell("", actions, "row-actions"),
     );
     return tr;
   }));
@@ -283,6 +291,37 @@ function closeSecret() {
   $("secret-copied").textContent = "";
   if ($("secret-dialog").open) $("secret-dialog").close();
   $("open-create").focus();
+}
+
+function askRotate(key) {
+  state.rotating = key;
+  $("rotate-name").textContent = key.name;
+  $("rotate-prefix").textContent = key.prefix;
+  $("rotate-grace").value = "86400";
+  setError($("rotate-error"), "");
+  $("rotate-dialog").showModal();
+  $("rotate-grace").focus();
+}
+
+async function confirmRotate() {
+  const key = state.rotating;
+  if (!key) return;
+  $("rotate-confirm").disabled = true;
+  const base = `/api/billstack/teams/${encodeURIComponent(state.teamId)}/api-keys`;
+  try {
+    const rotated = await api("POST", `${base}/${encodeURIComponent(key.id)}/rotate`,
+      { gracePeriodSeconds: Number($("rotate-grace").value) });
+    $("rotate-dialog").close();
+    state.rotating = null;
+    showSecret(rotated.rawKey);
+    // The old key's new end (or its absence) comes from the server.
+    state.keys = (await api("GET", base)).keys;
+    renderKeys();
+  } catch (e) {
+    if (!(e instanceof Unauthenticated)) setError($("rotate-error"), e.message);
+  } finally {
+    $("rotate-confirm").disabled = false;
+  }
 }
 
 function askRevoke(key) {
@@ -372,6 +411,8 @@ async function start() {
   $("secret-copy").addEventListener("click", copySecret);
   $("secret-done").addEventListener("click", closeSecret);
   $("secret-dialog").addEventListener("close", closeSecret);
+  $("rotate-cancel").addEventListener("click", () => { $("rotate-dialog").close(); state.rotating = null; });
+  $("rotate-confirm").addEventListener("click", confirmRotate);
   $("revoke-cancel").addEventListener("click", () => $("revoke-dialog").close());
   $("revoke-confirm").addEventListener("click", confirmRevoke);
   $("policy-form").addEventListener("submit", uploadPolicy);

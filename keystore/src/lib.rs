@@ -18,7 +18,7 @@ mod store;
 mod store_tests;
 
 pub use records::{AuditEvent, KeyRecord, Project, Role, Session, Team, TeamPolicy, User};
-pub use store::{NewApiKey, NewUser, Store, StoreOptions};
+pub use store::{MAX_ROTATION_GRACE_SECONDS, NewApiKey, NewUser, Rotated, Store, StoreOptions};
 
 use std::path::PathBuf;
 

@@ -63,6 +63,20 @@ pub struct NewApiKey {
     pub actor: String,
 }
 
+/// The longest grace period a rotation may give the old key: 30 days.
+pub const MAX_ROTATION_GRACE_SECONDS: u64 = 30 * 24 * 60 * 60;
+
+/// The outcome of [`Store::rotate_key`].
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    /// The new key's record.
+    pub new: KeyRecord,
+    /// The new key itself: shown once, never stored.
+    pub raw_key: String,
+    /// The old key as it now stands: ending at the grace period's end, or revoked.
+    pub old: KeyRecord,
+}
+
 /// What [`Store::create_user`] needs.
 #[derive(Clone)]
 pub struct NewUser {
@@ -909,6 +923,111 @@ impl Store {
             self.key_cache.invalidate(&hash);
         }
         self.durable(record)
+    }
+
+    /// Rotates a key of a team: a new key with the same name, project, scopes and expiry, and
+    /// the old one ends `grace_seconds` from now (its expiry moves there unless it was sooner)
+    /// or, with 0, is revoked in the same atomic step. Both keys, the old one's new end and the
+    /// audit events are written together and flushed before returning. `NotFound` as for
+    /// [`Store::revoke_key`]; `Invalid` for an expired key (there is nothing to keep working:
+    /// create a new key) or a grace period over [`MAX_ROTATION_GRACE_SECONDS`].
+    pub fn rotate_key(
+        &self,
+        team_id: &str,
+        key_id: &str,
+        grace_seconds: u64,
+        actor: &str,
+    ) -> Result<Rotated> {
+        if grace_seconds > MAX_ROTATION_GRACE_SECONDS {
+            return Err(invalid(
+                "gracePeriodSeconds",
+                format!("must be at most {MAX_ROTATION_GRACE_SECONDS} (30 days)"),
+            ));
+        }
+        let now = clock::now_ms();
+        let not_found = || Error::NotFound {
+            kind: "key",
+            id: key_id.to_owned(),
+        };
+        let old = match self.get_key(team_id, key_id)? {
+            Some(old) if old.revoked_at.is_none() => old,
+            _ => return Err(not_found()),
+        };
+        if old.is_expired(now) {
+            return Err(invalid(
+                "keyId",
+                "the key has expired, so there is nothing to rotate; create a new key instead",
+            ));
+        }
+        let generated = apikey::generate();
+        let new = KeyRecord {
+            id: ids::new_id("key"),
+            team_id: old.team_id.clone(),
+            project_id: old.project_id.clone(),
+            name: old.name.clone(),
+            prefix: generated.prefix.clone(),
+            scopes: old.scopes.clone(),
+            expires_at: old.expires_at,
+            created_at: now,
+            revoked_at: None,
+            last_used_at: None,
+            hash: hex::encode(generated.hash),
+        };
+        let (rk, rv) = self.audit_event(Some(team_id), actor, "key.rotated", key_id)?;
+        let (ck, cv) = self.audit_event(Some(team_id), actor, "key.created", &new.id)?;
+        let grace_ms = i64::try_from(grace_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let ends_at = now.saturating_add(grace_ms);
+        let encoded_new = encode(&new);
+        let new_team_key = join(team_id, &new.id);
+        let old_team_key = join(team_id, key_id);
+        let old = (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
+            .transaction(|(keys, key_hash, team_keys, audit)| {
+                // Read again inside the transaction: a revocation or rotation may have won.
+                let Some(bytes) = keys.get(key_id.as_bytes())? else {
+                    return abort(not_found());
+                };
+                let mut old: KeyRecord = match decode("key", &bytes) {
+                    Ok(r) => r,
+                    Err(e) => return abort(e),
+                };
+                if old.team_id != team_id || old.revoked_at.is_some() {
+                    return abort(not_found());
+                }
+                if grace_seconds == 0 {
+                    let hash = match hex::decode(&old.hash) {
+                        Ok(h) if h.len() == 32 => h,
+                        _ => {
+                            return abort(Error::Corruption {
+                                what: format!("key {key_id}: bad hash"),
+                            });
+                        }
+                    };
+                    old.revoked_at = Some(now);
+                    key_hash.remove(hash)?;
+                    team_keys.remove(old_team_key.as_slice())?;
+                } else {
+                    old.expires_at = Some(old.expires_at.map_or(ends_at, |at| at.min(ends_at)));
+                }
+                keys.insert(key_id.as_bytes(), encode(&old))?;
+                keys.insert(new.id.as_bytes(), encoded_new.as_slice())?;
+                key_hash.insert(&generated.hash[..], new.id.as_bytes())?;
+                team_keys.insert(new_team_key.as_slice(), &[][..])?;
+                audit.insert(rk.as_slice(), rv.as_slice())?;
+                audit.insert(ck.as_slice(), cv.as_slice())?;
+                Ok(old)
+            })
+            .map_err(tx_err)?;
+        // The cached copy of the old key still has its old expiry (or is revoked now).
+        if let Ok(hash) =
+            <[u8; 32]>::try_from(hex::decode(&old.hash).unwrap_or_default().as_slice())
+        {
+            self.key_cache.invalidate(&hash);
+        }
+        self.durable(Rotated {
+            new,
+            raw_key: generated.raw,
+            old,
+        })
     }
 
     /// Records the latest use of keys, in one batch. Revoked or vanished keys are skipped;

@@ -553,3 +553,168 @@ fn a_bulk_load_without_durable_writes_is_kept_after_flush() {
         assert!(store.lookup_key(raw).expect("lookup").is_some());
     }
 }
+
+#[test]
+fn rotation_copies_the_key_and_ends_the_old_one_after_the_grace_period() {
+    let (_dir, store) = open();
+    let (team, project) = team_and_project(&store);
+    let expires_at = Some(clock::now_ms() + 10 * 24 * 3600 * 1000);
+    let (old, old_raw) = store
+        .create_key(&NewApiKey {
+            project_id: Some(project.id.clone()),
+            scopes: vec!["customers:read".into()],
+            expires_at,
+            ..new_key(&team.id)
+        })
+        .expect("create");
+    // Cached before the rotation, so the test also covers the cache's copy.
+    assert!(store.lookup_key(&old_raw).expect("lookup").is_some());
+
+    let before = clock::now_ms();
+    let rotated = store
+        .rotate_key(&team.id, &old.id, 3600, "user_1")
+        .expect("rotate");
+    let new = &rotated.new;
+    assert_ne!(new.id, old.id);
+    assert_ne!(rotated.raw_key, old_raw);
+    assert_eq!(apikey::check_format(&rotated.raw_key), Ok(()));
+    assert_eq!(
+        (&new.name, &new.project_id, &new.scopes, new.expires_at),
+        (&old.name, &old.project_id, &old.scopes, old.expires_at)
+    );
+    // The old key now ends an hour from now (sooner than its own expiry), and still works.
+    let ends = rotated.old.expires_at.expect("old key ends");
+    assert!(ends >= before + 3_600_000 && ends <= clock::now_ms() + 3_600_000);
+    let looked_up = store
+        .lookup_key(&old_raw)
+        .expect("lookup")
+        .expect("old works");
+    assert_eq!(
+        looked_up.expires_at,
+        Some(ends),
+        "the cache holds the new end"
+    );
+    assert_eq!(
+        store
+            .lookup_key(&rotated.raw_key)
+            .expect("lookup")
+            .expect("new works")
+            .id,
+        new.id
+    );
+    // Both are listed until the old one is revoked; the audit log has both events.
+    assert_eq!(store.list_keys(&team.id).expect("list").len(), 2);
+    let actions: Vec<(String, String)> = store
+        .list_audit(Some(&team.id), 2)
+        .expect("audit")
+        .into_iter()
+        .map(|e| (e.action, e.target))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("key.created".to_string(), new.id.clone()),
+            ("key.rotated".to_string(), old.id.clone())
+        ]
+    );
+
+    // An old key that expires sooner than the grace period keeps its own expiry.
+    let soon = clock::now_ms() + 60_000;
+    let (short, _) = store
+        .create_key(&NewApiKey {
+            expires_at: Some(soon),
+            ..new_key(&team.id)
+        })
+        .expect("create");
+    let rotated = store
+        .rotate_key(&team.id, &short.id, 3600, "user_1")
+        .expect("rotate");
+    assert_eq!(rotated.old.expires_at, Some(soon));
+}
+
+#[test]
+fn rotation_with_no_grace_revokes_the_old_key_at_once() {
+    let (_dir, store) = open();
+    let (team, _) = team_and_project(&store);
+    let (old, old_raw) = store.create_key(&new_key(&team.id)).expect("create");
+    assert!(store.lookup_key(&old_raw).expect("lookup").is_some());
+    let rotated = store
+        .rotate_key(&team.id, &old.id, 0, "user_1")
+        .expect("rotate");
+    assert!(rotated.old.revoked_at.is_some());
+    assert_eq!(store.lookup_key(&old_raw).expect("lookup"), None);
+    assert!(
+        store
+            .lookup_key(&rotated.raw_key)
+            .expect("lookup")
+            .is_some()
+    );
+    let listed: Vec<String> = store
+        .list_keys(&team.id)
+        .expect("list")
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(listed, vec![rotated.new.id.clone()]);
+    // A revoked key cannot be rotated again.
+    assert!(matches!(
+        store.rotate_key(&team.id, &old.id, 0, "user_1"),
+        Err(Error::NotFound { .. })
+    ));
+}
+
+#[test]
+fn rotation_refuses_bad_requests_and_changes_nothing() {
+    let (_dir, store) = open();
+    let (team, _) = team_and_project(&store);
+    store
+        .create_team(Some("team_b"), "Other", "test")
+        .expect("team b");
+    let (key, raw) = store.create_key(&new_key(&team.id)).expect("create");
+    let unchanged = |store: &Store| {
+        assert_eq!(store.list_keys(&team.id).expect("list"), vec![key.clone()]);
+        assert_eq!(
+            store.lookup_key(&raw).expect("lookup").as_deref(),
+            Some(&key)
+        );
+    };
+    // The longest grace period is accepted; one second more is not.
+    assert!(matches!(
+        store.rotate_key(&team.id, &key.id, MAX_ROTATION_GRACE_SECONDS + 1, "u"),
+        Err(Error::Invalid {
+            field: "gracePeriodSeconds",
+            ..
+        })
+    ));
+    unchanged(&store);
+    assert!(matches!(
+        store.rotate_key("team_b", &key.id, 60, "u"),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.rotate_key(&team.id, "key_missing", 60, "u"),
+        Err(Error::NotFound { .. })
+    ));
+    unchanged(&store);
+    let rotated = store
+        .rotate_key(&team.id, &key.id, MAX_ROTATION_GRACE_SECONDS, "u")
+        .expect("the longest grace period");
+    assert!(rotated.old.expires_at.is_some());
+
+    // An expired key has nothing left to keep working.
+    let (expired, _) = store
+        .create_key(&NewApiKey {
+            expires_at: Some(clock::now_ms() + 50),
+            ..new_key(&team.id)
+        })
+        .expect("create");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while clock::now_ms() <= expired.expires_at.expect("expiry") {
+        assert!(std::time::Instant::now() < deadline, "the clock stopped");
+        std::thread::yield_now();
+    }
+    assert!(matches!(
+        store.rotate_key(&team.id, &expired.id, 60, "u"),
+        Err(Error::Invalid { field: "keyId", .. })
+    ));
+}

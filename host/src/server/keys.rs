@@ -3,8 +3,10 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use billstack_keystore::{NewApiKey, clock};
 use serde::Deserialize;
 use serde_json::json;
@@ -106,6 +108,69 @@ pub(super) async fn revoke(
     let actor = session.user.id.clone();
     tokio::task::spawn_blocking(move || store.revoke_key(&team_id, &key_id, &actor)).await??;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The old key's grace period when a rotation does not say.
+pub const DEFAULT_ROTATION_GRACE_SECONDS: i64 = 24 * 60 * 60;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RotateKey {
+    #[serde(default)]
+    grace_period_seconds: Option<i64>,
+}
+
+/// `POST /api/billstack/teams/{teamId}/api-keys/{keyId}/rotate` with `{"gracePeriodSeconds": N}`
+/// (an empty body or `{}` means 24 hours; 0 ends the old key at once): 201 with the new key,
+/// shaped as for create.
+pub(super) async fn rotate(
+    State(state): State<Arc<AppState>>,
+    session: SessionUser,
+    Path((team_id, key_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+    require_member(&state, &session, &team_id)?;
+    let grace = if body.is_empty() {
+        None
+    } else {
+        let is_json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
+        if !is_json {
+            return Err(ApiError::from(JsonRejection::MissingJsonContentType(
+                Default::default(),
+            )));
+        }
+        let Json(RotateKey {
+            grace_period_seconds,
+        }) = Json::<RotateKey>::from_bytes(&body)?;
+        grace_period_seconds
+    };
+    let grace = grace.unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
+    let grace = u64::try_from(grace).map_err(|_| {
+        ApiError::invalid(
+            "gracePeriodSeconds",
+            "gracePeriodSeconds must be 0 (end the old key now) or more",
+        )
+    })?;
+    let store = Arc::clone(&state.store);
+    let actor = session.user.id.clone();
+    let rotated =
+        tokio::task::spawn_blocking(move || store.rotate_key(&team_id, &key_id, grace, &actor))
+            .await??;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            key: KeyView::created(&rotated.new),
+            raw_key: rotated.raw_key,
+        }),
+    ))
 }
 
 /// `GET /api/billstack/teams/{teamId}/projects`.

@@ -118,6 +118,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::delete(keys::revoke),
         )
         .route(
+            "/api/billstack/teams/{team_id}/api-keys/{key_id}/rotate",
+            post(keys::rotate),
+        )
+        .route(
             "/api/billstack/teams/{team_id}/projects",
             get(keys::projects),
         )
