@@ -63,6 +63,16 @@ pub struct NewApiKey {
     pub actor: String,
 }
 
+/// A key record's SHA-256, as stored (hex); anything else is corruption.
+fn stored_hash(record: &KeyRecord) -> Result<[u8; 32]> {
+    hex::decode(&record.hash)
+        .ok()
+        .and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
+        .ok_or_else(|| Error::Corruption {
+            what: format!("key {}: bad hash", record.id),
+        })
+}
+
 /// The longest grace period a rotation may give the old key: 30 days.
 pub const MAX_ROTATION_GRACE_SECONDS: u64 = 30 * 24 * 60 * 60;
 
@@ -899,17 +909,13 @@ impl Store {
                 if record.team_id != team_id || record.revoked_at.is_some() {
                     return abort(not_found());
                 }
-                let hash = match hex::decode(&record.hash) {
-                    Ok(h) if h.len() == 32 => h,
-                    _ => {
-                        return abort(Error::Corruption {
-                            what: format!("key {key_id}: bad hash"),
-                        });
-                    }
+                let hash = match stored_hash(&record) {
+                    Ok(h) => h,
+                    Err(e) => return abort(e),
                 };
                 record.revoked_at = Some(now);
                 keys.insert(key_id.as_bytes(), encode(&record))?;
-                key_hash.remove(hash)?;
+                key_hash.remove(&hash[..])?;
                 team_keys.remove(team_key.as_slice())?;
                 audit.insert(ak.as_slice(), av.as_slice())?;
                 Ok(record)
@@ -917,9 +923,7 @@ impl Store {
             .map_err(tx_err)?;
         // Only after the commit: a lookup racing with us either saw the key before the
         // revocation (and answered before DELETE returned) or finds it gone.
-        if let Ok(hash) =
-            <[u8; 32]>::try_from(hex::decode(&record.hash).unwrap_or_default().as_slice())
-        {
+        if let Ok(hash) = stored_hash(&record) {
             self.key_cache.invalidate(&hash);
         }
         self.durable(record)
@@ -994,16 +998,12 @@ impl Store {
                     return abort(not_found());
                 }
                 if grace_seconds == 0 {
-                    let hash = match hex::decode(&old.hash) {
-                        Ok(h) if h.len() == 32 => h,
-                        _ => {
-                            return abort(Error::Corruption {
-                                what: format!("key {key_id}: bad hash"),
-                            });
-                        }
+                    let hash = match stored_hash(&old) {
+                        Ok(h) => h,
+                        Err(e) => return abort(e),
                     };
                     old.revoked_at = Some(now);
-                    key_hash.remove(hash)?;
+                    key_hash.remove(&hash[..])?;
                     team_keys.remove(old_team_key.as_slice())?;
                 } else {
                     old.expires_at = Some(old.expires_at.map_or(ends_at, |at| at.min(ends_at)));
@@ -1018,9 +1018,7 @@ impl Store {
             })
             .map_err(tx_err)?;
         // The cached copy of the old key still has its old expiry (or is revoked now).
-        if let Ok(hash) =
-            <[u8; 32]>::try_from(hex::decode(&old.hash).unwrap_or_default().as_slice())
-        {
+        if let Ok(hash) = stored_hash(&old) {
             self.key_cache.invalidate(&hash);
         }
         self.durable(Rotated {
