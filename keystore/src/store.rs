@@ -11,7 +11,9 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use rand::TryRngCore;
 use sha2::{Digest, Sha256};
 use sled::Tree;
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+};
 
 use crate::group_flush::GroupFlush;
 use crate::records::{decode, decode_str, encode};
@@ -61,6 +63,42 @@ pub struct NewApiKey {
     pub expires_at: Option<i64>,
     /// Who is creating it, for the audit log.
     pub actor: String,
+}
+
+/// Inside a transaction: the team's unrevoked key `key_id`; `NotFound` for a missing key, a
+/// key of another team, or a revoked one.
+fn active_key_in(
+    keys: &TransactionalTree,
+    team_id: &str,
+    key_id: &str,
+) -> std::result::Result<KeyRecord, ConflictableTransactionError<Error>> {
+    let not_found = || Error::NotFound {
+        kind: "key",
+        id: key_id.to_owned(),
+    };
+    let Some(bytes) = keys.get(key_id.as_bytes())? else {
+        return abort(not_found());
+    };
+    let record: KeyRecord = decode("key", &bytes).or_else(abort)?;
+    if record.team_id != team_id || record.revoked_at.is_some() {
+        return abort(not_found());
+    }
+    Ok(record)
+}
+
+/// Inside a transaction: marks `record` revoked at `now` and takes it out of the hash index
+/// (so no lookup finds it) and the team's list; the caller writes the record itself.
+fn revoke_in(
+    record: &mut KeyRecord,
+    now: i64,
+    key_hash: &TransactionalTree,
+    team_keys: &TransactionalTree,
+) -> std::result::Result<(), ConflictableTransactionError<Error>> {
+    let hash = stored_hash(record).or_else(abort)?;
+    record.revoked_at = Some(now);
+    key_hash.remove(&hash[..])?;
+    team_keys.remove(join(&record.team_id, &record.id).as_slice())?;
+    Ok(())
 }
 
 /// A key record's SHA-256, as stored (hex); anything else is corruption.
@@ -892,31 +930,11 @@ impl Store {
     pub fn revoke_key(&self, team_id: &str, key_id: &str, actor: &str) -> Result<KeyRecord> {
         let now = clock::now_ms();
         let (ak, av) = self.audit_event(Some(team_id), actor, "key.revoked", key_id)?;
-        let team_key = join(team_id, key_id);
-        let not_found = || Error::NotFound {
-            kind: "key",
-            id: key_id.to_owned(),
-        };
         let record = (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
             .transaction(|(keys, key_hash, team_keys, audit)| {
-                let Some(bytes) = keys.get(key_id.as_bytes())? else {
-                    return abort(not_found());
-                };
-                let mut record: KeyRecord = match decode("key", &bytes) {
-                    Ok(r) => r,
-                    Err(e) => return abort(e),
-                };
-                if record.team_id != team_id || record.revoked_at.is_some() {
-                    return abort(not_found());
-                }
-                let hash = match stored_hash(&record) {
-                    Ok(h) => h,
-                    Err(e) => return abort(e),
-                };
-                record.revoked_at = Some(now);
+                let mut record = active_key_in(keys, team_id, key_id)?;
+                revoke_in(&mut record, now, key_hash, team_keys)?;
                 keys.insert(key_id.as_bytes(), encode(&record))?;
-                key_hash.remove(&hash[..])?;
-                team_keys.remove(team_key.as_slice())?;
                 audit.insert(ak.as_slice(), av.as_slice())?;
                 Ok(record)
             })
@@ -983,28 +1001,12 @@ impl Store {
         let ends_at = now.saturating_add(grace_ms);
         let encoded_new = encode(&new);
         let new_team_key = join(team_id, &new.id);
-        let old_team_key = join(team_id, key_id);
         let old = (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
             .transaction(|(keys, key_hash, team_keys, audit)| {
                 // Read again inside the transaction: a revocation or rotation may have won.
-                let Some(bytes) = keys.get(key_id.as_bytes())? else {
-                    return abort(not_found());
-                };
-                let mut old: KeyRecord = match decode("key", &bytes) {
-                    Ok(r) => r,
-                    Err(e) => return abort(e),
-                };
-                if old.team_id != team_id || old.revoked_at.is_some() {
-                    return abort(not_found());
-                }
+                let mut old = active_key_in(keys, team_id, key_id)?;
                 if grace_seconds == 0 {
-                    let hash = match stored_hash(&old) {
-                        Ok(h) => h,
-                        Err(e) => return abort(e),
-                    };
-                    old.revoked_at = Some(now);
-                    key_hash.remove(&hash[..])?;
-                    team_keys.remove(old_team_key.as_slice())?;
+                    revoke_in(&mut old, now, key_hash, team_keys)?;
                 } else {
                     old.expires_at = Some(old.expires_at.map_or(ends_at, |at| at.min(ends_at)));
                 }
