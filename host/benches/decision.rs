@@ -8,62 +8,33 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use billstack_host::decision::{Credential, Decider, Decision, authenticate, decide_for_key};
+use billstack_host::decision::{Credential, Decider, Decision};
 use billstack_host::plugins::DEFAULT_PLUGIN;
 use billstack_host::policy::{PolicyEngine, PolicyLimits, PolicyRequest, PolicySet, ScopePolicy};
-use billstack_keystore::{Store, clock};
+use billstack_keystore::Store;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 mod support;
 
-use support::{NativeTable, team_with_key};
+use support::{NativeTable, TARGET, bench_store, decide_allowed, team_with_key};
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path().join("store")).expect("store");
-    let raw = team_with_key(
-        &store,
-        "team_a",
-        "proj_a",
-        true,
-        &["customers:read", "products:read"],
-    );
+    let (store, header) = bench_store(dir.path());
     let engine =
         PolicyEngine::new(PolicyLimits::default(), Some(dir.path().join("cache"))).expect("engine");
     let wasm = engine.load(DEFAULT_PLUGIN).expect("default plugin");
     let native = NativeTable::new();
     let policies = PolicySet::new(wasm.clone());
-    let header = format!("Bearer {raw}");
-    let target =
-        "/api/billstack/teams/team_a/projects/proj_a/customers/cus_123?expand=subscriptions";
+    let target = TARGET;
 
     let mut group = c.benchmark_group("decision");
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("native_table", |b| {
-        b.iter(|| {
-            let key = authenticate(
-                &store,
-                Credential::AuthorizationHeader(Some(black_box(&header))),
-                clock::now_ms(),
-            )
-            .expect("authenticated");
-            let d = decide_for_key(&key, &native, "GET", black_box(target));
-            assert!(matches!(d, Decision::Allow(_)));
-            d
-        })
+        b.iter(|| decide_allowed(&store, &header, &native))
     });
     group.bench_function("wasm_plugin", |b| {
-        b.iter(|| {
-            let key = authenticate(
-                &store,
-                Credential::AuthorizationHeader(Some(black_box(&header))),
-                clock::now_ms(),
-            )
-            .expect("authenticated");
-            let d = decide_for_key(&key, &*wasm, "GET", black_box(target));
-            assert!(matches!(d, Decision::Allow(_)));
-            d
-        })
+        b.iter(|| decide_allowed(&store, &header, &*wasm))
     });
     group.bench_function("wasm_plugin_via_policy_set", |b| {
         let decider = Decider {
@@ -123,7 +94,8 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("store");
     group.bench_function("lookup_key", |b| {
-        b.iter(|| store.lookup_key(black_box(&raw)).expect("ok"))
+        let raw = header.strip_prefix("Bearer ").expect("a bearer header");
+        b.iter(|| store.lookup_key(black_box(raw)).expect("ok"))
     });
     group.finish();
 

@@ -12,32 +12,20 @@
 //! Each `measure_*` line's inclusive count divided by `N` is the instructions per decision.
 //! Without valgrind the program prints wall-clock time per decision as a sanity check.
 
-use std::hint::black_box;
 use std::time::Instant;
 
-use billstack_host::decision::{Credential, Decision, authenticate, decide_for_key};
 use billstack_host::plugins::DEFAULT_PLUGIN;
 use billstack_host::policy::{PolicyEngine, PolicyLimits, ScopePolicy};
-use billstack_keystore::{Store, clock};
+use billstack_keystore::Store;
 
 #[path = "../benches/support/mod.rs"]
 mod support;
 
-use support::{NativeTable, team_with_key};
-
-const TARGET: &str =
-    "/api/billstack/teams/team_a/projects/proj_a/customers/cus_123?expand=subscriptions";
+use support::{NativeTable, bench_store, decide_allowed};
 
 fn decide_n(store: &Store, header: &str, policy: &dyn ScopePolicy, n: u64) {
     for _ in 0..n {
-        let key = authenticate(
-            store,
-            Credential::AuthorizationHeader(Some(black_box(header))),
-            clock::now_ms(),
-        )
-        .expect("authenticated");
-        let d = decide_for_key(&key, policy, "GET", black_box(TARGET));
-        assert!(matches!(d, Decision::Allow(_)));
+        decide_allowed(store, header, policy);
     }
 }
 
@@ -56,19 +44,11 @@ fn main() {
         .nth(1)
         .map_or(10_000, |a| a.parse().expect("N: a number of decisions"));
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path().join("store")).expect("store");
-    let raw = team_with_key(
-        &store,
-        "team_a",
-        "proj_a",
-        true,
-        &["customers:read", "products:read"],
-    );
+    let (store, header) = bench_store(dir.path());
     let engine =
         PolicyEngine::new(PolicyLimits::default(), Some(dir.path().join("cache"))).expect("engine");
     let wasm = engine.load(DEFAULT_PLUGIN).expect("default plugin");
     let native = NativeTable::new();
-    let header = format!("Bearer {raw}");
     // Warm up outside the counted functions: the key cache, the instance pool.
     decide_n(&store, &header, &native, 10);
     decide_n(&store, &header, &*wasm, 10);

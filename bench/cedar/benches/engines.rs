@@ -5,29 +5,16 @@
 //! `cargo bench -p billstack-cedar-bench --bench engines`; set `BILLSTACK_EXAMPLE_JAVASCRIPT` to
 //! the built JavaScript example to include it. Figures are in docs/performance.md.
 
-use std::hint::black_box;
 use std::time::Duration;
 
-use billstack_cedar_bench::{CedarTable, NativeTable, team_with_key};
-use billstack_host::decision::{Credential, Decision, authenticate, decide_for_key};
+use billstack_cedar_bench::{CedarTable, NativeTable, bench_store, decide_allowed};
 use billstack_host::plugins::DEFAULT_PLUGIN;
 use billstack_host::policy::{PolicyEngine, PolicyLimits, ScopePolicy};
-use billstack_keystore::{Store, clock};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path().join("store")).expect("store");
-    let raw = team_with_key(
-        &store,
-        "team_a",
-        "proj_a",
-        true,
-        &["customers:read", "products:read"],
-    );
-    let header = format!("Bearer {raw}");
-    let target =
-        "/api/billstack/teams/team_a/projects/proj_a/customers/cus_123?expand=subscriptions";
+    let (store, header) = bench_store(dir.path());
 
     let engine = PolicyEngine::new(PolicyLimits::default(), None).expect("engine");
     let mut engines: Vec<(&str, Box<dyn ScopePolicy>)> = vec![
@@ -58,17 +45,7 @@ fn bench(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     for (name, policy) in &engines {
         group.bench_function(*name, |b| {
-            b.iter(|| {
-                let key = authenticate(
-                    &store,
-                    Credential::AuthorizationHeader(Some(black_box(&header))),
-                    clock::now_ms(),
-                )
-                .expect("authenticated");
-                let d = decide_for_key(&key, &**policy, "GET", black_box(target));
-                assert!(matches!(d, Decision::Allow(_)), "{name}: {d:?}");
-                d
-            })
+            b.iter(|| decide_allowed(&store, &header, &**policy))
         });
     }
     group.finish();

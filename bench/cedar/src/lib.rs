@@ -24,7 +24,7 @@ pub const POLICIES: &str = include_str!("default-scopes.cedar");
 mod support;
 
 use support::default_info;
-pub use support::{NativeTable, team_with_key};
+pub use support::{NativeTable, bench_store, decide_allowed, team_with_key};
 
 /// The default table as a Cedar policy set.
 pub struct CedarTable {

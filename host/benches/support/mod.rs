@@ -1,10 +1,46 @@
 //! Shared by the host's `decision` benchmark and the Cedar comparison in `bench/cedar` (which
 //! includes this file by path): the default table compiled natively, and a store with a key.
 
+use std::hint::black_box;
+use std::path::Path;
+
+use billstack_host::decision::{Credential, Decision, authenticate, decide_for_key};
 use billstack_host::policy::{
     PluginError, PolicyDecision, PolicyInfo, PolicyRequest, ScopeDescription, ScopePolicy,
 };
-use billstack_keystore::{NewApiKey, Store};
+use billstack_keystore::{NewApiKey, Store, clock};
+
+/// The request every decision benchmark decides: allowed for the key of [`bench_store`].
+pub const TARGET: &str =
+    "/api/billstack/teams/team_a/projects/proj_a/customers/cus_123?expand=subscriptions";
+
+/// A store under `dir` with team `team_a`, project `proj_a` and one key limited to that
+/// project with `customers:read` and `products:read`; and that key's `Authorization` header.
+pub fn bench_store(dir: &Path) -> (Store, String) {
+    let store = Store::open(dir.join("store")).expect("store");
+    let raw = team_with_key(
+        &store,
+        "team_a",
+        "proj_a",
+        true,
+        &["customers:read", "products:read"],
+    );
+    (store, format!("Bearer {raw}"))
+}
+
+/// The whole decision for `GET` [`TARGET`] (bearer parse, SHA-256, lookup, host checks, the
+/// policy), which must allow it.
+pub fn decide_allowed(store: &Store, header: &str, policy: &dyn ScopePolicy) -> Decision {
+    let key = authenticate(
+        store,
+        Credential::AuthorizationHeader(Some(black_box(header))),
+        clock::now_ms(),
+    )
+    .expect("authenticated");
+    let d = decide_for_key(&key, policy, "GET", black_box(TARGET));
+    assert!(matches!(d, Decision::Allow(_)), "{d:?}");
+    d
+}
 
 /// The default table's catalogue as `info()` would report it under `name`, and its scope names.
 pub fn default_info(name: &str) -> (PolicyInfo, Vec<String>) {
