@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, agent, cmd, json, run};
+use common::{Server, agent, cmd, create_user, json, run};
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -43,23 +43,12 @@ fn teams_projects_users_and_keys_from_the_command_line() {
     assert_eq!(project["teamId"], "team_a");
     assert!(project["id"].as_str().expect("id").starts_with("proj_"));
 
-    let mut c = cmd(&data);
-    c.args([
-        "user",
-        "create",
-        "--email",
+    let out = create_user(
+        &data,
         "Owner@Example.com",
-        "--team",
+        "a long enough password",
         "team_a",
-        "--role",
         "owner",
-        "--password-stdin",
-    ]);
-    let out = run(c, "a long enough password\n");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let user: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(user["email"], "owner@example.com");

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, agent, cmd, json, run};
+use common::{Server, agent, create_user, json};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
@@ -181,19 +181,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
             "proj_mobile",
         ],
     );
-    let mut c = cmd(&data);
-    c.args([
-        "user",
-        "create",
-        "--email",
-        EMAIL,
-        "--team",
-        "team_a",
-        "--role",
-        "owner",
-        "--password-stdin",
-    ]);
-    assert!(run(c, &format!("{PASSWORD}\n")).status.success());
+    create_user(&data, EMAIL, PASSWORD, "team_a", "owner");
     let server = Server::start(&data, &[]);
     let (_driver, webdriver) = start_chromedriver();
     let shots = screenshots();

@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Server, agent, cmd, json, run};
+use common::{Server, agent, create_user, json};
 use serde_json::{Value, json};
 
 const ALICE: (&str, &str) = ("alice@acme.test", "alice-password-1");
@@ -46,24 +46,7 @@ fn world() -> (tempfile::TempDir, PathBuf) {
         ],
     );
     for ((email, password), team, role) in [(ALICE, "team_a", "owner"), (BOB, "team_b", "member")] {
-        let mut c = cmd(&data);
-        c.args([
-            "user",
-            "create",
-            "--email",
-            email,
-            "--team",
-            team,
-            "--role",
-            role,
-            "--password-stdin",
-        ]);
-        let out = run(c, &format!("{password}\n"));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        create_user(&data, email, password, team, role);
     }
     (dir, data)
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{Server, agent, agent_with_timeout, cmd, json, run};
+use common::{Server, agent, agent_with_timeout, create_user, json};
 use serde_json::{Value, json};
 
 const OWNER: (&str, &str) = ("owner@acme.test", "owner-password-1");
@@ -30,19 +30,7 @@ fn world() -> (tempfile::TempDir, PathBuf) {
         (MEMBER, "team_a", "member"),
         (OTHER, "team_b", "owner"),
     ] {
-        let mut c = cmd(&data);
-        c.args([
-            "user",
-            "create",
-            "--email",
-            email,
-            "--team",
-            team,
-            "--role",
-            role,
-            "--password-stdin",
-        ]);
-        assert!(run(c, &format!("{password}\n")).status.success());
+        create_user(&data, email, password, team, role);
     }
     (dir, data)
 }

@@ -59,6 +59,30 @@ pub fn json(data_dir: &Path, args: &[&str]) -> serde_json::Value {
     })
 }
 
+/// `billstack user create` with the password on stdin, failing the test unless it succeeds;
+/// returns the output (the new user as JSON on stdout).
+pub fn create_user(data_dir: &Path, email: &str, password: &str, team: &str, role: &str) -> Output {
+    let mut c = cmd(data_dir);
+    c.args([
+        "user",
+        "create",
+        "--email",
+        email,
+        "--team",
+        team,
+        "--role",
+        role,
+        "--password-stdin",
+    ]);
+    let out = run(c, &format!("{password}\n"));
+    assert!(
+        out.status.success(),
+        "user create {email}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A running `billstack serve`.
 pub struct Server {
     pub child: Child,
