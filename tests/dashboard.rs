@@ -94,12 +94,7 @@ async fn sign_in(c: &Client) {
         .send_keys(PASSWORD)
         .await
         .expect("type password");
-    c.find(Locator::Id("sign-in-submit"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("click");
+    click(c, Locator::Id("sign-in-submit")).await;
     wait_visible(c, "#open-create").await;
 }
 
@@ -124,6 +119,17 @@ async fn press(c: &Client, key: Key) {
         .send_keys(&char::from(key).to_string())
         .await
         .unwrap_or_else(|e| panic!("pressing {key:?}: {e}"));
+}
+
+/// Finds one element and clicks it, failing the test if either step fails.
+async fn click(c: &Client, locator: Locator<'_>) {
+    let what = format!("{locator:?}");
+    c.find(locator)
+        .await
+        .unwrap_or_else(|e| panic!("find {what}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {what}: {e}"));
 }
 
 async fn wait_until(c: &Client, script: &str, what: &str) {
@@ -201,20 +207,10 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     );
 
     // Create a project-scoped key with two scopes and an expiry.
-    c.find(Locator::Id("open-create"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Id("open-create")).await;
     wait_visible(&c, "#key-name").await;
     // Errors appear next to the field they belong to: one caught in the page, one from the API.
-    c.find(Locator::Id("create-submit"))
-        .await
-        .expect("create")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Id("create-submit")).await;
     wait_visible(&c, "#key-name-error").await;
     c.find(Locator::Id("key-name"))
         .await
@@ -228,12 +224,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     )
     .await
     .expect("date");
-    c.find(Locator::Id("create-submit"))
-        .await
-        .expect("create")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Id("create-submit")).await;
     wait_visible(&c, "#key-expires-error").await;
     let why = c
         .find(Locator::Id("key-expires-error"))
@@ -243,19 +234,13 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         .await
         .expect("text");
     assert!(why.contains("future"), "{why}");
-    c.find(Locator::Css("#key-project option[value='proj_web']"))
-        .await
-        .expect("project")
-        .click()
-        .await
-        .expect("select");
+    click(&c, Locator::Css("#key-project option[value='proj_web']")).await;
     for scope in ["customers:read", "products:read"] {
-        c.find(Locator::Css(&format!("#key-scopes input[value='{scope}']")))
-            .await
-            .expect("scope")
-            .click()
-            .await
-            .expect("check");
+        click(
+            &c,
+            Locator::Css(&format!("#key-scopes input[value='{scope}']")),
+        )
+        .await;
     }
     c.execute(
         "document.getElementById('key-expires').value = arguments[0]",
@@ -263,12 +248,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     )
     .await
     .expect("date");
-    c.find(Locator::Id("create-submit"))
-        .await
-        .expect("create")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Id("create-submit")).await;
     wait_visible(&c, "#secret-value").await;
     let raw = c
         .find(Locator::Id("secret-value"))
@@ -310,12 +290,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     );
 
     // Closing the dialog removes the key from the page.
-    c.find(Locator::Id("secret-done"))
-        .await
-        .expect("done")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Id("secret-done")).await;
     wait_until(
         &c,
         "return !document.getElementById('secret-dialog').open",
@@ -362,12 +337,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
 
     // Rotate it with no grace period: the new key is shown once, the old one stops at once,
     // and the one row left has the new key's prefix.
-    c.find(Locator::Css("#keys-body button.rotate"))
-        .await
-        .expect("rotate")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Css("#keys-body button.rotate")).await;
     wait_visible(&c, "#rotate-confirm").await;
     assert_eq!(
         c.find(Locator::Id("rotate-name"))
@@ -384,12 +354,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     )
     .await
     .expect("no grace period");
-    c.find(Locator::Id("rotate-confirm"))
-        .await
-        .expect("confirm")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Id("rotate-confirm")).await;
     wait_until(
         &c,
         "return document.getElementById('secret-dialog').open \
@@ -406,12 +371,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         .expect("value")
         .expect("a key");
     assert!(rotated.len() == 51 && rotated != raw, "{rotated}");
-    c.find(Locator::Id("secret-done"))
-        .await
-        .expect("done")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Id("secret-done")).await;
     wait_until(
         &c,
         &format!(
@@ -438,12 +398,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     let raw = rotated;
 
     // Revoke it in the page: confirmation names the key, the row disappears, the key stops.
-    c.find(Locator::Css("#keys-body button.revoke"))
-        .await
-        .expect("revoke")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Css("#keys-body button.revoke")).await;
     wait_visible(&c, "#revoke-confirm").await;
     assert_eq!(
         c.find(Locator::Id("revoke-name"))
@@ -454,12 +409,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
             .expect("text"),
         "Web shop backend"
     );
-    c.find(Locator::Id("revoke-confirm"))
-        .await
-        .expect("confirm")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Id("revoke-confirm")).await;
     wait_until(
         &c,
         "return document.querySelectorAll('#keys-body tr').length === 0",
@@ -482,12 +432,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
                 .send_keys(path)
                 .await
                 .expect("choose file");
-            c.find(Locator::Id("policy-upload"))
-                .await
-                .expect("upload")
-                .click()
-                .await
-                .expect("click");
+            click(&c, Locator::Id("policy-upload")).await;
         }
     };
     upload(env!("BILLSTACK_FIXTURE_WRONG_WORLD")).await;
@@ -530,12 +475,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         c.screenshot().await.expect("screenshot"),
     )
     .expect("save");
-    c.find(Locator::Id("policy-reset"))
-        .await
-        .expect("reset")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Id("policy-reset")).await;
     wait_until(
         &c,
         "return document.getElementById('policy-name').textContent === 'billstack-default-scopes'",
@@ -544,12 +484,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     .await;
 
     // A session that ends mid-edit sends the person to sign-in and keeps what they typed.
-    c.find(Locator::Id("open-create"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Id("open-create")).await;
     wait_visible(&c, "#key-name").await;
     c.find(Locator::Id("key-name"))
         .await
@@ -568,12 +503,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         .send_empty()
         .expect("logout behind the page's back");
     assert_eq!(res.status(), 204);
-    c.find(Locator::Id("create-submit"))
-        .await
-        .expect("create")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Id("create-submit")).await;
     wait_visible(&c, "#sign-in-form").await;
     c.find(Locator::Id("password"))
         .await
@@ -581,12 +511,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         .send_keys(PASSWORD)
         .await
         .expect("type");
-    c.find(Locator::Id("sign-in-submit"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Id("sign-in-submit")).await;
     wait_visible(&c, "#key-name").await;
     assert_eq!(
         c.find(Locator::Id("key-name"))
