@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, agent, cmd, create_user, json, run};
+use common::{CREATED_KEY_FIELDS, Server, agent, cmd, create_user, json, run};
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -85,18 +85,7 @@ fn teams_projects_users_and_keys_from_the_command_line() {
     );
     assert_eq!(key["expiresAt"], "2099-01-01T00:00:00Z");
     let fields: Vec<&String> = key.as_object().expect("object").keys().collect();
-    assert_eq!(
-        fields,
-        [
-            "id",
-            "name",
-            "prefix",
-            "projectId",
-            "scopes",
-            "expiresAt",
-            "createdAt"
-        ]
-    );
+    assert_eq!(fields, CREATED_KEY_FIELDS);
 
     let listed = json(&data, &["key", "list", "--team", "team_a"]);
     let keys = listed["keys"].as_array().expect("keys");

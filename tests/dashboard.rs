@@ -132,6 +132,17 @@ async fn click(c: &Client, locator: Locator<'_>) {
         .unwrap_or_else(|e| panic!("click {what}: {e}"));
 }
 
+/// The text of one element, failing the test if it cannot be read.
+async fn text_of(c: &Client, locator: Locator<'_>) -> String {
+    let what = format!("{locator:?}");
+    c.find(locator)
+        .await
+        .unwrap_or_else(|e| panic!("find {what}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("text of {what}: {e}"))
+}
+
 async fn wait_until(c: &Client, script: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -197,12 +208,8 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     sign_in(&c).await;
     wait_visible(&c, "#keys-empty").await;
     assert!(
-        c.find(Locator::Id("keys-empty"))
+        text_of(&c, Locator::Id("keys-empty"))
             .await
-            .expect("empty")
-            .text()
-            .await
-            .expect("text")
             .contains("No API keys yet")
     );
 
@@ -226,13 +233,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     .expect("date");
     click(&c, Locator::Id("create-submit")).await;
     wait_visible(&c, "#key-expires-error").await;
-    let why = c
-        .find(Locator::Id("key-expires-error"))
-        .await
-        .expect("error")
-        .text()
-        .await
-        .expect("text");
+    let why = text_of(&c, Locator::Id("key-expires-error")).await;
     assert!(why.contains("future"), "{why}");
     click(&c, Locator::Css("#key-project option[value='proj_web']")).await;
     for scope in ["customers:read", "products:read"] {
@@ -312,13 +313,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         !html.contains(&raw[3..]),
         "the raw key is gone from the page"
     );
-    let row = c
-        .find(Locator::Css("#keys-body tr"))
-        .await
-        .expect("row")
-        .text()
-        .await
-        .expect("text");
+    let row = text_of(&c, Locator::Css("#keys-body tr")).await;
     for expected in [
         "Web shop backend",
         &raw[..7],
@@ -340,12 +335,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     click(&c, Locator::Css("#keys-body button.rotate")).await;
     wait_visible(&c, "#rotate-confirm").await;
     assert_eq!(
-        c.find(Locator::Id("rotate-name"))
-            .await
-            .expect("name")
-            .text()
-            .await
-            .expect("text"),
+        text_of(&c, Locator::Id("rotate-name")).await,
         "Web shop backend"
     );
     c.execute(
@@ -401,12 +391,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     click(&c, Locator::Css("#keys-body button.revoke")).await;
     wait_visible(&c, "#revoke-confirm").await;
     assert_eq!(
-        c.find(Locator::Id("revoke-name"))
-            .await
-            .expect("name")
-            .text()
-            .await
-            .expect("text"),
+        text_of(&c, Locator::Id("revoke-name")).await,
         "Web shop backend"
     );
     click(&c, Locator::Id("revoke-confirm")).await;
@@ -437,13 +422,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     };
     upload(env!("BILLSTACK_FIXTURE_WRONG_WORLD")).await;
     wait_visible(&c, "#policy-error").await;
-    let why = c
-        .find(Locator::Id("policy-error"))
-        .await
-        .expect("error")
-        .text()
-        .await
-        .expect("text");
+    let why = text_of(&c, Locator::Id("policy-error")).await;
     assert!(
         why.contains("does not export the billstack:policy world"),
         "{why}"
@@ -456,12 +435,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     )
     .await;
     assert_eq!(
-        c.find(Locator::Id("policy-source"))
-            .await
-            .expect("source")
-            .text()
-            .await
-            .expect("text"),
+        text_of(&c, Locator::Id("policy-source")).await,
         "Uploaded by this team"
     );
     wait_until(

@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Server, agent, create_user, json};
+use common::{CREATED_KEY_FIELDS, Server, agent, create_user, json};
 use serde_json::{Value, json};
 
 const ALICE: (&str, &str) = ("alice@acme.test", "alice-password-1");
@@ -338,18 +338,7 @@ fn create_use_list_revoke_on_every_front_door() {
     let raw = created["rawKey"].as_str().expect("raw").to_string();
     let key_id = created["key"]["id"].as_str().expect("id").to_string();
     let fields: Vec<&String> = created["key"].as_object().expect("object").keys().collect();
-    assert_eq!(
-        fields,
-        [
-            "id",
-            "name",
-            "prefix",
-            "projectId",
-            "scopes",
-            "expiresAt",
-            "createdAt"
-        ]
-    );
+    assert_eq!(fields, CREATED_KEY_FIELDS);
     assert_eq!(created["key"]["prefix"], &raw[..7]);
 
     let customers = "/api/billstack/teams/team_a/projects/proj_a/customers";

@@ -83,6 +83,17 @@ pub fn create_user(data_dir: &Path, email: &str, password: &str, team: &str, rol
     out
 }
 
+/// The fields of a key as create answers it (DESIGN's `CreatedKey.key`), in order.
+pub const CREATED_KEY_FIELDS: [&str; 7] = [
+    "id",
+    "name",
+    "prefix",
+    "projectId",
+    "scopes",
+    "expiresAt",
+    "createdAt",
+];
+
 /// A running `billstack serve`.
 pub struct Server {
     pub child: Child,
