@@ -476,6 +476,7 @@ fn the_sandbox_has_no_environment_files_network_or_stdio() {
         revoked_at: None,
         last_used_at: None,
         hash: String::new(),
+        rotated_to: None,
     };
     // The fixture allows only if every escape attempt failed, and names what leaked otherwise.
     let d = billstack_host::decision::decide_for_key(

@@ -109,6 +109,7 @@ pub fn run_case(policy: &dyn ScopePolicy, case: &Case) -> CaseResult {
         revoked_at: None,
         last_used_at: None,
         hash: String::new(),
+        rotated_to: None,
     };
     let decision = decide_for_key(&key, policy, &case.method, &target);
     let got_code = match &decision {

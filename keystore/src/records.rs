@@ -36,6 +36,10 @@ pub struct KeyRecord {
     pub last_used_at: Option<i64>,
     /// Hex SHA-256 of the raw key.
     pub hash: String,
+    /// The key that replaced this one in a rotation; its `expires_at` is then the end of the
+    /// grace period, not the key's own expiry, and it cannot be rotated again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_to: Option<String>,
 }
 
 impl KeyRecord {

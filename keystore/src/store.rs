@@ -822,6 +822,7 @@ impl Store {
             revoked_at: None,
             last_used_at: None,
             hash: hex::encode(generated.hash),
+            rotated_to: None,
         };
         let (ak, av) =
             self.audit_event(Some(&new.team_id), &new.actor, "key.created", &record.id)?;
@@ -967,56 +968,56 @@ impl Store {
             ));
         }
         let now = clock::now_ms();
-        let not_found = || Error::NotFound {
-            kind: "key",
-            id: key_id.to_owned(),
-        };
-        let old = match self.get_key(team_id, key_id)? {
-            Some(old) if old.revoked_at.is_none() => old,
-            _ => return Err(not_found()),
-        };
-        if old.is_expired(now) {
-            return Err(invalid(
-                "keyId",
-                "the key has expired, so there is nothing to rotate; create a new key instead",
-            ));
-        }
         let generated = apikey::generate();
-        let new = KeyRecord {
-            id: ids::new_id("key"),
-            team_id: old.team_id.clone(),
-            project_id: old.project_id.clone(),
-            name: old.name.clone(),
-            prefix: generated.prefix.clone(),
-            scopes: old.scopes.clone(),
-            expires_at: old.expires_at,
-            created_at: now,
-            revoked_at: None,
-            last_used_at: None,
-            hash: hex::encode(generated.hash),
-        };
+        let new_id = ids::new_id("key");
         let (rk, rv) = self.audit_event(Some(team_id), actor, "key.rotated", key_id)?;
-        let (ck, cv) = self.audit_event(Some(team_id), actor, "key.created", &new.id)?;
+        let (ck, cv) = self.audit_event(Some(team_id), actor, "key.created", &new_id)?;
         let grace_ms = i64::try_from(grace_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
         let ends_at = now.saturating_add(grace_ms);
-        let encoded_new = encode(&new);
-        let new_team_key = join(team_id, &new.id);
-        let old = (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
+        let new_team_key = join(team_id, &new_id);
+        let (old, new) = (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
             .transaction(|(keys, key_hash, team_keys, audit)| {
-                // Read again inside the transaction: a revocation or rotation may have won.
                 let mut old = active_key_in(keys, team_id, key_id)?;
+                if old.is_expired(now) {
+                    return abort(invalid(
+                        "keyId",
+                        "the key has expired, so there is nothing to rotate; create a new key \
+                         instead",
+                    ));
+                }
+                if let Some(successor) = &old.rotated_to {
+                    return abort(invalid(
+                        "keyId",
+                        format!("the key has already been rotated; rotate {successor} instead"),
+                    ));
+                }
+                let new = KeyRecord {
+                    id: new_id.clone(),
+                    team_id: old.team_id.clone(),
+                    project_id: old.project_id.clone(),
+                    name: old.name.clone(),
+                    prefix: generated.prefix.clone(),
+                    scopes: old.scopes.clone(),
+                    expires_at: old.expires_at,
+                    created_at: now,
+                    revoked_at: None,
+                    last_used_at: None,
+                    hash: hex::encode(generated.hash),
+                    rotated_to: None,
+                };
                 if grace_seconds == 0 {
                     revoke_in(&mut old, now, key_hash, team_keys)?;
                 } else {
                     old.expires_at = Some(old.expires_at.map_or(ends_at, |at| at.min(ends_at)));
                 }
+                old.rotated_to = Some(new_id.clone());
                 keys.insert(key_id.as_bytes(), encode(&old))?;
-                keys.insert(new.id.as_bytes(), encoded_new.as_slice())?;
-                key_hash.insert(&generated.hash[..], new.id.as_bytes())?;
+                keys.insert(new_id.as_bytes(), encode(&new))?;
+                key_hash.insert(&generated.hash[..], new_id.as_bytes())?;
                 team_keys.insert(new_team_key.as_slice(), &[][..])?;
                 audit.insert(rk.as_slice(), rv.as_slice())?;
                 audit.insert(ck.as_slice(), cv.as_slice())?;
-                Ok(old)
+                Ok((old, new))
             })
             .map_err(tx_err)?;
         // The cached copy of the old key still has its old expiry (or is revoked now).
@@ -1181,6 +1182,7 @@ mod key_cache_tests {
             revoked_at: None,
             last_used_at: None,
             hash: String::new(),
+            rotated_to: None,
         };
         ([n; 32], Arc::new(record))
     }

@@ -618,6 +618,18 @@ fn rotation_copies_the_key_and_ends_the_old_one_after_the_grace_period() {
         ]
     );
 
+    // The old key now ends with the grace period, which is not its own expiry to hand on:
+    // it cannot be rotated again, and its replacement can, keeping the original expiry.
+    assert_eq!(rotated.old.rotated_to.as_deref(), Some(new.id.as_str()));
+    assert!(matches!(
+        store.rotate_key(&team.id, &old.id, 3600, "user_1"),
+        Err(Error::Invalid { field: "keyId", .. })
+    ));
+    let again = store
+        .rotate_key(&team.id, &new.id, 3600, "user_1")
+        .expect("rotate the replacement");
+    assert_eq!(again.new.expires_at, expires_at);
+
     // An old key that expires sooner than the grace period keeps its own expiry.
     let soon = clock::now_ms() + 60_000;
     let (short, _) = store
