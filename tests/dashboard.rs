@@ -457,6 +457,21 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     )
     .await;
 
+    // The owner's audit log lists what was just done, newest first.
+    wait_until(
+        &c,
+        "const rows = [...document.querySelectorAll('#audit-body tr')].map((r) => r.dataset.action); \
+         return rows.slice(0, 2).join() === 'policy.reset,policy.uploaded' \
+           && rows.includes('key.revoked') && rows.includes('key.rotated') \
+           && rows.includes('auth.signed_in')",
+        "the audit log to show the session's changes",
+    )
+    .await;
+    assert_eq!(
+        text_of(&c, Locator::Css("#audit-body tr:first-child .audit-action")).await,
+        "Policy reset to default"
+    );
+
     // A session that ends mid-edit sends the person to sign-in and keeps what they typed.
     click(&c, Locator::Id("open-create")).await;
     wait_visible(&c, "#key-name").await;

@@ -33,16 +33,18 @@ impl World {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path().join("store")).expect("store");
         for team in ["team_a", "team_b"] {
-            store.create_team(Some(team), team, "test").expect("team");
+            store
+                .create_team(Some(team), team, "test".into())
+                .expect("team");
         }
         store
-            .create_project("team_a", Some("proj_a"), "A", "test")
+            .create_project("team_a", Some("proj_a"), "A", "test".into())
             .expect("project");
         store
-            .create_project("team_a", Some("proj_a2"), "A2", "test")
+            .create_project("team_a", Some("proj_a2"), "A2", "test".into())
             .expect("project");
         store
-            .create_project("team_b", Some("proj_b"), "B", "test")
+            .create_project("team_b", Some("proj_b"), "B", "test".into())
             .expect("project");
         let engine = PolicyEngine::new(limits, Some(dir.path().join("cache"))).expect("engine");
         let policies = PolicySet::new(engine.load(DEFAULT_PLUGIN).expect("default plugin"));
@@ -63,6 +65,7 @@ impl World {
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
                 expires_at: None,
                 actor: "test".into(),
+                source: None,
             })
             .expect("key")
             .1
@@ -282,7 +285,9 @@ fn revoked_keys_stop_at_once() {
         .expect("active")
         .id
         .clone();
-    w.store.revoke_key("team_a", &id, "test").expect("revoke");
+    w.store
+        .revoke_key("team_a", &id, "test".into())
+        .expect("revoke");
     assert_eq!(
         kind(&w.decide(&raw, "GET", &target)),
         Some(DenyKind::InvalidKey)
@@ -302,6 +307,7 @@ fn expired_keys_are_refused() {
             scopes: vec![],
             expires_at: Some(expires_at),
             actor: "test".into(),
+            source: None,
         })
         .expect("key");
     // At the exact expiry instant the key is already expired; a millisecond before it is not.
@@ -753,7 +759,9 @@ fn the_non_blocking_path_agrees_with_the_full_decision_or_declines() {
         .expect("active")
         .id
         .clone();
-    w.store.revoke_key("team_a", &id, "test").expect("revoke");
+    w.store
+        .revoke_key("team_a", &id, "test".into())
+        .expect("revoke");
     assert_eq!(fast(&key, &a_target), None);
     assert_eq!(
         kind(&w.decide(&key, "GET", &a_target)),

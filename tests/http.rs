@@ -941,3 +941,161 @@ fn rotation_keeps_the_old_key_for_its_grace_period_then_401() {
     let fourth_raw = fourth["rawKey"].as_str().expect("raw");
     assert_eq!(doors(&server, fourth_raw, "GET", path), valid);
 }
+
+#[test]
+fn the_audit_log_shows_owners_every_change_with_actor_source_and_object() {
+    let (_dir, data) = world();
+    let carol = ("carol@acme.test", "carol-password-1");
+    create_user(&data, carol.0, carol.1, "team_a", "member");
+    let server = start(&data, &echo_upstream(16));
+    let log = "/api/billstack/teams/team_a/audit-log";
+
+    // A failed sign-in, then the session that does the work.
+    let failed = agent()
+        .post(&server.url("/api/auth/login"))
+        .send_json(json!({"email": ALICE.0, "password": "not-her-password"}))
+        .expect("login");
+    assert_eq!(failed.status(), 401);
+    let alice = login(&server, ALICE);
+    let (_, me) = alice.send("GET", "/api/auth/me", None);
+    let alice_id = me["user"]["id"].as_str().expect("id").to_string();
+    let (status, created) = alice.create_key("team_a", json!({"name": "audited"}));
+    assert_eq!(status, 201);
+    let first = created["key"]["id"].as_str().expect("id").to_string();
+    let raw = created["rawKey"].as_str().expect("raw").to_string();
+    let (status, rotated) = alice.send(
+        "POST",
+        &format!("/api/billstack/teams/team_a/api-keys/{first}/rotate"),
+        Some(json!({"gracePeriodSeconds": 0})),
+    );
+    assert_eq!(status, 201);
+    let second = rotated["key"]["id"].as_str().expect("id").to_string();
+    let second_raw = rotated["rawKey"].as_str().expect("raw").to_string();
+    let (status, _) = alice.send(
+        "DELETE",
+        &format!("/api/billstack/teams/team_a/api-keys/{second}"),
+        None,
+    );
+    assert_eq!(status, 204);
+
+    let (status, page) = alice.send("GET", log, None);
+    assert_eq!(status, 200, "{page}");
+    let newest: Vec<(String, String, String)> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .take(6)
+        .map(|e| {
+            (
+                e["action"].as_str().expect("action").to_string(),
+                e["actor"]["id"].as_str().expect("actor").to_string(),
+                e["target"].as_str().expect("target").to_string(),
+            )
+        })
+        .collect();
+    let a = alice_id.as_str();
+    let expected = [
+        ("key.revoked", a, second.as_str()),
+        ("key.created", a, second.as_str()),
+        ("key.rotated", a, first.as_str()),
+        ("key.created", a, first.as_str()),
+        ("auth.signed_in", a, a),
+        ("auth.sign_in_failed", "anonymous", a),
+    ];
+    let expected: Vec<(String, String, String)> = expected
+        .iter()
+        .map(|(x, y, z)| (x.to_string(), y.to_string(), z.to_string()))
+        .collect();
+    assert_eq!(newest, expected, "{page:#}");
+    let event = &page["events"][0];
+    assert_eq!(event["source"], "127.0.0.1");
+    assert_eq!(event["actor"]["email"], ALICE.0);
+    assert!(event["at"].as_str().expect("at").ends_with('Z'));
+    // The CLI set-up has no address.
+    let oldest = page["events"]
+        .as_array()
+        .expect("events")
+        .last()
+        .expect("one");
+    assert_eq!(oldest["action"], "team.created");
+    assert_eq!(oldest["source"], Value::Null);
+    assert_eq!(page["nextCursor"], Value::Null);
+
+    // Pages of two walk the same events, each once, newest first.
+    let mut walked = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{log}?limit=2&cursor={c}"),
+            None => format!("{log}?limit=2"),
+        };
+        let (status, page) = alice.send("GET", &path, None);
+        assert_eq!(status, 200, "{page}");
+        let events = page["events"].as_array().expect("events");
+        assert!(events.len() <= 2);
+        walked.extend(events.iter().cloned());
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(Value::Array(walked), page["events"]);
+
+    // Never a secret.
+    let text = page.to_string();
+    for secret in [
+        raw.as_str(),
+        second_raw.as_str(),
+        ALICE.1,
+        "not-her-password",
+    ] {
+        assert!(!text.contains(secret), "a secret in the audit log");
+    }
+    assert!(!text.contains(&alice.cookie["billstack_session=".len()..]));
+
+    // Owners only; other teams do not see it exists; bad paging is a 400 naming the field.
+    let carol = login(&server, carol);
+    let (status, error) = carol.send("GET", log, None);
+    assert_eq!(
+        (status, &error["error"]["code"]),
+        (403, &json!("forbidden"))
+    );
+    let bob = login(&server, BOB);
+    assert_eq!(bob.send("GET", log, None).0, 404);
+    let anonymous = agent().get(&server.url(log)).call().expect("request");
+    assert_eq!(anonymous.status(), 401);
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("limit=many", "limit"),
+        ("cursor=abc", "cursor"),
+        ("cursor=0", "cursor"),
+        ("page=2", "query"),
+    ] {
+        let (status, error) = alice.send("GET", &format!("{log}?{query}"), None);
+        assert_eq!(
+            (status, &error["error"]["field"]),
+            (400, &json!(field)),
+            "{query}"
+        );
+    }
+    let (status, page) = alice.send("GET", &format!("{log}?limit=200"), None);
+    assert_eq!(status, 200);
+    assert!(page["events"].as_array().expect("events").len() >= 6);
+    assert_eq!(server.stop().code(), Some(0));
+
+    // Behind a trusted proxy the address it reports is recorded; from anyone else the header
+    // is the client's own claim and is ignored.
+    let server = Server::start(&data, &[("BILLSTACK_TRUSTED_PROXIES", "127.0.0.1")]);
+    let res = agent()
+        .post(&server.url("/api/auth/login"))
+        .header("X-Forwarded-For", "198.51.100.1, 203.0.113.5")
+        .send_json(json!({"email": ALICE.0, "password": ALICE.1}))
+        .expect("login");
+    assert_eq!(res.status(), 200);
+    let alice = login(&server, ALICE);
+    let (_, page) = alice.send("GET", &format!("{log}?limit=2"), None);
+    assert_eq!(page["events"][1]["action"], "auth.signed_in");
+    assert_eq!(page["events"][1]["source"], "203.0.113.5");
+    assert_eq!(page["events"][0]["source"], "127.0.0.1");
+}

@@ -4,7 +4,8 @@
 
 const $ = (id) => document.getElementById(id);
 
-const state = { me: null, teamId: null, projects: [], policy: null, keys: [], revoking: null, reopenCreate: false };
+const state = { me: null, teamId: null, projects: [], policy: null, keys: [], revoking: null, reopenCreate: false,
+  audit: [], auditCursor: null };
 
 class Unauthenticated extends Error {}
 
@@ -115,6 +116,7 @@ async function loadTeam() {
   renderPolicy();
   renderCreateChoices();
   renderKeys();
+  await loadAudit(true);
 }
 
 function currentRole() {
@@ -217,6 +219,62 @@ function renderKeys() {
   show($("keys-empty"), state.keys.length === 0);
 }
 
+function keysChanged() {
+  renderKeys();
+  refreshAudit();
+}
+
+const AUDIT_ACTIONS = {
+  "key.created": "Key created", "key.rotated": "Key rotated", "key.revoked": "Key revoked",
+  "policy.uploaded": "Policy uploaded", "policy.reset": "Policy reset to default",
+  "auth.signed_in": "Signed in", "auth.sign_in_failed": "Failed sign-in",
+  "team.created": "Team created", "project.created": "Project created",
+  "user.created": "Account created", "member.set": "Membership changed",
+};
+
+function auditObject(event) {
+  const key = state.keys.find((k) => k.id === event.target);
+  return key ? `${key.name} (${event.target})` : event.target;
+}
+
+function renderAudit() {
+  $("audit-body").replaceChildren(...state.audit.map((event) => {
+    const tr = document.createElement("tr");
+    tr.dataset.action = event.action;
+    const who = event.actor.email || (event.actor.id === "anonymous" ? "Unknown (wrong password)" : event.actor.id);
+    tr.append(
+      cell("When", formatTime(event.at)), cell("What", AUDIT_ACTIONS[event.action] || event.action, "audit-action"),
+      cell("Who", who), cell("Object", auditObject(event), "mono wrap"), cell("From", event.source || "command line", "mono"),
+    );
+    return tr;
+  }));
+  show($("audit-table"), state.audit.length > 0);
+  show($("audit-empty"), state.audit.length === 0);
+  show($("audit-more"), Boolean(state.auditCursor));
+}
+
+// Owners see the team's audit log; `fresh` starts again from the newest events.
+async function loadAudit(fresh) {
+  const owner = currentRole() === "owner";
+  show($("audit-section"), owner);
+  if (!owner) return;
+  setError($("audit-error"), "");
+  let path = `/api/billstack/teams/${encodeURIComponent(state.teamId)}/audit-log?limit=25`;
+  if (!fresh && state.auditCursor) path += `&cursor=${encodeURIComponent(state.auditCursor)}`;
+  try {
+    const page = await api("GET", path);
+    state.audit = fresh ? page.events : state.audit.concat(page.events);
+    state.auditCursor = page.nextCursor;
+    renderAudit();
+  } catch (e) {
+    if (!(e instanceof Unauthenticated)) setError($("audit-error"), e.message);
+  }
+}
+
+function refreshAudit() {
+  loadAudit(true);
+}
+
 const FIELD_ERRORS = { name: "key-name-error", projectId: "key-project-error", scopes: "key-scopes-error", expiresAt: "key-expires-error" };
 
 function clearCreateErrors() {
@@ -256,7 +314,7 @@ async function submitCreate(event) {
     resetCreate();
     showSecret(created.rawKey);
     state.keys.push({ ...created.key, lastUsedAt: null });
-    renderKeys();
+    keysChanged();
   } catch (e) {
     if (e instanceof Unauthenticated) return;
     const fieldError = e.field && FIELD_ERRORS[e.field];
@@ -316,7 +374,7 @@ async function confirmRotate() {
     showSecret(rotated.rawKey);
     // The old key's new end (or its absence) comes from the server.
     state.keys = (await api("GET", base)).keys;
-    renderKeys();
+    keysChanged();
   } catch (e) {
     if (!(e instanceof Unauthenticated)) setError($("rotate-error"), e.message);
   } finally {
@@ -340,7 +398,7 @@ async function confirmRevoke() {
   try {
     await api("DELETE", `/api/billstack/teams/${encodeURIComponent(state.teamId)}/api-keys/${encodeURIComponent(key.id)}`);
     state.keys = state.keys.filter((k) => k.id !== key.id);
-    renderKeys();
+    keysChanged();
     $("revoke-dialog").close();
     $("open-create").focus();
   } catch (e) {
@@ -353,6 +411,7 @@ async function confirmRevoke() {
 
 async function policyChanged(result, message) {
   state.policy = result.policy;
+  refreshAudit();
   renderPolicy();
   renderCreateChoices();
   const orphans = result.keysWithUndefinedScopes || [];
@@ -417,6 +476,7 @@ async function start() {
   $("revoke-confirm").addEventListener("click", confirmRevoke);
   $("policy-form").addEventListener("submit", uploadPolicy);
   $("policy-reset").addEventListener("click", resetPolicy);
+  $("audit-more").addEventListener("click", () => loadAudit(false));
   $("team-switcher").addEventListener("change", async (e) => {
     state.teamId = e.target.value;
     sessionStorage.setItem("billstack-team", state.teamId);

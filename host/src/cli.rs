@@ -206,7 +206,7 @@ fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 impl TeamCommand {
     fn run(self, settings: &Settings) -> anyhow::Result<()> {
         let TeamCommand::Create { name, id } = self;
-        let team = open_store(settings)?.create_team(id.as_deref(), &name, CLI_ACTOR)?;
+        let team = open_store(settings)?.create_team(id.as_deref(), &name, CLI_ACTOR.into())?;
         print_json(&json!({"id": team.id, "name": team.name}))
     }
 }
@@ -214,7 +214,8 @@ impl TeamCommand {
 impl ProjectCommand {
     fn run(self, settings: &Settings) -> anyhow::Result<()> {
         let ProjectCommand::Create { team, name, id } = self;
-        let p = open_store(settings)?.create_project(&team, id.as_deref(), &name, CLI_ACTOR)?;
+        let p =
+            open_store(settings)?.create_project(&team, id.as_deref(), &name, CLI_ACTOR.into())?;
         print_json(&json!({"id": p.id, "name": p.name, "teamId": p.team_id}))
     }
 }
@@ -253,7 +254,7 @@ impl UserCommand {
                 team_id: team,
                 role,
             },
-            CLI_ACTOR,
+            CLI_ACTOR.into(),
         )?;
         print_json(&json!({"id": user.id, "email": user.email}))
     }
@@ -298,6 +299,7 @@ impl KeyCommand {
                     scopes,
                     expires_at,
                     actor: CLI_ACTOR.into(),
+                    source: None,
                 })?;
                 print_json(&CreatedKey {
                     key: KeyView::created(&record),
@@ -316,7 +318,7 @@ impl KeyCommand {
                 print_json(&json!({"keys": keys}))
             }
             KeyCommand::Revoke { team, key_id } => {
-                let record = store.revoke_key(&team, &key_id, CLI_ACTOR)?;
+                let record = store.revoke_key(&team, &key_id, CLI_ACTOR.into())?;
                 print_json(&json!({
                     "id": record.id,
                     "revokedAt": record.revoked_at.map(clock::format_rfc3339),

@@ -1,6 +1,6 @@
 //! `billstack.toml` and its `BILLSTACK_*` environment overrides.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,6 +33,9 @@ pub struct FileConfig {
     pub cookie_secure: Option<bool>,
     /// Path of a policy component that replaces the embedded default. Default: the embedded one.
     pub policy: Option<PathBuf>,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` is believed (for the audit log's
+    /// source addresses and per-address throttling). Default: none.
+    pub trusted_proxies: Option<Vec<String>>,
     /// Sandbox limits for policy plugins.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -69,6 +72,8 @@ pub struct Settings {
     pub cookie_secure: bool,
     /// Deployment default policy file, if not the embedded one.
     pub policy: Option<PathBuf>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
     /// Sandbox limits.
     pub limits: PolicyLimits,
 }
@@ -158,6 +163,17 @@ impl Settings {
         let policy = env_var("BILLSTACK_POLICY")
             .map(PathBuf::from)
             .or(file.policy);
+        let trusted_proxies = match env_var("BILLSTACK_TRUSTED_PROXIES") {
+            Some(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
+            None => file.trusted_proxies.unwrap_or_default(),
+        }
+        .iter()
+        .map(|text| {
+            text.parse::<IpAddr>().with_context(|| {
+                format!("trusted proxy {text:?} is not an IP address (e.g. 127.0.0.1)")
+            })
+        })
+        .collect::<anyhow::Result<Vec<IpAddr>>>()?;
 
         let defaults = PolicyLimits::default();
         let memory_mib = env_u64("BILLSTACK_PLUGIN_MEMORY_MIB")?.or(file.limits.plugin_memory_mib);
@@ -185,6 +201,7 @@ impl Settings {
             forward_authorization,
             cookie_secure,
             policy,
+            trusted_proxies,
             limits,
         };
         settings.validate()?;
@@ -249,5 +266,17 @@ mod tests {
         assert!(Settings::from_file(bad, &Overrides::default()).is_err());
         let bad: FileConfig = toml::from_str("listen = \"nope\"\n").expect("parses");
         assert!(Settings::from_file(bad, &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_must_be_addresses() {
+        let file: FileConfig =
+            toml::from_str("trusted_proxies = [\"127.0.0.1\", \"::1\"]\n").expect("parses");
+        let s = Settings::from_file(file, &Overrides::default()).expect("valid");
+        assert_eq!(s.trusted_proxies.len(), 2);
+        let bad: FileConfig =
+            toml::from_str("trusted_proxies = [\"10.0.0.0/8\"]\n").expect("parses");
+        let err = Settings::from_file(bad, &Overrides::default()).expect_err("a range");
+        assert!(format!("{err:#}").contains("10.0.0.0/8"), "{err:#}");
     }
 }

@@ -17,7 +17,7 @@ fn round(creators: usize) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
     store
-        .create_team(Some("team_a"), "A", "bench")
+        .create_team(Some("team_a"), "A", "bench".into())
         .expect("team");
     let created = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
@@ -35,6 +35,7 @@ fn round(creators: usize) -> f64 {
                             scopes: vec!["customers:read".into()],
                             expires_at: None,
                             actor: "bench".into(),
+                            source: None,
                         })
                         .expect("create");
                     created.fetch_add(1, Ordering::Relaxed);

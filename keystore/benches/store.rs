@@ -49,7 +49,7 @@ fn load(dir: &Path, n: usize) -> Vec<String> {
     )
     .expect("open");
     store
-        .create_team(Some("team_a"), "A", "bench")
+        .create_team(Some("team_a"), "A", "bench".into())
         .expect("team");
     let started = std::time::Instant::now();
     let raws: Vec<String> = (0..n)
@@ -62,6 +62,7 @@ fn load(dir: &Path, n: usize) -> Vec<String> {
                     scopes: vec!["customers:read".into()],
                     expires_at: None,
                     actor: "bench".into(),
+                    source: None,
                 })
                 .expect("create")
                 .1

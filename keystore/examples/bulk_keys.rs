@@ -20,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     )?;
     if store.get_team("team_bulk")?.is_none() {
-        store.create_team(Some("team_bulk"), "Bulk", "bulk_keys")?;
+        store.create_team(Some("team_bulk"), "Bulk", "bulk_keys".into())?;
     }
     for i in 0..n {
         store.create_key(&NewApiKey {
@@ -30,6 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             scopes: vec!["customers:read".into()],
             expires_at: None,
             actor: "bulk_keys".into(),
+            source: None,
         })?;
     }
     store.flush()?;

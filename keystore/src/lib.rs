@@ -9,6 +9,7 @@
 //! before calling [`Store::create_key`]; this crate only checks their form.
 
 pub mod apikey;
+mod audit;
 pub mod clock;
 mod group_flush;
 pub mod ids;
@@ -17,6 +18,7 @@ mod store;
 #[cfg(test)]
 mod store_tests;
 
+pub use audit::{ANONYMOUS, Actor, AuditPage, MAX_AUDIT_PAGE};
 pub use records::{AuditEvent, KeyRecord, Project, Role, Session, Team, TeamPolicy, User};
 pub use store::{MAX_ROTATION_GRACE_SECONDS, NewApiKey, NewUser, Rotated, Store, StoreOptions};
 

@@ -173,6 +173,10 @@ pub struct AuditEvent {
     pub action: String,
     /// The id of the object acted on.
     pub target: String,
+    /// The client address the change came from (`None` for offline commands and for events
+    /// recorded before addresses were).
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -15,6 +15,7 @@ use sled::transaction::{
     ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
 };
 
+use crate::audit::{ANONYMOUS, Actor, AuditPage, MAX_AUDIT_PAGE, event_key, is_legacy_key};
 use crate::group_flush::GroupFlush;
 use crate::records::{decode, decode_str, encode};
 use crate::{
@@ -63,6 +64,8 @@ pub struct NewApiKey {
     pub expires_at: Option<i64>,
     /// Who is creating it, for the audit log.
     pub actor: String,
+    /// The address the request came from, for the audit log (`None` offline).
+    pub source: Option<String>,
 }
 
 /// Inside a transaction: the team's unrevoked key `key_id`; `NotFound` for a missing key, a
@@ -372,7 +375,7 @@ impl Store {
             .cache_capacity(options.cache_capacity)
             .open()?;
         let tree = |name: &str| db.open_tree(name);
-        Ok(Store {
+        let store = Store {
             keys: tree("keys")?,
             key_hash: tree("key_hash")?,
             team_keys: tree("team_keys")?,
@@ -392,7 +395,9 @@ impl Store {
             db,
             path,
             _lock: lock,
-        })
+        };
+        store.migrate_audit_keys()?;
+        Ok(store)
     }
 
     /// The data directory.
@@ -418,10 +423,11 @@ impl Store {
         Ok(value)
     }
 
+    /// An audit event's key and bytes, to be written in the transaction of the change.
     fn audit_event(
         &self,
         team_id: Option<&str>,
-        actor: &str,
+        actor: Actor<'_>,
         action: &str,
         target: &str,
     ) -> Result<(Vec<u8>, Vec<u8>)> {
@@ -430,11 +436,33 @@ impl Store {
             seq,
             at: clock::now_ms(),
             team_id: team_id.map(str::to_owned),
-            actor: actor.to_owned(),
+            actor: actor.id.to_owned(),
             action: action.to_owned(),
             target: target.to_owned(),
+            source: actor.source.map(str::to_owned),
         };
-        Ok((seq.to_be_bytes().to_vec(), encode(&event)))
+        Ok((event_key(team_id, seq), encode(&event)))
+    }
+
+    /// Rewrites audit events stored under their bare sequence number (before events were
+    /// grouped by team) under their team's prefix. Idempotent; a no-op on current stores.
+    fn migrate_audit_keys(&self) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        let mut moved = 0usize;
+        for entry in self.audit.iter() {
+            let (k, v) = entry?;
+            if is_legacy_key(&k) {
+                let event: AuditEvent = decode("audit event", &v)?;
+                batch.remove(k);
+                batch.insert(event_key(event.team_id.as_deref(), event.seq), v);
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            self.audit.apply_batch(batch)?;
+            self.db.flush()?;
+        }
+        Ok(())
     }
 
     /// True when no team exists yet (a fresh data directory).
@@ -445,7 +473,7 @@ impl Store {
     // ----- teams and projects -------------------------------------------------------------
 
     /// Creates a team with a new random id, or `id` if given.
-    pub fn create_team(&self, id: Option<&str>, name: &str, actor: &str) -> Result<Team> {
+    pub fn create_team(&self, id: Option<&str>, name: &str, actor: Actor<'_>) -> Result<Team> {
         let name = validate_name("name", name)?;
         let id = match id {
             Some(id) => {
@@ -506,7 +534,7 @@ impl Store {
         team_id: &str,
         id: Option<&str>,
         name: &str,
-        actor: &str,
+        actor: Actor<'_>,
     ) -> Result<Project> {
         let name = validate_name("name", name)?;
         self.require_team(team_id)?;
@@ -568,7 +596,7 @@ impl Store {
     // ----- users, memberships, sessions -----------------------------------------------------
 
     /// Creates a user (Argon2id-hashed password) as a member of one team.
-    pub fn create_user(&self, new: &NewUser, actor: &str) -> Result<User> {
+    pub fn create_user(&self, new: &NewUser, actor: Actor<'_>) -> Result<User> {
         let email = validate_email(&new.email)?;
         if new.password.chars().count() < MIN_PASSWORD_LEN {
             return Err(invalid(
@@ -630,7 +658,7 @@ impl Store {
         team_id: &str,
         user_id: &str,
         role: Role,
-        actor: &str,
+        actor: Actor<'_>,
     ) -> Result<()> {
         self.require_team(team_id)?;
         if self.get_user(user_id)?.is_none() {
@@ -824,8 +852,15 @@ impl Store {
             hash: hex::encode(generated.hash),
             rotated_to: None,
         };
-        let (ak, av) =
-            self.audit_event(Some(&new.team_id), &new.actor, "key.created", &record.id)?;
+        let (ak, av) = self.audit_event(
+            Some(&new.team_id),
+            Actor {
+                id: &new.actor,
+                source: new.source.as_deref(),
+            },
+            "key.created",
+            &record.id,
+        )?;
         let encoded = encode(&record);
         let team_key = join(&record.team_id, &record.id);
         (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
@@ -928,7 +963,7 @@ impl Store {
     /// Revokes a key of a team: removes it from the hash index in the same atomic step as
     /// marking it revoked, and flushes before returning. `NotFound` for an unknown key, a key of
     /// another team, or one already revoked.
-    pub fn revoke_key(&self, team_id: &str, key_id: &str, actor: &str) -> Result<KeyRecord> {
+    pub fn revoke_key(&self, team_id: &str, key_id: &str, actor: Actor<'_>) -> Result<KeyRecord> {
         let now = clock::now_ms();
         let (ak, av) = self.audit_event(Some(team_id), actor, "key.revoked", key_id)?;
         let record = (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
@@ -959,7 +994,7 @@ impl Store {
         team_id: &str,
         key_id: &str,
         grace_seconds: u64,
-        actor: &str,
+        actor: Actor<'_>,
     ) -> Result<Rotated> {
         if grace_seconds > MAX_ROTATION_GRACE_SECONDS {
             return Err(invalid(
@@ -1056,7 +1091,12 @@ impl Store {
 
     /// Stores a team's policy plugin and makes it the team's policy. The caller validates the
     /// component first; this only stores bytes.
-    pub fn put_team_policy(&self, team_id: &str, bytes: &[u8], actor: &str) -> Result<TeamPolicy> {
+    pub fn put_team_policy(
+        &self,
+        team_id: &str,
+        bytes: &[u8],
+        actor: Actor<'_>,
+    ) -> Result<TeamPolicy> {
         self.require_team(team_id)?;
         let sha = hex::encode(Sha256::digest(bytes));
         let meta = TeamPolicy {
@@ -1064,7 +1104,7 @@ impl Store {
             sha256: sha.clone(),
             size: bytes.len() as u64,
             uploaded_at: clock::now_ms(),
-            uploaded_by: actor.to_owned(),
+            uploaded_by: actor.id.to_owned(),
         };
         let (ak, av) = self.audit_event(Some(team_id), actor, "policy.uploaded", &sha)?;
         (&self.team_policy, &self.policy_blobs, &self.audit)
@@ -1108,7 +1148,7 @@ impl Store {
     }
 
     /// Removes a team's policy (back to the deployment default). `true` if it had one.
-    pub fn delete_team_policy(&self, team_id: &str, actor: &str) -> Result<bool> {
+    pub fn delete_team_policy(&self, team_id: &str, actor: Actor<'_>) -> Result<bool> {
         let (ak, av) = self.audit_event(Some(team_id), actor, "policy.reset", team_id)?;
         let removed = (&self.team_policy, &self.audit)
             .transaction(|(team_policy, audit)| {
@@ -1139,19 +1179,67 @@ impl Store {
 
     // ----- audit ----------------------------------------------------------------------------
 
-    /// The newest `limit` audit events, newest first, optionally only one team's.
-    pub fn list_audit(&self, team_id: Option<&str>, limit: usize) -> Result<Vec<AuditEvent>> {
-        let mut out = Vec::new();
-        for v in self.audit.iter().values().rev() {
-            let event: AuditEvent = decode("audit event", &v?)?;
-            if team_id.is_none_or(|t| event.team_id.as_deref() == Some(t)) {
-                out.push(event);
-                if out.len() >= limit {
-                    break;
+    /// One page of a team's audit log, newest first: up to `limit` (at most
+    /// [`MAX_AUDIT_PAGE`]) events older than `before` (a sequence number from the previous
+    /// page's [`AuditPage::next_before`]), or the newest when `before` is `None`.
+    pub fn list_audit(
+        &self,
+        team_id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<AuditPage> {
+        let limit = limit.clamp(1, MAX_AUDIT_PAGE);
+        let start = event_key(Some(team_id), 0);
+        let end = event_key(Some(team_id), before.unwrap_or(u64::MAX));
+        let mut events = Vec::with_capacity(limit);
+        let mut next_before = None;
+        // `end` itself is excluded: with `before` it is the last event already shown, and
+        // sequence number u64::MAX is never generated.
+        for entry in self.audit.range(start..end).rev() {
+            let (_, v) = entry?;
+            let event: AuditEvent = decode("audit event", &v)?;
+            if events.len() == limit {
+                next_before = events.last().map(|e: &AuditEvent| e.seq);
+                break;
+            }
+            events.push(event);
+        }
+        Ok(AuditPage {
+            events,
+            next_before,
+        })
+    }
+
+    /// Records a sign-in attempt for `email` from `source`. A success, or a failure for an
+    /// existing account, is recorded in each of the account's teams (a failure with actor
+    /// `anonymous`, since whoever tried is not known to be the user); a failure for an unknown
+    /// email is recorded under no team, without the email (people type passwords into email
+    /// fields). Flushed before returning.
+    pub fn record_sign_in(&self, email: &str, succeeded: bool, source: &str) -> Result<()> {
+        let user = match validate_email(email) {
+            Ok(email) => self.find_user_by_email(&email)?,
+            Err(_) => None,
+        };
+        let (action, actor_id) = match (&user, succeeded) {
+            (Some(user), true) => ("auth.signed_in", user.id.as_str()),
+            _ => ("auth.sign_in_failed", ANONYMOUS),
+        };
+        let actor = Actor::from_address(actor_id, source);
+        let mut batch = sled::Batch::default();
+        match &user {
+            Some(user) => {
+                for (team, _) in self.user_teams(&user.id)? {
+                    let (k, v) = self.audit_event(Some(&team.id), actor, action, &user.id)?;
+                    batch.insert(k, v);
                 }
             }
+            None => {
+                let (k, v) = self.audit_event(None, actor, action, "unknown-account")?;
+                batch.insert(k, v);
+            }
         }
-        Ok(out)
+        self.audit.apply_batch(batch)?;
+        self.durable(())
     }
 
     #[cfg(test)]

@@ -10,10 +10,10 @@ fn open() -> (tempfile::TempDir, Store) {
 
 fn team_and_project(store: &Store) -> (Team, Project) {
     let team = store
-        .create_team(Some("team_a"), "Acme", "test")
+        .create_team(Some("team_a"), "Acme", "test".into())
         .expect("team");
     let project = store
-        .create_project(&team.id, Some("proj_a"), "Web", "test")
+        .create_project(&team.id, Some("proj_a"), "Web", "test".into())
         .expect("project");
     (team, project)
 }
@@ -26,6 +26,7 @@ fn new_key(team: &str) -> NewApiKey {
         scopes: vec![],
         expires_at: None,
         actor: "test".into(),
+        source: None,
     }
 }
 
@@ -75,18 +76,19 @@ fn key_lifecycle_create_lookup_list_revoke() {
     }
 
     let revoked = store
-        .revoke_key(&team.id, &record.id, "test")
+        .revoke_key(&team.id, &record.id, "test".into())
         .expect("revoke");
     assert!(revoked.revoked_at.is_some());
     assert_eq!(store.lookup_key(&raw).expect("lookup"), None);
     assert!(store.list_keys(&team.id).expect("list").is_empty());
     assert!(matches!(
-        store.revoke_key(&team.id, &record.id, "test"),
+        store.revoke_key(&team.id, &record.id, "test".into()),
         Err(Error::NotFound { .. })
     ));
     let actions: Vec<String> = store
-        .list_audit(Some(&team.id), 10)
+        .list_audit(&team.id, None, 10)
         .expect("audit")
+        .events
         .into_iter()
         .map(|e| e.action)
         .collect();
@@ -105,14 +107,16 @@ fn key_lifecycle_create_lookup_list_revoke() {
 fn revoke_is_refused_for_another_teams_key_and_unknown_ids() {
     let (_dir, store) = open();
     let (team, _) = team_and_project(&store);
-    let other = store.create_team(None, "Other", "test").expect("team");
+    let other = store
+        .create_team(None, "Other", "test".into())
+        .expect("team");
     let (record, raw) = store.create_key(&new_key(&team.id)).expect("create");
     assert!(matches!(
-        store.revoke_key(&other.id, &record.id, "test"),
+        store.revoke_key(&other.id, &record.id, "test".into()),
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
-        store.revoke_key(&team.id, "key_nope", "test"),
+        store.revoke_key(&team.id, "key_nope", "test".into()),
         Err(Error::NotFound { .. })
     ));
     assert!(store.get_key(&other.id, &record.id).expect("get").is_none());
@@ -127,10 +131,10 @@ fn key_validation_changes_nothing_on_bad_input() {
     let (_dir, store) = open();
     let (team, _) = team_and_project(&store);
     let other = store
-        .create_team(Some("team_b"), "B", "test")
+        .create_team(Some("team_b"), "B", "test".into())
         .expect("team");
     store
-        .create_project(&other.id, Some("proj_b"), "B", "test")
+        .create_project(&other.id, Some("proj_b"), "B", "test".into())
         .expect("project");
     let cases: Vec<(NewApiKey, &str)> = vec![
         (
@@ -218,7 +222,9 @@ fn usage_batches_update_last_used_but_never_resurrect() {
     let (team, _) = team_and_project(&store);
     let (a, raw_a) = store.create_key(&new_key(&team.id)).expect("a");
     let (b, _) = store.create_key(&new_key(&team.id)).expect("b");
-    store.revoke_key(&team.id, &b.id, "test").expect("revoke");
+    store
+        .revoke_key(&team.id, &b.id, "test".into())
+        .expect("revoke");
     store
         .record_key_usage(&[
             (a.id.clone(), 500),
@@ -252,23 +258,23 @@ fn teams_projects_and_ids() {
     let (team, project) = team_and_project(&store);
     assert!(!store.is_empty().expect("not empty"));
     assert!(matches!(
-        store.create_team(Some("team_a"), "Again", "t"),
+        store.create_team(Some("team_a"), "Again", "t".into()),
         Err(Error::AlreadyExists { .. })
     ));
     assert!(matches!(
-        store.create_team(Some("team/../x"), "Bad", "t"),
+        store.create_team(Some("team/../x"), "Bad", "t".into()),
         Err(Error::Invalid { .. })
     ));
     assert!(matches!(
-        store.create_project("team_nope", None, "P", "t"),
+        store.create_project("team_nope", None, "P", "t".into()),
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
-        store.create_project(&team.id, Some("proj_a"), "P", "t"),
+        store.create_project(&team.id, Some("proj_a"), "P", "t".into()),
         Err(Error::AlreadyExists { .. })
     ));
     let generated = store
-        .create_project(&team.id, None, "Second", "t")
+        .create_project(&team.id, None, "Second", "t".into())
         .expect("project");
     assert!(generated.id.starts_with("proj_"));
     let listed: Vec<String> = store
@@ -280,7 +286,9 @@ fn teams_projects_and_ids() {
     assert_eq!(listed.len(), 2);
     assert!(listed.contains(&project.id));
     // A team whose id is a prefix of another's does not see its projects.
-    let t2 = store.create_team(Some("team_a2"), "A2", "t").expect("team");
+    let t2 = store
+        .create_team(Some("team_a2"), "A2", "t".into())
+        .expect("team");
     assert!(store.list_projects(&t2.id).expect("list").is_empty());
 }
 
@@ -294,11 +302,11 @@ fn users_passwords_memberships_sessions() {
         team_id: team.id.clone(),
         role: Role::Owner,
     };
-    let user = store.create_user(&new, "test").expect("user");
+    let user = store.create_user(&new, "test".into()).expect("user");
     assert_eq!(user.email, "ada@example.com");
     assert!(user.password_hash.starts_with("$argon2id$"));
     assert!(matches!(
-        store.create_user(&new, "test"),
+        store.create_user(&new, "test".into()),
         Err(Error::AlreadyExists { .. })
     ));
     assert!(matches!(
@@ -308,7 +316,7 @@ fn users_passwords_memberships_sessions() {
                 password: "short".into(),
                 ..new.clone()
             },
-            "t"
+            "t".into()
         ),
         Err(Error::Invalid {
             field: "password",
@@ -321,7 +329,7 @@ fn users_passwords_memberships_sessions() {
                 email: "no-at-sign".into(),
                 ..new.clone()
             },
-            "t"
+            "t".into()
         ),
         Err(Error::Invalid { field: "email", .. })
     ));
@@ -348,10 +356,10 @@ fn users_passwords_memberships_sessions() {
         store.membership(&team.id, &user.id).expect("m"),
         Some(Role::Owner)
     );
-    let other = store.create_team(None, "Other", "t").expect("team");
+    let other = store.create_team(None, "Other", "t".into()).expect("team");
     assert_eq!(store.membership(&other.id, &user.id).expect("m"), None);
     store
-        .set_membership(&other.id, &user.id, Role::Member, "t")
+        .set_membership(&other.id, &user.id, Role::Member, "t".into())
         .expect("join");
     assert_eq!(store.user_teams(&user.id).expect("teams").len(), 2);
 
@@ -383,23 +391,29 @@ fn team_policies_are_stored_by_hash_and_collected() {
     let (_dir, store) = open();
     let (team, _) = team_and_project(&store);
     assert!(store.get_team_policy(&team.id).expect("get").is_none());
-    let meta = store.put_team_policy(&team.id, b"first", "t").expect("put");
+    let meta = store
+        .put_team_policy(&team.id, b"first", "t".into())
+        .expect("put");
     assert_eq!(
         store.get_team_policy(&team.id).expect("get"),
         Some((meta, b"first".to_vec()))
     );
     store
-        .put_team_policy(&team.id, b"second", "t")
+        .put_team_policy(&team.id, b"second", "t".into())
         .expect("put");
     assert_eq!(
         store.raw_tree("policy_blobs").len(),
         1,
         "the replaced blob is collected"
     );
-    assert!(store.delete_team_policy(&team.id, "t").expect("delete"));
+    assert!(
+        store
+            .delete_team_policy(&team.id, "t".into())
+            .expect("delete")
+    );
     assert!(
         !store
-            .delete_team_policy(&team.id, "t")
+            .delete_team_policy(&team.id, "t".into())
             .expect("delete again")
     );
     assert!(store.get_team_policy(&team.id).expect("get").is_none());
@@ -428,7 +442,7 @@ fn corrupt_records_are_errors_not_panics() {
             Err(Error::Corruption { .. })
         ));
         assert!(matches!(
-            store.revoke_key(&team.id, &record.id, "t"),
+            store.revoke_key(&team.id, &record.id, "t".into()),
             Err(Error::Corruption { .. })
         ));
     }
@@ -469,7 +483,7 @@ fn the_lookup_cache_never_outlives_a_revocation() {
     assert!(store.lookup_key(&raw).expect("lookup").is_some());
     assert!(store.lookup_key(&raw).expect("cached lookup").is_some());
     store
-        .revoke_key(&team.id, &record.id, "test")
+        .revoke_key(&team.id, &record.id, "test".into())
         .expect("revoke");
     assert!(store.lookup_key(&raw).expect("lookup").is_none());
 
@@ -490,7 +504,7 @@ fn the_lookup_cache_never_outlives_a_revocation() {
         }
         for (record, raw) in &keys {
             store
-                .revoke_key(&team.id, &record.id, "test")
+                .revoke_key(&team.id, &record.id, "test".into())
                 .expect("revoke");
             assert!(
                 store.lookup_key(raw).expect("lookup").is_none(),
@@ -524,7 +538,7 @@ fn without_the_lookup_cache_lookups_and_revocation_still_work() {
         );
     }
     store
-        .revoke_key(&team.id, &record.id, "test")
+        .revoke_key(&team.id, &record.id, "test".into())
         .expect("revoke");
     assert_eq!(store.lookup_key(&raw).expect("lookup"), None);
 }
@@ -572,7 +586,7 @@ fn rotation_copies_the_key_and_ends_the_old_one_after_the_grace_period() {
 
     let before = clock::now_ms();
     let rotated = store
-        .rotate_key(&team.id, &old.id, 3600, "user_1")
+        .rotate_key(&team.id, &old.id, 3600, "user_1".into())
         .expect("rotate");
     let new = &rotated.new;
     assert_ne!(new.id, old.id);
@@ -605,8 +619,9 @@ fn rotation_copies_the_key_and_ends_the_old_one_after_the_grace_period() {
     // Both are listed until the old one is revoked; the audit log has both events.
     assert_eq!(store.list_keys(&team.id).expect("list").len(), 2);
     let actions: Vec<(String, String)> = store
-        .list_audit(Some(&team.id), 2)
+        .list_audit(&team.id, None, 2)
         .expect("audit")
+        .events
         .into_iter()
         .map(|e| (e.action, e.target))
         .collect();
@@ -622,11 +637,11 @@ fn rotation_copies_the_key_and_ends_the_old_one_after_the_grace_period() {
     // it cannot be rotated again, and its replacement can, keeping the original expiry.
     assert_eq!(rotated.old.rotated_to.as_deref(), Some(new.id.as_str()));
     assert!(matches!(
-        store.rotate_key(&team.id, &old.id, 3600, "user_1"),
+        store.rotate_key(&team.id, &old.id, 3600, "user_1".into()),
         Err(Error::Invalid { field: "keyId", .. })
     ));
     let again = store
-        .rotate_key(&team.id, &new.id, 3600, "user_1")
+        .rotate_key(&team.id, &new.id, 3600, "user_1".into())
         .expect("rotate the replacement");
     assert_eq!(again.new.expires_at, expires_at);
 
@@ -639,7 +654,7 @@ fn rotation_copies_the_key_and_ends_the_old_one_after_the_grace_period() {
         })
         .expect("create");
     let rotated = store
-        .rotate_key(&team.id, &short.id, 3600, "user_1")
+        .rotate_key(&team.id, &short.id, 3600, "user_1".into())
         .expect("rotate");
     assert_eq!(rotated.old.expires_at, Some(soon));
 }
@@ -651,7 +666,7 @@ fn rotation_with_no_grace_revokes_the_old_key_at_once() {
     let (old, old_raw) = store.create_key(&new_key(&team.id)).expect("create");
     assert!(store.lookup_key(&old_raw).expect("lookup").is_some());
     let rotated = store
-        .rotate_key(&team.id, &old.id, 0, "user_1")
+        .rotate_key(&team.id, &old.id, 0, "user_1".into())
         .expect("rotate");
     assert!(rotated.old.revoked_at.is_some());
     assert_eq!(store.lookup_key(&old_raw).expect("lookup"), None);
@@ -670,7 +685,7 @@ fn rotation_with_no_grace_revokes_the_old_key_at_once() {
     assert_eq!(listed, vec![rotated.new.id.clone()]);
     // A revoked key cannot be rotated again.
     assert!(matches!(
-        store.rotate_key(&team.id, &old.id, 0, "user_1"),
+        store.rotate_key(&team.id, &old.id, 0, "user_1".into()),
         Err(Error::NotFound { .. })
     ));
 }
@@ -680,7 +695,7 @@ fn rotation_refuses_bad_requests_and_changes_nothing() {
     let (_dir, store) = open();
     let (team, _) = team_and_project(&store);
     store
-        .create_team(Some("team_b"), "Other", "test")
+        .create_team(Some("team_b"), "Other", "test".into())
         .expect("team b");
     let (key, raw) = store.create_key(&new_key(&team.id)).expect("create");
     let unchanged = |store: &Store| {
@@ -692,7 +707,12 @@ fn rotation_refuses_bad_requests_and_changes_nothing() {
     };
     // The longest grace period is accepted; one second more is not.
     assert!(matches!(
-        store.rotate_key(&team.id, &key.id, MAX_ROTATION_GRACE_SECONDS + 1, "u"),
+        store.rotate_key(
+            &team.id,
+            &key.id,
+            MAX_ROTATION_GRACE_SECONDS + 1,
+            "u".into()
+        ),
         Err(Error::Invalid {
             field: "gracePeriodSeconds",
             ..
@@ -700,16 +720,16 @@ fn rotation_refuses_bad_requests_and_changes_nothing() {
     ));
     unchanged(&store);
     assert!(matches!(
-        store.rotate_key("team_b", &key.id, 60, "u"),
+        store.rotate_key("team_b", &key.id, 60, "u".into()),
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
-        store.rotate_key(&team.id, "key_missing", 60, "u"),
+        store.rotate_key(&team.id, "key_missing", 60, "u".into()),
         Err(Error::NotFound { .. })
     ));
     unchanged(&store);
     let rotated = store
-        .rotate_key(&team.id, &key.id, MAX_ROTATION_GRACE_SECONDS, "u")
+        .rotate_key(&team.id, &key.id, MAX_ROTATION_GRACE_SECONDS, "u".into())
         .expect("the longest grace period");
     assert!(rotated.old.expires_at.is_some());
 
@@ -726,7 +746,191 @@ fn rotation_refuses_bad_requests_and_changes_nothing() {
         std::thread::yield_now();
     }
     assert!(matches!(
-        store.rotate_key(&team.id, &expired.id, 60, "u"),
+        store.rotate_key(&team.id, &expired.id, 60, "u".into()),
         Err(Error::Invalid { field: "keyId", .. })
     ));
+}
+
+#[test]
+fn the_audit_log_pages_one_teams_events_newest_first() {
+    let (_dir, store) = open();
+    let (team, _) = team_and_project(&store);
+    let other = store
+        .create_team(Some("team_ab"), "Other", "test".into())
+        .expect("team");
+    let from = Actor::from_address("user_1", "192.0.2.7");
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        let (record, _) = store
+            .create_key(&NewApiKey {
+                actor: "user_1".into(),
+                source: Some("192.0.2.7".into()),
+                ..new_key(&team.id)
+            })
+            .expect("create");
+        created.push(record.id);
+        // Another team's events in between must never show up in team_a's pages.
+        store.create_key(&new_key(&other.id)).expect("create");
+    }
+    store
+        .revoke_key(&team.id, &created[0], from)
+        .expect("revoke");
+
+    // team_a: team.created, project.created, 5 × key.created, key.revoked = 8 events.
+    let first = store.list_audit(&team.id, None, 3).expect("page");
+    assert_eq!(first.events.len(), 3);
+    assert_eq!(first.events[0].action, "key.revoked");
+    assert_eq!(first.events[0].target, created[0]);
+    assert_eq!(first.events[0].actor, "user_1");
+    assert_eq!(first.events[0].source.as_deref(), Some("192.0.2.7"));
+    let mut all = first.events.clone();
+    let mut before = first.next_before;
+    while let Some(cursor) = before {
+        let page = store.list_audit(&team.id, Some(cursor), 3).expect("page");
+        assert!(page.events.len() <= 3);
+        all.extend(page.events);
+        before = page.next_before;
+    }
+    assert_eq!(all.len(), 8, "every event exactly once: {all:?}");
+    assert!(all.windows(2).all(|w| w[0].seq > w[1].seq), "newest first");
+    assert!(all.iter().all(|e| e.team_id.as_deref() == Some("team_a")));
+    assert_eq!(all.last().map(|e| e.action.as_str()), Some("team.created"));
+    // The offline (CLI-style) events have no source.
+    assert_eq!(all.last().and_then(|e| e.source.clone()), None);
+
+    // A page of exactly the rest has no next cursor; limits are clamped to 1..=MAX_AUDIT_PAGE.
+    let whole = store.list_audit(&team.id, None, 8).expect("page");
+    assert_eq!((whole.events.len(), whole.next_before), (8, None));
+    assert_eq!(
+        store
+            .list_audit(&team.id, None, 0)
+            .expect("page")
+            .events
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .list_audit(&team.id, None, 10_000)
+            .expect("page")
+            .events
+            .len(),
+        8
+    );
+    assert!(
+        store
+            .list_audit("team_none", None, 10)
+            .expect("page")
+            .events
+            .is_empty()
+    );
+}
+
+#[test]
+fn sign_ins_are_recorded_in_each_of_the_accounts_teams_without_the_password() {
+    let (_dir, store) = open();
+    let (team, _) = team_and_project(&store);
+    let second = store
+        .create_team(Some("team_b"), "Second", "test".into())
+        .expect("team");
+    let user = store
+        .create_user(
+            &NewUser {
+                email: "ann@example.com".into(),
+                password: "correct horse battery".into(),
+                team_id: team.id.clone(),
+                role: Role::Owner,
+            },
+            "test".into(),
+        )
+        .expect("user");
+    store
+        .set_membership(&second.id, &user.id, Role::Member, "test".into())
+        .expect("member");
+
+    store
+        .record_sign_in("Ann@Example.com ", true, "198.51.100.1")
+        .expect("record");
+    store
+        .record_sign_in("ann@example.com", false, "198.51.100.2")
+        .expect("record");
+    // An unknown account (or a password typed into the email field) is kept out of every team.
+    store
+        .record_sign_in("correct horse battery", false, "198.51.100.3")
+        .expect("record");
+
+    for team_id in [&team.id, &second.id] {
+        let events = store.list_audit(team_id, None, 2).expect("page").events;
+        let summary: Vec<(&str, &str, &str, Option<&str>)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.action.as_str(),
+                    e.actor.as_str(),
+                    e.target.as_str(),
+                    e.source.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "auth.sign_in_failed",
+                    ANONYMOUS,
+                    user.id.as_str(),
+                    Some("198.51.100.2")
+                ),
+                (
+                    "auth.signed_in",
+                    user.id.as_str(),
+                    user.id.as_str(),
+                    Some("198.51.100.1")
+                ),
+            ]
+        );
+    }
+    let raw = store.raw_tree("audit");
+    for entry in raw.iter() {
+        let (_, v) = entry.expect("entry");
+        let text = String::from_utf8_lossy(&v);
+        assert!(
+            !text.contains("correct horse"),
+            "a password in the audit log: {text}"
+        );
+    }
+}
+
+#[test]
+fn audit_events_from_before_team_grouping_are_moved_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        team_and_project(&store);
+        // Rewrite the log the way older versions stored it: under the bare sequence number.
+        let audit = store.raw_tree("audit");
+        let entries: Vec<_> = audit.iter().map(|e| e.expect("entry")).collect();
+        for (k, v) in entries {
+            let event: AuditEvent = records::decode("audit event", &v).expect("event");
+            audit.remove(k).expect("remove");
+            audit.insert(event.seq.to_be_bytes(), v).expect("insert");
+        }
+        assert!(
+            store
+                .list_audit("team_a", None, 10)
+                .expect("page")
+                .events
+                .is_empty()
+        );
+        store.flush().expect("flush");
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    let actions: Vec<String> = store
+        .list_audit("team_a", None, 10)
+        .expect("page")
+        .events
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions, ["project.created", "team.created"]);
 }

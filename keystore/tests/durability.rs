@@ -21,7 +21,7 @@ fn durability_child() {
     };
     let store = Store::open(&dir).expect("child open");
     let team = store
-        .create_team(Some("team_d"), "Durable", "child")
+        .create_team(Some("team_d"), "Durable", "child".into())
         .expect("team");
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -37,6 +37,7 @@ fn durability_child() {
                 scopes: vec![],
                 expires_at: None,
                 actor: "child".into(),
+                source: None,
             })
             .expect("create");
         // Acknowledge only after create_key returned; the raw key goes to the parent so it can
@@ -45,7 +46,7 @@ fn durability_child() {
         out.flush().expect("flush");
         if i % 3 == 0 {
             store
-                .revoke_key(&team.id, &record.id, "child")
+                .revoke_key(&team.id, &record.id, "child".into())
                 .expect("revoke");
             writeln!(out, "revoked {}", record.id).expect("write");
             out.flush().expect("flush");

@@ -124,9 +124,11 @@ pub fn team_with_key(
     project_scoped: bool,
     scopes: &[&str],
 ) -> String {
-    store.create_team(Some(team), team, "bench").expect("team");
     store
-        .create_project(team, Some(project), project, "bench")
+        .create_team(Some(team), team, "bench".into())
+        .expect("team");
+    store
+        .create_project(team, Some(project), project, "bench".into())
         .expect("project");
     store
         .create_key(&NewApiKey {
@@ -136,6 +138,7 @@ pub fn team_with_key(
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             expires_at: None,
             actor: "bench".into(),
+            source: None,
         })
         .expect("key")
         .1

@@ -69,6 +69,7 @@ pub(super) async fn create(
         scopes,
         expires_at,
         actor: session.user.id.clone(),
+        source: Some(session.source.to_string()),
     };
     let store = Arc::clone(&state.store);
     let (record, raw_key) = tokio::task::spawn_blocking(move || store.create_key(&new)).await??;
@@ -105,8 +106,8 @@ pub(super) async fn revoke(
 ) -> ApiResult<StatusCode> {
     require_member(&state, &session, &team_id)?;
     let store = Arc::clone(&state.store);
-    let actor = session.user.id.clone();
-    tokio::task::spawn_blocking(move || store.revoke_key(&team_id, &key_id, &actor)).await??;
+    let actor = session.audit_actor();
+    tokio::task::spawn_blocking(move || store.revoke_key(&team_id, &key_id, actor.get())).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -160,10 +161,11 @@ pub(super) async fn rotate(
         )
     })?;
     let store = Arc::clone(&state.store);
-    let actor = session.user.id.clone();
-    let rotated =
-        tokio::task::spawn_blocking(move || store.rotate_key(&team_id, &key_id, grace, &actor))
-            .await??;
+    let actor = session.audit_actor();
+    let rotated = tokio::task::spawn_blocking(move || {
+        store.rotate_key(&team_id, &key_id, grace, actor.get())
+    })
+    .await??;
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {

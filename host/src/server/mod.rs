@@ -5,6 +5,8 @@
 //! blocking pool behind a semaphore, so a slow plugin holds at most that many threads and never
 //! an executor worker.
 
+mod audit;
+mod client;
 mod dashboard;
 mod error;
 mod front;
@@ -59,6 +61,8 @@ pub struct AppState {
     pub cookie_secure: bool,
     /// Upstream for the reverse proxy.
     pub upstream: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Forward `Authorization` upstream.
     pub forward_authorization: bool,
     /// The proxy's HTTP client.
@@ -87,6 +91,7 @@ impl AppState {
             usage: Arc::new(usage::UsageTracker::default()),
             cookie_secure: settings.cookie_secure,
             upstream: settings.upstream.clone(),
+            trusted_proxies: settings.trusted_proxies.clone(),
             forward_authorization: settings.forward_authorization,
             http: Client::builder(TokioExecutor::new()).build(connector),
             engine,
@@ -125,6 +130,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/billstack/teams/{team_id}/projects",
             get(keys::projects),
         )
+        .route("/api/billstack/teams/{team_id}/audit-log", get(audit::list))
         .route("/api/billstack/keys/verify", post(front::json_verify))
         .route("/auth/verify", any(front::forward_auth))
         .route("/", get(dashboard::index))
@@ -230,8 +236,8 @@ pub fn bootstrap(store: &Store) -> anyhow::Result<()> {
     if !store.is_empty()? {
         return Ok(());
     }
-    let team = store.create_team(None, "My team", "system")?;
-    let project = store.create_project(&team.id, None, "My project", "system")?;
+    let team = store.create_team(None, "My team", "system".into())?;
+    let project = store.create_project(&team.id, None, "My project", "system".into())?;
     let email =
         std::env::var("BILLSTACK_ADMIN_EMAIL").unwrap_or_else(|_| "admin@localhost".to_string());
     let (password, generated) = match std::env::var("BILLSTACK_ADMIN_PASSWORD") {
@@ -246,7 +252,7 @@ pub fn bootstrap(store: &Store) -> anyhow::Result<()> {
                 team_id: team.id.clone(),
                 role: Role::Owner,
             },
-            "system",
+            "system".into(),
         )
         .context("cannot create the bootstrap account")?;
     eprintln!(

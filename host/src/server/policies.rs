@@ -11,24 +11,12 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
-use billstack_keystore::Role;
 use serde_json::json;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::session::{SessionUser, require_member};
+use super::session::{SessionUser, require_owner};
 use crate::policy::{Plugin, PolicySource, ScopePolicy};
-
-fn require_owner(state: &AppState, session: &SessionUser, team_id: &str) -> ApiResult<()> {
-    match require_member(state, session, team_id)? {
-        Role::Owner => Ok(()),
-        Role::Member => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "only team owners can change the team's policy",
-        )),
-    }
-}
 
 /// The `{"policy": …}` body for a plugin.
 pub(super) fn policy_json(plugin: &Plugin, source: PolicySource) -> serde_json::Value {
@@ -49,7 +37,7 @@ pub(super) async fn upload(
     Path(team_id): Path<String>,
     request: Request,
 ) -> ApiResult<Json<serde_json::Value>> {
-    require_owner(&state, &session, &team_id)?;
+    require_owner(&state, &session, &team_id, "change the team's policy")?;
     let headers = request.headers();
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -88,8 +76,9 @@ pub(super) async fn upload(
     let plugin = loaded
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_policy", e.to_string()))?;
     let store = Arc::clone(&state.store);
-    let (team, actor) = (team_id.clone(), session.user.id.clone());
-    tokio::task::spawn_blocking(move || store.put_team_policy(&team, &bytes, &actor)).await??;
+    let (team, actor) = (team_id.clone(), session.audit_actor());
+    tokio::task::spawn_blocking(move || store.put_team_policy(&team, &bytes, actor.get()))
+        .await??;
     // Stored durably; now the one atomic switch.
     state.policies.set_team(&team_id, Arc::clone(&plugin));
     let catalogue = plugin.scope_names();
@@ -120,10 +109,10 @@ pub(super) async fn reset(
     session: SessionUser,
     Path(team_id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    require_owner(&state, &session, &team_id)?;
+    require_owner(&state, &session, &team_id, "change the team's policy")?;
     let store = Arc::clone(&state.store);
-    let (team, actor) = (team_id.clone(), session.user.id.clone());
-    tokio::task::spawn_blocking(move || store.delete_team_policy(&team, &actor)).await??;
+    let (team, actor) = (team_id.clone(), session.audit_actor());
+    tokio::task::spawn_blocking(move || store.delete_team_policy(&team, actor.get())).await??;
     state.policies.clear_team(&team_id);
     let (plugin, source) = state.policies.for_team(&team_id);
     Ok(Json(json!({"policy": policy_json(&plugin, source)})))

@@ -2,20 +2,20 @@
 //! limiting.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use billstack_keystore::{Role, User, clock};
+use billstack_keystore::{Actor, Role, User, clock};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
+use super::client::ClientIp;
 use super::error::{ApiError, ApiJson, ApiResult};
 
 /// The session cookie's name.
@@ -89,6 +89,33 @@ pub struct SessionUser {
     pub user: User,
     /// The raw session token (to end the session).
     pub token: String,
+    /// Where the request came from.
+    pub source: std::net::IpAddr,
+}
+
+impl SessionUser {
+    /// Who to record in the audit log for this request's changes, owned so that it can move
+    /// into a blocking task.
+    pub fn audit_actor(&self) -> AuditActor {
+        AuditActor {
+            id: self.user.id.clone(),
+            source: self.source.to_string(),
+        }
+    }
+}
+
+/// An owned [`Actor`]: a user and the address they acted from.
+#[derive(Debug, Clone)]
+pub struct AuditActor {
+    id: String,
+    source: String,
+}
+
+impl AuditActor {
+    /// The borrowed form the store takes.
+    pub fn get(&self) -> Actor<'_> {
+        Actor::from_address(&self.id, &self.source)
+    }
 }
 
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
@@ -177,7 +204,12 @@ impl FromRequestParts<Arc<AppState>> for SessionUser {
         if now - session.last_seen_at > TOUCH_EVERY.as_millis() as i64 {
             state.store.touch_session(&token, now)?;
         }
-        Ok(SessionUser { user, token })
+        let source = super::client::client_ip(parts, &state.trusted_proxies);
+        Ok(SessionUser {
+            user,
+            token,
+            source,
+        })
     }
 }
 
@@ -208,22 +240,6 @@ fn user_json(state: &AppState, user: &User) -> ApiResult<serde_json::Value> {
 pub(super) struct LoginBody {
     email: String,
     password: String,
-}
-
-/// The client's address, from the connection (unspecified when there is none, as in tests that
-/// drive the router without a socket).
-pub struct ClientIp(pub IpAddr);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<ClientIp, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-        Ok(ClientIp(ip))
-    }
 }
 
 /// `POST /api/auth/login`.
@@ -258,10 +274,15 @@ pub(super) async fn login(
     let store = Arc::clone(&state.store);
     let password = body.password;
     let email_for_check = email.clone();
-    // Argon2id takes tens of milliseconds of CPU: never on an executor thread.
-    let verified =
-        tokio::task::spawn_blocking(move || store.verify_password(&email_for_check, &password))
-            .await??;
+    let source = ip.to_string();
+    // Argon2id takes tens of milliseconds of CPU: never on an executor thread. The attempt is
+    // in the audit log before it is answered.
+    let verified = tokio::task::spawn_blocking(move || {
+        let verified = store.verify_password(&email_for_check, &password)?;
+        store.record_sign_in(&email_for_check, verified.is_some(), &source)?;
+        Ok::<_, billstack_keystore::Error>(verified)
+    })
+    .await??;
     let Some(user) = verified else {
         state.login_limiter.fail(&keys);
         state.metrics.login("failure");
@@ -309,6 +330,24 @@ pub fn require_member(state: &AppState, session: &SessionUser, team_id: &str) ->
         .store
         .membership(team_id, &session.user.id)?
         .ok_or_else(|| ApiError::not_found("team"))
+}
+
+/// Like [`require_member`], and 403 for a member who is not an owner; `action` completes
+/// "only team owners can …".
+pub fn require_owner(
+    state: &AppState,
+    session: &SessionUser,
+    team_id: &str,
+    action: &str,
+) -> ApiResult<()> {
+    match require_member(state, session, team_id)? {
+        Role::Owner => Ok(()),
+        Role::Member => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("only team owners can {action}"),
+        )),
+    }
 }
 
 #[cfg(test)]

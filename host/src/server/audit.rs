@@ -1,0 +1,160 @@
+//! `GET /api/billstack/teams/{teamId}/audit-log`: the team's audit log for its owners, newest
+//! first, a page at a time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use billstack_keystore::{AuditEvent, MAX_AUDIT_PAGE, clock};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use super::session::{SessionUser, require_owner};
+
+/// Events per page when the request does not say.
+pub const DEFAULT_AUDIT_PAGE: usize = 50;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditQuery {
+    #[serde(default)]
+    limit: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+/// One event as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEventView {
+    /// The event's sequence number (increasing with time).
+    pub id: String,
+    /// When, RFC 3339.
+    pub at: String,
+    /// What happened, e.g. `key.created`, `auth.sign_in_failed`.
+    pub action: String,
+    /// Who did it.
+    pub actor: ActorView,
+    /// The id of the object acted on (a key, a user, a policy's SHA-256, …).
+    pub target: String,
+    /// The client address, or null for offline (CLI) changes.
+    pub source: Option<String>,
+}
+
+/// The actor of an event.
+#[derive(Debug, Serialize)]
+pub struct ActorView {
+    /// A user id, or `cli`, `system`, `anonymous`.
+    pub id: String,
+    /// The user's email when the actor is a user who still exists.
+    pub email: Option<String>,
+}
+
+/// One page.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPageView {
+    /// Newest first.
+    pub events: Vec<AuditEventView>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn parse_limit(text: Option<&str>) -> ApiResult<usize> {
+    let Some(text) = text else {
+        return Ok(DEFAULT_AUDIT_PAGE);
+    };
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_AUDIT_PAGE).contains(n))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "limit",
+                format!("limit must be a whole number from 1 to {MAX_AUDIT_PAGE}"),
+            )
+        })
+}
+
+fn parse_cursor(text: Option<&str>) -> ApiResult<Option<u64>> {
+    text.map(|t| {
+        t.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            ApiError::invalid(
+                "cursor",
+                "cursor must be a nextCursor value from a previous page",
+            )
+        })
+    })
+    .transpose()
+}
+
+/// `GET /api/billstack/teams/{teamId}/audit-log?limit=N&cursor=C`, owners only.
+pub(super) async fn list(
+    State(state): State<Arc<AppState>>,
+    session: SessionUser,
+    Path(team_id): Path<String>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<AuditPageView>> {
+    require_owner(&state, &session, &team_id, "read the audit log")?;
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let limit = parse_limit(query.limit.as_deref())?;
+    let before = parse_cursor(query.cursor.as_deref())?;
+    let store = Arc::clone(&state.store);
+    let page = tokio::task::spawn_blocking(move || {
+        let page = store.list_audit(&team_id, before, limit)?;
+        let mut emails: HashMap<String, Option<String>> = HashMap::new();
+        let mut events = Vec::with_capacity(page.events.len());
+        for event in page.events {
+            let email = match emails.get(&event.actor) {
+                Some(email) => email.clone(),
+                None => {
+                    let email = store.get_user(&event.actor)?.map(|u| u.email);
+                    emails.insert(event.actor.clone(), email.clone());
+                    email
+                }
+            };
+            events.push(view(event, email));
+        }
+        Ok::<_, billstack_keystore::Error>(AuditPageView {
+            events,
+            next_cursor: page.next_before.map(|seq| seq.to_string()),
+        })
+    })
+    .await??;
+    Ok(Json(page))
+}
+
+fn view(event: AuditEvent, email: Option<String>) -> AuditEventView {
+    AuditEventView {
+        id: event.seq.to_string(),
+        at: clock::format_rfc3339(event.at),
+        action: event.action,
+        actor: ActorView {
+            id: event.actor,
+            email,
+        },
+        target: event.target,
+        source: event.source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_cursors_are_checked_both_ways() {
+        assert_eq!(parse_limit(None).ok(), Some(DEFAULT_AUDIT_PAGE));
+        assert_eq!(parse_limit(Some("1")).ok(), Some(1));
+        assert_eq!(parse_limit(Some("200")).ok(), Some(MAX_AUDIT_PAGE));
+        for bad in ["0", "201", "-1", "ten", ""] {
+            assert!(parse_limit(Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(parse_cursor(None).ok(), Some(None));
+        assert_eq!(parse_cursor(Some("17")).ok(), Some(Some(17)));
+        for bad in ["0", "x", "-3", "18446744073709551616"] {
+            assert!(parse_cursor(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}
