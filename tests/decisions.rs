@@ -66,6 +66,7 @@ impl World {
                 expires_at: None,
                 actor: "test".into(),
                 source: None,
+                rate_limit: None,
             })
             .expect("key")
             .1
@@ -308,6 +309,7 @@ fn expired_keys_are_refused() {
             expires_at: Some(expires_at),
             actor: "test".into(),
             source: None,
+            rate_limit: None,
         })
         .expect("key");
     // At the exact expiry instant the key is already expired; a millisecond before it is not.
@@ -483,6 +485,7 @@ fn the_sandbox_has_no_environment_files_network_or_stdio() {
         last_used_at: None,
         hash: String::new(),
         rotated_to: None,
+        rate_limit: None,
     };
     // The fixture allows only if every escape attempt failed, and names what leaked otherwise.
     let d = billstack_host::decision::decide_for_key(

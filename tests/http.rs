@@ -1099,3 +1099,174 @@ fn the_audit_log_shows_owners_every_change_with_actor_source_and_object() {
     assert_eq!(page["events"][1]["source"], "203.0.113.5");
     assert_eq!(page["events"][0]["source"], "127.0.0.1");
 }
+
+/// Forward auth, the proxy and JSON verify for one key: each answer's status and headers.
+fn door_answers(server: &Server, key: &str, path: &str) -> Vec<(u16, ureq::http::HeaderMap)> {
+    let http = agent();
+    let auth = format!("Bearer {key}");
+    let forward = http
+        .get(&server.url("/auth/verify"))
+        .header("X-Forwarded-Method", "GET")
+        .header("X-Forwarded-Uri", path)
+        .header("Authorization", &auth)
+        .call()
+        .expect("forward auth");
+    let proxied = http
+        .get(&server.url(path))
+        .header("Authorization", &auth)
+        .call()
+        .expect("proxy");
+    let verified = http
+        .post(&server.url("/api/billstack/keys/verify"))
+        .send_json(json!({"key": key, "method": "GET", "path": path}))
+        .expect("verify");
+    [forward, proxied, verified]
+        .into_iter()
+        .map(|r| (r.status().as_u16(), r.headers().clone()))
+        .collect()
+}
+
+fn header_u64(headers: &ureq::http::HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.parse().ok()
+}
+
+#[test]
+fn a_keys_rate_limit_gives_429_with_retry_after_on_every_front_door() {
+    let (_dir, data) = world();
+    let server = start(&data, &echo_upstream(64));
+    let alice = login(&server, ALICE);
+    let path = "/api/billstack/teams/team_a/projects/proj_a/customers";
+
+    // Out-of-range or malformed budgets are refused, naming the field, and create nothing.
+    for bad in [
+        json!({"limit": 0, "windowSeconds": 60}),
+        json!({"limit": 1_000_000_001u64, "windowSeconds": 60}),
+        json!({"limit": 5, "windowSeconds": 0}),
+        json!({"limit": 5, "windowSeconds": 86_401}),
+        json!({"limit": 5}),
+        json!({"limit": "5", "windowSeconds": 60}),
+        json!({"limit": 5, "windowSeconds": 60, "burst": 2}),
+        json!(5),
+    ] {
+        let (status, error) = alice.create_key("team_a", json!({"name": "x", "rateLimit": bad}));
+        assert_eq!(
+            (status, &error["error"]["field"]),
+            (400, &json!("rateLimit")),
+            "{bad}"
+        );
+    }
+    let (_, listed) = alice.send("GET", "/api/billstack/teams/team_a/api-keys", None);
+    assert!(listed["keys"].as_array().expect("keys").is_empty());
+
+    let (status, created) = alice.create_key(
+        "team_a",
+        json!({"name": "metered", "rateLimit": {"limit": 3, "windowSeconds": 86_400}}),
+    );
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        created["key"]["rateLimit"],
+        json!({"limit": 3, "windowSeconds": 86_400})
+    );
+    let raw = created["rawKey"].as_str().expect("raw").to_string();
+
+    // Three requests, one per door, use the budget up; each says what is left.
+    let answers = door_answers(&server, &raw, path);
+    let remaining: Vec<(u16, Option<u64>, Option<u64>)> = answers
+        .iter()
+        .map(|(s, h)| {
+            (
+                *s,
+                header_u64(h, "ratelimit-limit"),
+                header_u64(h, "ratelimit-remaining"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        remaining,
+        [
+            (200, Some(3), Some(2)),
+            (200, Some(3), Some(1)),
+            (200, Some(3), Some(0))
+        ]
+    );
+    for (_, headers) in &answers {
+        let reset = header_u64(headers, "ratelimit-reset").expect("reset");
+        assert!((86_000..=86_400).contains(&reset), "{reset}");
+        assert!(headers.get("retry-after").is_none());
+    }
+    // Over it, every door answers 429 with Retry-After and the budget's headers.
+    for (status, headers) in door_answers(&server, &raw, path) {
+        assert_eq!(status, 429);
+        assert_eq!(header_u64(&headers, "ratelimit-remaining"), Some(0));
+        assert_eq!(
+            header_u64(&headers, "retry-after"),
+            header_u64(&headers, "ratelimit-reset")
+        );
+    }
+    let mut res = agent()
+        .post(&server.url("/api/billstack/keys/verify"))
+        .send_json(json!({"key": raw, "method": "GET", "path": path}))
+        .expect("verify");
+    let body: Value = res.body_mut().read_json().expect("json");
+    assert_eq!(
+        (body["valid"].clone(), body["code"].clone()),
+        (json!(false), json!("RATE_LIMITED"))
+    );
+
+    // A key without a budget has no such headers and is never limited.
+    let (_, free) = alice.create_key("team_a", json!({"name": "free"}));
+    assert!(free["key"].get("rateLimit").is_none(), "{free}");
+    let free = free["rawKey"].as_str().expect("raw").to_string();
+    for _ in 0..3 {
+        for (status, headers) in door_answers(&server, &free, path) {
+            assert_eq!(status, 200);
+            assert!(headers.get("ratelimit-limit").is_none());
+        }
+    }
+}
+
+#[test]
+fn an_address_presenting_unknown_keys_is_throttled_before_any_lookup() {
+    let (_dir, data) = world();
+    let server = Server::start(&data, &[("BILLSTACK_UNKNOWN_KEYS_PER_ADDRESS", "5")]);
+    let alice = login(&server, ALICE);
+    let path = "/api/billstack/teams/team_a/projects/proj_a/customers";
+    let (_, in_use) = alice.create_key("team_a", json!({"name": "in use"}));
+    let in_use = in_use["rawKey"].as_str().expect("raw").to_string();
+    let forward = |key: &str| {
+        let res = agent()
+            .get(&server.url("/auth/verify"))
+            .header("X-Forwarded-Method", "GET")
+            .header("X-Forwarded-Uri", path)
+            .header("Authorization", &format!("Bearer {key}"))
+            .call()
+            .expect("forward auth");
+        (
+            res.status().as_u16(),
+            header_u64(res.headers(), "retry-after"),
+        )
+    };
+    assert_eq!(forward(&in_use), (200, None));
+    let unknown = format!("bs_{}", "0".repeat(48));
+    // Up to the limit, unknown and malformed keys are plain 401s.
+    for key in [unknown.as_str(), "bs_short", &unknown, &unknown, &unknown] {
+        assert_eq!(forward(key).0, 401);
+    }
+    // Over it: 429 with Retry-After, for unknown keys and for a real key not yet in memory:
+    // that answer came without reading the store, or the new key would have been found.
+    let (status, retry) = forward(&unknown);
+    assert_eq!(status, 429);
+    assert!(retry.is_some_and(|s| (1..=60).contains(&s)), "{retry:?}");
+    let (_, fresh) = alice.create_key("team_a", json!({"name": "fresh"}));
+    let fresh = fresh["rawKey"].as_str().expect("raw").to_string();
+    assert_eq!(forward(&fresh).0, 429);
+    let mut res = agent()
+        .post(&server.url("/api/billstack/keys/verify"))
+        .send_json(json!({"key": unknown, "method": "GET", "path": path}))
+        .expect("verify");
+    assert_eq!(res.status(), 429);
+    let body: Value = res.body_mut().read_json().expect("json");
+    assert_eq!(body["code"], "RATE_LIMITED");
+    // A key in use from the same address keeps working.
+    assert_eq!(forward(&in_use), (200, None));
+}

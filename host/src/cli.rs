@@ -300,6 +300,7 @@ impl KeyCommand {
                     expires_at,
                     actor: CLI_ACTOR.into(),
                     source: None,
+                    rate_limit: None,
                 })?;
                 print_json(&CreatedKey {
                     key: KeyView::created(&record),

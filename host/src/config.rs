@@ -39,7 +39,26 @@ pub struct FileConfig {
     /// Sandbox limits for policy plugins.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Throttling of clients that present keys that do not authenticate.
+    #[serde(default)]
+    pub throttle: ThrottleConfig,
 }
+
+/// `[throttle]` in the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleConfig {
+    /// Failed keys one client address may present per window before it gets 429 (keys already
+    /// in memory still work). Default 100.
+    pub unknown_keys_per_address: Option<u32>,
+    /// The window in seconds. Default 60.
+    pub window_seconds: Option<u64>,
+}
+
+/// Default of `throttle.unknown_keys_per_address`.
+pub const DEFAULT_UNKNOWN_KEYS_PER_ADDRESS: u32 = 100;
+/// Default of `throttle.window_seconds`.
+pub const DEFAULT_THROTTLE_WINDOW_SECONDS: u64 = 60;
 
 /// `[limits]` in the config file.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -74,6 +93,10 @@ pub struct Settings {
     pub policy: Option<PathBuf>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Failed keys per client address per [`Settings::throttle_window`].
+    pub unknown_keys_per_address: u32,
+    /// The throttle's window.
+    pub throttle_window: Duration,
     /// Sandbox limits.
     pub limits: PolicyLimits,
 }
@@ -175,6 +198,16 @@ impl Settings {
         })
         .collect::<anyhow::Result<Vec<IpAddr>>>()?;
 
+        let unknown_keys_per_address = env_u64("BILLSTACK_UNKNOWN_KEYS_PER_ADDRESS")?
+            .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+            .or(file.throttle.unknown_keys_per_address)
+            .unwrap_or(DEFAULT_UNKNOWN_KEYS_PER_ADDRESS);
+        let throttle_window = Duration::from_secs(
+            env_u64("BILLSTACK_THROTTLE_WINDOW_SECONDS")?
+                .or(file.throttle.window_seconds)
+                .unwrap_or(DEFAULT_THROTTLE_WINDOW_SECONDS),
+        );
+
         let defaults = PolicyLimits::default();
         let memory_mib = env_u64("BILLSTACK_PLUGIN_MEMORY_MIB")?.or(file.limits.plugin_memory_mib);
         let deadline_ms =
@@ -202,6 +235,8 @@ impl Settings {
             cookie_secure,
             policy,
             trusted_proxies,
+            unknown_keys_per_address,
+            throttle_window,
             limits,
         };
         settings.validate()?;
@@ -225,6 +260,12 @@ impl Settings {
         }
         if !(1..=1024).contains(&l.team_concurrency) {
             bail!("plugin_team_concurrency must be between 1 and 1024");
+        }
+        if !(1..=1_000_000).contains(&self.unknown_keys_per_address) {
+            bail!("throttle.unknown_keys_per_address must be between 1 and 1000000");
+        }
+        if !(1..=86_400).contains(&self.throttle_window.as_secs()) {
+            bail!("throttle.window_seconds must be between 1 and 86400");
         }
         Ok(())
     }
@@ -266,6 +307,27 @@ mod tests {
         assert!(Settings::from_file(bad, &Overrides::default()).is_err());
         let bad: FileConfig = toml::from_str("listen = \"nope\"\n").expect("parses");
         assert!(Settings::from_file(bad, &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn the_throttle_is_checked_both_ways() {
+        let ok: FileConfig =
+            toml::from_str("[throttle]\nunknown_keys_per_address = 1\nwindow_seconds = 86400\n")
+                .expect("parses");
+        let s = Settings::from_file(ok, &Overrides::default()).expect("valid");
+        assert_eq!(s.unknown_keys_per_address, 1);
+        assert_eq!(s.throttle_window, Duration::from_secs(86_400));
+        for bad in [
+            "[throttle]\nunknown_keys_per_address = 0\n",
+            "[throttle]\nwindow_seconds = 0\n",
+            "[throttle]\nwindow_seconds = 86401\n",
+        ] {
+            let file: FileConfig = toml::from_str(bad).expect("parses");
+            assert!(
+                Settings::from_file(file, &Overrides::default()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use billstack_keystore::{KeyRecord, Store, apikey, clock};
+use billstack_keystore::{KeyRecord, RateLimit, Store, apikey, clock};
 
 use crate::policy::{PolicyDecision, PolicyRequest, PolicySet, ScopePolicy};
 
@@ -37,6 +37,8 @@ pub enum DenyKind {
     PolicyError,
     /// Storage failed: fail closed.
     Internal,
+    /// Over the key's request budget, or too many failed keys from the client's address.
+    RateLimited,
 }
 
 impl DenyKind {
@@ -48,6 +50,7 @@ impl DenyKind {
             DenyKind::TeamMismatch | DenyKind::ProjectMismatch | DenyKind::InsufficientScope => 403,
             DenyKind::UnknownRoute => 404,
             DenyKind::PolicyError | DenyKind::Internal => 503,
+            DenyKind::RateLimited => 429,
         }
     }
 
@@ -64,6 +67,7 @@ impl DenyKind {
             DenyKind::UnknownRoute => "unknown_route",
             DenyKind::PolicyError => "policy_error",
             DenyKind::Internal => "internal_error",
+            DenyKind::RateLimited => "rate_limited",
         }
     }
 
@@ -79,6 +83,7 @@ impl DenyKind {
             DenyKind::ProjectMismatch => "PROJECT_MISMATCH",
             DenyKind::InsufficientScope => "INSUFFICIENT_SCOPE",
             DenyKind::PolicyError => "POLICY_ERROR",
+            DenyKind::RateLimited => "RATE_LIMITED",
         }
     }
 }
@@ -94,6 +99,8 @@ pub struct Identity {
     pub project_id: Option<String>,
     /// Effective scopes under the team's active policy.
     pub scopes: Vec<String>,
+    /// The key's request budget, if it has one (enforced by the front doors).
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// A refusal.
@@ -132,7 +139,8 @@ impl Decision {
     }
 }
 
-fn deny(kind: DenyKind, message: impl Into<String>, credential_sent: bool) -> Decision {
+/// A refusal of `kind` for a request that presented a credential, before any key was known.
+pub fn deny(kind: DenyKind, message: impl Into<String>, credential_sent: bool) -> Decision {
     Decision::Deny(Denied {
         kind,
         message: message.into(),
@@ -155,7 +163,7 @@ pub enum Credential<'a> {
 impl<'a> Credential<'a> {
     /// The presented token, or `None` when nothing usable was sent. `Some("")` means a
     /// credential was sent but is empty or not a bearer token.
-    fn token(self) -> Option<&'a str> {
+    pub fn token(self) -> Option<&'a str> {
         match self {
             Credential::RawKey(k) => Some(k),
             Credential::AuthorizationHeader(None) => None,
@@ -507,6 +515,7 @@ pub fn decide_for_key(
         team_id: key.team_id.clone(),
         project_id: key.project_id.clone(),
         scopes: effective_scopes(key, policy),
+        rate_limit: key.rate_limit,
     };
     let refuse =
         |kind: DenyKind, message: String, required_scope: Option<String>, cause: Option<String>| {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod decision;
 pub mod policy;
 pub mod policytest;
+pub mod ratelimit;
 pub mod runtime;
 pub mod server;
 pub mod views;

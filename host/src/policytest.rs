@@ -110,6 +110,7 @@ pub fn run_case(policy: &dyn ScopePolicy, case: &Case) -> CaseResult {
         last_used_at: None,
         hash: String::new(),
         rotated_to: None,
+        rate_limit: None,
     };
     let decision = decide_for_key(&key, policy, &case.method, &target);
     let got_code = match &decision {

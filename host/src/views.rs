@@ -1,6 +1,6 @@
 //! JSON shapes shared by the command line and the HTTP API (camelCase, RFC 3339 times).
 
-use billstack_keystore::{KeyRecord, clock};
+use billstack_keystore::{KeyRecord, RateLimit, clock};
 use serde::Serialize;
 
 /// A key as clients see it: metadata only, never a hash or a raw key.
@@ -24,6 +24,9 @@ pub struct KeyView {
     /// Last use (listing only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<Option<String>>,
+    /// The request budget, present only on keys that have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl KeyView {
@@ -38,6 +41,7 @@ impl KeyView {
             expires_at: k.expires_at.map(clock::format_rfc3339),
             created_at: clock::format_rfc3339(k.created_at),
             last_used_at: None,
+            rate_limit: k.rate_limit,
         }
     }
 

@@ -36,6 +36,7 @@ fn round(creators: usize) -> f64 {
                             expires_at: None,
                             actor: "bench".into(),
                             source: None,
+                            rate_limit: None,
                         })
                         .expect("create");
                     created.fetch_add(1, Ordering::Relaxed);

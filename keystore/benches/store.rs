@@ -63,6 +63,7 @@ fn load(dir: &Path, n: usize) -> Vec<String> {
                     expires_at: None,
                     actor: "bench".into(),
                     source: None,
+                    rate_limit: None,
                 })
                 .expect("create")
                 .1

@@ -31,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             expires_at: None,
             actor: "bulk_keys".into(),
             source: None,
+            rate_limit: None,
         })?;
     }
     store.flush()?;

@@ -19,7 +19,9 @@ mod store;
 mod store_tests;
 
 pub use audit::{ANONYMOUS, Actor, AuditPage, MAX_AUDIT_PAGE};
-pub use records::{AuditEvent, KeyRecord, Project, Role, Session, Team, TeamPolicy, User};
+pub use records::{
+    AuditEvent, KeyRecord, Project, RateLimit, Role, Session, Team, TeamPolicy, User,
+};
 pub use store::{MAX_ROTATION_GRACE_SECONDS, NewApiKey, NewUser, Rotated, Store, StoreOptions};
 
 use std::path::PathBuf;

@@ -40,6 +40,46 @@ pub struct KeyRecord {
     /// grace period, not the key's own expiry, and it cannot be rotated again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_to: Option<String>,
+    /// Most requests the key may make per window, or `None` for no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A key's request budget: at most `limit` requests per `window_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per window (1 to [`RateLimit::MAX_LIMIT`]).
+    pub limit: u32,
+    /// The window's length in seconds (1 to [`RateLimit::MAX_WINDOW_SECONDS`]).
+    pub window_seconds: u32,
+}
+
+impl RateLimit {
+    /// The largest `limit`.
+    pub const MAX_LIMIT: u32 = 1_000_000_000;
+    /// The longest window: one day.
+    pub const MAX_WINDOW_SECONDS: u32 = 86_400;
+
+    /// Checks the ranges; `Invalid` (field `rateLimit`) outside them.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=Self::MAX_LIMIT).contains(&self.limit) {
+            return Err(crate::invalid(
+                "rateLimit",
+                format!("limit must be from 1 to {}", Self::MAX_LIMIT),
+            ));
+        }
+        if !(1..=Self::MAX_WINDOW_SECONDS).contains(&self.window_seconds) {
+            return Err(crate::invalid(
+                "rateLimit",
+                format!(
+                    "windowSeconds must be from 1 to {} (a day)",
+                    Self::MAX_WINDOW_SECONDS
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl KeyRecord {

@@ -19,8 +19,8 @@ use crate::audit::{ANONYMOUS, Actor, AuditPage, MAX_AUDIT_PAGE, event_key, is_le
 use crate::group_flush::GroupFlush;
 use crate::records::{decode, decode_str, encode};
 use crate::{
-    AuditEvent, Error, KeyRecord, MAX_SCOPES, Project, Result, Role, Session, Team, TeamPolicy,
-    User, apikey, clock, ids, invalid, is_valid_scope_name, validate_name,
+    AuditEvent, Error, KeyRecord, MAX_SCOPES, Project, RateLimit, Result, Role, Session, Team,
+    TeamPolicy, User, apikey, clock, ids, invalid, is_valid_scope_name, validate_name,
 };
 
 /// Tunables for [`Store::open_with`].
@@ -66,6 +66,8 @@ pub struct NewApiKey {
     pub actor: String,
     /// The address the request came from, for the audit log (`None` offline).
     pub source: Option<String>,
+    /// A request budget, or `None` for no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Inside a transaction: the team's unrevoked key `key_id`; `NotFound` for a missing key, a
@@ -822,6 +824,9 @@ impl Store {
         if new.scopes.len() > MAX_SCOPES {
             return Err(invalid("scopes", format!("at most {MAX_SCOPES} scopes")));
         }
+        if let Some(limit) = &new.rate_limit {
+            limit.validate()?;
+        }
         let mut scopes: Vec<String> = Vec::with_capacity(new.scopes.len());
         for scope in &new.scopes {
             if !is_valid_scope_name(scope) {
@@ -851,6 +856,7 @@ impl Store {
             last_used_at: None,
             hash: hex::encode(generated.hash),
             rotated_to: None,
+            rate_limit: new.rate_limit,
         };
         let (ak, av) = self.audit_event(
             Some(&new.team_id),
@@ -1039,6 +1045,7 @@ impl Store {
                     last_used_at: None,
                     hash: hex::encode(generated.hash),
                     rotated_to: None,
+                    rate_limit: old.rate_limit,
                 };
                 if grace_seconds == 0 {
                     revoke_in(&mut old, now, key_hash, team_keys)?;
@@ -1271,6 +1278,7 @@ mod key_cache_tests {
             last_used_at: None,
             hash: String::new(),
             rotated_to: None,
+            rate_limit: None,
         };
         ([n; 32], Arc::new(record))
     }

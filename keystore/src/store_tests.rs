@@ -27,6 +27,7 @@ fn new_key(team: &str) -> NewApiKey {
         expires_at: None,
         actor: "test".into(),
         source: None,
+        rate_limit: None,
     }
 }
 
@@ -933,4 +934,58 @@ fn audit_events_from_before_team_grouping_are_moved_at_open() {
         .map(|e| e.action)
         .collect();
     assert_eq!(actions, ["project.created", "team.created"]);
+}
+
+#[test]
+fn rate_limits_are_checked_stored_and_kept_by_rotation() {
+    let (_dir, store) = open();
+    let (team, _) = team_and_project(&store);
+    let limited = |limit, window_seconds| NewApiKey {
+        rate_limit: Some(RateLimit {
+            limit,
+            window_seconds,
+        }),
+        ..new_key(&team.id)
+    };
+    for (limit, window) in [
+        (0, 60),
+        (RateLimit::MAX_LIMIT + 1, 60),
+        (10, 0),
+        (10, RateLimit::MAX_WINDOW_SECONDS + 1),
+    ] {
+        assert!(
+            matches!(
+                store.create_key(&limited(limit, window)),
+                Err(Error::Invalid {
+                    field: "rateLimit",
+                    ..
+                })
+            ),
+            "{limit}/{window}s"
+        );
+    }
+    assert!(store.list_keys(&team.id).expect("list").is_empty());
+    for (limit, window) in [
+        (1, 1),
+        (RateLimit::MAX_LIMIT, RateLimit::MAX_WINDOW_SECONDS),
+    ] {
+        let (record, raw) = store.create_key(&limited(limit, window)).expect("create");
+        let expected = Some(RateLimit {
+            limit,
+            window_seconds: window,
+        });
+        assert_eq!(record.rate_limit, expected);
+        assert_eq!(
+            store
+                .lookup_key(&raw)
+                .expect("lookup")
+                .expect("found")
+                .rate_limit,
+            expected
+        );
+        let rotated = store
+            .rotate_key(&team.id, &record.id, 0, "u".into())
+            .expect("rotate");
+        assert_eq!(rotated.new.rate_limit, expected);
+    }
 }

@@ -38,6 +38,7 @@ fn durability_child() {
                 expires_at: None,
                 actor: "child".into(),
                 source: None,
+                rate_limit: None,
             })
             .expect("create");
         // Acknowledge only after create_key returned; the raw key goes to the parent so it can

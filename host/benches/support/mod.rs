@@ -139,6 +139,7 @@ pub fn team_with_key(
             expires_at: None,
             actor: "bench".into(),
             source: None,
+            rate_limit: None,
         })
         .expect("key")
         .1

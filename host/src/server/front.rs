@@ -1,6 +1,7 @@
 //! The three front doors for SaaS requests — forward auth, reverse proxy, JSON verify — all
 //! answered by the one decision function.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,27 +10,77 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use billstack_keystore::clock;
+use billstack_keystore::{apikey, clock};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
+use super::client::ClientIp;
 use super::error::{ApiError, ApiJson};
-use crate::decision::{Credential, Decider, Decision, Denied, DenyKind};
+use crate::decision::{Credential, Decider, Decision, Denied, DenyKind, Identity, deny};
+use crate::ratelimit::Quota;
 
 /// How long the proxy waits for the upstream's response headers.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Decides on the blocking pool, behind the concurrency bound, and records metrics and usage.
+/// A decision and the budget that applied to it, for the `RateLimit-*` and `Retry-After`
+/// headers.
+pub(super) struct Checked {
+    pub decision: Decision,
+    pub budget: Option<Budget>,
+}
+
+/// Which budget a request was counted against.
+pub(super) enum Budget {
+    /// The key's own `rateLimit`.
+    Key(Quota),
+    /// Too many failed keys from the client's address: retry after this many seconds.
+    Address(u64),
+}
+
+fn rate_limited(message: &str, identity: Option<Identity>) -> Decision {
+    let Decision::Deny(mut d) = deny(DenyKind::RateLimited, message, true) else {
+        unreachable!("deny() refuses")
+    };
+    d.identity = identity;
+    Decision::Deny(d)
+}
+
+/// Decides on the blocking pool, behind the concurrency bound; applies the request budgets;
+/// records metrics and usage.
 pub(super) async fn decide(
     state: &Arc<AppState>,
     front_door: &'static str,
+    client: IpAddr,
     credential: Option<String>,
     raw_key: bool,
     method: String,
     target: String,
-) -> Decision {
+) -> Checked {
     let started = Instant::now();
+    let now = clock::now_ms();
+    // An address that keeps presenting keys that do not authenticate is refused before its
+    // key costs a storage lookup; keys already in memory (in use by someone) still work, so
+    // one guesser behind a shared address cannot lock out its neighbours.
+    if let Some(retry_after) = state.address_throttle.blocked(client, now) {
+        let token = credential_of(&credential, raw_key).token();
+        let in_use = token.is_some_and(|t| {
+            apikey::check_format(t).is_ok() && state.store.cached_key(t).is_some()
+        });
+        if !in_use {
+            let decision = rate_limited(
+                "too many requests with invalid API keys from this address; retry later",
+                None,
+            );
+            state
+                .metrics
+                .decision(front_door, "rate_limited", started.elapsed().as_secs_f64());
+            return Checked {
+                decision,
+                budget: Some(Budget::Address(retry_after)),
+            };
+        }
+    }
     // Most decisions need only memory (a refused credential, or a cached key under the
     // deployment default) and take microseconds: made here, they skip the hop to the blocking
     // pool, which costs more than the decision. The rest go to the pool, behind the bound.
@@ -38,7 +89,7 @@ pub(super) async fn decide(
         policies: &state.policies,
     }
     .decide_without_blocking(credential_of(&credential, raw_key), &method, &target);
-    let decision = match fast {
+    let mut decision = match fast {
         Some(decision) => decision,
         None => match state.decisions.acquire().await {
             Ok(_permit) => {
@@ -56,9 +107,29 @@ pub(super) async fn decide(
             Err(_) => internal("the decision semaphore is closed"),
         },
     };
+    let mut budget = None;
+    if let Decision::Deny(d) = &decision
+        && d.kind == DenyKind::InvalidKey
+    {
+        state.address_throttle.fail(client, now);
+    }
+    // Every authenticated request counts against its key's budget, allowed or not; over it,
+    // the answer is 429 whatever the policy said.
+    if let Some(id) = decision.identity()
+        && let Some(limit) = &id.rate_limit
+    {
+        let quota = state.key_limiter.check(&id.key_id, limit, now);
+        if !quota.allowed {
+            decision = rate_limited(
+                "the API key has used its request budget for this window; retry later",
+                decision.identity().cloned(),
+            );
+        }
+        budget = Some(Budget::Key(quota));
+    }
     let outcome = match &decision {
         Decision::Allow(id) => {
-            state.usage.note(&id.key_id, clock::now_ms());
+            state.usage.note(&id.key_id, now);
             "allow"
         }
         Decision::Deny(d) => {
@@ -73,7 +144,27 @@ pub(super) async fn decide(
     state
         .metrics
         .decision(front_door, outcome, started.elapsed().as_secs_f64());
-    decision
+    Checked { decision, budget }
+}
+
+/// Adds the budget's headers: `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
+/// for a key with a budget, and `Retry-After` whenever the request was refused for it.
+pub(super) fn budget_headers(headers: &mut HeaderMap, budget: Option<&Budget>) {
+    let mut put = |name: &'static str, value: u64| {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+    };
+    match budget {
+        Some(Budget::Key(q)) => {
+            put("ratelimit-limit", u64::from(q.limit));
+            put("ratelimit-remaining", u64::from(q.remaining));
+            put("ratelimit-reset", q.reset_seconds);
+            if !q.allowed {
+                put("retry-after", q.reset_seconds);
+            }
+        }
+        Some(Budget::Address(retry_after)) => put("retry-after", *retry_after),
+        None => {}
+    }
 }
 
 fn credential_of(credential: &Option<String>, raw_key: bool) -> Credential<'_> {
@@ -151,7 +242,11 @@ pub(super) fn denial_response(d: &Denied) -> Response {
 }
 
 /// `/auth/verify` (any method): forward auth for nginx, Traefik, Caddy and Envoy.
-pub(super) async fn forward_auth(State(state): State<Arc<AppState>>, request: Request) -> Response {
+pub(super) async fn forward_auth(
+    State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
+    request: Request,
+) -> Response {
     let headers = request.headers();
     let original = header_str(headers, "x-forwarded-method")
         .zip(header_str(headers, "x-forwarded-uri"))
@@ -174,23 +269,26 @@ pub(super) async fn forward_auth(State(state): State<Arc<AppState>>, request: Re
         _ => uri.to_string(),
     };
     let authorization = header_str(headers, "authorization").map(str::to_owned);
-    let decision = decide(
+    let Checked { decision, budget } = decide(
         &state,
         "forward_auth",
+        client,
         authorization,
         false,
         method.to_string(),
         target,
     )
     .await;
-    match &decision {
+    let mut response = match &decision {
         Decision::Allow(_) => {
             let mut response = StatusCode::OK.into_response();
             identity_headers(response.headers_mut(), &decision);
             response
         }
         Decision::Deny(d) => denial_response(d),
-    }
+    };
+    budget_headers(response.headers_mut(), budget.as_ref());
+    response
 }
 
 #[derive(Deserialize)]
@@ -201,14 +299,17 @@ pub(super) struct VerifyBody {
     path: String,
 }
 
-/// `POST /api/billstack/keys/verify`: always 200 with `{"valid", "code", …}`.
+/// `POST /api/billstack/keys/verify`: 200 with `{"valid", "code", …}`, or 429 with the same
+/// body (code `RATE_LIMITED`) over a request budget.
 pub(super) async fn json_verify(
     State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<VerifyBody>,
 ) -> Response {
-    let decision = decide(
+    let Checked { decision, budget } = decide(
         &state,
         "json_verify",
+        client,
         Some(body.key),
         true,
         body.method,
@@ -232,7 +333,13 @@ pub(super) async fn json_verify(
         out["projectId"] = json!(id.project_id);
         out["scopes"] = json!(id.scopes);
     }
-    (StatusCode::OK, Json(out)).into_response()
+    let status = match &decision {
+        Decision::Deny(d) if d.kind == DenyKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::OK,
+    };
+    let mut response = (status, Json(out)).into_response();
+    budget_headers(response.headers_mut(), budget.as_ref());
+    response
 }
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 § 7.6.1).
@@ -264,23 +371,41 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Requests under `/api/billstack/teams/{teamId}/projects/{projectId}/…`: decided, then
 /// forwarded to the upstream with the identity headers.
-pub(super) async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let (mut parts, body) = request.into_parts();
+pub(super) async fn proxy(
+    State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
     let target = parts.uri.path_and_query().map_or_else(
         || parts.uri.path().to_string(),
         |pq| pq.as_str().to_string(),
     );
     let authorization = header_str(&parts.headers, "authorization").map(str::to_owned);
-    let decision = decide(
+    let Checked { decision, budget } = decide(
         &state,
         "proxy",
+        client,
         authorization,
         false,
         parts.method.as_str().to_string(),
         target.clone(),
     )
     .await;
-    if let Decision::Deny(d) = &decision {
+    let mut response = forward(&state, parts, body, &decision, target).await;
+    budget_headers(response.headers_mut(), budget.as_ref());
+    response
+}
+
+/// The proxy's answer once decided: the refusal, or the upstream's response.
+async fn forward(
+    state: &AppState,
+    mut parts: axum::http::request::Parts,
+    body: Body,
+    decision: &Decision,
+    target: String,
+) -> Response {
+    if let Decision::Deny(d) = decision {
         return denial_response(d);
     }
     let Some(upstream) = &state.upstream else {
@@ -317,7 +442,7 @@ pub(super) async fn proxy(State(state): State<Arc<AppState>>, request: Request) 
     if !state.forward_authorization {
         parts.headers.remove(header::AUTHORIZATION);
     }
-    identity_headers(&mut parts.headers, &decision);
+    identity_headers(&mut parts.headers, decision);
     if let Some(host) = client_host {
         parts
             .headers

@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use billstack_keystore::{NewApiKey, clock};
+use billstack_keystore::{NewApiKey, RateLimit, clock};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -27,6 +27,31 @@ pub(super) struct CreateKey {
     scopes: Option<Vec<String>>,
     #[serde(default)]
     expires_at: Option<String>,
+    #[serde(default)]
+    rate_limit: Option<serde_json::Value>,
+}
+
+/// `rateLimit` of a create request: null, or `{"limit": N, "windowSeconds": S}` in range.
+fn parse_rate_limit(value: Option<serde_json::Value>) -> ApiResult<Option<RateLimit>> {
+    let shape = || {
+        ApiError::invalid(
+            "rateLimit",
+            format!(
+                "rateLimit must be {{\"limit\": N, \"windowSeconds\": S}} with N from 1 to {} and \
+                 S from 1 to {}",
+                RateLimit::MAX_LIMIT,
+                RateLimit::MAX_WINDOW_SECONDS
+            ),
+        )
+    };
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => {
+            let limit: RateLimit = serde_json::from_value(v).map_err(|_| shape())?;
+            limit.validate().map_err(|_| shape())?;
+            Ok(Some(limit))
+        }
+    }
 }
 
 /// `POST /api/billstack/teams/{teamId}/api-keys`.
@@ -56,6 +81,7 @@ pub(super) async fn create(
             )
         })?),
     };
+    let rate_limit = parse_rate_limit(body.rate_limit)?;
     if body.project_id.as_deref() == Some("") {
         return Err(ApiError::invalid(
             "projectId",
@@ -70,6 +96,7 @@ pub(super) async fn create(
         expires_at,
         actor: session.user.id.clone(),
         source: Some(session.source.to_string()),
+        rate_limit,
     };
     let store = Arc::clone(&state.store);
     let (record, raw_key) = tokio::task::spawn_blocking(move || store.create_key(&new)).await??;

@@ -63,6 +63,10 @@ pub struct AppState {
     pub upstream: Option<String>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Per-key request budgets.
+    pub key_limiter: crate::ratelimit::KeyLimiter,
+    /// Failed keys per client address.
+    pub address_throttle: crate::ratelimit::AddressThrottle,
     /// Forward `Authorization` upstream.
     pub forward_authorization: bool,
     /// The proxy's HTTP client.
@@ -92,6 +96,11 @@ impl AppState {
             cookie_secure: settings.cookie_secure,
             upstream: settings.upstream.clone(),
             trusted_proxies: settings.trusted_proxies.clone(),
+            key_limiter: crate::ratelimit::KeyLimiter::default(),
+            address_throttle: crate::ratelimit::AddressThrottle::new(
+                settings.unknown_keys_per_address,
+                settings.throttle_window,
+            ),
             forward_authorization: settings.forward_authorization,
             http: Client::builder(TokioExecutor::new()).build(connector),
             engine,
