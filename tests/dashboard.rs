@@ -324,6 +324,20 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     ] {
         assert!(row.contains(expected), "row {row:?} lacks {expected:?}");
     }
+    // After a reload the row's chart shows the four requests made above (two allowed, two
+    // refused), and the use is the key's last one.
+    c.refresh().await.expect("reload");
+    wait_until(
+        &c,
+        "const f = document.querySelector('#keys-body [data-usage-for]'); \
+         return f !== null && f.dataset.total === '4' \
+           && f.querySelectorAll('rect.allowed').length === 1 \
+           && f.querySelectorAll('rect.denied').length === 1",
+        "the usage chart",
+    )
+    .await;
+    let row = text_of(&c, Locator::Css("#keys-body tr")).await;
+    assert!(!row.contains("Never\n4"), "last used is set: {row:?}");
     std::fs::write(
         shots.join("key-list.png"),
         c.screenshot().await.expect("screenshot"),
@@ -494,13 +508,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     assert_eq!(res.status(), 204);
     click(&c, Locator::Id("create-submit")).await;
     wait_visible(&c, "#sign-in-form").await;
-    c.find(Locator::Id("password"))
-        .await
-        .expect("password")
-        .send_keys(PASSWORD)
-        .await
-        .expect("type");
-    click(&c, Locator::Id("sign-in-submit")).await;
+    sign_in(&c).await;
     wait_visible(&c, "#key-name").await;
     assert_eq!(
         c.find(Locator::Id("key-name"))

@@ -1270,3 +1270,105 @@ fn an_address_presenting_unknown_keys_is_throttled_before_any_lookup() {
     // A key in use from the same address keeps working.
     assert_eq!(forward(&in_use), (200, None));
 }
+
+#[test]
+fn usage_counts_each_keys_requests_per_day() {
+    let (_dir, data) = world();
+    let server = start(&data, &echo_upstream(64));
+    let alice = login(&server, ALICE);
+    let base = "/api/billstack/teams/team_a/projects/proj_a";
+    let (_, created) = alice.create_key(
+        "team_a",
+        json!({"name": "counted", "scopes": ["customers:read"]}),
+    );
+    let key_id = created["key"]["id"].as_str().expect("id").to_string();
+    let raw = created["rawKey"].as_str().expect("raw").to_string();
+    let usage = format!("/api/billstack/teams/team_a/api-keys/{key_id}/usage");
+
+    let (status, before) = alice.send("GET", &usage, None);
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(before["lastUsedAt"], Value::Null);
+    assert_eq!(before["days"].as_array().expect("days").len(), 30);
+
+    // Three allowed (one per door), three refused for want of a scope; unknown keys count
+    // for no one.
+    assert_eq!(
+        doors(&server, &raw, "GET", &format!("{base}/customers")),
+        (200, 200, "VALID".to_string())
+    );
+    assert_eq!(
+        doors(&server, &raw, "POST", &format!("{base}/customers")).0,
+        403
+    );
+    doors(
+        &server,
+        &format!("bs_{}", "1".repeat(48)),
+        "GET",
+        &format!("{base}/customers"),
+    );
+
+    let (status, after) = alice.send("GET", &format!("{usage}?days=3"), None);
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["keyId"], key_id.as_str());
+    let days = after["days"].as_array().expect("days");
+    assert_eq!(days.len(), 3);
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let last = &days[2];
+    assert_eq!(
+        last["date"],
+        today.as_str(),
+        "oldest first, ending today (UTC)"
+    );
+    assert_eq!(
+        (&last["allowed"], &last["denied"], &last["requests"]),
+        (&json!(3), &json!(3), &json!(6))
+    );
+    assert_eq!(days[0]["requests"], 0);
+    assert!(days[0]["date"].as_str() < days[1]["date"].as_str());
+    assert!(
+        after["lastUsedAt"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&today))
+    );
+
+    // Limits both ways; other teams and unknown keys are 404.
+    for ok in ["days=1", "days=90"] {
+        assert_eq!(
+            alice.send("GET", &format!("{usage}?{ok}"), None).0,
+            200,
+            "{ok}"
+        );
+    }
+    for (query, field) in [
+        ("days=0", "days"),
+        ("days=91", "days"),
+        ("days=x", "days"),
+        ("from=1", "query"),
+    ] {
+        let (status, error) = alice.send("GET", &format!("{usage}?{query}"), None);
+        assert_eq!(
+            (status, &error["error"]["field"]),
+            (400, &json!(field)),
+            "{query}"
+        );
+    }
+    assert_eq!(
+        alice
+            .send(
+                "GET",
+                "/api/billstack/teams/team_a/api-keys/key_missing/usage",
+                None
+            )
+            .0,
+        404
+    );
+    let bob = login(&server, BOB);
+    assert_eq!(bob.send("GET", &usage, None).0, 404);
+
+    // Counts survive a restart (written at shutdown at the latest).
+    assert_eq!(server.stop().code(), Some(0));
+    let server = start(&data, &echo_upstream(4));
+    let alice = login(&server, ALICE);
+    let (_, again) = alice.send("GET", &format!("{usage}?days=1"), None);
+    assert_eq!(again["days"][0]["requests"], 6);
+}

@@ -211,12 +211,79 @@ function renderKeys() {
       cell("Name", key.name, "key-name"), cell("Key", prefix), cell("Project", projectName(key.projectId)),
       cell("Scopes", scopes), cell("Expires", key.expiresAt ? formatTime(key.expiresAt) : "Never"),
       cell("Created", formatTime(key.createdAt)), cell("Last used", key.lastUsedAt ? formatTime(key.lastUsedAt) : "Never"),
+      cell("Requests, 14 days", usageChart(key.id), "usage"),
       cell("", actions, "row-actions"),
     );
     return tr;
   }));
   show($("keys-table"), state.keys.length > 0);
   show($("keys-empty"), state.keys.length === 0);
+  loadUsage();
+}
+
+const USAGE_DAYS = 14;
+const SVG = "http://www.w3.org/2000/svg";
+
+// A small bar chart of a key's requests per day (allowed in blue, refused stacked in red),
+// filled in when its usage arrives.
+function usageChart(keyId) {
+  const figure = document.createElement("span");
+  figure.className = "usage-chart";
+  figure.dataset.usageFor = keyId;
+  figure.setAttribute("role", "img");
+  figure.setAttribute("aria-label", "Loading usage");
+  return figure;
+}
+
+function drawUsage(figure, usage) {
+  const days = usage.days;
+  const max = Math.max(1, ...days.map((d) => d.requests));
+  const width = 4 * days.length, height = 24;
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("width", String(width * 2));
+  svg.setAttribute("height", String(height));
+  days.forEach((d, i) => {
+    const bar = (value, base, cls) => {
+      if (!value) return;
+      const rect = document.createElementNS(SVG, "rect");
+      const h = Math.max(1, (value / max) * height);
+      rect.setAttribute("x", String(i * 4));
+      rect.setAttribute("y", String(height - base - h));
+      rect.setAttribute("width", "3");
+      rect.setAttribute("height", String(h));
+      rect.setAttribute("class", cls);
+      const title = document.createElementNS(SVG, "title");
+      title.textContent = `${d.date}: ${d.allowed} allowed, ${d.denied} refused`;
+      rect.append(title);
+      svg.append(rect);
+    };
+    const allowedHeight = d.allowed ? Math.max(1, (d.allowed / max) * height) : 0;
+    bar(d.allowed, 0, "allowed");
+    bar(d.denied, allowedHeight, "denied");
+  });
+  const total = days.reduce((sum, d) => sum + d.requests, 0);
+  const label = document.createElement("span");
+  label.className = "usage-total";
+  label.textContent = String(total);
+  figure.replaceChildren(svg, label);
+  figure.dataset.total = String(total);
+  figure.setAttribute("aria-label", `${total} requests in the last ${days.length} days`);
+}
+
+async function loadUsage() {
+  const base = `/api/billstack/teams/${encodeURIComponent(state.teamId)}/api-keys`;
+  await Promise.all(state.keys.map(async (key) => {
+    try {
+      const usage = await api("GET", `${base}/${encodeURIComponent(key.id)}/usage?days=${USAGE_DAYS}`);
+      const figure = document.querySelector(`[data-usage-for="${CSS.escape(key.id)}"]`);
+      if (figure) drawUsage(figure, usage);
+    } catch (e) {
+      if (e instanceof Unauthenticated) return;
+      const figure = document.querySelector(`[data-usage-for="${CSS.escape(key.id)}"]`);
+      if (figure) { figure.textContent = "—"; figure.setAttribute("aria-label", `Usage unavailable: ${e.message}`); }
+    }
+  }));
 }
 
 function keysChanged() {

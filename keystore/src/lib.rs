@@ -22,7 +22,10 @@ pub use audit::{ANONYMOUS, Actor, AuditPage, MAX_AUDIT_PAGE};
 pub use records::{
     AuditEvent, KeyRecord, Project, RateLimit, Role, Session, Team, TeamPolicy, User,
 };
-pub use store::{MAX_ROTATION_GRACE_SECONDS, NewApiKey, NewUser, Rotated, Store, StoreOptions};
+pub use store::{
+    DailyUsage, KeyUsage, MAX_ROTATION_GRACE_SECONDS, NewApiKey, NewUser, Rotated, Store,
+    StoreOptions,
+};
 
 use std::path::PathBuf;
 

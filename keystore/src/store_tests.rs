@@ -226,15 +226,16 @@ fn usage_batches_update_last_used_but_never_resurrect() {
     store
         .revoke_key(&team.id, &b.id, "test".into())
         .expect("revoke");
+    let used = |key_id: &str, at| KeyUsage {
+        key_id: key_id.into(),
+        last_used_at: Some(at),
+        days: vec![],
+    };
     store
-        .record_key_usage(&[
-            (a.id.clone(), 500),
-            (b.id.clone(), 500),
-            ("key_gone".into(), 1),
-        ])
+        .record_key_usage(&[used(&a.id, 500), used(&b.id, 500), used("key_gone", 1)])
         .expect("usage");
     store
-        .record_key_usage(&[(a.id.clone(), 100)])
+        .record_key_usage(&[used(&a.id, 100)])
         .expect("older use");
     assert_eq!(
         store
@@ -988,4 +989,83 @@ fn rate_limits_are_checked_stored_and_kept_by_rotation() {
             .expect("rotate");
         assert_eq!(rotated.new.rate_limit, expected);
     }
+}
+
+#[test]
+fn daily_usage_adds_up_per_key_and_day_with_zeros_between() {
+    let (_dir, store) = open();
+    let (team, _) = team_and_project(&store);
+    let (a, _) = store.create_key(&new_key(&team.id)).expect("a");
+    let (b, _) = store.create_key(&new_key(&team.id)).expect("b");
+    let counts = |allowed, denied| DailyUsage { allowed, denied };
+    let today = 20_000;
+    store
+        .record_key_usage(&[
+            KeyUsage {
+                key_id: a.id.clone(),
+                last_used_at: None,
+                days: vec![(today - 2, counts(5, 1)), (today, counts(2, 0))],
+            },
+            KeyUsage {
+                key_id: b.id.clone(),
+                last_used_at: None,
+                days: vec![(today, counts(100, 100))],
+            },
+            // A key that does not exist leaves nothing behind.
+            KeyUsage {
+                key_id: "key_gone".into(),
+                last_used_at: None,
+                days: vec![(today, counts(1, 1))],
+            },
+        ])
+        .expect("usage");
+    store
+        .record_key_usage(&[KeyUsage {
+            key_id: a.id.clone(),
+            last_used_at: None,
+            days: vec![(today, counts(3, 4))],
+        }])
+        .expect("more usage");
+    assert_eq!(
+        store.key_usage(&a.id, today, 4).expect("usage"),
+        [
+            (today - 3, counts(0, 0)),
+            (today - 2, counts(5, 1)),
+            (today - 1, counts(0, 0)),
+            (today, counts(5, 4)),
+        ]
+    );
+    // The window ends where asked: yesterday's view has no trace of today.
+    assert_eq!(
+        store.key_usage(&a.id, today - 1, 1).expect("usage"),
+        [(today - 1, counts(0, 0))]
+    );
+    assert_eq!(
+        store.key_usage(&b.id, today, 1).expect("usage"),
+        [(today, counts(100, 100))]
+    );
+    assert_eq!(
+        store.key_usage("key_gone", today, 1).expect("usage"),
+        [(today, counts(0, 0))]
+    );
+    // Revoked keys keep their history.
+    store
+        .revoke_key(&team.id, &a.id, "test".into())
+        .expect("revoke");
+    assert_eq!(
+        store.key_usage(&a.id, today, 1).expect("usage")[0].1,
+        counts(5, 4)
+    );
+
+    // Pruning drops the days before the cut and keeps the rest.
+    assert_eq!(store.prune_key_usage(today - 1).expect("prune"), 1);
+    assert_eq!(
+        store.key_usage(&a.id, today, 3).expect("usage")[0].1,
+        counts(0, 0)
+    );
+    assert_eq!(
+        store.key_usage(&a.id, today, 1).expect("usage")[0].1,
+        counts(5, 4)
+    );
+    assert_eq!(store.prune_key_usage(today - 1).expect("prune"), 0);
 }

@@ -127,11 +127,12 @@ pub(super) async fn decide(
         }
         budget = Some(Budget::Key(quota));
     }
+    if let Some(id) = decision.identity() {
+        let allowed = matches!(decision, Decision::Allow(_));
+        state.usage.note(&id.key_id, now, allowed);
+    }
     let outcome = match &decision {
-        Decision::Allow(id) => {
-            state.usage.note(&id.key_id, now);
-            "allow"
-        }
+        Decision::Allow(_) => "allow",
         Decision::Deny(d) => {
             if d.kind == DenyKind::PolicyError {
                 let cause = d.cause.as_deref().unwrap_or("unknown");

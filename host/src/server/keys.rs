@@ -5,15 +5,16 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use billstack_keystore::{NewApiKey, RateLimit, clock};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppState;
 use super::error::{ApiError, ApiJson, ApiResult};
 use super::session::{SessionUser, require_member};
+use super::{AppState, usage};
 use crate::policy::ScopePolicy;
 use crate::views::{CreatedKey, KeyView};
 
@@ -116,12 +117,14 @@ pub(super) async fn list(
     Path(team_id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     require_member(&state, &session, &team_id)?;
-    let keys: Vec<KeyView> = state
-        .store
-        .list_keys(&team_id)?
-        .iter()
-        .map(KeyView::listed)
-        .collect();
+    // Uses still in memory are written first, so `lastUsedAt` includes the latest requests.
+    let (store, tracker) = (Arc::clone(&state.store), Arc::clone(&state.usage));
+    let records = tokio::task::spawn_blocking(move || {
+        tracker.flush(&store)?;
+        store.list_keys(&team_id)
+    })
+    .await??;
+    let keys: Vec<KeyView> = records.iter().map(KeyView::listed).collect();
     Ok(Json(json!({"keys": keys})))
 }
 
@@ -229,4 +232,73 @@ pub(super) async fn policy(
     Ok(Json(
         json!({"policy": super::policies::policy_json(&plugin, source)}),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UsageQuery {
+    #[serde(default)]
+    days: Option<String>,
+}
+
+/// Days shown when the request does not say.
+pub const DEFAULT_USAGE_DAYS: u32 = 30;
+
+/// `GET /api/billstack/teams/{teamId}/api-keys/{keyId}/usage?days=N`: the key's requests per
+/// day (UTC), oldest first, ending today, with `lastUsedAt`. Members of the team; revoked keys
+/// too (their history stays until it ages out).
+pub(super) async fn usage(
+    State(state): State<Arc<AppState>>,
+    session: SessionUser,
+    Path((team_id, key_id)): Path<(String, String)>,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require_member(&state, &session, &team_id)?;
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let days = match query.days.as_deref() {
+        None => DEFAULT_USAGE_DAYS,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=usage::RETENTION_DAYS).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "days",
+                    format!(
+                        "days must be a whole number from 1 to {}",
+                        usage::RETENTION_DAYS
+                    ),
+                )
+            })?,
+    };
+    let Some(key) = state.store.get_key(&team_id, &key_id)? else {
+        return Err(ApiError::not_found("key"));
+    };
+    // Counts still in memory are written first, so the answer includes the latest requests.
+    let (store, tracker) = (Arc::clone(&state.store), Arc::clone(&state.usage));
+    let today = usage::day_of(clock::now_ms());
+    let (counts, last_used_at) = tokio::task::spawn_blocking(move || {
+        tracker.flush(&store)?;
+        let counts = store.key_usage(&key.id, today, days)?;
+        let last = store
+            .get_key(&team_id, &key.id)?
+            .and_then(|k| k.last_used_at);
+        Ok::<_, billstack_keystore::Error>((counts, last))
+    })
+    .await??;
+    let days: Vec<serde_json::Value> = counts
+        .iter()
+        .map(|(day, c)| {
+            let date: String = clock::format_rfc3339(day * usage::DAY_MS)
+                .chars()
+                .take(10)
+                .collect();
+            json!({"date": date, "allowed": c.allowed, "denied": c.denied, "requests": c.allowed + c.denied})
+        })
+        .collect();
+    Ok(Json(json!({
+        "keyId": key_id,
+        "lastUsedAt": last_used_at.map(clock::format_rfc3339),
+        "days": days,
+    })))
 }

@@ -136,6 +136,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(keys::rotate),
         )
         .route(
+            "/api/billstack/teams/{team_id}/api-keys/{key_id}/usage",
+            get(keys::usage),
+        )
+        .route(
             "/api/billstack/teams/{team_id}/projects",
             get(keys::projects),
         )

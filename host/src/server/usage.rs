@@ -1,58 +1,174 @@
-//! `lastUsedAt` without a disk write per request: uses are noted in memory and written in one
-//! batch every few seconds (and at shutdown).
+//! Key usage without a disk write per request: each decided request of a known key is noted
+//! in memory (its day's allowed or refused count, and `lastUsedAt` when allowed) and written in
+//! one batch every few seconds (and at shutdown). A crash loses at most that many seconds of
+//! counts; usage is advisory, never an acknowledged write.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use billstack_keystore::Store;
+use billstack_keystore::{DailyUsage, KeyUsage, Store};
 
 /// How often noted uses are written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// One day in milliseconds.
+pub const DAY_MS: i64 = 86_400_000;
+/// Days of counts kept (and the most the usage endpoint shows).
+pub const RETENTION_DAYS: u32 = 90;
 
-/// Pending uses: key id → latest use (Unix ms).
+#[derive(Default)]
+struct Pending {
+    last_used_at: Option<i64>,
+    days: HashMap<i64, DailyUsage>,
+}
+
+/// Pending uses, per key id.
 #[derive(Default)]
 pub struct UsageTracker {
-    pending: Mutex<HashMap<String, i64>>,
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+/// The day (since the Unix epoch, UTC) of a Unix-ms time.
+pub fn day_of(at_ms: i64) -> i64 {
+    at_ms.div_euclid(DAY_MS)
 }
 
 impl UsageTracker {
-    /// Notes a successful use.
-    pub fn note(&self, key_id: &str, at_ms: i64) {
+    /// Notes one decided request of `key_id` at `at_ms`.
+    pub fn note(&self, key_id: &str, at_ms: i64, allowed: bool) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        match pending.get_mut(key_id) {
-            Some(t) => *t = (*t).max(at_ms),
-            None => {
-                pending.insert(key_id.to_owned(), at_ms);
-            }
+        let entry = match pending.get_mut(key_id) {
+            Some(entry) => entry,
+            None => pending.entry(key_id.to_owned()).or_default(),
+        };
+        let day = entry.days.entry(day_of(at_ms)).or_default();
+        if allowed {
+            day.allowed = day.allowed.saturating_add(1);
+            entry.last_used_at = Some(entry.last_used_at.map_or(at_ms, |t| t.max(at_ms)));
+        } else {
+            day.denied = day.denied.saturating_add(1);
         }
     }
 
-    /// Writes everything noted so far.
+    /// Writes everything noted so far. On failure the batch is put back, to be retried with
+    /// the next one.
     pub fn flush(&self, store: &Store) -> billstack_keystore::Result<()> {
-        let batch: Vec<(String, i64)> =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
-                .into_iter()
-                .collect();
-        if batch.is_empty() {
+        let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if taken.is_empty() {
             return Ok(());
         }
-        store.record_key_usage(&batch)
+        let batch: Vec<KeyUsage> = taken
+            .into_iter()
+            .map(|(key_id, p)| KeyUsage {
+                key_id,
+                last_used_at: p.last_used_at,
+                days: p.days.into_iter().collect(),
+            })
+            .collect();
+        store.record_key_usage(&batch).inspect_err(|_| {
+            for usage in batch {
+                for (day, counts) in usage.days {
+                    self.merge(&usage.key_id, usage.last_used_at, day, counts);
+                }
+            }
+        })
+    }
+
+    fn merge(&self, key_id: &str, last_used_at: Option<i64>, day: i64, counts: DailyUsage) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = pending.entry(key_id.to_owned()).or_default();
+        entry.last_used_at = entry.last_used_at.max(last_used_at);
+        let d = entry.days.entry(day).or_default();
+        *d = d.plus(&counts);
     }
 }
 
-/// Flushes `tracker` every [`FLUSH_EVERY`] until the process ends.
+/// Flushes `tracker` every [`FLUSH_EVERY`] until the process ends, and once a day (and at
+/// start) drops counts older than [`RETENTION_DAYS`].
 pub fn spawn_flusher(tracker: Arc<UsageTracker>, store: Arc<Store>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
+        let mut pruned_on = None;
         loop {
             tick.tick().await;
+            let today = day_of(billstack_keystore::clock::now_ms());
+            let prune = (pruned_on != Some(today)).then_some(today);
             let (t, s) = (Arc::clone(&tracker), Arc::clone(&store));
-            match tokio::task::spawn_blocking(move || t.flush(&s)).await {
-                Ok(Ok(())) => {}
+            let done = tokio::task::spawn_blocking(move || {
+                t.flush(&s)?;
+                if let Some(today) = prune {
+                    s.prune_key_usage(today - i64::from(RETENTION_DAYS) + 1)?;
+                }
+                Ok::<_, billstack_keystore::Error>(())
+            })
+            .await;
+            match done {
+                Ok(Ok(())) => pruned_on = prune.or(pruned_on),
                 Ok(Err(e)) => tracing::warn!(error = %e, "could not record key usage"),
                 Err(e) => tracing::warn!(error = %e, "usage flush task failed"),
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_add_up_per_day_and_last_use_is_the_latest_allowed_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let team = store
+            .create_team(Some("team_a"), "A", "test".into())
+            .expect("team");
+        let (key, _) = store
+            .create_key(&billstack_keystore::NewApiKey {
+                team_id: team.id.clone(),
+                project_id: None,
+                name: "k".into(),
+                scopes: vec![],
+                expires_at: None,
+                actor: "test".into(),
+                source: None,
+                rate_limit: None,
+            })
+            .expect("key");
+        let tracker = UsageTracker::default();
+        let day = 20_000;
+        let t = day * DAY_MS;
+        tracker.note(&key.id, t + 10, true);
+        tracker.note(&key.id, t + 5, true);
+        tracker.note(&key.id, t + 20, false);
+        tracker.note(&key.id, t + DAY_MS, false);
+        tracker.flush(&store).expect("flush");
+        tracker.flush(&store).expect("an empty flush");
+        let usage = store.key_usage(&key.id, day + 1, 2).expect("usage");
+        assert_eq!(
+            usage,
+            [
+                (
+                    day,
+                    DailyUsage {
+                        allowed: 2,
+                        denied: 1
+                    }
+                ),
+                (
+                    day + 1,
+                    DailyUsage {
+                        allowed: 0,
+                        denied: 1
+                    }
+                ),
+            ]
+        );
+        let stored = store.get_key(&team.id, &key.id).expect("get").expect("key");
+        assert_eq!(
+            stored.last_used_at,
+            Some(t + 10),
+            "a refused request is not a use"
+        );
+        assert_eq!(day_of(-1), -1, "days before the epoch round down");
+    }
 }
