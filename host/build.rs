@@ -47,6 +47,18 @@ fn main() {
         println!("cargo:rerun-if-changed={}", workspace.join(path).display());
     }
 
+    // `billstack --version` names the WIT world it hosts: `package billstack:policy@X;`.
+    let wit = std::fs::read_to_string(workspace.join("wit/policy.wit")).expect("wit/policy.wit");
+    let package = wit
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("package "))
+        .and_then(|p| p.strip_suffix(';'))
+        .expect("wit/policy.wit declares its package");
+    let (name, version) = package
+        .split_once('@')
+        .expect("the WIT package has a version");
+    println!("cargo:rustc-env=BILLSTACK_WIT_WORLD={name}/policy@{version}");
+
     let target_dir = guest_target_dir(&out_dir);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);

@@ -552,3 +552,120 @@ fn the_config_file_is_read_and_unknown_keys_are_refused_by_name() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("plugin_deadline_ms"));
 }
+
+#[test]
+fn keys_rotate_and_carry_a_rate_limit_from_the_command_line() {
+    let (_dir, data) = setup();
+    let created = json(
+        &data,
+        &[
+            "key",
+            "create",
+            "--team",
+            "team_a",
+            "--name",
+            "ci",
+            "--rate-limit",
+            "100/60",
+        ],
+    );
+    assert_eq!(
+        created["key"]["rateLimit"],
+        serde_json::json!({"limit": 100, "windowSeconds": 60})
+    );
+    let old_id = created["key"]["id"].as_str().expect("id").to_string();
+    let rotated = json(
+        &data,
+        &[
+            "key",
+            "rotate",
+            "--team",
+            "team_a",
+            &old_id,
+            "--grace-period-seconds",
+            "0",
+        ],
+    );
+    let new_raw = rotated["rawKey"].as_str().expect("rawKey");
+    assert_ne!(new_raw, created["rawKey"].as_str().expect("rawKey"));
+    assert_eq!(rotated["key"]["name"], "ci");
+    assert_eq!(rotated["key"]["rateLimit"], created["key"]["rateLimit"]);
+    let listed = json(&data, &["key", "list", "--team", "team_a"]);
+    let ids: Vec<&str> = listed["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, [rotated["key"]["id"].as_str().expect("id")]);
+
+    // Bad budgets and bad rotations fail clearly and change nothing.
+    for bad in ["0/60", "100/0", "100/86401", "100", "x/y"] {
+        let mut c = cmd(&data);
+        c.args([
+            "key",
+            "create",
+            "--team",
+            "team_a",
+            "--name",
+            "x",
+            "--rate-limit",
+            bad,
+        ]);
+        let out = run(c, "");
+        assert!(!out.status.success(), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("rate-limit"),
+            "{bad}"
+        );
+    }
+    let mut c = cmd(&data);
+    c.args(["key", "rotate", "--team", "team_a", &old_id]);
+    let out = run(c, "");
+    assert!(!out.status.success(), "a revoked key cannot be rotated");
+    assert_eq!(
+        json(&data, &["key", "list", "--team", "team_a"])["keys"]
+            .as_array()
+            .expect("keys")
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn version_names_the_wit_world_and_every_help_page_is_complete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = cmd(dir.path());
+    c.arg("--version");
+    let out = run(c, "");
+    assert!(out.status.success());
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        version.starts_with(&format!("billstack {}", env!("CARGO_PKG_VERSION")))
+            && version.contains("billstack:policy/policy@"),
+        "{version}"
+    );
+    for path in [
+        &[][..],
+        &["serve"],
+        &["team"],
+        &["team", "create"],
+        &["project", "create"],
+        &["user", "create"],
+        &["key"],
+        &["key", "create"],
+        &["key", "rotate"],
+        &["key", "list"],
+        &["key", "revoke"],
+        &["policy", "check"],
+        &["policy", "test"],
+        &["policy", "export"],
+    ] {
+        let mut c = cmd(dir.path());
+        c.args(path).arg("--help");
+        let out = run(c, "");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{path:?}");
+        assert!(help.contains("Usage: billstack"), "{path:?}: {help}");
+    }
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use billstack_keystore::{NewApiKey, NewUser, Role, Store, clock};
+use billstack_keystore::{NewApiKey, NewUser, RateLimit, Role, Store, clock};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
@@ -18,9 +18,29 @@ use crate::views::{CreatedKey, KeyView};
 /// Who the offline commands act as, in the audit log.
 const CLI_ACTOR: &str = "cli";
 
+/// The version line: the binary's version and the policy world it hosts.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (policy WIT world ",
+    env!("BILLSTACK_WIT_WORLD"),
+    ")"
+);
+
 /// BillStack Keys: issue, store and check BillStack API keys.
+///
+/// One binary: the HTTP server (dashboard, key API, and the forward-auth, reverse-proxy and
+/// JSON-verify front doors) and offline commands on its data directory. Offline commands
+/// refuse, and change nothing, while a server holds the directory. Commands print JSON on
+/// stdout and diagnostics on stderr.
 #[derive(Debug, Parser)]
-#[command(name = "billstack", version, about, propagate_version = true)]
+#[command(
+    name = "billstack",
+    version = VERSION,
+    about,
+    long_about,
+    propagate_version = true,
+    after_help = "Start with `billstack serve`; see README.md for the HTTP API and billstack.toml."
+)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -44,7 +64,11 @@ struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the HTTP server.
+    /// Run the HTTP server until SIGINT or SIGTERM.
+    ///
+    /// On an empty data directory it first creates a team, a project and an owner account
+    /// (BILLSTACK_ADMIN_EMAIL, default admin@localhost; BILLSTACK_ADMIN_PASSWORD, or a
+    /// generated password printed once on stderr). Prints `billstack listening on URL`.
     Serve,
     /// Manage teams.
     #[command(subcommand)]
@@ -130,6 +154,21 @@ enum KeyCommand {
         /// Expiry, RFC 3339 (e.g. 2027-01-31T00:00:00Z).
         #[arg(long, value_name = "T")]
         expires_at: Option<String>,
+        /// A request budget, LIMIT/SECONDS (e.g. 1000/60); over it, requests get 429.
+        #[arg(long, value_name = "LIMIT/SECONDS", value_parser = parse_rate_limit)]
+        rate_limit: Option<RateLimit>,
+    },
+    /// Rotate a key: a new key (printed once) with the same name, project, scopes, expiry and
+    /// budget; the old one keeps working for the grace period.
+    Rotate {
+        /// The team.
+        #[arg(long)]
+        team: String,
+        /// The key id (`key_…`).
+        key_id: String,
+        /// How long the old key keeps working, in seconds (0 = stops at once; at most 30 days).
+        #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
+        grace_period_seconds: u64,
     },
     /// List a team's active keys.
     List {
@@ -197,6 +236,17 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
     Ok(())
+}
+
+fn parse_rate_limit(text: &str) -> Result<RateLimit, String> {
+    let shape = || format!("{text:?} is not LIMIT/SECONDS, e.g. 1000/60");
+    let (limit, window) = text.split_once('/').ok_or_else(shape)?;
+    let limit = RateLimit {
+        limit: limit.trim().parse().map_err(|_| shape())?,
+        window_seconds: window.trim().parse().map_err(|_| shape())?,
+    };
+    limit.validate().map_err(|e| e.to_string())?;
+    Ok(limit)
 }
 
 fn open_store(settings: &Settings) -> anyhow::Result<Store> {
@@ -270,6 +320,7 @@ impl KeyCommand {
                 project,
                 scopes,
                 expires_at,
+                rate_limit,
             } => {
                 let expires_at = expires_at
                     .map(|t| {
@@ -300,11 +351,23 @@ impl KeyCommand {
                     expires_at,
                     actor: CLI_ACTOR.into(),
                     source: None,
-                    rate_limit: None,
+                    rate_limit,
                 })?;
                 print_json(&CreatedKey {
                     key: KeyView::created(&record),
                     raw_key,
+                })
+            }
+            KeyCommand::Rotate {
+                team,
+                key_id,
+                grace_period_seconds,
+            } => {
+                let rotated =
+                    store.rotate_key(&team, &key_id, grace_period_seconds, CLI_ACTOR.into())?;
+                print_json(&CreatedKey {
+                    key: KeyView::created(&rotated.new),
+                    raw_key: rotated.raw_key,
                 })
             }
             KeyCommand::List { team } => {
@@ -402,6 +465,52 @@ impl PolicyCommand {
                     .with_context(|| format!("cannot write {}", output.display()))?;
                 print_json(&json!({"output": output, "size": bytes.len()}))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command, subcommand and option says what it is for.
+    #[test]
+    fn every_command_and_option_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{path} --{}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help" && sub.get_about().is_none() {
+                    missing.push(sub_path.clone());
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        walk(&cli, "billstack", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    #[test]
+    fn rate_limits_parse_within_range_only() {
+        assert_eq!(
+            parse_rate_limit("1000/60"),
+            Ok(RateLimit {
+                limit: 1000,
+                window_seconds: 60
+            })
+        );
+        assert!(parse_rate_limit("1/86400").is_ok());
+        for bad in ["0/60", "1/0", "1/86401", "1000", "/60", "a/b", "-1/60"] {
+            assert!(parse_rate_limit(bad).is_err(), "{bad}");
         }
     }
 }
