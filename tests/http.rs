@@ -1372,3 +1372,119 @@ fn usage_counts_each_keys_requests_per_day() {
     let (_, again) = alice.send("GET", &format!("{usage}?days=1"), None);
     assert_eq!(again["days"][0]["requests"], 6);
 }
+
+#[test]
+fn json_logs_carry_request_ids_and_never_a_key_cookie_or_password() {
+    let (_dir, data) = world();
+    let mut server = Server::start(
+        &data,
+        &[
+            ("BILLSTACK_UPSTREAM", &echo_upstream(16)),
+            ("BILLSTACK_LOG", "debug"),
+            ("BILLSTACK_LOG_FORMAT", "json"),
+        ],
+    );
+    let path = "/api/billstack/teams/team_a/projects/proj_a/customers";
+    let wrong = agent()
+        .post(&server.url("/api/auth/login"))
+        .send_json(json!({"email": ALICE.0, "password": "wrong-password-123"}))
+        .expect("login");
+    assert_eq!(wrong.status(), 401);
+    let alice = login(&server, ALICE);
+    let (_, created) = alice.create_key("team_a", json!({"name": "logged"}));
+    let raw = created["rawKey"].as_str().expect("raw").to_string();
+    let key_id = created["key"]["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        doors(&server, &raw, "GET", path),
+        (200, 200, "VALID".to_string())
+    );
+    // A request id from the caller is kept and echoed.
+    let res = agent()
+        .get(&server.url("/auth/verify"))
+        .header("X-Forwarded-Method", "GET")
+        .header("X-Forwarded-Uri", path)
+        .header("Authorization", &format!("Bearer {raw}"))
+        .header("X-Request-Id", "trace-me-42")
+        .call()
+        .expect("forward auth");
+    assert_eq!(res.headers()["x-request-id"], "trace-me-42");
+    let generated = agent()
+        .get(&server.url("/healthz"))
+        .call()
+        .expect("healthz");
+    let generated_id = generated.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert_eq!(generated_id.len(), 16, "{generated_id}");
+    let (_, rotated) = alice.send(
+        "POST",
+        &format!("/api/billstack/teams/team_a/api-keys/{key_id}/rotate"),
+        Some(json!({"gracePeriodSeconds": 0})),
+    );
+    let rotated_raw = rotated["rawKey"].as_str().expect("raw").to_string();
+    let rotated_id = rotated["key"]["id"].as_str().expect("id").to_string();
+    assert_eq!(doors(&server, &rotated_raw, "GET", path).0, 200);
+    let (status, _) = alice.send(
+        "DELETE",
+        &format!("/api/billstack/teams/team_a/api-keys/{rotated_id}"),
+        None,
+    );
+    assert_eq!(status, 204);
+    assert_eq!(doors(&server, &rotated_raw, "GET", path).0, 401);
+    let (status, _) = alice.send("POST", "/api/auth/logout", None);
+    assert_eq!(status, 204);
+    let token = alice.cookie["billstack_session=".len()..].to_string();
+    drop(alice);
+
+    let lines = std::mem::replace(&mut server.stderr, std::sync::mpsc::channel().1);
+    assert_eq!(server.stop().code(), Some(0));
+    let lines: Vec<String> = lines.iter().collect();
+    let token = token.as_str();
+    let secrets = [
+        raw.as_str(),
+        &raw[3..],
+        rotated_raw.as_str(),
+        &rotated_raw[3..],
+        token,
+        ALICE.1,
+        "wrong-password-123",
+    ];
+    let mut events = Vec::new();
+    for line in &lines {
+        for secret in secrets {
+            assert!(!line.contains(secret), "a secret in the logs: {line}");
+        }
+        // The fixed lines scripts wait for are plain text; everything else is one JSON object.
+        if line.starts_with("billstack listening on ") || line == "billstack stopped" {
+            continue;
+        }
+        let event: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        events.push(event);
+    }
+    let finished_ids: Vec<&str> = events
+        .iter()
+        .filter(|e| e["fields"]["message"] == "request finished")
+        .filter_map(|e| e["span"]["id"].as_str())
+        .collect();
+    assert!(finished_ids.contains(&"trace-me-42"), "{finished_ids:?}");
+    assert!(finished_ids.contains(&generated_id.as_str()));
+    let said = |message: &str| {
+        events
+            .iter()
+            .filter(|e| e["fields"]["message"] == message)
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    assert_eq!(said("key created")[0]["fields"]["key"], key_id.as_str());
+    assert_eq!(
+        said("key rotated")[0]["fields"]["new_key"],
+        rotated_id.as_str()
+    );
+    assert_eq!(said("key revoked")[0]["fields"]["key"], rotated_id.as_str());
+    assert_eq!(said("sign-in failed").len(), 1);
+    assert_eq!(said("signed in").len(), 1);
+    // Changes are logged inside their request's span, so they carry its id.
+    assert!(said("key created")[0]["span"]["id"].as_str().is_some());
+}

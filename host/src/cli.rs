@@ -60,6 +60,32 @@ struct GlobalArgs {
     /// Data directory [default: ./billstack-data]
     #[arg(long, global = true, env = "BILLSTACK_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Log format on stderr: text for people, json (one object per line) for collectors.
+    /// BILLSTACK_LOG sets the level filter (default info).
+    #[arg(
+        long,
+        global = true,
+        env = "BILLSTACK_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Cli {
+    /// The log format asked for.
+    pub fn log_format(&self) -> LogFormat {
+        self.global.log_format
+    }
 }
 
 #[derive(Debug, Subcommand)]

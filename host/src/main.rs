@@ -1,16 +1,25 @@
-//! The `billstack` binary: parse the command line, run it, report errors on stderr.
+//! The `billstack` binary: parse the command line, set up logging, run it, report errors on
+//! stderr.
 
+use billstack_host::cli::{Cli, LogFormat};
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BILLSTACK_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BILLSTACK_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    match billstack_host::cli::run(billstack_host::cli::Cli::parse()) {
+        .with_env_filter(filter);
+    match cli.log_format() {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+    match billstack_host::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

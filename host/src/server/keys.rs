@@ -101,6 +101,7 @@ pub(super) async fn create(
     };
     let store = Arc::clone(&state.store);
     let (record, raw_key) = tokio::task::spawn_blocking(move || store.create_key(&new)).await??;
+    tracing::info!(team = %record.team_id, key = %record.id, actor = %session.user.id, "key created");
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {
@@ -137,7 +138,10 @@ pub(super) async fn revoke(
     require_member(&state, &session, &team_id)?;
     let store = Arc::clone(&state.store);
     let actor = session.audit_actor();
-    tokio::task::spawn_blocking(move || store.revoke_key(&team_id, &key_id, actor.get())).await??;
+    let record =
+        tokio::task::spawn_blocking(move || store.revoke_key(&team_id, &key_id, actor.get()))
+            .await??;
+    tracing::info!(team = %record.team_id, key = %record.id, actor = %session.user.id, "key revoked");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -196,6 +200,14 @@ pub(super) async fn rotate(
         store.rotate_key(&team_id, &key_id, grace, actor.get())
     })
     .await??;
+    tracing::info!(
+        team = %rotated.new.team_id,
+        old_key = %rotated.old.id,
+        new_key = %rotated.new.id,
+        grace_seconds = grace,
+        actor = %session.user.id,
+        "key rotated"
+    );
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {

@@ -35,6 +35,7 @@ use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument;
 
 pub use error::{ApiError, ApiResult};
 pub use metrics::Metrics;
@@ -190,26 +191,64 @@ pub fn router(state: Arc<AppState>) -> Router {
         })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
-            count_requests,
+            observe,
         ))
         .with_state(state)
 }
 
-async fn count_requests(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// The response header that carries a request's id (also accepted from a trusted caller).
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A request id sent by the client is kept when it is short and plain; otherwise (or when
+/// there is none) a random one is made.
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map_or_else(
+            || format!("{:016x}", rand::rng().random::<u64>()),
+            str::to_owned,
+        )
+}
+
+/// Every request: an id (in the `request` span of everything logged while it runs, and in the
+/// `X-Request-Id` response header), a log line when it ends (debug; warn for a 5xx), and the
+/// request metrics. Only the path is logged, never the query, headers or body, which is where
+/// keys, cookies and passwords travel.
+async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_string();
     let method = request.method().as_str().to_string();
-    let response = next.run(request).await;
-    state
-        .metrics
-        .request(&route, &method, response.status().as_u16());
+    let id = request_id(&request);
+    let span = tracing::info_span!(
+        "request",
+        id = %id,
+        method = %method,
+        path = %request.uri().path(),
+    );
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    state.metrics.request(&route, &method, status);
+    let _entered = span.enter();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(status, ms, "request failed");
+    } else {
+        tracing::debug!(status, ms, "request finished");
+    }
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
     response
 }
 

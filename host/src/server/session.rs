@@ -286,10 +286,12 @@ pub(super) async fn login(
     let Some(user) = verified else {
         state.login_limiter.fail(&keys);
         state.metrics.login("failure");
+        tracing::info!(client = %ip, "sign-in failed");
         return Err(ApiError::unauthenticated("wrong email or password"));
     };
     state.login_limiter.succeed(&keys[0].0);
     state.metrics.login("success");
+    tracing::info!(user = %user.id, client = %ip, "signed in");
     let store = Arc::clone(&state.store);
     let user_id = user.id.clone();
     let (token, _) = tokio::task::spawn_blocking(move || store.create_session(&user_id)).await??;
