@@ -669,3 +669,156 @@ fn version_names_the_wit_world_and_every_help_page_is_complete() {
         assert!(help.contains("Usage: billstack"), "{path:?}: {help}");
     }
 }
+
+fn forward_auth_status(server: &Server, key: &str) -> u16 {
+    agent()
+        .get(&server.url("/auth/verify"))
+        .header("X-Forwarded-Method", "GET")
+        .header(
+            "X-Forwarded-Uri",
+            "/api/billstack/teams/team_a/projects/proj_a/customers",
+        )
+        .header("Authorization", &format!("Bearer {key}"))
+        .call()
+        .expect("forward auth")
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn a_backup_taken_while_serving_restores_every_key_and_every_revocation() {
+    let (dir, data) = setup();
+    create_user(
+        &data,
+        "ops@acme.test",
+        "ops-password-123",
+        "team_a",
+        "owner",
+    );
+    let new_key = |name: &str| {
+        json(
+            &data,
+            &["key", "create", "--team", "team_a", "--name", name],
+        )["rawKey"]
+            .as_str()
+            .expect("raw")
+            .to_string()
+    };
+    let kept: Vec<String> = (0..3).map(|i| new_key(&format!("kept {i}"))).collect();
+    let revoked = json(
+        &data,
+        &["key", "create", "--team", "team_a", "--name", "gone"],
+    );
+    json(
+        &data,
+        &[
+            "key",
+            "revoke",
+            "--team",
+            "team_a",
+            revoked["key"]["id"].as_str().expect("id"),
+        ],
+    );
+    let revoked = revoked["rawKey"].as_str().expect("raw").to_string();
+
+    let server = Server::start(&data, &[]);
+    assert_eq!(forward_auth_status(&server, &kept[0]), 200);
+    // Sign-ins write sessions and audit events while the backup runs; it must still be one
+    // consistent state.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (url, stop) = (server.url("/api/auth/login"), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let res = agent()
+                    .post(&url)
+                    .send_json(serde_json::json!({"email": "ops@acme.test", "password": "ops-password-123"}))
+                    .expect("login");
+                assert_eq!(res.status(), 200);
+                n += 1;
+            }
+            n
+        })
+    };
+    let file = dir.path().join("store.backup");
+    let out = json(&data, &["backup", "--output", file.to_str().expect("utf8")]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sign_ins = writer.join().expect("writer");
+    assert_eq!(out["online"], true, "{out}");
+    assert_eq!(out["backup"]["keys"], 4);
+    assert_eq!(
+        out["backup"]["bytes"].as_u64(),
+        Some(std::fs::metadata(&file).expect("file").len())
+    );
+    // The file is never overwritten.
+    let mut c = cmd(&data);
+    c.args(["backup", "--output", file.to_str().expect("utf8")]);
+    let again = run(c, "");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    assert_eq!(server.stop().code(), Some(0));
+    assert!(
+        !data.join("control.sock").exists(),
+        "the socket goes with the server"
+    );
+    let after = new_key("after the backup");
+
+    // Restore into a fresh directory and serve it.
+    let restored = dir.path().join("restored");
+    let mut c = cmd(&restored);
+    c.args(["restore", file.to_str().expect("utf8")]);
+    let out = run(c, "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Server::start(&restored, &[]);
+    for key in &kept {
+        assert_eq!(forward_auth_status(&server, key), 200, "a kept key");
+    }
+    assert_eq!(
+        forward_auth_status(&server, &revoked),
+        401,
+        "the revoked key"
+    );
+    assert_eq!(
+        forward_auth_status(&server, &after),
+        401,
+        "a key made after the backup"
+    );
+    let res = agent()
+        .post(&server.url("/api/auth/login"))
+        .send_json(serde_json::json!({"email": "ops@acme.test", "password": "ops-password-123"}))
+        .expect("login");
+    assert_eq!(res.status(), 200, "accounts are restored too");
+    assert_eq!(server.stop().code(), Some(0));
+    assert!(sign_ins > 0);
+
+    // Restoring over a store, or a damaged file, is refused and changes nothing.
+    let mut c = cmd(&restored);
+    c.args(["restore", file.to_str().expect("utf8")]);
+    let out = run(c, "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a store"));
+    let bytes = std::fs::read(&file).expect("read");
+    let damaged = dir.path().join("damaged.backup");
+    std::fs::write(&damaged, &bytes[..bytes.len() - 10]).expect("write");
+    let fresh = dir.path().join("fresh");
+    let mut c = cmd(&fresh);
+    c.args(["restore", damaged.to_str().expect("utf8")]);
+    let out = run(c, "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a usable backup"));
+    assert!(!fresh.join("db").exists());
+
+    // With no server running, backup reads the store directly.
+    let offline = dir.path().join("offline.backup");
+    let out = json(
+        &data,
+        &["backup", "--output", offline.to_str().expect("utf8")],
+    );
+    assert_eq!(out["online"], false);
+    assert_eq!(out["backup"]["keys"], 5);
+}

@@ -111,6 +111,20 @@ enum Command {
     /// Check, test and export policy plugins.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Write a consistent copy of the whole store to a file, while the server runs (through
+    /// its control socket) or not.
+    Backup {
+        /// The backup file to create (never overwritten).
+        #[arg(long, short, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Restore a backup into a new, empty data directory (--data-dir); the file is checked in
+    /// full before anything is written.
+    Restore {
+        /// The backup file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,7 +268,89 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(c) => c.run(&Settings::resolve(&overrides)?),
         Command::Key(c) => c.run(&Settings::resolve(&overrides)?),
         Command::Policy(c) => c.run(&overrides),
+        Command::Backup { output } => backup(&Settings::resolve(&overrides)?, &output),
+        Command::Restore { file } => {
+            let settings = Settings::resolve(&overrides)?;
+            let summary = Store::restore_from(&settings.data_dir, || {
+                std::fs::File::open(&file).map(std::io::BufReader::new)
+            })
+            .with_context(|| {
+                format!(
+                    "cannot restore {} into {}",
+                    file.display(),
+                    settings.data_dir.display()
+                )
+            })?;
+            print_json(&json!({"dataDir": settings.data_dir, "restored": summary}))
+        }
     }
+}
+
+/// `billstack backup`: from the store itself when no server holds it, otherwise from the
+/// server through its control socket. Written to a temporary file, checked in full, synced,
+/// then renamed into place, so FILE is either a complete backup or absent.
+fn backup(settings: &Settings, output: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, Read as _};
+    if output.exists() {
+        bail!("{} already exists; choose a new file", output.display());
+    }
+    let partial = output.with_extension(format!("partial-{}", std::process::id()));
+    let result = (|| -> anyhow::Result<bool> {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create_new(&partial)
+                .with_context(|| format!("cannot create {}", partial.display()))?,
+        );
+        let online = match Store::open(&settings.data_dir) {
+            Ok(store) => {
+                store.backup_to(&mut file)?;
+                false
+            }
+            Err(billstack_keystore::Error::Locked(_)) => {
+                let socket = crate::server::control::socket_path(&settings.data_dir);
+                let mut stream =
+                    std::os::unix::net::UnixStream::connect(&socket).with_context(|| {
+                        format!(
+                            "the server holds {} but its control socket {} does not answer",
+                            settings.data_dir.display(),
+                            socket.display()
+                        )
+                    })?;
+                std::io::Write::write_all(&mut stream, b"backup\n")?;
+                let mut reader = std::io::BufReader::new(stream);
+                let mut status = String::new();
+                reader.by_ref().take(256).read_line(&mut status)?;
+                if status.trim() != "OK" {
+                    bail!("the server refused the backup: {}", status.trim());
+                }
+                std::io::copy(&mut reader, &mut file)?;
+                true
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(online)
+    })();
+    let online = match result {
+        Ok(online) => online,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    let checked = std::fs::File::open(&partial)
+        .map_err(billstack_keystore::Error::from)
+        .and_then(|f| billstack_keystore::verify_backup(std::io::BufReader::new(f)));
+    let summary = match checked {
+        Ok(summary) => summary,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(anyhow::Error::new(e).context("the backup came out incomplete"));
+        }
+    };
+    std::fs::rename(&partial, output)
+        .with_context(|| format!("cannot move the backup to {}", output.display()))?;
+    print_json(&json!({"output": output, "online": online, "backup": summary}))
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {

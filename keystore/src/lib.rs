@@ -10,6 +10,7 @@
 
 pub mod apikey;
 mod audit;
+mod backup;
 pub mod clock;
 mod group_flush;
 pub mod ids;
@@ -19,6 +20,7 @@ mod store;
 mod store_tests;
 
 pub use audit::{ANONYMOUS, Actor, AuditPage, MAX_AUDIT_PAGE};
+pub use backup::{BackupSummary, verify_backup};
 pub use records::{
     AuditEvent, KeyRecord, Project, RateLimit, Role, Session, Team, TeamPolicy, User,
 };

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng as PhOsRng;
@@ -289,6 +289,9 @@ pub struct Store {
     key_usage: Tree,
     key_cache: KeyCache,
     group_flush: GroupFlush,
+    // Every write holds this shared; a backup holds it exclusively, so that what it copies is
+    // one consistent state (reads never wait on it).
+    write_gate: RwLock<()>,
     durable_writes: bool,
     // Held for the store's lifetime: the OS lock that keeps a second process out.
     _lock: File,
@@ -435,6 +438,7 @@ impl Store {
             key_usage: tree("key_usage")?,
             key_cache: KeyCache::new(options.key_cache_capacity),
             group_flush: GroupFlush::default(),
+            write_gate: RwLock::new(()),
             durable_writes: options.durable_writes,
             db,
             path,
@@ -442,6 +446,21 @@ impl Store {
         };
         store.migrate_audit_keys()?;
         Ok(store)
+    }
+
+    /// Held (shared) by every write for its whole length.
+    fn writing(&self) -> RwLockReadGuard<'_, ()> {
+        self.write_gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Held (exclusively) while a backup copies the store: no write is in progress or starts.
+    pub(crate) fn quiesced(&self) -> RwLockWriteGuard<'_, ()> {
+        self.write_gate.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The sled database, for backup and restore.
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     /// The data directory.
@@ -518,6 +537,7 @@ impl Store {
 
     /// Creates a team with a new random id, or `id` if given.
     pub fn create_team(&self, id: Option<&str>, name: &str, actor: Actor<'_>) -> Result<Team> {
+        let _writing = self.writing();
         let name = validate_name("name", name)?;
         let id = match id {
             Some(id) => {
@@ -580,6 +600,7 @@ impl Store {
         name: &str,
         actor: Actor<'_>,
     ) -> Result<Project> {
+        let _writing = self.writing();
         let name = validate_name("name", name)?;
         self.require_team(team_id)?;
         let id = match id {
@@ -641,6 +662,7 @@ impl Store {
 
     /// Creates a user (Argon2id-hashed password) as a member of one team.
     pub fn create_user(&self, new: &NewUser, actor: Actor<'_>) -> Result<User> {
+        let _writing = self.writing();
         let email = validate_email(&new.email)?;
         if new.password.chars().count() < MIN_PASSWORD_LEN {
             return Err(invalid(
@@ -704,6 +726,7 @@ impl Store {
         role: Role,
         actor: Actor<'_>,
     ) -> Result<()> {
+        let _writing = self.writing();
         self.require_team(team_id)?;
         if self.get_user(user_id)?.is_none() {
             return Err(Error::NotFound {
@@ -783,6 +806,7 @@ impl Store {
     /// Starts a session; returns the raw token (for the cookie) and the record. Only the
     /// token's SHA-256 is stored.
     pub fn create_session(&self, user_id: &str) -> Result<(String, Session)> {
+        let _writing = self.writing();
         let mut raw = [0u8; 32];
         rand::rngs::OsRng
             .try_fill_bytes(&mut raw)
@@ -813,6 +837,7 @@ impl Store {
     /// Records activity on a session (for the idle expiry). Not flushed: losing a few seconds of
     /// idle time in a crash only ends a session sooner.
     pub fn touch_session(&self, token: &str, now_ms: i64) -> Result<()> {
+        let _writing = self.writing();
         let k = Sha256::digest(token.as_bytes());
         if let Some(v) = self.sessions.get(k.as_slice())? {
             let mut session: Session = decode("session", &v)?;
@@ -827,6 +852,7 @@ impl Store {
 
     /// Ends a session. Durable: a logged-out token never works again, even after a crash.
     pub fn delete_session(&self, token: &str) -> Result<()> {
+        let _writing = self.writing();
         let k = Sha256::digest(token.as_bytes());
         self.sessions.remove(k.as_slice())?;
         self.durable(())
@@ -834,6 +860,7 @@ impl Store {
 
     /// Deletes sessions for which `expired` is true; returns how many.
     pub fn purge_sessions(&self, expired: impl Fn(&Session) -> bool) -> Result<usize> {
+        let _writing = self.writing();
         let mut n = 0;
         for entry in self.sessions.iter() {
             let (k, v) = entry?;
@@ -853,6 +880,7 @@ impl Store {
 
     /// Creates a key; returns its record and the raw key, which exists nowhere else.
     pub fn create_key(&self, new: &NewApiKey) -> Result<(KeyRecord, String)> {
+        let _writing = self.writing();
         let name = validate_name("name", &new.name)?;
         self.require_team(&new.team_id)?;
         if let Some(project) = &new.project_id
@@ -1012,6 +1040,7 @@ impl Store {
     /// marking it revoked, and flushes before returning. `NotFound` for an unknown key, a key of
     /// another team, or one already revoked.
     pub fn revoke_key(&self, team_id: &str, key_id: &str, actor: Actor<'_>) -> Result<KeyRecord> {
+        let _writing = self.writing();
         let now = clock::now_ms();
         let (ak, av) = self.audit_event(Some(team_id), actor, "key.revoked", key_id)?;
         let record = (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
@@ -1044,6 +1073,7 @@ impl Store {
         grace_seconds: u64,
         actor: Actor<'_>,
     ) -> Result<Rotated> {
+        let _writing = self.writing();
         if grace_seconds > MAX_ROTATION_GRACE_SECONDS {
             return Err(invalid(
                 "gracePeriodSeconds",
@@ -1121,6 +1151,7 @@ impl Store {
     /// still kept (they happened). Not flushed by itself: usage is advisory, and the next
     /// durable write or [`Store::flush`] persists it.
     pub fn record_key_usage(&self, uses: &[KeyUsage]) -> Result<()> {
+        let _writing = self.writing();
         for usage in uses {
             if let Some(at) = usage.last_used_at {
                 self.keys.fetch_and_update(usage.key_id.as_bytes(), |old| {
@@ -1154,6 +1185,7 @@ impl Store {
 
     /// Drops every key's counts for days before `first_kept_day`; returns how many went.
     pub fn prune_key_usage(&self, first_kept_day: i64) -> Result<usize> {
+        let _writing = self.writing();
         let mut batch = sled::Batch::default();
         let mut removed = 0;
         for k in self.key_usage.iter().keys() {
@@ -1211,6 +1243,7 @@ impl Store {
         bytes: &[u8],
         actor: Actor<'_>,
     ) -> Result<TeamPolicy> {
+        let _writing = self.writing();
         self.require_team(team_id)?;
         let sha = hex::encode(Sha256::digest(bytes));
         let meta = TeamPolicy {
@@ -1263,6 +1296,7 @@ impl Store {
 
     /// Removes a team's policy (back to the deployment default). `true` if it had one.
     pub fn delete_team_policy(&self, team_id: &str, actor: Actor<'_>) -> Result<bool> {
+        let _writing = self.writing();
         let (ak, av) = self.audit_event(Some(team_id), actor, "policy.reset", team_id)?;
         let removed = (&self.team_policy, &self.audit)
             .transaction(|(team_policy, audit)| {
@@ -1330,6 +1364,7 @@ impl Store {
     /// email is recorded under no team, without the email (people type passwords into email
     /// fields). Flushed before returning.
     pub fn record_sign_in(&self, email: &str, succeeded: bool, source: &str) -> Result<()> {
+        let _writing = self.writing();
         let user = match validate_email(email) {
             Ok(email) => self.find_user_by_email(&email)?,
             Err(_) => None,

@@ -7,6 +7,7 @@
 
 mod audit;
 mod client;
+pub mod control;
 mod dashboard;
 mod error;
 mod front;
@@ -371,6 +372,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         &settings,
     ));
     usage::spawn_flusher(Arc::clone(&state.usage), Arc::clone(&store));
+    control::spawn(Arc::clone(&store), &settings.data_dir);
     if let Some(path) = &settings.policy {
         reload::spawn(
             path.clone(),
@@ -390,6 +392,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     )
     .with_graceful_shutdown(shutdown_signal())
     .await?;
+    control::remove(&settings.data_dir);
     state.usage.flush(&store)?;
     store.flush()?;
     eprintln!("billstack stopped");

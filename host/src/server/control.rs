@@ -1,0 +1,84 @@
+//! The control socket: a Unix socket in the data directory (`control.sock`, mode 0600) through
+//! which `billstack backup` asks the running server for a consistent copy of its store, since
+//! the server holds the store's lock. Only someone who can reach the data directory, and so
+//! could read the store anyway, can use it.
+//!
+//! Protocol: the client sends one line with a command; the server answers `OK` and the data,
+//! or `ERR message`, then closes. The one command is `backup`.
+
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use billstack_keystore::Store;
+
+/// The socket's path in a data directory.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("control.sock")
+}
+
+/// Listens on the data directory's control socket on a thread of its own. A socket left by a
+/// server that died is replaced (the store's lock, held by now, proves no server uses it). If
+/// the socket cannot be made (say the path is too long for a Unix socket), online backups are
+/// unavailable and a warning says so; the server runs regardless.
+pub fn spawn(store: Arc<Store>, data_dir: &Path) {
+    let path = socket_path(data_dir);
+    let _ = std::fs::remove_file(&path);
+    let listener = match UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "no control socket; `billstack backup` works only while the server is stopped");
+            return;
+        }
+    };
+    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot restrict the control socket");
+    }
+    std::thread::Builder::new()
+        .name("billstack-control".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        if let Err(e) = serve(&store, stream) {
+                            tracing::warn!(error = %e, "control request failed");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
+                }
+            }
+        })
+        .map(drop)
+        .unwrap_or_else(|e| tracing::warn!(error = %e, "cannot start the control thread"));
+}
+
+/// Removes the socket at shutdown.
+pub fn remove(data_dir: &Path) {
+    let _ = std::fs::remove_file(socket_path(data_dir));
+}
+
+fn serve(store: &Store, stream: UnixStream) -> anyhow::Result<()> {
+    let mut line = String::new();
+    BufReader::new(Read::take(&stream, 256)).read_line(&mut line)?;
+    let mut out = BufWriter::new(&stream);
+    match line.trim() {
+        "backup" => {
+            out.write_all(b"OK\n")?;
+            let summary = store.backup_to(&mut out)?;
+            tracing::info!(
+                entries = summary.entries,
+                keys = summary.keys,
+                bytes = summary.bytes,
+                "online backup written"
+            );
+        }
+        other => {
+            let shown: String = other.chars().take(40).collect();
+            writeln!(out, "ERR unknown command {shown:?}")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
