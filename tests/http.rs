@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{CREATED_KEY_FIELDS, Server, agent, create_user, json};
+use common::{CREATED_KEY_FIELDS, Server, agent, create_user, echo_upstream, json};
 use serde_json::{Value, json};
 
 const ALICE: (&str, &str) = ("alice@acme.test", "alice-password-1");
@@ -49,59 +48,6 @@ fn world() -> (tempfile::TempDir, PathBuf) {
         create_user(&data, email, password, team, role);
     }
     (dir, data)
-}
-
-/// A minimal upstream on loopback that answers every request with the headers it received, as
-/// JSON. Bounded: it serves at most `max` connections, then stops.
-fn echo_upstream(max: usize) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(max) {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
-            }
-            let mut headers = serde_json::Map::new();
-            let mut content_length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() || line == "\r\n" || line.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = line.trim_end().split_once(':') {
-                    let k = k.trim().to_ascii_lowercase();
-                    if k == "content-length" {
-                        content_length = v.trim().parse().unwrap_or(0);
-                    }
-                    headers.insert(k, Value::String(v.trim().to_string()));
-                }
-            }
-            let mut body = vec![0u8; content_length];
-            let _ = reader.read_exact(&mut body);
-            let reply = json!({
-                "requestLine": request_line.trim_end(),
-                "headers": headers,
-                "body": String::from_utf8_lossy(&body),
-            })
-            .to_string();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nx-upstream: echo\r\n\r\n{reply}",
-                reply.len()
-            );
-            // Close gracefully: stop writing, then drain whatever the client still sends (say a
-            // chunked body's last chunk) so the kernel does not answer it with a reset that
-            // could race the response.
-            let _ = stream.shutdown(std::net::Shutdown::Write);
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut sink = Vec::new();
-            let _ = reader.read_to_end(&mut sink);
-        }
-    });
-    format!("http://{addr}")
 }
 
 /// A signed-in dashboard user.

@@ -3,7 +3,8 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -193,4 +194,57 @@ pub fn agent_with_timeout(timeout: Duration) -> ureq::Agent {
         .timeout_global(Some(timeout))
         .build()
         .into()
+}
+
+/// A minimal upstream on loopback that answers every request with the headers it received, as
+/// JSON. Bounded: it serves at most `max` connections, then stops.
+pub fn echo_upstream(max: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(max) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut headers = serde_json::Map::new();
+            let mut content_length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() || line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.trim_end().split_once(':') {
+                    let k = k.trim().to_ascii_lowercase();
+                    if k == "content-length" {
+                        content_length = v.trim().parse().unwrap_or(0);
+                    }
+                    headers.insert(k, serde_json::Value::String(v.trim().to_string()));
+                }
+            }
+            let mut body = vec![0u8; content_length];
+            let _ = reader.read_exact(&mut body);
+            let reply = serde_json::json!({
+                "requestLine": request_line.trim_end(),
+                "headers": headers,
+                "body": String::from_utf8_lossy(&body),
+            })
+            .to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nx-upstream: echo\r\n\r\n{reply}",
+                reply.len()
+            );
+            // Close gracefully: stop writing, then drain whatever the client still sends (say a
+            // chunked body's last chunk) so the kernel does not answer it with a reset that
+            // could race the response.
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink);
+        }
+    });
+    format!("http://{addr}")
 }
