@@ -1434,3 +1434,95 @@ fn json_logs_carry_request_ids_and_never_a_key_cookie_or_password() {
     // Changes are logged inside their request's span, so they carry its id.
     assert!(said("key created")[0]["span"]["id"].as_str().is_some());
 }
+
+#[test]
+fn tls_serves_https_with_secure_cookies_and_refuses_a_bad_certificate() {
+    let (dir, data) = world();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("key");
+    let server = Server::start(
+        &data,
+        &[
+            ("BILLSTACK_TLS_CERT", cert.to_str().expect("utf8")),
+            ("BILLSTACK_TLS_KEY", key.to_str().expect("utf8")),
+        ],
+    );
+    assert!(
+        server.base.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.base
+    );
+    let trusted = ureq::tls::Certificate::from_der(certified.cert.der()).to_owned();
+    let https: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&[trusted]))
+                .build(),
+        )
+        .build()
+        .into();
+    assert_eq!(
+        https
+            .get(&server.url("/healthz"))
+            .call()
+            .expect("https")
+            .status(),
+        200
+    );
+    let res = https
+        .post(&server.url("/api/auth/login"))
+        .send_json(json!({"email": ALICE.0, "password": ALICE.1}))
+        .expect("login over https");
+    assert_eq!(res.status(), 200);
+    let cookie = res.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let session = cookie.split(';').next().expect("cookie").to_string();
+    let mut res = https
+        .post(&server.url("/api/billstack/teams/team_a/api-keys"))
+        .header("Cookie", &session)
+        .header("Origin", &server.base)
+        .send_json(json!({"name": "over tls"}))
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    let created: Value = res.body_mut().read_json().expect("json");
+    let raw = created["rawKey"].as_str().expect("raw");
+    let res = https
+        .get(&server.url("/auth/verify"))
+        .header("X-Forwarded-Method", "GET")
+        .header(
+            "X-Forwarded-Uri",
+            "/api/billstack/teams/team_a/projects/proj_a/customers",
+        )
+        .header("Authorization", &format!("Bearer {raw}"))
+        .call()
+        .expect("forward auth over https");
+    assert_eq!(res.status(), 200);
+    // Plain HTTP to the HTTPS port gets no answer.
+    let plain = server.base.replace("https://", "http://");
+    assert!(
+        agent()
+            .get(&format!("{plain}/healthz"))
+            .call()
+            .map_or(true, |r| r.status() != 200)
+    );
+    // An unknown certificate authority is refused by a client that checks.
+    assert!(agent().get(&server.url("/healthz")).call().is_err());
+    assert_eq!(server.stop().code(), Some(0));
+
+    // A certificate that cannot be read stops the server at start, saying which.
+    let mut c = common::cmd(&data);
+    c.args(["serve", "--listen", "127.0.0.1:0"])
+        .env("BILLSTACK_TLS_CERT", dir.path().join("missing.pem"))
+        .env("BILLSTACK_TLS_KEY", &key);
+    let out = common::run(c, "");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing.pem"), "{stderr}");
+}

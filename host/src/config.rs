@@ -42,6 +42,28 @@ pub struct FileConfig {
     /// Throttling of clients that present keys that do not authenticate.
     #[serde(default)]
     pub throttle: ThrottleConfig,
+    /// Serve HTTPS.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[tls]` in the config file: both or neither.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+/// Where the server's certificate and key are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// `[throttle]` in the config file.
@@ -97,6 +119,8 @@ pub struct Settings {
     pub unknown_keys_per_address: u32,
     /// The throttle's window.
     pub throttle_window: Duration,
+    /// HTTPS, when configured.
+    pub tls: Option<TlsFiles>,
     /// Sandbox limits.
     pub limits: PolicyLimits,
 }
@@ -179,10 +203,29 @@ impl Settings {
             Some(v) => parse_bool("BILLSTACK_FORWARD_AUTHORIZATION", &v)?,
             None => file.forward_authorization.unwrap_or(false),
         };
+        let tls = match (
+            env_var("BILLSTACK_TLS_CERT")
+                .map(PathBuf::from)
+                .or(file.tls.cert),
+            env_var("BILLSTACK_TLS_KEY")
+                .map(PathBuf::from)
+                .or(file.tls.key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => bail!("tls.cert and tls.key go together: set both, or neither for plain HTTP"),
+        };
         let cookie_secure = match env_var("BILLSTACK_COOKIE_SECURE") {
             Some(v) => parse_bool("BILLSTACK_COOKIE_SECURE", &v)?,
             None => file.cookie_secure.unwrap_or(false),
         };
+        if tls.is_some() && file.cookie_secure == Some(false) {
+            bail!(
+                "cookie_secure = false cannot be combined with tls: over HTTPS the session cookie is always Secure"
+            );
+        }
+        // Over HTTPS the session cookie never travels in clear.
+        let cookie_secure = cookie_secure || tls.is_some();
         let policy = env_var("BILLSTACK_POLICY")
             .map(PathBuf::from)
             .or(file.policy);
@@ -237,6 +280,7 @@ impl Settings {
             trusted_proxies,
             unknown_keys_per_address,
             throttle_window,
+            tls,
             limits,
         };
         settings.validate()?;
@@ -321,6 +365,34 @@ mod tests {
             "[throttle]\nunknown_keys_per_address = 0\n",
             "[throttle]\nwindow_seconds = 0\n",
             "[throttle]\nwindow_seconds = 86401\n",
+        ] {
+            let file: FileConfig = toml::from_str(bad).expect("parses");
+            assert!(
+                Settings::from_file(file, &Overrides::default()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_makes_cookies_secure() {
+        let both: FileConfig =
+            toml::from_str("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").expect("parses");
+        let s = Settings::from_file(both, &Overrides::default()).expect("valid");
+        assert_eq!(
+            s.tls,
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        assert!(s.cookie_secure);
+        let plain = Settings::from_file(FileConfig::default(), &Overrides::default()).expect("ok");
+        assert_eq!((plain.tls, plain.cookie_secure), (None, false));
+        for bad in [
+            "[tls]\ncert = \"c.pem\"\n",
+            "[tls]\nkey = \"k.pem\"\n",
+            "cookie_secure = false\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
         ] {
             let file: FileConfig = toml::from_str(bad).expect("parses");
             assert!(

@@ -380,18 +380,42 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             Arc::clone(&state.policies),
         );
     }
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
+    let listener = std::net::TcpListener::bind(settings.listen)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    // A fixed line that scripts and tests wait for (the port matters when --listen used :0).
-    eprintln!("billstack listening on http://{addr}");
-    axum::serve(
-        listener,
-        router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
+    match &settings.tls {
+        None => {
+            // A fixed line that scripts and tests wait for (the port matters with --listen :0).
+            eprintln!("billstack listening on http://{addr}");
+            axum::serve(tokio::net::TcpListener::from_std(listener)?, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+        }
+        Some(tls) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot use the TLS certificate {} and key {}",
+                        tls.cert.display(),
+                        tls.key.display()
+                    )
+                })?;
+            let handle = axum_server::Handle::new();
+            let stopping = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stopping.graceful_shutdown(Some(REQUEST_TIMEOUT));
+            });
+            eprintln!("billstack listening on https://{addr}");
+            axum_server::from_tcp_rustls(listener, config)?
+                .handle(handle)
+                .serve(app)
+                .await?;
+        }
+    }
     control::remove(&settings.data_dir);
     state.usage.flush(&store)?;
     store.flush()?;
