@@ -8,8 +8,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("BILLSTACK_LOG")
         .unwrap_or_else(|_| "info".into());
+    // Colours only for a person at a terminal, never in a file or a collector's pipe.
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter);
     match cli.log_format() {
         LogFormat::Text => logs.init(),

@@ -2,9 +2,41 @@
 
 use billstack_keystore::{KeyRecord, RateLimit, clock};
 use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A key's request budget: at most `limit` requests per `windowSeconds`, the window starting
+/// with its first request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitView {
+    /// Requests allowed per window.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub limit: u32,
+    /// The window's length in seconds.
+    #[schema(minimum = 1, maximum = 86_400)]
+    pub window_seconds: u32,
+}
+
+impl From<RateLimit> for RateLimitView {
+    fn from(r: RateLimit) -> Self {
+        RateLimitView {
+            limit: r.limit,
+            window_seconds: r.window_seconds,
+        }
+    }
+}
+
+impl From<RateLimitView> for RateLimit {
+    fn from(r: RateLimitView) -> Self {
+        RateLimit {
+            limit: r.limit,
+            window_seconds: r.window_seconds,
+        }
+    }
+}
 
 /// A key as clients see it: metadata only, never a hash or a raw key.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyView {
     /// `key_…`
@@ -14,19 +46,23 @@ pub struct KeyView {
     /// First 7 characters of the raw key.
     pub prefix: String,
     /// Project restriction, or null.
+    #[schema(required)]
     pub project_id: Option<String>,
     /// Scopes; empty means full access.
     pub scopes: Vec<String>,
-    /// Expiry, or null.
+    /// Expiry (RFC 3339), or null.
+    #[schema(required)]
     pub expires_at: Option<String>,
     /// Creation time.
     pub created_at: String,
-    /// Last use (listing only).
+    /// Last use (listing only; null when never used).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable)]
     pub last_used_at: Option<Option<String>>,
     /// The request budget, present only on keys that have one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimit>,
+    #[schema(nullable = false)]
+    pub rate_limit: Option<RateLimitView>,
 }
 
 impl KeyView {
@@ -41,7 +77,7 @@ impl KeyView {
             expires_at: k.expires_at.map(clock::format_rfc3339),
             created_at: clock::format_rfc3339(k.created_at),
             last_used_at: None,
-            rate_limit: k.rate_limit,
+            rate_limit: k.rate_limit.map(RateLimitView::from),
         }
     }
 
@@ -55,7 +91,7 @@ impl KeyView {
 }
 
 /// `{"key": …, "rawKey": …}`: the one and only time the raw key is shown.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedKey {
     /// Metadata.

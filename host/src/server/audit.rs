@@ -10,23 +10,28 @@ use billstack_keystore::{AuditEvent, MAX_AUDIT_PAGE, clock};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::session::{SessionUser, require_owner};
 
 /// Events per page when the request does not say.
 pub const DEFAULT_AUDIT_PAGE: usize = 50;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct AuditQuery {
+    /// Events per page (1-200, default 50).
     #[serde(default)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// `nextCursor` of the previous page.
     #[serde(default)]
+    #[param(pattern = "^[1-9][0-9]{0,18}$")]
     cursor: Option<String>,
 }
 
 /// One event as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEventView {
     /// The event's sequence number (increasing with time).
@@ -40,25 +45,28 @@ pub struct AuditEventView {
     /// The id of the object acted on (a key, a user, a policy's SHA-256, …).
     pub target: String,
     /// The client address, or null for offline (CLI) changes.
+    #[schema(required)]
     pub source: Option<String>,
 }
 
 /// The actor of an event.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ActorView {
     /// A user id, or `cli`, `system`, `anonymous`.
     pub id: String,
     /// The user's email when the actor is a user who still exists.
+    #[schema(required)]
     pub email: Option<String>,
 }
 
 /// One page.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditPageView {
     /// Newest first.
     pub events: Vec<AuditEventView>,
     /// Pass as `cursor` for the next (older) page; null on the last page.
+    #[schema(required)]
     pub next_cursor: Option<String>,
 }
 
@@ -90,6 +98,11 @@ fn parse_cursor(text: Option<&str>) -> ApiResult<Option<u64>> {
 }
 
 /// `GET /api/billstack/teams/{teamId}/audit-log?limit=N&cursor=C`, owners only.
+#[utoipa::path(get, path = "/api/billstack/teams/{teamId}/audit-log", operation_id = "listAuditLog", tag = "teams", security(("session" = [])),
+    params(("teamId" = String, Path, description = "The team, `team_…`"), AuditQuery),
+    responses((status = 200, description = "A page of the audit log, newest first", body = AuditPageView),
+        (status = 400, description = "Invalid `limit` or `cursor`", body = ErrorBody), (status = 401, description = "No session", body = ErrorBody), (status = 403, description = "Not a team owner", body = ErrorBody),
+        (status = 404, description = "No such team (or not a member)", body = ErrorBody)))]
 pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     session: SessionUser,

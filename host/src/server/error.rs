@@ -5,7 +5,31 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// One error.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    /// A stable snake_case code, e.g. `validation_error`, `unauthenticated`, `insufficient_scope`.
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
+    /// For `validation_error`: the request field (or `query`) at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub field: Option<String>,
+    /// For `insufficient_scope`: the scope that would have allowed the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub required_scope: Option<String>,
+}
 
 /// An error answered as `{"error": {"code", "message", "field"?}}`.
 #[derive(Debug)]
@@ -128,10 +152,14 @@ impl IntoResponse for ApiError {
         if let Some(detail) = &self.internal {
             tracing::error!(code = self.code, detail = %detail, "request failed");
         }
-        let mut body = json!({"error": {"code": self.code, "message": self.message}});
-        if let Some(field) = self.field {
-            body["error"]["field"] = json!(field);
-        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                field: self.field.map(str::to_string),
+                required_scope: None,
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response

@@ -11,12 +11,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use billstack_keystore::{apikey, clock};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::client::ClientIp;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ErrorBody, ErrorDetail};
 use crate::decision::{Credential, Decider, Decision, Denied, DenyKind, Identity, deny};
 use crate::ratelimit::Quota;
 
@@ -218,10 +218,14 @@ pub(super) fn denial_response(d: &Denied) -> Response {
         return ApiError::internal(d.cause.as_deref().unwrap_or("decision failed")).into_response();
     }
     let status = StatusCode::from_u16(d.kind.status()).unwrap_or(StatusCode::FORBIDDEN);
-    let mut body = json!({"error": {"code": d.kind.code(), "message": d.message}});
-    if let Some(scope) = &d.required_scope {
-        body["error"]["requiredScope"] = json!(scope);
-    }
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: d.kind.code().to_string(),
+            message: d.message.clone(),
+            field: None,
+            required_scope: d.required_scope.clone(),
+        },
+    };
     let mut response = (status, Json(body)).into_response();
     let challenge = match d.kind {
         DenyKind::MissingCredential if !d.credential_sent => {
@@ -243,6 +247,20 @@ pub(super) fn denial_response(d: &Denied) -> Response {
 }
 
 /// `/auth/verify` (any method): forward auth for nginx, Traefik, Caddy and Envoy.
+#[utoipa::path(method(get, post, put, patch, delete, head, options, trace), path = "/auth/verify", operation_id = "forwardAuth", tag = "decisions", security(("bearer" = [])),
+    description = "Forward auth for nginx `auth_request`, Traefik, Caddy and Envoy: any method; the original request is described by the headers.",
+    params(
+        ("X-Forwarded-Method" = String, Header, pattern = "^[A-Z]{1,16}$",
+            description = "The original method (or X-Original-Method)"),
+        ("X-Forwarded-Uri" = String, Header,
+            pattern = "^(/[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,100}){1,20}/?([?][A-Za-z0-9._~=&-]{0,200})?$",
+            description = "The original path and query (or X-Original-URI)")),
+    responses(
+        (status = 200, description = "Allowed; identity in X-BillStack-Key-Id, -Team-Id, -Project-Id, -Scopes"),
+        (status = 400, description = "Missing or malformed original request", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired key", body = ErrorBody),
+        (status = 403, description = "Another team or project, or a missing scope", body = ErrorBody), (status = 404, description = "Unknown route", body = ErrorBody),
+        (status = 429, description = "Over the key's budget, or the address is throttled; see Retry-After", body = ErrorBody),
+        (status = 503, description = "The decision could not be made (fails closed)", body = ErrorBody)))]
 pub(super) async fn forward_auth(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
@@ -292,16 +310,57 @@ pub(super) async fn forward_auth(
     response
 }
 
-#[derive(Deserialize)]
+/// The answer of `POST /api/billstack/keys/verify`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyView {
+    /// Whether the request would be allowed.
+    pub valid: bool,
+    /// `VALID`, `INVALID_KEY`, `EXPIRED`, `TEAM_MISMATCH`, `PROJECT_MISMATCH`,
+    /// `INSUFFICIENT_SCOPE`, `UNKNOWN_ROUTE`, `POLICY_ERROR` or `RATE_LIMITED`.
+    pub code: String,
+    /// For `INSUFFICIENT_SCOPE`: the scope that would allow it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub required_scope: Option<String>,
+    /// The key, when it was recognised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub key_id: Option<String>,
+    /// The key's team, when it was recognised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub team_id: Option<String>,
+    /// The key's project restriction (null for all projects), when it was recognised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub project_id: Option<Option<String>>,
+    /// The key's effective scopes, when it was recognised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// The body of `POST /api/billstack/keys/verify`: a key and the request to decide.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct VerifyBody {
+    /// The raw API key (`bs_` + 48 hex).
     key: String,
+    /// The request's method, e.g. `GET`.
     method: String,
+    /// The request's path and query.
     path: String,
 }
 
 /// `POST /api/billstack/keys/verify`: 200 with `{"valid", "code", …}`, or 429 with the same
 /// body (code `RATE_LIMITED`) over a request budget.
+#[utoipa::path(post, path = "/api/billstack/keys/verify", operation_id = "verifyKey", tag = "decisions",
+    request_body = VerifyBody,
+    responses((status = 200, description = "The decision (allowed or not)", body = VerifyView),
+        (status = 429, description = "Over the key's budget, or the address is throttled; see Retry-After", body = VerifyView),
+        (status = 400, description = "Malformed body", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 503, description = "The decision could not be made (fails closed)", body = ErrorBody)))]
 pub(super) async fn json_verify(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
@@ -317,23 +376,21 @@ pub(super) async fn json_verify(
         body.path,
     )
     .await;
-    let mut out = match &decision {
-        Decision::Allow(_) => json!({"valid": true, "code": "VALID"}),
+    let (code, required_scope) = match &decision {
+        Decision::Allow(_) => ("VALID", None),
         Decision::Deny(d) if d.kind == DenyKind::Internal => return denial_response(d),
-        Decision::Deny(d) => {
-            let mut b = json!({"valid": false, "code": d.kind.verify_code()});
-            if let Some(s) = &d.required_scope {
-                b["requiredScope"] = json!(s);
-            }
-            b
-        }
+        Decision::Deny(d) => (d.kind.verify_code(), d.required_scope.clone()),
     };
-    if let Some(id) = decision.identity() {
-        out["keyId"] = json!(id.key_id);
-        out["teamId"] = json!(id.team_id);
-        out["projectId"] = json!(id.project_id);
-        out["scopes"] = json!(id.scopes);
-    }
+    let id = decision.identity();
+    let out = VerifyView {
+        valid: matches!(decision, Decision::Allow(_)),
+        code: code.to_string(),
+        required_scope,
+        key_id: id.map(|i| i.key_id.clone()),
+        team_id: id.map(|i| i.team_id.clone()),
+        project_id: id.map(|i| i.project_id.clone()),
+        scopes: id.map(|i| i.scopes.clone()),
+    };
     let status = match &decision {
         Decision::Deny(d) if d.kind == DenyKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::OK,
@@ -372,6 +429,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Requests under `/api/billstack/teams/{teamId}/projects/{projectId}/…`: decided, then
 /// forwarded to the upstream with the identity headers.
+#[utoipa::path(method(get, post, put, patch, delete), path = "/api/billstack/teams/{teamId}/projects/{projectId}/{resource}", operation_id = "proxy", tag = "decisions",
+    security(("bearer" = [])),
+    description = "The reverse proxy (with `upstream` configured): any method and any path below the project; decided like forward auth, then forwarded with the identity headers.",
+    params(("teamId" = String, Path, description = "The team, `team_…`"), ("projectId" = String, Path, description = "The project, `proj_…`"),
+        ("resource" = String, Path, pattern = "^[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,200}$",
+            description = "The rest of the path (may contain `/`)")),
+    responses(
+        (status = 200, description = "The upstream's answer (any status)"),
+        (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired key", body = ErrorBody),
+        (status = 403, description = "Another team or project, or a missing scope", body = ErrorBody), (status = 404, description = "Unknown route", body = ErrorBody),
+        (status = 429, description = "Over budget; see Retry-After", body = ErrorBody), (status = 502, description = "The upstream could not be reached", body = ErrorBody),
+        (status = 503, description = "No upstream configured, or the decision failed", body = ErrorBody), (status = 504, description = "The upstream timed out", body = ErrorBody)))]
 pub(super) async fn proxy(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,

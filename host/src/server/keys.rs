@@ -9,31 +9,95 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use billstack_keystore::{NewApiKey, RateLimit, clock};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::error::{ApiError, ApiJson, ApiResult};
+use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use super::policies::ActivePolicyView;
 use super::session::{SessionUser, require_member};
 use super::{AppState, usage};
 use crate::policy::ScopePolicy;
-use crate::views::{CreatedKey, KeyView};
+use crate::views::{CreatedKey, KeyView, RateLimitView};
 
-#[derive(Deserialize)]
+/// The body of a key creation.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct CreateKey {
+    /// A label, 1-100 characters, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
+    /// Limit the key to one project of the team; null or absent for all.
     #[serde(default)]
     project_id: Option<String>,
+    /// Scopes the team's policy defines; none means full access.
     #[serde(default)]
     scopes: Option<Vec<String>>,
+    /// Expiry, RFC 3339, in the future.
     #[serde(default)]
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
+    /// A request budget.
     #[serde(default)]
+    #[schema(value_type = Option<RateLimitView>)]
     rate_limit: Option<serde_json::Value>,
 }
 
+/// A team's active keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyListView {
+    /// Oldest first.
+    pub keys: Vec<KeyView>,
+}
+
+/// A team's projects.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectListView {
+    /// The projects.
+    pub projects: Vec<ProjectView>,
+}
+
+/// A project.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectView {
+    /// `proj_…`
+    pub id: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// A key's requests per day.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageView {
+    /// The key.
+    pub key_id: String,
+    /// Its latest allowed request (RFC 3339), or null.
+    #[schema(required)]
+    pub last_used_at: Option<String>,
+    /// One entry per day (UTC), oldest first, ending today.
+    pub days: Vec<DailyUsageView>,
+}
+
+/// One day of a key's requests.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DailyUsageView {
+    /// `YYYY-MM-DD` (UTC).
+    #[schema(format = Date)]
+    pub date: String,
+    /// Requests allowed.
+    pub allowed: u64,
+    /// Requests refused after the key was recognised (scope, project, route, rate limit).
+    pub denied: u64,
+    /// `allowed + denied`.
+    pub requests: u64,
+}
+
 /// `rateLimit` of a create request: null, or `{"limit": N, "windowSeconds": S}` in range.
-fn parse_rate_limit(value: Option<serde_json::Value>) -> ApiResult<Option<RateLimit>> {
+fn parse_rate_limit(value: Option<serde_json::Value>) -> ApiResult<Option<RateLimitView>> {
     let shape = || {
         ApiError::invalid(
             "rateLimit",
@@ -48,14 +112,19 @@ fn parse_rate_limit(value: Option<serde_json::Value>) -> ApiResult<Option<RateLi
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(v) => {
-            let limit: RateLimit = serde_json::from_value(v).map_err(|_| shape())?;
-            limit.validate().map_err(|_| shape())?;
+            let limit: RateLimitView = serde_json::from_value(v).map_err(|_| shape())?;
+            RateLimit::from(limit).validate().map_err(|_| shape())?;
             Ok(Some(limit))
         }
     }
 }
 
 /// `POST /api/billstack/teams/{teamId}/api-keys`.
+#[utoipa::path(post, path = "/api/billstack/teams/{teamId}/api-keys", operation_id = "createApiKey", tag = "keys", security(("session" = [])),
+    params(("teamId" = String, Path, description = "The team, `team_…`")), request_body = CreateKey,
+    responses((status = 201, description = "Created; `rawKey` is shown this once", body = CreatedKey),
+        (status = 400, description = "Invalid field (see `field`)", body = ErrorBody), (status = 401, description = "No session", body = ErrorBody), (status = 403, description = "CSRF", body = ErrorBody),
+        (status = 404, description = "No such team (or not a member)", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody)))]
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     session: SessionUser,
@@ -82,7 +151,7 @@ pub(super) async fn create(
             )
         })?),
     };
-    let rate_limit = parse_rate_limit(body.rate_limit)?;
+    let rate_limit = parse_rate_limit(body.rate_limit)?.map(RateLimit::from);
     if body.project_id.as_deref() == Some("") {
         return Err(ApiError::invalid(
             "projectId",
@@ -112,11 +181,15 @@ pub(super) async fn create(
 }
 
 /// `GET /api/billstack/teams/{teamId}/api-keys`.
+#[utoipa::path(get, path = "/api/billstack/teams/{teamId}/api-keys", operation_id = "listApiKeys", tag = "keys", security(("session" = [])),
+    params(("teamId" = String, Path, description = "The team, `team_…`")),
+    responses((status = 200, description = "The team's active keys", body = KeyListView),
+        (status = 401, description = "No session", body = ErrorBody), (status = 404, description = "No such team (or not a member)", body = ErrorBody)))]
 pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     session: SessionUser,
     Path(team_id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<KeyListView>> {
     require_member(&state, &session, &team_id)?;
     // Uses still in memory are written first, so `lastUsedAt` includes the latest requests.
     let (store, tracker) = (Arc::clone(&state.store), Arc::clone(&state.usage));
@@ -126,10 +199,14 @@ pub(super) async fn list(
     })
     .await??;
     let keys: Vec<KeyView> = records.iter().map(KeyView::listed).collect();
-    Ok(Json(json!({"keys": keys})))
+    Ok(Json(KeyListView { keys }))
 }
 
 /// `DELETE /api/billstack/teams/{teamId}/api-keys/{keyId}`.
+#[utoipa::path(delete, path = "/api/billstack/teams/{teamId}/api-keys/{keyId}", operation_id = "revokeApiKey", tag = "keys", security(("session" = [])),
+    params(("teamId" = String, Path, description = "The team, `team_…`"), ("keyId" = String, Path, description = "The key, `key_…`")),
+    responses((status = 204, description = "Revoked: it stops working at once"),
+        (status = 401, description = "No session", body = ErrorBody), (status = 403, description = "CSRF", body = ErrorBody), (status = 404, description = "No such active key in the team", body = ErrorBody)))]
 pub(super) async fn revoke(
     State(state): State<Arc<AppState>>,
     session: SessionUser,
@@ -148,16 +225,25 @@ pub(super) async fn revoke(
 /// The old key's grace period when a rotation does not say.
 pub const DEFAULT_ROTATION_GRACE_SECONDS: i64 = 24 * 60 * 60;
 
-#[derive(Deserialize)]
+/// The body of a rotation.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RotateKey {
+    /// How long the old key keeps working, in seconds (0 = stops at once; default 86400; at
+    /// most 2592000).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 2_592_000)]
     grace_period_seconds: Option<i64>,
 }
 
 /// `POST /api/billstack/teams/{teamId}/api-keys/{keyId}/rotate` with `{"gracePeriodSeconds": N}`
 /// (an empty body or `{}` means 24 hours; 0 ends the old key at once): 201 with the new key,
 /// shaped as for create.
+#[utoipa::path(post, path = "/api/billstack/teams/{teamId}/api-keys/{keyId}/rotate", operation_id = "rotateApiKey", tag = "keys", security(("session" = [])),
+    params(("teamId" = String, Path, description = "The team, `team_…`"), ("keyId" = String, Path, description = "The key, `key_…`")), request_body(content = Option<RotateKey>, description = "Optional; an empty body means 24 hours"),
+    responses((status = 201, description = "The new key, shown this once", body = CreatedKey),
+        (status = 400, description = "Invalid grace period, or the key expired or was rotated already", body = ErrorBody), (status = 401, description = "No session", body = ErrorBody),
+        (status = 403, description = "CSRF", body = ErrorBody), (status = 404, description = "No such active key in the team", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody)))]
 pub(super) async fn rotate(
     State(state): State<Arc<AppState>>,
     session: SessionUser,
@@ -218,38 +304,52 @@ pub(super) async fn rotate(
 }
 
 /// `GET /api/billstack/teams/{teamId}/projects`.
+#[utoipa::path(get, path = "/api/billstack/teams/{teamId}/projects", operation_id = "listProjects", tag = "teams", security(("session" = [])),
+    params(("teamId" = String, Path, description = "The team, `team_…`")),
+    responses((status = 200, description = "The team's projects", body = ProjectListView),
+        (status = 401, description = "No session", body = ErrorBody), (status = 404, description = "No such team (or not a member)", body = ErrorBody)))]
 pub(super) async fn projects(
     State(state): State<Arc<AppState>>,
     session: SessionUser,
     Path(team_id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<ProjectListView>> {
     require_member(&state, &session, &team_id)?;
-    let projects: Vec<serde_json::Value> = state
+    let projects = state
         .store
         .list_projects(&team_id)?
         .into_iter()
-        .map(|p| json!({"id": p.id, "name": p.name}))
+        .map(|p| ProjectView {
+            id: p.id,
+            name: p.name,
+        })
         .collect();
-    Ok(Json(json!({"projects": projects})))
+    Ok(Json(ProjectListView { projects }))
 }
 
 /// `GET /api/billstack/teams/{teamId}/policy`.
+#[utoipa::path(get, path = "/api/billstack/teams/{teamId}/policy", operation_id = "getPolicy", tag = "policies", security(("session" = [])),
+    params(("teamId" = String, Path, description = "The team, `team_…`")),
+    responses((status = 200, description = "The team's active policy", body = ActivePolicyView),
+        (status = 401, description = "No session", body = ErrorBody), (status = 404, description = "No such team (or not a member)", body = ErrorBody)))]
 pub(super) async fn policy(
     State(state): State<Arc<AppState>>,
     session: SessionUser,
     Path(team_id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<super::policies::ActivePolicyView>> {
     require_member(&state, &session, &team_id)?;
     let (plugin, source) = state.policies.for_team(&team_id);
-    Ok(Json(
-        json!({"policy": super::policies::policy_json(&plugin, source)}),
-    ))
+    Ok(Json(super::policies::ActivePolicyView {
+        policy: super::policies::PolicyView::of(&plugin, source),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct UsageQuery {
+    /// Days to show, ending today (1-90, default 30).
     #[serde(default)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 90)]
     days: Option<String>,
 }
 
@@ -259,12 +359,16 @@ pub const DEFAULT_USAGE_DAYS: u32 = 30;
 /// `GET /api/billstack/teams/{teamId}/api-keys/{keyId}/usage?days=N`: the key's requests per
 /// day (UTC), oldest first, ending today, with `lastUsedAt`. Members of the team; revoked keys
 /// too (their history stays until it ages out).
+#[utoipa::path(get, path = "/api/billstack/teams/{teamId}/api-keys/{keyId}/usage", operation_id = "getApiKeyUsage", tag = "keys", security(("session" = [])),
+    params(("teamId" = String, Path, description = "The team, `team_…`"), ("keyId" = String, Path, description = "The key, `key_…`"), UsageQuery),
+    responses((status = 200, description = "Requests per day", body = UsageView),
+        (status = 400, description = "Invalid `days`", body = ErrorBody), (status = 401, description = "No session", body = ErrorBody), (status = 404, description = "No such key in the team", body = ErrorBody)))]
 pub(super) async fn usage(
     State(state): State<Arc<AppState>>,
     session: SessionUser,
     Path((team_id, key_id)): Path<(String, String)>,
     query: Result<Query<UsageQuery>, QueryRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<UsageView>> {
     require_member(&state, &session, &team_id)?;
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let days = match query.days.as_deref() {
@@ -298,19 +402,21 @@ pub(super) async fn usage(
         Ok::<_, billstack_keystore::Error>((counts, last))
     })
     .await??;
-    let days: Vec<serde_json::Value> = counts
+    let days = counts
         .iter()
-        .map(|(day, c)| {
-            let date: String = clock::format_rfc3339(day * usage::DAY_MS)
+        .map(|(day, c)| DailyUsageView {
+            date: clock::format_rfc3339(day * usage::DAY_MS)
                 .chars()
                 .take(10)
-                .collect();
-            json!({"date": date, "allowed": c.allowed, "denied": c.denied, "requests": c.allowed + c.denied})
+                .collect(),
+            allowed: c.allowed,
+            denied: c.denied,
+            requests: c.allowed + c.denied,
         })
         .collect();
-    Ok(Json(json!({
-        "keyId": key_id,
-        "lastUsedAt": last_used_at.map(clock::format_rfc3339),
-        "days": days,
-    })))
+    Ok(Json(UsageView {
+        key_id,
+        last_used_at: last_used_at.map(clock::format_rfc3339),
+        days,
+    }))
 }

@@ -13,6 +13,7 @@ mod error;
 mod front;
 mod keys;
 mod metrics;
+pub mod openapi;
 mod policies;
 mod reload;
 mod session;
@@ -151,7 +152,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(dashboard::index))
         .route("/assets/app.js", get(dashboard::app_js))
         .route("/assets/app.css", get(dashboard::app_css))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
+        .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
@@ -253,6 +255,18 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     response
 }
 
+/// `GET /healthz`.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
+    responses((status = 200, description = "The process answers: `ok`", content_type = "text/plain", body = String)))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
+    responses(
+        (status = 200, description = "The store answers and a default policy is loaded: `ready`", content_type = "text/plain", body = String),
+        (status = 503, description = "Not ready", content_type = "text/plain", body = String)))]
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     // Ready when the store answers and a default policy is loaded.
     let store_ok = state.store.get_team("").is_ok();
@@ -264,6 +278,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus / OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     (
         [(

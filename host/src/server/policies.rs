@@ -11,32 +11,103 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::session::{SessionUser, require_owner};
 use crate::policy::{Plugin, PolicySource, ScopePolicy};
 
-/// The `{"policy": …}` body for a plugin.
-pub(super) fn policy_json(plugin: &Plugin, source: PolicySource) -> serde_json::Value {
-    let info = plugin.info();
-    json!({
-        "source": source,
-        "name": info.name,
-        "version": info.version,
-        "sha256": plugin.sha256_hex(),
-        "scopes": info.scopes,
-    })
+/// A team's active policy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyView {
+    /// `default` (the deployment's) or `team` (uploaded by the team).
+    #[schema(value_type = String, pattern = "^(default|team)$")]
+    pub source: PolicySource,
+    /// The plugin's name.
+    pub name: String,
+    /// The plugin's version.
+    pub version: String,
+    /// Hex SHA-256 of the component.
+    pub sha256: String,
+    /// The scopes it defines.
+    pub scopes: Vec<ScopeView>,
+}
+
+/// One scope of a policy's catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScopeView {
+    /// e.g. `customers:read`.
+    pub name: String,
+    /// What it allows.
+    pub description: String,
+}
+
+impl PolicyView {
+    /// The view of a plugin.
+    pub fn of(plugin: &Plugin, source: PolicySource) -> PolicyView {
+        let info = plugin.info();
+        PolicyView {
+            source,
+            name: info.name.clone(),
+            version: info.version.clone(),
+            sha256: plugin.sha256_hex(),
+            scopes: info
+                .scopes
+                .iter()
+                .map(|s| ScopeView {
+                    name: s.name.clone(),
+                    description: s.description.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `{"policy": …}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivePolicyView {
+    /// The team's active policy.
+    pub policy: PolicyView,
+}
+
+/// The answer to a policy upload.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadedPolicyView {
+    /// The team's policy from now on.
+    pub policy: PolicyView,
+    /// Keys holding scopes the new policy does not define (those scopes now allow nothing).
+    pub keys_with_undefined_scopes: Vec<OrphanedKeyView>,
+}
+
+/// A key with scopes its team's policy does not define.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrphanedKeyView {
+    /// `key_…`
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its scopes that the policy does not define.
+    pub undefined_scopes: Vec<String>,
 }
 
 /// `PUT /api/billstack/teams/{teamId}/policy` with `Content-Type: application/wasm`.
+#[utoipa::path(put, path = "/api/billstack/teams/{teamId}/policy", operation_id = "uploadPolicy", tag = "policies", security(("session" = [])),
+    params(("teamId" = String, Path, description = "The team, `team_…`")),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "A policy component"),
+    responses((status = 200, description = "Validated, stored and active", body = UploadedPolicyView),
+        (status = 400, description = "Not a usable policy (see message)", body = ErrorBody), (status = 401, description = "No session", body = ErrorBody), (status = 403, description = "Not an owner, or CSRF", body = ErrorBody),
+        (status = 404, description = "No such team (or not a member)", body = ErrorBody), (status = 413, description = "Larger than plugin_max_mib", body = ErrorBody),
+        (status = 415, description = "Not application/wasm", body = ErrorBody)))]
 pub(super) async fn upload(
     State(state): State<Arc<AppState>>,
     session: SessionUser,
     Path(team_id): Path<String>,
     request: Request,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<UploadedPolicyView>> {
     require_owner(&state, &session, &team_id, "change the team's policy")?;
     let headers = request.headers();
     let content_type = headers
@@ -82,7 +153,7 @@ pub(super) async fn upload(
     // Stored durably; now the one atomic switch.
     state.policies.set_team(&team_id, Arc::clone(&plugin));
     let catalogue = plugin.scope_names();
-    let orphaned: Vec<serde_json::Value> = state
+    let orphaned: Vec<OrphanedKeyView> = state
         .store
         .list_keys(&team_id)?
         .into_iter()
@@ -93,27 +164,37 @@ pub(super) async fn upload(
                 .filter(|s| !catalogue.contains(s))
                 .cloned()
                 .collect();
-            (!undefined.is_empty())
-                .then(|| json!({"id": k.id, "name": k.name, "undefinedScopes": undefined}))
+            (!undefined.is_empty()).then(|| OrphanedKeyView {
+                id: k.id.clone(),
+                name: k.name.clone(),
+                undefined_scopes: undefined,
+            })
         })
         .collect();
     tracing::info!(team = %team_id, sha256 = %plugin.sha256_hex(), "team policy uploaded");
-    Ok(Json(
-        json!({"policy": policy_json(&plugin, PolicySource::Team), "keysWithUndefinedScopes": orphaned}),
-    ))
+    Ok(Json(UploadedPolicyView {
+        policy: PolicyView::of(&plugin, PolicySource::Team),
+        keys_with_undefined_scopes: orphaned,
+    }))
 }
 
 /// `DELETE /api/billstack/teams/{teamId}/policy`: back to the deployment default.
+#[utoipa::path(delete, path = "/api/billstack/teams/{teamId}/policy", operation_id = "resetPolicy", tag = "policies", security(("session" = [])),
+    params(("teamId" = String, Path, description = "The team, `team_…`")),
+    responses((status = 200, description = "Back to the deployment default", body = ActivePolicyView),
+        (status = 401, description = "No session", body = ErrorBody), (status = 403, description = "Not an owner, or CSRF", body = ErrorBody), (status = 404, description = "No such team (or not a member)", body = ErrorBody)))]
 pub(super) async fn reset(
     State(state): State<Arc<AppState>>,
     session: SessionUser,
     Path(team_id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<ActivePolicyView>> {
     require_owner(&state, &session, &team_id, "change the team's policy")?;
     let store = Arc::clone(&state.store);
     let (team, actor) = (team_id.clone(), session.audit_actor());
     tokio::task::spawn_blocking(move || store.delete_team_policy(&team, actor.get())).await??;
     state.policies.clear_team(&team_id);
     let (plugin, source) = state.policies.for_team(&team_id);
-    Ok(Json(json!({"policy": policy_json(&plugin, source)})))
+    Ok(Json(ActivePolicyView {
+        policy: PolicyView::of(&plugin, source),
+    }))
 }

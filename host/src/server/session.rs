@@ -11,12 +11,12 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use billstack_keystore::{Actor, Role, User, clock};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::client::ClientIp;
-use super::error::{ApiError, ApiJson, ApiResult};
+use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "billstack_session";
@@ -225,24 +225,75 @@ fn session_cookie(state: &AppState, value: &str, max_age: Option<u64>) -> Header
         .unwrap_or_else(|_| HeaderValue::from_static("billstack_session=; Path=/"))
 }
 
-fn user_json(state: &AppState, user: &User) -> ApiResult<serde_json::Value> {
-    let teams: Vec<serde_json::Value> = state
+/// The signed-in user and their teams.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeView {
+    /// The account.
+    pub user: UserView,
+    /// The teams the account belongs to, with its role in each.
+    pub teams: Vec<MembershipView>,
+}
+
+/// An account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    /// `user_…`
+    pub id: String,
+    /// Its email address (lower case).
+    pub email: String,
+}
+
+/// A team the account belongs to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MembershipView {
+    /// `team_…`
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `owner` or `member`.
+    pub role: String,
+}
+
+fn me_view(state: &AppState, user: &User) -> ApiResult<MeView> {
+    let teams = state
         .store
         .user_teams(&user.id)?
         .into_iter()
-        .map(|(team, role)| json!({"id": team.id, "name": team.name, "role": role.as_str()}))
+        .map(|(team, role)| MembershipView {
+            id: team.id,
+            name: team.name,
+            role: role.as_str().to_string(),
+        })
         .collect();
-    Ok(json!({"user": {"id": user.id, "email": user.email}, "teams": teams}))
+    Ok(MeView {
+        user: UserView {
+            id: user.id.clone(),
+            email: user.email.clone(),
+        },
+        teams,
+    })
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/auth/login`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LoginBody {
+    /// The account's email address.
     email: String,
+    /// Its password.
+    #[schema(format = Password)]
     password: String,
 }
 
 /// `POST /api/auth/login`.
+#[utoipa::path(post, path = "/api/auth/login", operation_id = "signIn", tag = "sessions",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Signed in; the session cookie is set", body = MeView,
+            headers(("Set-Cookie" = String, description = "`billstack_session=…; HttpOnly; SameSite=Strict; Path=/`"))),
+        (status = 400, description = "Malformed body", body = ErrorBody), (status = 401, description = "Wrong email or password", body = ErrorBody),
+        (status = 403, description = "Cross-site sign-in", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 429, description = "Too many failed sign-ins; see Retry-After", body = ErrorBody)))]
 pub(super) async fn login(
     State(state): State<Arc<AppState>>,
     ClientIp(ip): ClientIp,
@@ -295,7 +346,7 @@ pub(super) async fn login(
     let store = Arc::clone(&state.store);
     let user_id = user.id.clone();
     let (token, _) = tokio::task::spawn_blocking(move || store.create_session(&user_id)).await??;
-    let body = user_json(&state, &user)?;
+    let body = me_view(&state, &user)?;
     let mut response = (StatusCode::OK, Json(body)).into_response();
     response
         .headers_mut()
@@ -304,6 +355,9 @@ pub(super) async fn login(
 }
 
 /// `POST /api/auth/logout`.
+#[utoipa::path(post, path = "/api/auth/logout", operation_id = "signOut", tag = "sessions", security(("session" = [])),
+    responses((status = 204, description = "Signed out; the cookie is cleared"),
+        (status = 401, description = "No session", body = ErrorBody), (status = 403, description = "Not from this server's pages (CSRF)", body = ErrorBody)))]
 pub(super) async fn logout(
     State(state): State<Arc<AppState>>,
     session: SessionUser,
@@ -318,11 +372,14 @@ pub(super) async fn logout(
 }
 
 /// `GET /api/auth/me`.
+#[utoipa::path(get, path = "/api/auth/me", operation_id = "getMe", tag = "sessions", security(("session" = [])),
+    responses((status = 200, description = "The signed-in account and its teams", body = MeView),
+        (status = 401, description = "No session", body = ErrorBody)))]
 pub(super) async fn me(
     State(state): State<Arc<AppState>>,
     session: SessionUser,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(user_json(&state, &session.user)?))
+) -> ApiResult<Json<MeView>> {
+    Ok(Json(me_view(&state, &session.user)?))
 }
 
 /// The caller's role in `team_id`; 404 (not 403) for a non-member, so a team's existence is

@@ -1,0 +1,157 @@
+//! The OpenAPI 3.1 document of the whole HTTP API, at `GET /api/openapi.json`. It is generated
+//! from the handlers' annotations and the response types the handlers actually serialise, so
+//! it changes with the code; `.ci/run` checks real responses against it with schemathesis.
+
+use std::sync::OnceLock;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{audit, error, front, keys, policies, session};
+
+/// The document's definition.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "BillStack Keys",
+        description = "Issues, stores and checks BillStack API keys. Key management and the \
+            dashboard use a session cookie (`POST /api/auth/login`); cookie-authenticated \
+            state changes must carry this server's `Origin`. SaaS requests are decided by the \
+            three front doors: forward auth, the reverse proxy and JSON verify.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        session::login,
+        session::logout,
+        session::me,
+        keys::create,
+        keys::list,
+        keys::revoke,
+        keys::rotate,
+        keys::usage,
+        keys::projects,
+        keys::policy,
+        policies::upload,
+        policies::reset,
+        audit::list,
+        front::json_verify,
+        front::forward_auth,
+        front::proxy,
+        super::healthz,
+        super::readyz,
+        super::metrics_text,
+        openapi_json,
+    ),
+    components(schemas(error::ErrorBody)),
+    modifiers(&Security),
+    tags(
+        (name = "sessions", description = "Dashboard sign-in"),
+        (name = "keys", description = "API keys of a team"),
+        (name = "teams", description = "Projects and the audit log"),
+        (name = "policies", description = "The team's scope policy plugin"),
+        (name = "decisions", description = "The front doors for SaaS requests"),
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                super::COOKIE,
+                "The dashboard session, from POST /api/auth/login",
+            ))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: `Authorization: Bearer bs_…`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document, built once.
+pub fn document() -> &'static serde_json::Value {
+    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+        serde_json::to_value(&doc).unwrap_or_default()
+    })
+}
+
+/// `GET /api/openapi.json`.
+#[utoipa::path(get, path = "/api/openapi.json", operation_id = "openapiDocument", tag = "operations",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json")))]
+pub(super) async fn openapi_json() -> Response {
+    Json(document()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_is_openapi_3_1_and_covers_every_documented_endpoint() {
+        let doc = document();
+        assert!(
+            doc["openapi"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("3.1")),
+            "{}",
+            doc["openapi"]
+        );
+        let paths = doc["paths"].as_object().expect("paths");
+        for (path, method) in [
+            ("/api/auth/login", "post"),
+            ("/api/billstack/teams/{teamId}/api-keys", "post"),
+            ("/api/billstack/teams/{teamId}/api-keys", "get"),
+            ("/api/billstack/teams/{teamId}/api-keys/{keyId}", "delete"),
+            (
+                "/api/billstack/teams/{teamId}/api-keys/{keyId}/rotate",
+                "post",
+            ),
+            (
+                "/api/billstack/teams/{teamId}/api-keys/{keyId}/usage",
+                "get",
+            ),
+            ("/api/billstack/teams/{teamId}/audit-log", "get"),
+            ("/api/billstack/teams/{teamId}/policy", "put"),
+            ("/api/billstack/keys/verify", "post"),
+            ("/auth/verify", "get"),
+        ] {
+            assert!(
+                paths.get(path).and_then(|p| p.get(method)).is_some(),
+                "{method} {path}"
+            );
+        }
+        // Every schema a response names exists.
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+        for name in [
+            "CreatedKey",
+            "KeyView",
+            "ErrorBody",
+            "VerifyView",
+            "AuditPageView",
+            "UsageView",
+        ] {
+            assert!(schemas.contains_key(name), "{name}");
+        }
+        assert!(
+            !text.contains("#/components/schemas/Value"),
+            "an untyped body slipped in"
+        );
+    }
+}
