@@ -249,6 +249,14 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     )
     .await
     .expect("date");
+    // A rate limit: a bad number is caught next to the field, a good one is kept.
+    let rate = c.find(Locator::Id("key-rate-limit")).await.expect("rate");
+    rate.send_keys("0").await.expect("type");
+    click(&c, Locator::Id("create-submit")).await;
+    wait_visible(&c, "#key-rate-error").await;
+    rate.clear().await.expect("clear");
+    rate.send_keys("5000").await.expect("type");
+    click(&c, Locator::Css("#key-rate-window option[value='86400']")).await;
     click(&c, Locator::Id("create-submit")).await;
     wait_visible(&c, "#secret-value").await;
     let raw = c
@@ -316,6 +324,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     let row = text_of(&c, Locator::Css("#keys-body tr")).await;
     for expected in [
         "Web shop backend",
+        "5,000 / day",
         &raw[..7],
         "Web shop",
         "customers:read",

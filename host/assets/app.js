@@ -193,6 +193,15 @@ function renderKeys() {
     const prefix = document.createElement("span");
     prefix.className = "mono";
     prefix.textContent = `${key.prefix}…`;
+    const name = document.createElement("span");
+    name.textContent = key.name;
+    if (key.rateLimit) {
+      const limit = document.createElement("span");
+      limit.className = "tag rate-limit";
+      limit.textContent = rateLimitText(key.rateLimit);
+      limit.title = "Rate limit";
+      name.append(document.createElement("br"), limit);
+    }
     const revoke = document.createElement("button");
     revoke.type = "button";
     revoke.className = "link revoke";
@@ -208,7 +217,7 @@ function renderKeys() {
     const actions = document.createElement("span");
     actions.append(rotate, revoke);
     tr.append(
-      cell("Name", key.name, "key-name"), cell("Key", prefix), cell("Project", projectName(key.projectId)),
+      cell("Name", name, "key-name"), cell("Key", prefix), cell("Project", projectName(key.projectId)),
       cell("Scopes", scopes), cell("Expires", key.expiresAt ? formatTime(key.expiresAt) : "Never"),
       cell("Created", formatTime(key.createdAt)), cell("Last used", key.lastUsedAt ? formatTime(key.lastUsedAt) : "Never"),
       cell("Requests, 14 days", usageChart(key.id), "usage"),
@@ -342,7 +351,13 @@ function refreshAudit() {
   loadAudit(true);
 }
 
-const FIELD_ERRORS = { name: "key-name-error", projectId: "key-project-error", scopes: "key-scopes-error", expiresAt: "key-expires-error" };
+const FIELD_ERRORS = { name: "key-name-error", projectId: "key-project-error", scopes: "key-scopes-error", expiresAt: "key-expires-error", rateLimit: "key-rate-error" };
+const WINDOW_NAMES = { 1: "second", 60: "minute", 3600: "hour", 86400: "day" };
+
+function rateLimitText(rateLimit) {
+  const per = WINDOW_NAMES[rateLimit.windowSeconds] || `${rateLimit.windowSeconds} s`;
+  return `${rateLimit.limit.toLocaleString()} / ${per}`;
+}
 
 function clearCreateErrors() {
   for (const id of Object.values(FIELD_ERRORS)) setError($(id), "");
@@ -374,6 +389,16 @@ async function submitCreate(event) {
   const scopes = [...$("key-scopes").querySelectorAll("input:checked")].map((i) => i.value);
   if (scopes.length) body.scopes = scopes;
   if ($("key-expires").value) body.expiresAt = `${$("key-expires").value}T23:59:59Z`;
+  const rate = $("key-rate-limit").value.trim();
+  if (rate) {
+    const limit = Number(rate);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000000000) {
+      setError($("key-rate-error"), "Enter a whole number of requests from 1 to 1,000,000,000, or leave it empty.");
+      $("key-rate-limit").focus();
+      return;
+    }
+    body.rateLimit = { limit, windowSeconds: Number($("key-rate-window").value) };
+  }
   $("create-submit").disabled = true;
   try {
     const created = await api("POST", `/api/billstack/teams/${encodeURIComponent(state.teamId)}/api-keys`, body);
