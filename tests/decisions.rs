@@ -59,14 +59,9 @@ impl World {
     fn key(&self, team: &str, project: Option<&str>, scopes: &[&str]) -> String {
         self.store
             .create_key(&NewApiKey {
-                team_id: team.into(),
                 project_id: project.map(str::to_owned),
-                name: "test".into(),
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                expires_at: None,
-                actor: "test".into(),
-                source: None,
-                rate_limit: None,
+                ..NewApiKey::new(team, "test", "test")
             })
             .expect("key")
             .1
@@ -302,14 +297,8 @@ fn expired_keys_are_refused() {
     let (record, raw) = w
         .store
         .create_key(&NewApiKey {
-            team_id: "team_a".into(),
-            project_id: None,
-            name: "short-lived".into(),
-            scopes: vec![],
             expires_at: Some(expires_at),
-            actor: "test".into(),
-            source: None,
-            rate_limit: None,
+            ..NewApiKey::new("team_a", "short-lived", "test")
         })
         .expect("key");
     // At the exact expiry instant the key is already expired; a millisecond before it is not.

@@ -29,14 +29,8 @@ fn round(creators: usize) -> f64 {
                 while !stop.load(Ordering::Relaxed) {
                     store
                         .create_key(&NewApiKey {
-                            team_id: "team_a".into(),
-                            project_id: None,
-                            name: format!("creator {t}"),
                             scopes: vec!["customers:read".into()],
-                            expires_at: None,
-                            actor: "bench".into(),
-                            source: None,
-                            rate_limit: None,
+                            ..NewApiKey::new("team_a", format!("creator {t}"), "bench")
                         })
                         .expect("create");
                     created.fetch_add(1, Ordering::Relaxed);

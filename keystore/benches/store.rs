@@ -56,14 +56,8 @@ fn load(dir: &Path, n: usize) -> Vec<String> {
         .map(|i| {
             store
                 .create_key(&NewApiKey {
-                    team_id: "team_a".into(),
-                    project_id: None,
-                    name: format!("key {i}"),
                     scopes: vec!["customers:read".into()],
-                    expires_at: None,
-                    actor: "bench".into(),
-                    source: None,
-                    rate_limit: None,
+                    ..NewApiKey::new("team_a", format!("key {i}"), "bench")
                 })
                 .expect("create")
                 .1

@@ -24,14 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for i in 0..n {
         store.create_key(&NewApiKey {
-            team_id: "team_bulk".into(),
-            project_id: None,
-            name: format!("bulk {i}"),
             scopes: vec!["customers:read".into()],
-            expires_at: None,
-            actor: "bulk_keys".into(),
-            source: None,
-            rate_limit: None,
+            ..NewApiKey::new("team_bulk", format!("bulk {i}"), "bulk_keys")
         })?;
     }
     store.flush()?;

@@ -278,16 +278,7 @@ mod tests {
         let mut revoked = String::new();
         for i in 0..3 {
             let (record, raw) = store
-                .create_key(&NewApiKey {
-                    team_id: team.id.clone(),
-                    project_id: None,
-                    name: format!("k{i}"),
-                    scopes: vec![],
-                    expires_at: None,
-                    actor: "test".into(),
-                    source: None,
-                    rate_limit: None,
-                })
+                .create_key(&NewApiKey::new(&team.id, format!("k{i}"), "test"))
                 .expect("key");
             if i == 2 {
                 store

@@ -102,6 +102,27 @@ pub struct NewApiKey {
     pub rate_limit: Option<RateLimit>,
 }
 
+impl NewApiKey {
+    /// A full-access key of `team_id` for all its projects, with no expiry and no budget, made
+    /// by `actor` offline (no source address); change fields with `..NewApiKey::new(…)`.
+    pub fn new(
+        team_id: impl Into<String>,
+        name: impl Into<String>,
+        actor: impl Into<String>,
+    ) -> NewApiKey {
+        NewApiKey {
+            team_id: team_id.into(),
+            project_id: None,
+            name: name.into(),
+            scopes: Vec::new(),
+            expires_at: None,
+            actor: actor.into(),
+            source: None,
+            rate_limit: None,
+        }
+    }
+}
+
 /// Inside a transaction: the team's unrevoked key `key_id`; `NotFound` for a missing key, a
 /// key of another team, or a revoked one.
 fn active_key_in(

@@ -19,16 +19,7 @@ fn team_and_project(store: &Store) -> (Team, Project) {
 }
 
 fn new_key(team: &str) -> NewApiKey {
-    NewApiKey {
-        team_id: team.into(),
-        project_id: None,
-        name: "ci".into(),
-        scopes: vec![],
-        expires_at: None,
-        actor: "test".into(),
-        source: None,
-        rate_limit: None,
-    }
+    NewApiKey::new(team, "ci", "test")
 }
 
 #[test]

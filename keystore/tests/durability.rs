@@ -30,16 +30,7 @@ fn durability_child() {
     // Bounded: the parent kills us long before this ends.
     for i in 0..100_000u32 {
         let (record, raw) = store
-            .create_key(&NewApiKey {
-                team_id: team.id.clone(),
-                project_id: None,
-                name: format!("k{i}"),
-                scopes: vec![],
-                expires_at: None,
-                actor: "child".into(),
-                source: None,
-                rate_limit: None,
-            })
+            .create_key(&NewApiKey::new(&team.id, format!("k{i}"), "child"))
             .expect("create");
         // Acknowledge only after create_key returned; the raw key goes to the parent so it can
         // check the hash index too.

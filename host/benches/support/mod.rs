@@ -132,14 +132,9 @@ pub fn team_with_key(
         .expect("project");
     store
         .create_key(&NewApiKey {
-            team_id: team.into(),
             project_id: project_scoped.then(|| project.into()),
-            name: "bench".into(),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            expires_at: None,
-            actor: "bench".into(),
-            source: None,
-            rate_limit: None,
+            ..NewApiKey::new(team, "bench", "bench")
         })
         .expect("key")
         .1

@@ -123,16 +123,7 @@ mod tests {
             .create_team(Some("team_a"), "A", "test".into())
             .expect("team");
         let (key, _) = store
-            .create_key(&billstack_keystore::NewApiKey {
-                team_id: team.id.clone(),
-                project_id: None,
-                name: "k".into(),
-                scopes: vec![],
-                expires_at: None,
-                actor: "test".into(),
-                source: None,
-                rate_limit: None,
-            })
+            .create_key(&billstack_keystore::NewApiKey::new(&team.id, "k", "test"))
             .expect("key");
         let tracker = UsageTracker::default();
         let day = 20_000;
