@@ -266,3 +266,150 @@ fn no_raw_key_or_password_is_at_rest_in_the_store_files() {
     );
     assert!(bytes_read > 0 && files.len() > 1);
 }
+
+/// Signs in over HTTP and returns the `Cookie` header value.
+fn sign_in(base: &str, (email, password): (&str, &str)) -> String {
+    let res = agent()
+        .post(&format!("{base}/api/auth/login"))
+        .send_json(serde_json::json!({"email": email, "password": password}))
+        .expect("login");
+    assert_eq!(res.status(), 200, "sign-in of {email}");
+    res.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("cookie")
+        .to_string()
+}
+
+/// What the writers were told: a creation answered 201, a revocation answered 204. A request
+/// cut off by the kill is in doubt and checked by no one.
+#[derive(Default)]
+struct Acknowledged {
+    created: Vec<(String, String)>,
+    revoked: Vec<String>,
+    /// Keys whose revocation was sent but not answered: revoked or not, both are right.
+    in_doubt: Vec<String>,
+}
+
+/// The checks present every revoked key again; they must not trip the per-address throttle.
+const UNTHROTTLED: (&str, &str) = ("BILLSTACK_UNKNOWN_KEYS_PER_ADDRESS", "1000000");
+
+#[test]
+fn acknowledged_creations_and_revocations_survive_sigkill_of_the_server() {
+    const ROUNDS: usize = 20;
+    const WRITERS: usize = 4;
+    let (_dir, data) = setup();
+    let owner = ("owner@acme.test", "owner-password-1");
+    common::create_user(&data, owner.0, owner.1, "team_a", "owner");
+    let acked = Arc::new(Mutex::new(Acknowledged::default()));
+    let mut checked = 0usize;
+
+    let verify_all = |base: &str, acked: &Acknowledged, checked: &mut usize| {
+        let http = agent();
+        for (id, raw) in &acked.created {
+            if acked.in_doubt.contains(id) {
+                continue;
+            }
+            let expected = if acked.revoked.contains(id) { 401 } else { 200 };
+            assert_eq!(
+                forward_auth(&http, base, raw),
+                expected,
+                "key {id} after a SIGKILL (revoked: {})",
+                acked.revoked.contains(id)
+            );
+            *checked += 1;
+        }
+    };
+
+    for round in 0..ROUNDS {
+        let mut server = Server::start(&data, &[UNTHROTTLED]);
+        let base = server.base.clone();
+        verify_all(&base, &acked.lock().expect("lock"), &mut checked);
+        let cookie = sign_in(&base, owner);
+        let done_this_round = Arc::new(AtomicUsize::new(0));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (base, cookie, acked, done) = (
+                    base.clone(),
+                    cookie.clone(),
+                    Arc::clone(&acked),
+                    Arc::clone(&done_this_round),
+                );
+                std::thread::spawn(move || {
+                    let http = common::agent_with_timeout(Duration::from_secs(10));
+                    let mut mine: Vec<String> = Vec::new();
+                    for i in 0.. {
+                        // Every third operation revokes this writer's oldest acknowledged key.
+                        if i % 3 == 2
+                            && let Some(id) = mine.first().cloned()
+                        {
+                            let res = http
+                                .delete(&format!("{base}/api/billstack/teams/team_a/api-keys/{id}"))
+                                .header("Cookie", &cookie)
+                                .header("Origin", &base)
+                                .call();
+                            match res {
+                                Ok(r) if r.status() == 204 => {
+                                    mine.remove(0);
+                                    acked.lock().expect("lock").revoked.push(id);
+                                }
+                                Ok(r) => panic!("revoke answered {}", r.status()),
+                                Err(_) => {
+                                    // The server is gone; the revocation may or may not have
+                                    // been made.
+                                    acked.lock().expect("lock").in_doubt.push(id);
+                                    return;
+                                }
+                            }
+                        } else {
+                            let res = http
+                                .post(&format!("{base}/api/billstack/teams/team_a/api-keys"))
+                                .header("Cookie", &cookie)
+                                .header("Origin", &base)
+                                .send_json(
+                                    serde_json::json!({"name": format!("r{round} w{w} #{i}")}),
+                                );
+                            match res {
+                                Ok(mut r) if r.status() == 201 => {
+                                    let body: serde_json::Value =
+                                        r.body_mut().read_json().expect("json");
+                                    let id = body["key"]["id"].as_str().expect("id").to_string();
+                                    let raw = body["rawKey"].as_str().expect("raw").to_string();
+                                    mine.push(id.clone());
+                                    acked.lock().expect("lock").created.push((id, raw));
+                                }
+                                Ok(r) => panic!("create answered {}", r.status()),
+                                Err(_) => return,
+                            }
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        // A random moment: after between 4 and 60 acknowledged operations in this round.
+        let kill_after = rand::random_range(4..60);
+        wait_for("writes before the kill", Duration::from_secs(120), || {
+            done_this_round.load(Ordering::Relaxed) >= kill_after
+        });
+        server.child.kill().expect("SIGKILL");
+        server.child.wait().expect("reap");
+        for writer in writers {
+            writer.join().expect("writer");
+        }
+    }
+    let server = Server::start(&data, &[UNTHROTTLED]);
+    let acked = acked.lock().expect("lock");
+    verify_all(&server.base, &acked, &mut checked);
+    println!(
+        "crash safety: {ROUNDS} SIGKILL rounds, {WRITERS} writers; {} creations and {} revocations \
+         acknowledged, {} revocations cut off (not checked); {checked} key checks after restarts, \
+         all as acknowledged",
+        acked.created.len(),
+        acked.revoked.len(),
+        acked.in_doubt.len()
+    );
+    assert!(acked.revoked.len() >= ROUNDS, "revocations happened");
+}
