@@ -413,3 +413,153 @@ fn acknowledged_creations_and_revocations_survive_sigkill_of_the_server() {
     );
     assert!(acked.revoked.len() >= ROUNDS, "revocations happened");
 }
+
+/// The document's operations that a session authenticates, as (method, path with the ids
+/// filled in): read from `/api/openapi.json`, so an endpoint added later gets its row.
+fn session_operations(base: &str, ids: &[(&str, &str)]) -> Vec<(String, String)> {
+    let doc: serde_json::Value = agent()
+        .get(&format!("{base}/api/openapi.json"))
+        .call()
+        .expect("document")
+        .body_mut()
+        .read_json()
+        .expect("json");
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("operations") {
+            let by_session = op["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.get("session").is_some()));
+            if by_session {
+                let mut filled = path.clone();
+                for (name, value) in ids {
+                    filled = filled.replace(&format!("{{{name}}}"), value);
+                }
+                assert!(!filled.contains('{'), "no id for {path}");
+                out.push((method.to_uppercase(), filled));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn sessions_are_new_at_each_sign_in_end_at_logout_and_every_change_needs_the_origin() {
+    let (_dir, data) = setup();
+    let owner = ("owner@acme.test", "owner-password-1");
+    common::create_user(&data, owner.0, owner.1, "team_a", "owner");
+    let created = json(
+        &data,
+        &["key", "create", "--team", "team_a", "--name", "kept"],
+    );
+    let key_id = created["key"]["id"].as_str().expect("id").to_string();
+    let server = Server::start(&data, &[]);
+    let base = server.base.clone();
+    let http = agent();
+    let me = |cookie: &str| {
+        http.get(&format!("{base}/api/auth/me"))
+            .header("Cookie", cookie)
+            .call()
+            .expect("me")
+            .status()
+            .as_u16()
+    };
+
+    // Fixation: a session id chosen by someone else is never adopted; each sign-in gets a new one.
+    let planted = format!("billstack_session={}", "ab".repeat(32));
+    let res = http
+        .post(&format!("{base}/api/auth/login"))
+        .header("Cookie", &planted)
+        .send_json(serde_json::json!({"email": owner.0, "password": owner.1}))
+        .expect("login");
+    let set_cookie = res.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let first = set_cookie.split(';').next().expect("cookie").to_string();
+    assert_ne!(first, planted);
+    assert_eq!(me(&planted), 401, "the planted id is no session");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(flag), "{flag} missing: {set_cookie}");
+    }
+    let second = sign_in(&base, owner);
+    assert_ne!(first, second, "every sign-in makes a new session");
+    assert_eq!((me(&first), me(&second)), (200, 200));
+
+    // CSRF: every state change a session may make, taken from the OpenAPI document, is refused
+    // without this server's Origin (none, or another site's) and changes nothing.
+    let operations = session_operations(
+        &base,
+        &[
+            ("teamId", "team_a"),
+            ("keyId", &key_id),
+            ("projectId", "proj_a"),
+        ],
+    );
+    let changes: Vec<&(String, String)> = operations.iter().filter(|(m, _)| m != "GET").collect();
+    assert!(changes.len() >= 6, "{changes:?}");
+    for (method, path) in &changes {
+        for origin in [None, Some("https://evil.example")] {
+            let mut request = ureq::http::Request::builder()
+                .method(method.as_str())
+                .uri(format!("{base}{path}"))
+                .header("Cookie", &second)
+                .header("Content-Type", "application/json");
+            if let Some(origin) = origin {
+                request = request.header("Origin", origin);
+            }
+            let res = http
+                .run(request.body("{}".to_string()).expect("request"))
+                .expect("send");
+            assert_eq!(res.status(), 403, "{method} {path} from {origin:?}");
+        }
+    }
+    assert_eq!(
+        me(&second),
+        200,
+        "the refused logout did not end the session"
+    );
+    let listed = http
+        .get(&format!("{base}/api/billstack/teams/team_a/api-keys"))
+        .header("Cookie", &second)
+        .call()
+        .expect("list")
+        .body_mut()
+        .read_json::<serde_json::Value>()
+        .expect("json");
+    assert_eq!(
+        listed["keys"][0]["id"],
+        key_id.as_str(),
+        "nothing was changed"
+    );
+
+    // Logout ends that session at once, and only that one.
+    let res = http
+        .post(&format!("{base}/api/auth/logout"))
+        .header("Cookie", &second)
+        .header("Origin", &base)
+        .send_empty()
+        .expect("logout");
+    assert_eq!(res.status(), 204);
+    assert!(
+        res.headers()["set-cookie"]
+            .to_str()
+            .expect("ascii")
+            .contains("Max-Age=0"),
+        "the browser is told to drop the cookie"
+    );
+    assert_eq!(me(&second), 401);
+    let after = http
+        .get(&format!("{base}/api/billstack/teams/team_a/api-keys"))
+        .header("Cookie", &second)
+        .call()
+        .expect("list");
+    assert_eq!(after.status(), 401);
+    assert_eq!(me(&first), 200, "another session is untouched");
+    println!(
+        "sessions: {} session operations in the document, {} state changes refused without the \
+         server's Origin (2 ways each)",
+        operations.len(),
+        changes.len()
+    );
+}
