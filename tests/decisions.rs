@@ -760,3 +760,99 @@ fn the_non_blocking_path_agrees_with_the_full_decision_or_declines() {
         Some(DenyKind::InvalidKey)
     );
 }
+
+/// One world for the property test below (building one compiles the default plugin).
+fn shared_world() -> &'static (World, String) {
+    static WORLD: std::sync::OnceLock<(World, String)> = std::sync::OnceLock::new();
+    WORLD.get_or_init(|| {
+        let w = World::new();
+        let key = w.key("team_a", Some("proj_a"), &[]);
+        (w, key)
+    })
+}
+
+/// Whether `target` is a plain request under team A's project A: the only kind a full-access
+/// key of that project may ever be allowed. No empty, `.` or `..` segment (literal or encoded),
+/// no encoded slash or backslash, no control characters, nothing before the team API.
+fn is_plain_target_of_project_a(target: &str) -> bool {
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    let lower = path.to_ascii_lowercase();
+    path.starts_with("/api/billstack/teams/team_a/projects/proj_a")
+        && !path.contains("//")
+        && !lower.contains("%2f")
+        && !lower.contains("%5c")
+        && !path.contains('\\')
+        && !target.chars().any(char::is_control)
+        && path.split('/').all(|segment| {
+            let s = segment.to_ascii_lowercase().replace("%2e", ".");
+            s != "." && s != ".."
+        })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5_000))]
+
+    /// Fuzzed targets never produce a wrong allow. Each case starts from a route the key may
+    /// call and pastes 0 to 3 tricky pieces into it (`%2F`, `..`, `//`, mixed case, Unicode,
+    /// NUL, another team or project, or a 64 KB segment): whatever comes out, an allowed
+    /// decision is always for a plain route of the key's own team and project.
+    #[test]
+    fn no_fuzzed_target_is_wrongly_allowed(
+        route in proptest::sample::select(vec!["/customers", "/invoices/inv_1", "/prices/p1", "/customers/cus_1"]),
+        insertions in proptest::collection::vec(
+            (0.0f64..1.0, proptest::sample::select(vec![
+                "/", "//", "/.", "/..", "/%2e%2e", "/%2E", "%2F", "%2f", "%5C", "\\", "%00", "\u{0}",
+                "?x=1", "#frag", "/API", "C", "ñ", "\u{202e}", "%", "%zz", "/../../team_b/projects/proj_b",
+                "2", "/api/billstack/teams/team_b/projects/proj_b", "LONG",
+            ])),
+            0..4,
+        ),
+        method in proptest::sample::select(vec!["GET", "GET", "POST", "DELETE", "get", "G\u{0}T"]),
+    ) {
+        let (w, key) = shared_world();
+        let mut target = format!("/api/billstack/teams/team_a/projects/proj_a{route}");
+        for (at, piece) in insertions {
+            let piece = if piece == "LONG" { format!("/{}", "a".repeat(64 * 1024)) } else { piece.to_string() };
+            let mut i = ((target.len() as f64) * at) as usize;
+            while !target.is_char_boundary(i) {
+                i -= 1;
+            }
+            target.insert_str(i, &piece);
+        }
+        if let Decision::Allow(id) = w.decide(key, method, &target) {
+            proptest::prop_assert!(
+                is_plain_target_of_project_a(&target),
+                "allowed {method} {target:?}"
+            );
+            proptest::prop_assert_eq!(id.team_id.as_str(), "team_a");
+            proptest::prop_assert!(method.bytes().all(|b| b.is_ascii_uppercase()));
+        }
+    }
+}
+
+#[test]
+fn the_fuzz_oracle_itself_tells_plain_from_tricky() {
+    assert!(is_plain_target_of_project_a(
+        "/api/billstack/teams/team_a/projects/proj_a/customers?a=b"
+    ));
+    // The fuzzing world can allow: a plain route is allowed, so the property is not vacuous.
+    let (w, key) = shared_world();
+    assert!(matches!(
+        w.decide(
+            key,
+            "GET",
+            "/api/billstack/teams/team_a/projects/proj_a/customers"
+        ),
+        Decision::Allow(_)
+    ));
+    for tricky in [
+        "/api/billstack/teams/team_a/projects/proj_a/../proj_b/customers",
+        "/api/billstack/teams/team_a/projects/proj_a/%2e%2E/x",
+        "/api/billstack/teams/team_a/projects/proj_a//customers",
+        "/api/billstack/teams/team_a/projects/proj_a%2Fcustomers",
+        "/api/billstack/teams/team_a/projects/proj_a/a\u{0}b",
+        "/x/api/billstack/teams/team_a/projects/proj_a/customers",
+    ] {
+        assert!(!is_plain_target_of_project_a(tricky), "{tricky}");
+    }
+}
