@@ -6,19 +6,7 @@ mod common;
 use common::{CREATED_KEY_FIELDS, Server, agent, cmd, create_user, json, run};
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    json(
-        &data,
-        &["team", "create", "--name", "Acme", "--id", "team_a"],
-    );
-    json(
-        &data,
-        &[
-            "project", "create", "--team", "team_a", "--name", "Web", "--id", "proj_a",
-        ],
-    );
-    (dir, data)
+    common::team_with_project()
 }
 
 #[test]

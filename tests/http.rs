@@ -16,18 +16,7 @@ const BOB: (&str, &str) = ("bob@globex.test", "bob-password-12");
 
 /// Two teams, three projects, a user in each team, created offline with the CLI.
 fn world() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    json(
-        &data,
-        &["team", "create", "--name", "Acme", "--id", "team_a"],
-    );
-    json(
-        &data,
-        &[
-            "project", "create", "--team", "team_a", "--name", "Web", "--id", "proj_a",
-        ],
-    );
+    let (dir, data) = common::team_with_project();
     json(
         &data,
         &[

@@ -63,17 +63,7 @@ fn a_thousand_connections_of_mixed_traffic_get_no_5xx_and_none_is_dropped() {
     let server = Server::start(&data, &[("BILLSTACK_LOG", "error")]);
     let pid = server.child.id();
     let addr = server.base.trim_start_matches("http://").to_string();
-    let login = common::agent()
-        .post(&server.url("/api/auth/login"))
-        .send_json(serde_json::json!({"email": "owner@load.test", "password": "load-password-12"}))
-        .expect("login");
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("cookie")
-        .to_string();
+    let cookie = common::sign_in(&server.base, "owner@load.test", "load-password-12");
     let idle_rss = peak_rss_kib(pid);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -41,19 +41,10 @@ struct Session<'a> {
 }
 
 fn login<'a>(server: &'a Server, (email, password): (&str, &str)) -> Session<'a> {
-    let res = agent()
-        .post(&server.url("/api/auth/login"))
-        .send_json(json!({"email": email, "password": password}))
-        .expect("login");
-    assert_eq!(res.status(), 200);
-    let cookie = res.headers()["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("cookie")
-        .to_string();
-    Session { server, cookie }
+    Session {
+        server,
+        cookie: common::sign_in(&server.base, email, password),
+    }
 }
 
 impl Session<'_> {

@@ -13,19 +13,7 @@ use common::{Server, agent, json};
 const PATH: &str = "/api/billstack/teams/team_a/projects/proj_a/customers";
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    json(
-        &data,
-        &["team", "create", "--name", "Acme", "--id", "team_a"],
-    );
-    json(
-        &data,
-        &[
-            "project", "create", "--team", "team_a", "--name", "Web", "--id", "proj_a",
-        ],
-    );
-    (dir, data)
+    common::team_with_project()
 }
 
 fn forward_auth(http: &ureq::Agent, server: &str, key: &str) -> u16 {
@@ -64,18 +52,7 @@ fn no_request_started_after_a_revocation_returned_is_allowed() {
     let base = server.base.clone();
     // The owner who will revoke it, signed in before the load starts.
     let http = agent();
-    let res = http
-        .post(&server.url("/api/auth/login"))
-        .send_json(serde_json::json!({"email": owner.0, "password": owner.1}))
-        .expect("login");
-    assert_eq!(res.status(), 200);
-    let cookie = res.headers()["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("cookie")
-        .to_string();
+    let cookie = common::sign_in(&server.base, owner.0, owner.1);
 
     let stop = Arc::new(AtomicBool::new(false));
     let total = Arc::new(AtomicUsize::new(0));
@@ -191,17 +168,7 @@ fn no_raw_key_or_password_is_at_rest_in_the_store_files() {
     // Keys made over HTTP, used, rotated and revoked, and a session, through the server.
     let server = Server::start(&data, &[]);
     let http = agent();
-    let res = http
-        .post(&server.url("/api/auth/login"))
-        .send_json(serde_json::json!({"email": "owner@acme.test", "password": password}))
-        .expect("login");
-    let session = res.headers()["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("cookie")
-        .to_string();
+    let session = common::sign_in(&server.base, "owner@acme.test", password);
     let mut res = http
         .post(&server.url("/api/billstack/teams/team_a/api-keys"))
         .header("Cookie", &session)
@@ -267,22 +234,6 @@ fn no_raw_key_or_password_is_at_rest_in_the_store_files() {
     assert!(bytes_read > 0 && files.len() > 1);
 }
 
-/// Signs in over HTTP and returns the `Cookie` header value.
-fn sign_in(base: &str, (email, password): (&str, &str)) -> String {
-    let res = agent()
-        .post(&format!("{base}/api/auth/login"))
-        .send_json(serde_json::json!({"email": email, "password": password}))
-        .expect("login");
-    assert_eq!(res.status(), 200, "sign-in of {email}");
-    res.headers()["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("cookie")
-        .to_string()
-}
-
 /// What the writers were told: a creation answered 201, a revocation answered 204. A request
 /// cut off by the kill is in doubt and checked by no one.
 #[derive(Default)]
@@ -327,7 +278,7 @@ fn acknowledged_creations_and_revocations_survive_sigkill_of_the_server() {
         let mut server = Server::start(&data, &[UNTHROTTLED]);
         let base = server.base.clone();
         verify_all(&base, &acked.lock().expect("lock"), &mut checked);
-        let cookie = sign_in(&base, owner);
+        let cookie = common::sign_in(&base, owner.0, owner.1);
         let done_this_round = Arc::new(AtomicUsize::new(0));
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {
@@ -482,7 +433,7 @@ fn sessions_are_new_at_each_sign_in_end_at_logout_and_every_change_needs_the_ori
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(set_cookie.contains(flag), "{flag} missing: {set_cookie}");
     }
-    let second = sign_in(&base, owner);
+    let second = common::sign_in(&base, owner.0, owner.1);
     assert_ne!(first, second, "every sign-in makes a new session");
     assert_eq!((me(&first), me(&second)), (200, 200));
 

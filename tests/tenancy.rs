@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Server, agent, create_user, json};
+use common::{Server, agent, create_user, json, sign_in};
 use serde_json::Value;
 
 /// Who may call an operation.
@@ -60,21 +60,6 @@ struct World {
     key_a: String,
     key_a_id: String,
     key_b: String,
-}
-
-fn sign_in(base: &str, email: &str, password: &str) -> String {
-    let res = agent()
-        .post(&format!("{base}/api/auth/login"))
-        .send_json(serde_json::json!({"email": email, "password": password}))
-        .expect("login");
-    assert_eq!(res.status(), 200, "{email}");
-    res.headers()["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("cookie")
-        .to_string()
 }
 
 fn world() -> World {

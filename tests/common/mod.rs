@@ -248,3 +248,42 @@ pub fn echo_upstream(max: usize) -> String {
     });
     format!("http://{addr}")
 }
+
+/// The `billstack_session=…` pair of a response's `Set-Cookie`, ready for a `Cookie` header.
+pub fn session_cookie(res: &ureq::http::Response<ureq::Body>) -> String {
+    res.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("cookie")
+        .to_string()
+}
+
+/// Signs in at `base` (failing the test unless it succeeds); returns the `Cookie` value.
+pub fn sign_in(base: &str, email: &str, password: &str) -> String {
+    let res = agent()
+        .post(&format!("{base}/api/auth/login"))
+        .send_json(serde_json::json!({"email": email, "password": password}))
+        .expect("login");
+    assert_eq!(res.status(), 200, "sign-in of {email}");
+    session_cookie(&res)
+}
+
+/// A temporary directory with a data directory holding team `team_a` and its project
+/// `proj_a`, made offline through the CLI.
+pub fn team_with_project() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    json(
+        &data,
+        &["team", "create", "--name", "Acme", "--id", "team_a"],
+    );
+    json(
+        &data,
+        &[
+            "project", "create", "--team", "team_a", "--name", "Web", "--id", "proj_a",
+        ],
+    );
+    (dir, data)
+}
