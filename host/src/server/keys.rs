@@ -387,21 +387,23 @@ pub(super) async fn usage(
                 )
             })?,
     };
-    let Some(key) = state.store.get_key(&team_id, &key_id)? else {
-        return Err(ApiError::not_found("key"));
-    };
-    // Counts still in memory are written first, so the answer includes the latest requests.
+    // Counts still in memory are written first, so the answer includes the latest requests;
+    // the key is read once, after that, for its existence and its `lastUsedAt`.
     let (store, tracker) = (Arc::clone(&state.store), Arc::clone(&state.usage));
     let today = usage::day_of(clock::now_ms());
-    let (counts, last_used_at) = tokio::task::spawn_blocking(move || {
+    let key_for_read = key_id.clone();
+    let found = tokio::task::spawn_blocking(move || {
         tracker.flush(&store)?;
+        let Some(key) = store.get_key(&team_id, &key_for_read)? else {
+            return Ok(None);
+        };
         let counts = store.key_usage(&key.id, today, days)?;
-        let last = store
-            .get_key(&team_id, &key.id)?
-            .and_then(|k| k.last_used_at);
-        Ok::<_, billstack_keystore::Error>((counts, last))
+        Ok::<_, billstack_keystore::Error>(Some((counts, key.last_used_at)))
     })
     .await??;
+    let Some((counts, last_used_at)) = found else {
+        return Err(ApiError::not_found("key"));
+    };
     let days = counts
         .iter()
         .map(|(day, c)| DailyUsageView {
