@@ -416,6 +416,9 @@ fn validate_email(email: &str) -> Result<String> {
     }
 }
 
+/// Marker (in sled's default tree) that the audit log is keyed `team/seq`.
+pub(crate) const AUDIT_KEYS_MIGRATED: &[u8] = b"meta/audit-keys-by-team";
+
 impl Store {
     /// Opens (or creates) the store in `dir` with default options.
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
@@ -529,8 +532,12 @@ impl Store {
     }
 
     /// Rewrites audit events stored under their bare sequence number (before events were
-    /// grouped by team) under their team's prefix. Idempotent; a no-op on current stores.
+    /// grouped by team) under their team's prefix, once: a marker in the default tree records
+    /// that the log is in the current form, so later opens read one key instead of the log.
     fn migrate_audit_keys(&self) -> Result<()> {
+        if self.db.get(AUDIT_KEYS_MIGRATED)?.is_some() {
+            return Ok(());
+        }
         let mut batch = sled::Batch::default();
         let mut moved = 0usize;
         for entry in self.audit.iter() {
@@ -544,8 +551,12 @@ impl Store {
         }
         if moved > 0 {
             self.audit.apply_batch(batch)?;
-            self.db.flush()?;
         }
+        // After the moved events: a crash in between leaves no marker, and the next open
+        // finishes the (idempotent) move.
+        self.db.flush()?;
+        self.db.insert(AUDIT_KEYS_MIGRATED, &[1u8])?;
+        self.db.flush()?;
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! Behaviour of the store as a whole.
 
+use crate::store::AUDIT_KEYS_MIGRATED;
 use crate::*;
 
 fn open() -> (tempfile::TempDir, Store) {
@@ -908,6 +909,9 @@ fn audit_events_from_before_team_grouping_are_moved_at_open() {
             audit.remove(k).expect("remove");
             audit.insert(event.seq.to_be_bytes(), v).expect("insert");
         }
+        // Older versions wrote no marker either.
+        assert!(store.db().get(AUDIT_KEYS_MIGRATED).expect("get").is_some());
+        store.db().remove(AUDIT_KEYS_MIGRATED).expect("remove");
         assert!(
             store
                 .list_audit("team_a", None, 10)
@@ -926,6 +930,31 @@ fn audit_events_from_before_team_grouping_are_moved_at_open() {
         .map(|e| e.action)
         .collect();
     assert_eq!(actions, ["project.created", "team.created"]);
+    assert!(store.db().get(AUDIT_KEYS_MIGRATED).expect("get").is_some());
+}
+
+#[test]
+fn a_migrated_store_is_not_scanned_again_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        team_and_project(&store);
+        // A legacy-shaped key written after the marker: a later open must not look for it.
+        store
+            .raw_tree("audit")
+            .insert(99u64.to_be_bytes(), b"not an event".to_vec())
+            .expect("insert");
+        store.flush().expect("flush");
+    }
+    // Were the log scanned, the entry would fail to decode and the open would fail.
+    let store = Store::open(dir.path()).expect("reopen without a scan");
+    assert!(
+        store
+            .raw_tree("audit")
+            .get(99u64.to_be_bytes())
+            .expect("get")
+            .is_some()
+    );
 }
 
 #[test]
