@@ -60,8 +60,7 @@ fn main() {
     println!("cargo:rustc-env=BILLSTACK_WIT_WORLD={name}/policy@{version}");
 
     let target_dir = guest_target_dir(&out_dir);
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = guest_cargo(&workspace);
     cmd.arg("build")
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
@@ -145,4 +144,28 @@ fn guest_target_dir(out_dir: &Path) -> PathBuf {
         .find(|dir| dir.join("CACHEDIR.TAG").is_file())
         .map(|dir| dir.join("wasm-plugins"))
         .unwrap_or_else(|| out_dir.join("wasm-plugins"))
+}
+
+/// The `cargo` that builds the guests: the one building the host, except in a `cargo fuzz`
+/// build. That one runs on a nightly toolchain (for the sanitizer coverage flags), which has no
+/// `wasm32-wasip2` standard library here; the guests then build with the workspace's pinned
+/// toolchain (`rust-toolchain.toml`), through rustup's `cargo` proxy run from the workspace.
+fn guest_cargo(workspace: &Path) -> Command {
+    println!("cargo:rerun-if-env-changed=CARGO_CFG_FUZZING");
+    if std::env::var_os("CARGO_CFG_FUZZING").is_none() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        return Command::new(cargo);
+    }
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(workspace);
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTDOC",
+        "RUSTC_WRAPPER",
+        "CARGO",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
 }
