@@ -154,4 +154,51 @@ mod tests {
         multibyte.replace_range(10..11, "é");
         assert!(check_format(&multibyte).is_err());
     }
+
+    /// The key rule written out on its own: `bs_`, 40 lower-case hex digits, then the CRC-32 of
+    /// the first 43 characters as 8 lower-case hex digits.
+    fn follows_the_rule(candidate: &str) -> bool {
+        let lower_hex = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        candidate.len() == 51
+            && candidate.is_ascii()
+            && candidate.starts_with("bs_")
+            && lower_hex(&candidate[3..])
+            && format!("{:08x}", crc32fast::hash(&candidate.as_bytes()[..43])) == candidate[43..]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+
+        /// Any text: no panic, and accepted exactly when it follows the rule (almost never).
+        #[test]
+        fn any_text_is_accepted_exactly_when_it_follows_the_rule(text in ".{0,80}") {
+            proptest::prop_assert_eq!(check_format(&text).is_ok(), follows_the_rule(&text));
+        }
+
+        /// A generated key with one character replaced (by any character, multi-byte ones
+        /// included), one inserted or one removed: refused unless it is the same key, so no
+        /// neighbour of a key is ever a key.
+        #[test]
+        fn every_neighbour_of_a_key_is_refused(
+            at in 0usize..52,
+            edit in 0u8..3,
+            replacement in proptest::char::any(),
+        ) {
+            let key = generate().raw;
+            let mut edited = key.clone();
+            let at = at.min(edited.len() - 1);
+            match edit {
+                0 => edited.replace_range(at..at + 1, &replacement.to_string()),
+                1 => edited.insert(at, replacement),
+                _ => {
+                    edited.remove(at);
+                }
+            }
+            proptest::prop_assert_eq!(check_format(&edited).is_ok(), edited == key);
+            proptest::prop_assert_eq!(follows_the_rule(&edited), edited == key);
+        }
+    }
 }

@@ -390,4 +390,75 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), SCOPES.len(), "unique");
     }
+
+    /// The family of scopes a top-level resource belongs to, written out from DESIGN.md's
+    /// table independently of `ROUTES`.
+    fn family(first_segment: &str) -> Option<&'static str> {
+        Some(match first_segment {
+            "customers" => "customers",
+            "products" | "prices" => "products",
+            "subscriptions" | "checkout-sessions" => "subscriptions",
+            "analytics" => "analytics",
+            "referrals" => "referrals",
+            _ => return None,
+        })
+    }
+
+    const VOCABULARY: &[&str] = &[
+        "customers",
+        "products",
+        "prices",
+        "subscriptions",
+        "checkout-sessions",
+        "analytics",
+        "referrals",
+        "codes",
+        "config",
+        "apply",
+        "cancel",
+        "revenue",
+        "cus_1",
+        "Customers",
+        "",
+        ".",
+        "..",
+        "%2F",
+        "\u{f1}",
+        "a b",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+
+        /// Route matching over paths built from the table's own words and some tricky ones:
+        /// no panic; a route is found only for an upper-case method, a path without empty
+        /// segments, a scope of the catalogue in the family of the first segment, and a read
+        /// scope exactly for reads; the query, a fragment, one trailing slash and HEAD-for-GET
+        /// never change the answer.
+        #[test]
+        fn route_matching_holds_to_the_table_shape(
+            method in proptest::sample::select(vec!["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "get", "Get", ""]),
+            segments in proptest::collection::vec(proptest::sample::select(VOCABULARY.to_vec()), 0..5),
+            trailing_slash in proptest::bool::ANY,
+            suffix in proptest::sample::select(vec!["", "?limit=3", "#top", "?a=/customers#x"]),
+        ) {
+            let path = format!("/{}{}", segments.join("/"), if trailing_slash { "/" } else { "" });
+            let resource = format!("{path}{suffix}");
+            let found = required_scope(method, &resource);
+            proptest::prop_assert_eq!(found, required_scope(method, &path));
+            if method == "HEAD" {
+                proptest::prop_assert_eq!(found, required_scope("GET", &resource));
+            }
+            if let Some(scope) = found {
+                proptest::prop_assert!(SCOPES.iter().any(|(name, _)| *name == scope));
+                proptest::prop_assert!(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"].contains(&method));
+                proptest::prop_assert_eq!(scope.ends_with(":read"), matches!(method, "GET" | "HEAD"));
+                // The segments as routed: one trailing slash is not a segment.
+                let routed: Vec<&str> = path[1..].strip_suffix('/').unwrap_or(&path[1..]).split('/').collect();
+                proptest::prop_assert!(routed.iter().all(|s| !s.is_empty()), "{:?}", routed);
+                let (scope_family, _) = scope.split_once(':').expect("family:access");
+                proptest::prop_assert_eq!(family(routed[0]), Some(scope_family));
+            }
+        }
+    }
 }
