@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -32,6 +32,14 @@ pub fn run(mut c: Command, stdin: &str) -> Output {
     c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let args: Vec<String> = c
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let data_dir = c
+        .get_envs()
+        .find(|(k, _)| *k == "BILLSTACK_DATA_DIR")
+        .and_then(|(_, v)| v.map(PathBuf::from));
     let mut child = c.spawn().expect("spawn billstack");
     child
         .stdin
@@ -39,7 +47,26 @@ pub fn run(mut c: Command, stdin: &str) -> Output {
         .expect("stdin")
         .write_all(stdin.as_bytes())
         .expect("write stdin");
-    child.wait_with_output().expect("wait")
+    let out = child.wait_with_output().expect("wait");
+    // Only `key create` and `key rotate` may print a raw key, and only on stdout.
+    let issues_a_key = matches!(
+        args.iter().map(String::as_str).collect::<Vec<_>>()[..],
+        ["key", "create" | "rotate", ..]
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if issues_a_key {
+        secrets::note_issued(&stdout);
+    } else {
+        secrets::assert_none(&format!("stdout of billstack {args:?}"), &stdout);
+    }
+    secrets::assert_none(
+        &format!("stderr of billstack {args:?}"),
+        &String::from_utf8_lossy(&out.stderr),
+    );
+    if let Some(dir) = data_dir {
+        secrets::assert_none_in_dir(&dir);
+    }
+    out
 }
 
 /// Runs `billstack ARGS…` and parses its stdout as JSON, failing the test on a non-zero exit.
@@ -101,6 +128,8 @@ pub struct Server {
     pub base: String,
     pub stderr: mpsc::Receiver<String>,
     pub data_dir: PathBuf,
+    /// Every line the server printed, for the secrets check when it is dropped.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -110,8 +139,10 @@ impl Server {
         // The 10 ms plugin deadline is wall clock; on a busy 2-core CI machine a healthy call can
         // be descheduled that long. Deadlines are tested in tests/decisions.rs; here a generous
         // one keeps HTTP tests about HTTP (a test may still override it).
+        // Debug level, so that the secrets check at drop reads everything the server can log.
         c.args(["serve", "--listen", "127.0.0.1:0"])
             .env("BILLSTACK_PLUGIN_DEADLINE_MS", "1000")
+            .env("BILLSTACK_LOG", "debug")
             .envs(envs.iter().copied());
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -119,12 +150,14 @@ impl Server {
         let mut child = c.spawn().expect("spawn server");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
+                kept.lock().expect("log").push(line.clone());
+                // A test that stopped reading still has its lines checked.
+                let _ = tx.send(line);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -139,6 +172,7 @@ impl Server {
                             base: url.trim().to_string(),
                             stderr: rx,
                             data_dir: data_dir.into(),
+                            log,
                         };
                     }
                     seen.push(line);
@@ -176,9 +210,22 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Stops the server, then checks its whole log and its data directory for secrets (see
+    /// [`secrets`]), unless the test is already failing.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            return;
+        }
+        // The reader thread ends at EOF, which the kill above brings; wait for it briefly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.log) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let log = self.log.lock().expect("log").join("\n");
+        secrets::assert_none("the server log", &log);
+        secrets::assert_none_in_dir(&self.data_dir);
     }
 }
 
@@ -192,6 +239,7 @@ pub fn agent_with_timeout(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
+        .middleware(secrets::check_response)
         .build()
         .into()
 }
@@ -286,4 +334,138 @@ pub fn team_with_project() -> (tempfile::TempDir, PathBuf) {
         ],
     );
     (dir, data)
+}
+
+/// The suite-wide secrets check (issue 8): no raw API key in any response but the one that
+/// issues it (create, rotate), in any CLI output but `key create`/`key rotate` stdout, in any
+/// server log line, or anywhere under a server's data directory; no session token in a log or
+/// under the data directory either. Every black-box test gets it through [`agent`], [`run`]
+/// and [`Server`]'s drop. A raw key is recognised by its shape (`bs_` and 48 lower-case hex
+/// digits), so keys the tests make up are caught too; session tokens are recognised by value,
+/// from the `Set-Cookie` headers the agent saw.
+pub mod secrets {
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    /// Session tokens seen in `Set-Cookie` answers.
+    static SESSION_TOKENS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    /// Raw keys seen where they may appear (create and rotate answers).
+    static ISSUED_KEYS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// The first key-shaped token in `bytes`, if any.
+    pub fn find_key(bytes: &[u8]) -> Option<String> {
+        let is_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+        bytes.windows(51).find_map(|w| {
+            (w.starts_with(b"bs_") && w[3..].iter().all(is_hex))
+                .then(|| String::from_utf8_lossy(w).into_owned())
+        })
+    }
+
+    /// Records every key in `text` as issued (for [`issued_keys`]).
+    pub fn note_issued(text: &str) {
+        let mut rest = text.as_bytes();
+        while let Some(key) = find_key(rest) {
+            let at = rest
+                .windows(51)
+                .position(|w| w == key.as_bytes())
+                .expect("found");
+            rest = &rest[at + 51..];
+            ISSUED_KEYS.lock().expect("keys").push(key);
+        }
+    }
+
+    /// Every raw key a test in this process has been issued so far.
+    pub fn issued_keys() -> Vec<String> {
+        ISSUED_KEYS.lock().expect("keys").clone()
+    }
+
+    fn leak_in(bytes: &[u8]) -> Option<String> {
+        if let Some(key) = find_key(bytes) {
+            return Some(format!("raw key {key}"));
+        }
+        let tokens = SESSION_TOKENS.lock().expect("tokens").clone();
+        tokens
+            .into_iter()
+            .find(|t| bytes.windows(t.len()).any(|w| w == t.as_bytes()))
+            .map(|t| format!("session token {t}"))
+    }
+
+    /// Fails the test if `text` (named `what`) holds a raw key or a session token, showing the
+    /// first line that does.
+    pub fn assert_none(what: &str, text: &str) {
+        if let Some(leak) = leak_in(text.as_bytes()) {
+            let line = text
+                .lines()
+                .find(|l| leak_in(l.as_bytes()).is_some())
+                .unwrap_or(text);
+            panic!("{leak} found in {what}: {line}");
+        }
+    }
+
+    /// Fails the test if any file under `dir` holds a raw key or a session token.
+    pub fn assert_none_in_dir(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                assert_none_in_dir(&path);
+            } else if let Some(leak) = std::fs::read(&path).ok().and_then(|b| leak_in(&b)) {
+                panic!("{leak} found at rest in {}", path.display());
+            }
+        }
+    }
+
+    /// ureq middleware: notes session tokens, notes keys where they may appear, and fails the
+    /// test on a raw key anywhere else in a response (status line aside: headers and body).
+    pub fn check_response(
+        request: ureq::http::Request<ureq::SendBody>,
+        next: ureq::middleware::MiddlewareNext,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let response = next.handle(request)?;
+        let (parts, body) = response.into_parts();
+        for cookie in parts.headers.get_all("set-cookie") {
+            let value = cookie.to_str().unwrap_or_default();
+            if let Some(token) = value
+                .strip_prefix("billstack_session=")
+                .and_then(|v| v.split(';').next())
+                .filter(|t| !t.is_empty())
+            {
+                SESSION_TOKENS
+                    .lock()
+                    .expect("tokens")
+                    .push(token.to_owned());
+            }
+        }
+        for (name, value) in &parts.headers {
+            if let Some(key) = find_key(value.as_bytes()) {
+                panic!("raw key {key} in the {name} header of {method} {path}");
+            }
+        }
+        let mime = body.mime_type().map(str::to_owned);
+        let charset = body.charset().map(str::to_owned);
+        let bytes = body.into_with_config().limit(u64::MAX).read_to_vec()?;
+        let issues_a_key = method == "POST"
+            && parts.status.is_success()
+            && (path.ends_with("/api-keys") || path.ends_with("/rotate"));
+        if issues_a_key {
+            note_issued(&String::from_utf8_lossy(&bytes));
+        } else if let Some(key) = find_key(&bytes) {
+            panic!(
+                "raw key {key} in the answer to {method} {path}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        let mut rebuilt = ureq::Body::builder();
+        if let Some(mime) = mime {
+            rebuilt = rebuilt.mime_type(mime);
+        }
+        if let Some(charset) = charset {
+            rebuilt = rebuilt.charset(charset);
+        }
+        Ok(ureq::http::Response::from_parts(parts, rebuilt.data(bytes)))
+    }
 }
