@@ -139,16 +139,23 @@ impl Decision {
     }
 }
 
+impl Denied {
+    /// A refusal of `kind` with no identity, scope or cause yet (set the fields to add them).
+    pub fn new(kind: DenyKind, message: impl Into<String>, credential_sent: bool) -> Denied {
+        Denied {
+            kind,
+            message: message.into(),
+            required_scope: None,
+            identity: None,
+            credential_sent,
+            cause: None,
+        }
+    }
+}
+
 /// A refusal of `kind` for a request that presented a credential, before any key was known.
 pub fn deny(kind: DenyKind, message: impl Into<String>, credential_sent: bool) -> Decision {
-    Decision::Deny(Denied {
-        kind,
-        message: message.into(),
-        required_scope: None,
-        identity: None,
-        credential_sent,
-        cause: None,
-    })
+    Decision::Deny(Denied::new(kind, message, credential_sent))
 }
 
 /// The credential a front door received.
@@ -478,11 +485,10 @@ pub fn authenticate(
             ));
         }
         Err(e) => {
-            let Decision::Deny(mut d) = deny(DenyKind::Internal, "internal error", true) else {
-                unreachable!()
-            };
-            d.cause = Some(e.to_string());
-            return Err(Decision::Deny(d));
+            return Err(Decision::Deny(Denied {
+                cause: Some(e.to_string()),
+                ..Denied::new(DenyKind::Internal, "internal error", true)
+            }));
         }
     };
     check_expiry(key, now_ms)

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::client::ClientIp;
 use super::error::{ApiError, ApiJson, ErrorBody, ErrorDetail};
-use crate::decision::{Credential, Decider, Decision, Denied, DenyKind, Identity, deny};
+use crate::decision::{Credential, Decider, Decision, Denied, DenyKind, Identity};
 use crate::ratelimit::Quota;
 
 /// How long the proxy waits for the upstream's response headers.
@@ -39,11 +39,10 @@ pub(super) enum Budget {
 }
 
 fn rate_limited(message: &str, identity: Option<Identity>) -> Decision {
-    let Decision::Deny(mut d) = deny(DenyKind::RateLimited, message, true) else {
-        unreachable!("deny() refuses")
-    };
-    d.identity = identity;
-    Decision::Deny(d)
+    Decision::Deny(Denied {
+        identity,
+        ..Denied::new(DenyKind::RateLimited, message, true)
+    })
 }
 
 /// Decides on the blocking pool, behind the concurrency bound; applies the request budgets;
@@ -182,12 +181,8 @@ fn plugin_cause(cause: &str) -> &str {
 
 fn internal(cause: &str) -> Decision {
     Decision::Deny(Denied {
-        kind: DenyKind::Internal,
-        message: "internal error".into(),
-        required_scope: None,
-        identity: None,
-        credential_sent: true,
         cause: Some(cause.to_string()),
+        ..Denied::new(DenyKind::Internal, "internal error", true)
     })
 }
 
