@@ -25,7 +25,7 @@ for target in "${TARGETS[@]}"; do
     mkdir -p "fuzz/corpus/$target"
     log="$LOGS/$target.log"
     if ! cargo +nightly fuzz run -s none "$target" -- \
-        -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 >"$log" 2>&1; then
+        -dict=fuzz/tricky.dict -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 >"$log" 2>&1; then
         tail -n 60 "$log" >&2
         echo "fuzz/run.sh: $target failed; the input is under fuzz/artifacts/$target" >&2
         exit 1

@@ -59,7 +59,7 @@ fn world() -> &'static World {
         let specs: [(&'static str, Option<&'static str>, &'static [&'static str]); 4] = [
             ("team_a", Some("proj_a"), &[]),
             ("team_a", None, &["customers:read"]),
-            ("team_b", Some("proj_b"), &["invoices:write"]),
+            ("team_b", Some("proj_b"), &["products:read"]),
             ("team_a", None, &[]),
         ];
         for (team, project, scopes) in specs {
@@ -99,18 +99,24 @@ fn world() -> &'static World {
     })
 }
 
+mod shared;
+
 #[derive(Debug, Arbitrary)]
 struct Input<'a> {
-    /// Which key: one of the world's (the last is revoked), or `credential` as sent.
+    /// Which key: one of the world's (the last is revoked), else `credential` as sent.
     key: u8,
     credential: &'a str,
-    /// A method from the common ones, or `method` as sent.
+    /// 0: the table row's own method; then one of `METHODS`; else `method` as sent.
     method_choice: u8,
     method: &'a str,
-    /// Appended to `/api/billstack/teams/` half of the time, so that the fuzzer starts near
-    /// the routes that can be allowed; sent as it is otherwise.
-    under_team_api: bool,
-    target: &'a str,
+    /// The target: a table route under a team and project, edited, or any text.
+    target: Target<'a>,
+}
+
+#[derive(Debug, Arbitrary)]
+enum Target<'a> {
+    Built(shared::BuiltTarget<'a>),
+    Raw(&'a str),
 }
 
 /// Prints how many inputs were allowed at every power of two, so a run shows that the property
@@ -127,18 +133,17 @@ const METHODS: [&str; 5] = ["GET", "POST", "DELETE", "PUT", "PATCH"];
 
 fuzz_target!(|input: Input<'_>| {
     let w = world();
-    let header = match w.keys.get(usize::from(input.key) % (w.keys.len() + 1)) {
+    let header = match w.keys.get(usize::from(input.key)) {
         Some(key) => format!("Bearer {}", key.raw),
         None => input.credential.to_owned(),
     };
-    let method = METHODS
-        .get(usize::from(input.method_choice))
-        .copied()
-        .unwrap_or(input.method);
-    let target = if input.under_team_api {
-        format!("/api/billstack/teams/{}", input.target)
-    } else {
-        input.target.to_owned()
+    let (target, row_method) = match &input.target {
+        Target::Built(b) => b.build(),
+        Target::Raw(text) => (text.to_string(), None),
+    };
+    let method = match usize::from(input.method_choice) {
+        0 => row_method.unwrap_or(input.method),
+        n => METHODS.get(n - 1).copied().unwrap_or(input.method),
     };
     let decider = Decider {
         store: &w.store,

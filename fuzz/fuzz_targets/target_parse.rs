@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use billstack_host::decision::{MAX_TARGET_LEN, TargetError, parse_target};
+use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../../tests/oracle/mod.rs"]
@@ -22,7 +23,25 @@ fn report_accepted() {
     }
 }
 
-fuzz_target!(|target: &str| {
+mod shared;
+
+#[derive(Debug, Arbitrary)]
+enum Input<'a> {
+    /// A table route under a team and project, edited (see `shared`).
+    Built(shared::BuiltTarget<'a>),
+    /// Any text.
+    Raw(&'a str),
+}
+
+fuzz_target!(|input: Input<'_>| {
+    let built;
+    let target = match &input {
+        Input::Raw(text) => *text,
+        Input::Built(b) => {
+            built = b.build().0;
+            built.as_str()
+        }
+    };
     match parse_target(target) {
         Ok(t) => {
             report_accepted();
