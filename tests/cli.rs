@@ -535,6 +535,8 @@ fn the_config_file_is_read_and_unknown_keys_are_refused_by_name() {
 
     std::fs::write(&config, "[limits]\nplugin_deadline_ms = 0\n").expect("write");
     let mut c = cmd(&data);
+    // The environment would override the file's value.
+    c.env_remove("BILLSTACK_PLUGIN_DEADLINE_MS");
     c.args(["--config", config.to_str().expect("utf8"), "serve"]);
     let out = run(c, "");
     assert!(!out.status.success());

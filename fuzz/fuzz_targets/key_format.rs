@@ -21,19 +21,9 @@ enum Input<'a> {
     Header(&'a str),
 }
 
-/// The key rule, from DESIGN.md: `bs_`, 40 lower-case hex digits, then the CRC-32 of the first
-/// 43 characters as 8 lower-case hex digits.
-fn follows_the_rule(candidate: &str) -> bool {
-    let lower_hex = |s: &str| {
-        s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    candidate.len() == 51
-        && candidate.is_ascii()
-        && candidate.starts_with("bs_")
-        && lower_hex(&candidate[3..])
-        && format!("{:08x}", crc32fast::hash(&candidate.as_bytes()[..43])) == candidate[43..]
-}
+#[path = "../../tests/oracle/key_rule.rs"]
+mod key_rule;
+use key_rule::follows_the_rule;
 
 fn check(candidate: &str) {
     let accepted = apikey::check_format(candidate).is_ok();

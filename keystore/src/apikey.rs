@@ -99,7 +99,12 @@ pub fn hash(raw: &str) -> [u8; 32] {
 }
 
 #[cfg(test)]
+#[path = "../../tests/oracle/key_rule.rs"]
+mod key_rule;
+
+#[cfg(test)]
 mod tests {
+    use super::key_rule::follows_the_rule;
     use super::*;
 
     #[test]
@@ -153,20 +158,6 @@ mod tests {
         let mut multibyte = good.clone();
         multibyte.replace_range(10..11, "é");
         assert!(check_format(&multibyte).is_err());
-    }
-
-    /// The key rule written out on its own: `bs_`, 40 lower-case hex digits, then the CRC-32 of
-    /// the first 43 characters as 8 lower-case hex digits.
-    fn follows_the_rule(candidate: &str) -> bool {
-        let lower_hex = |s: &str| {
-            s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        };
-        candidate.len() == 51
-            && candidate.is_ascii()
-            && candidate.starts_with("bs_")
-            && lower_hex(&candidate[3..])
-            && format!("{:08x}", crc32fast::hash(&candidate.as_bytes()[..43])) == candidate[43..]
     }
 
     proptest::proptest! {
