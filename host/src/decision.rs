@@ -153,6 +153,15 @@ impl Denied {
     }
 }
 
+/// A fail-closed refusal for a failure of the host (storage, say): `cause` is for logs and
+/// metrics only, never for the caller.
+pub fn internal(cause: impl Into<String>) -> Decision {
+    Decision::Deny(Denied {
+        cause: Some(cause.into()),
+        ..Denied::new(DenyKind::Internal, "internal error", true)
+    })
+}
+
 /// A refusal of `kind` for a request that presented a credential, before any key was known.
 pub fn deny(kind: DenyKind, message: impl Into<String>, credential_sent: bool) -> Decision {
     Decision::Deny(Denied::new(kind, message, credential_sent))
@@ -484,12 +493,7 @@ pub fn authenticate(
                 true,
             ));
         }
-        Err(e) => {
-            return Err(Decision::Deny(Denied {
-                cause: Some(e.to_string()),
-                ..Denied::new(DenyKind::Internal, "internal error", true)
-            }));
-        }
+        Err(e) => return Err(internal(e.to_string())),
     };
     check_expiry(key, now_ms)
 }

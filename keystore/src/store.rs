@@ -551,10 +551,10 @@ impl Store {
         }
         if moved > 0 {
             self.audit.apply_batch(batch)?;
+            // The moved events reach disk before the marker: a crash in between leaves no
+            // marker, and the next open finishes the (idempotent) move.
+            self.db.flush()?;
         }
-        // After the moved events: a crash in between leaves no marker, and the next open
-        // finishes the (idempotent) move.
-        self.db.flush()?;
         self.db.insert(AUDIT_KEYS_MIGRATED, &[1u8])?;
         self.db.flush()?;
         Ok(())

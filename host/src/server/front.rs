@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::client::ClientIp;
 use super::error::{ApiError, ApiJson, ErrorBody, ErrorDetail};
-use crate::decision::{Credential, Decider, Decision, Denied, DenyKind, Identity};
+use crate::decision::{Credential, Decider, Decision, Denied, DenyKind, Identity, internal};
 use crate::ratelimit::Quota;
 
 /// How long the proxy waits for the upstream's response headers.
@@ -101,7 +101,7 @@ pub(super) async fn decide(
                     decider.decide(credential_of(&credential, raw_key), &method, &target)
                 })
                 .await;
-                joined.unwrap_or_else(|e| internal(&e.to_string()))
+                joined.unwrap_or_else(|e| internal(e.to_string()))
             }
             Err(_) => internal("the decision semaphore is closed"),
         },
@@ -177,13 +177,6 @@ fn credential_of(credential: &Option<String>, raw_key: bool) -> Credential<'_> {
 /// The stable label at the front of a policy-error cause (see `decide_for_key`).
 fn plugin_cause(cause: &str) -> &str {
     cause.split_once(':').map_or(cause, |(label, _)| label)
-}
-
-fn internal(cause: &str) -> Decision {
-    Decision::Deny(Denied {
-        cause: Some(cause.to_string()),
-        ..Denied::new(DenyKind::Internal, "internal error", true)
-    })
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
