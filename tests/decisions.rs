@@ -538,7 +538,12 @@ fn plugin_size_cap_within_and_over() {
 #[test]
 fn compiled_plugins_are_cached_on_disk_and_a_bad_cache_entry_is_recompiled() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let limits = PolicyLimits::default();
+    // A generous deadline, as in World::new: loading calls info(), and on a loaded machine the
+    // default 10 ms wall-clock budget was missed (deadlines have their own test).
+    let limits = PolicyLimits {
+        deadline: Duration::from_secs(5),
+        ..PolicyLimits::default()
+    };
     let first = PolicyEngine::new(limits.clone(), Some(dir.path().into())).expect("engine");
     assert!(!first.is_cached_on_disk(DEFAULT_PLUGIN));
     let a = first.load(DEFAULT_PLUGIN).expect("load");
