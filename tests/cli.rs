@@ -297,7 +297,7 @@ fn policy_test_shows_the_author_why_a_plugin_failed() {
     .expect("write");
     let (ok, stdout, _) = policy_test(
         dir.path(),
-        env!("BILLSTACK_FIXTURE_PANIC"),
+        billstack_test_artifacts::PANIC,
         &[cases.to_str().expect("utf8")],
     );
     assert!(!ok);
@@ -341,7 +341,7 @@ fn policy_check_and_export() {
     assert_eq!(again["sha256"], info["sha256"]);
 
     let mut c = cmd(&data);
-    c.args(["policy", "check", env!("BILLSTACK_FIXTURE_WRONG_WORLD")]);
+    c.args(["policy", "check", billstack_test_artifacts::WRONG_WORLD]);
     let out = run(c, "");
     assert!(!out.status.success());
     assert!(

@@ -443,14 +443,14 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
             click(&c, Locator::Id("policy-upload")).await;
         }
     };
-    upload(env!("BILLSTACK_FIXTURE_WRONG_WORLD")).await;
+    upload(billstack_test_artifacts::WRONG_WORLD).await;
     wait_visible(&c, "#policy-error").await;
     let why = text_of(&c, Locator::Id("policy-error")).await;
     assert!(
         why.contains("does not export the billstack:policy world"),
         "{why}"
     );
-    upload(env!("BILLSTACK_FIXTURE_ENV_SNOOP")).await;
+    upload(billstack_test_artifacts::ENV_SNOOP).await;
     wait_until(
         &c,
         "return document.getElementById('policy-name').textContent === 'env-snoop'",

@@ -351,14 +351,14 @@ fn malformed_requests_are_400_never_allowed() {
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = match name {
-        "infinite-loop" => env!("BILLSTACK_FIXTURE_INFINITE_LOOP"),
-        "memory-bomb" => env!("BILLSTACK_FIXTURE_MEMORY_BOMB"),
-        "panic" => env!("BILLSTACK_FIXTURE_PANIC"),
-        "deep-recursion" => env!("BILLSTACK_FIXTURE_DEEP_RECURSION"),
-        "huge-output" => env!("BILLSTACK_FIXTURE_HUGE_OUTPUT"),
-        "bad-status" => env!("BILLSTACK_FIXTURE_BAD_STATUS"),
-        "wrong-world" => env!("BILLSTACK_FIXTURE_WRONG_WORLD"),
-        "env-snoop" => env!("BILLSTACK_FIXTURE_ENV_SNOOP"),
+        "infinite-loop" => billstack_test_artifacts::INFINITE_LOOP,
+        "memory-bomb" => billstack_test_artifacts::MEMORY_BOMB,
+        "panic" => billstack_test_artifacts::PANIC,
+        "deep-recursion" => billstack_test_artifacts::DEEP_RECURSION,
+        "huge-output" => billstack_test_artifacts::HUGE_OUTPUT,
+        "bad-status" => billstack_test_artifacts::BAD_STATUS,
+        "wrong-world" => billstack_test_artifacts::WRONG_WORLD,
+        "env-snoop" => billstack_test_artifacts::ENV_SNOOP,
         other => panic!("no fixture {other}"),
     };
     std::fs::read(path).expect("fixture built by host/build.rs")

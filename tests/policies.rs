@@ -165,7 +165,222 @@ fn verify(server: &Server, key: &str, team: &str, project: &str, rest: &str) -> 
 }
 
 fn fixture(path: &str) -> Vec<u8> {
-    std::fs::read(path).expect("fixture built by host/build.rs")
+    billstack_test_artifacts::read(path)
+}
+
+/// JSON verify of `method` on `rest` below the team's project: (`code`, whole answer).
+fn verify_json(
+    server: &Server,
+    key: &str,
+    team: &str,
+    method: &str,
+    rest: &str,
+) -> (String, Value) {
+    let project = team.replace("team_", "proj_");
+    let mut res = agent()
+        .post(&server.url("/api/billstack/keys/verify"))
+        .send_json(json!({
+            "key": key,
+            "method": method,
+            "path": format!("/api/billstack/teams/{team}/projects/{project}{rest}"),
+        }))
+        .expect("verify");
+    assert_eq!(res.status(), 200);
+    let body: Value = res.body_mut().read_json().expect("json");
+    (body["code"].as_str().unwrap_or_default().to_string(), body)
+}
+
+fn readyz(server: &Server) -> (u16, String) {
+    let mut res = agent().get(&server.url("/readyz")).call().expect("readyz");
+    (
+        res.status().as_u16(),
+        res.body_mut().read_to_string().expect("text"),
+    )
+}
+
+/// Files in `dir` (none when it does not exist).
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// `component` with a custom section appended: a distinct component that behaves the same.
+fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut body = Vec::new();
+    leb128(name.len(), &mut body);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    leb128(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A team policy that loads today and not after a restart with a lower memory limit fails
+/// closed for that team (never the deployment default, which would allow the writes it
+/// refused), says so in the log, `GET …/policy` and `/readyz`, and stays that way until an
+/// owner acts; other teams are unaffected.
+#[test]
+fn a_team_policy_that_no_longer_loads_fails_closed_until_an_owner_acts() {
+    let (_dir, data) = world();
+    let server = Server::start(&data, &[]);
+    let owner = login(&server, OWNER);
+    let other = login(&server, OTHER);
+    let a_key = owner.key("team_a", &[]);
+    let b_key = other.key("team_b", &[]);
+    let (status, body) = owner.upload(
+        "team_a",
+        "application/wasm",
+        &fixture(billstack_test_artifacts::HEAVY_INFO),
+    );
+    assert_eq!(status, 200, "loads under the default 16 MiB: {body}");
+    let sha = body["policy"]["sha256"].as_str().expect("sha").to_string();
+    assert_eq!(
+        verify_json(&server, &a_key, "team_a", "GET", "/customers").0,
+        "VALID"
+    );
+    assert_eq!(
+        verify_json(&server, &a_key, "team_a", "POST", "/customers").0,
+        "INSUFFICIENT_SCOPE",
+        "the team's policy refuses writes"
+    );
+    drop((owner, other));
+    server.stop();
+
+    // Its info() needs 6 MiB: under a 4 MiB cap it no longer loads.
+    let server = Server::start(&data, &[("BILLSTACK_PLUGIN_MEMORY_MIB", "4")]);
+    for method in ["GET", "POST"] {
+        let (code, body) = verify_json(&server, &a_key, "team_a", method, "/customers");
+        assert_eq!(code, "POLICY_ERROR", "{method} fails closed: {body}");
+        assert_eq!(body["valid"], false);
+    }
+    let (status, body) = verify(&server, &a_key, "team_a", "proj_a", "/customers");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "policy_error");
+    assert_eq!(
+        verify_json(&server, &b_key, "team_b", "POST", "/customers").0,
+        "VALID",
+        "team B (deployment default) is unaffected"
+    );
+
+    let owner = login(&server, OWNER);
+    let policy = &owner.policy("team_a")["policy"];
+    assert_eq!(policy["source"], "team", "{policy}");
+    assert_eq!(policy["status"], "failed", "{policy}");
+    assert_eq!(policy["sha256"], sha.as_str());
+    assert!(
+        policy["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("memory")),
+        "the reason: {policy}"
+    );
+    assert_eq!(
+        login(&server, OTHER).policy("team_b")["policy"]["status"],
+        "loaded"
+    );
+    let (status, text) = readyz(&server);
+    assert_eq!(status, 200, "other teams are served: {text}");
+    assert!(text.starts_with("ready\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "team policy team_a: failed to load (sha256 {sha})"
+        )),
+        "{text}"
+    );
+    let log = server.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("team_a") && l.contains("fail closed")),
+        "logged:\n{log}"
+    );
+    // Keys with scopes cannot be checked against a policy that did not load.
+    let mut res = agent()
+        .post(&server.url("/api/billstack/teams/team_a/api-keys"))
+        .header("Cookie", &owner.cookie)
+        .header("Origin", &server.base)
+        .send_json(json!({"name": "k", "scopes": ["customers:read"]}))
+        .expect("create");
+    assert_eq!(res.status(), 400);
+    let body: Value = res.body_mut().read_json().expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not load")),
+        "{body}"
+    );
+
+    // The owner resets: the deployment default decides from the next request.
+    assert_eq!(owner.reset("team_a").0, 200);
+    assert_eq!(
+        verify_json(&server, &a_key, "team_a", "POST", "/customers").0,
+        "VALID"
+    );
+    let (_, text) = readyz(&server);
+    assert!(!text.contains("team_a"), "{text}");
+}
+
+/// What uploads leave on disk is bounded by the active policies: a team that uploads many
+/// distinct large plugins keeps one plugin and one compiled artefact, a refused upload keeps
+/// neither, and a reset keeps nothing of the team's, across a restart too.
+#[test]
+fn uploads_leave_only_the_active_policy_on_disk() {
+    let (_dir, data) = world();
+    let server = Server::start(&data, &[]);
+    let owner = login(&server, OWNER);
+    let blobs = data.join("policies");
+    let compiled = data.join("plugin-cache");
+    assert!(files_in(&blobs).is_empty());
+    assert_eq!(files_in(&compiled).len(), 1, "the default's");
+    let base = billstack_host::plugins::DEFAULT_PLUGIN;
+    for i in 0..6u8 {
+        let distinct = with_custom_section(base, "padding", &vec![i; 2 << 20]);
+        let (status, body) = owner.upload("team_a", "application/wasm", &distinct);
+        assert_eq!(status, 200, "upload {i}: {body}");
+        assert_eq!(files_in(&blobs).len(), 1, "after upload {i}");
+        assert_eq!(
+            files_in(&compiled).len(),
+            2,
+            "after upload {i}: the default's and the team's"
+        );
+    }
+    let (status, _) = owner.upload(
+        "team_a",
+        "application/wasm",
+        &fixture(billstack_test_artifacts::WRONG_WORLD),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(
+        files_in(&compiled).len(),
+        2,
+        "a refused upload leaves nothing"
+    );
+    assert_eq!(owner.reset("team_a").0, 200);
+    assert!(files_in(&blobs).is_empty());
+    assert_eq!(files_in(&compiled).len(), 1);
+    drop(owner);
+    server.stop();
+    let _server = Server::start(&data, &[]);
+    assert!(files_in(&blobs).is_empty());
+    assert_eq!(files_in(&compiled).len(), 1);
 }
 
 #[test]
@@ -179,7 +394,7 @@ fn owners_upload_and_reset_members_cannot() {
     assert_eq!(default["policy"]["source"], "default");
     let key = owner.key("team_a", &["customers:read"]);
 
-    let plugin = fixture(env!("BILLSTACK_FIXTURE_ENV_SNOOP"));
+    let plugin = fixture(billstack_test_artifacts::ENV_SNOOP);
     // These are refused before the body is read, so send a small one (a large unread body makes
     // the server close the connection under the client's feet, as it should).
     let small = &plugin[..64];
@@ -264,12 +479,12 @@ fn hostile_plugins_are_refused_or_fail_closed_and_the_server_keeps_serving() {
     for (name, bytes, expected) in [
         (
             "a component of another world",
-            fixture(env!("BILLSTACK_FIXTURE_WRONG_WORLD")),
+            fixture(billstack_test_artifacts::WRONG_WORLD),
             400,
         ),
         (
             "huge strings in info()",
-            fixture(env!("BILLSTACK_FIXTURE_HUGE_INFO")),
+            fixture(billstack_test_artifacts::HUGE_INFO),
             400,
         ),
         ("a core module", core_module, 400),
@@ -300,12 +515,12 @@ fn hostile_plugins_are_refused_or_fail_closed_and_the_server_keeps_serving() {
     // Accepted (info() is fine) but failing closed on every decision, with a reason in the log
     // only; team B is unaffected throughout.
     for (name, path) in [
-        ("infinite loop", env!("BILLSTACK_FIXTURE_INFINITE_LOOP")),
-        ("memory bomb", env!("BILLSTACK_FIXTURE_MEMORY_BOMB")),
-        ("panic", env!("BILLSTACK_FIXTURE_PANIC")),
-        ("deep recursion", env!("BILLSTACK_FIXTURE_DEEP_RECURSION")),
-        ("huge output", env!("BILLSTACK_FIXTURE_HUGE_OUTPUT")),
-        ("bad status", env!("BILLSTACK_FIXTURE_BAD_STATUS")),
+        ("infinite loop", billstack_test_artifacts::INFINITE_LOOP),
+        ("memory bomb", billstack_test_artifacts::MEMORY_BOMB),
+        ("panic", billstack_test_artifacts::PANIC),
+        ("deep recursion", billstack_test_artifacts::DEEP_RECURSION),
+        ("huge output", billstack_test_artifacts::HUGE_OUTPUT),
+        ("bad status", billstack_test_artifacts::BAD_STATUS),
     ] {
         let (status, body) = owner.upload("team_a", "application/wasm", &fixture(path));
         assert_eq!(status, 200, "{name}: {body}");
@@ -380,7 +595,7 @@ fn the_deployment_default_reloads_on_change_and_sighup_and_keeps_the_last_good_v
     );
 
     // A changed file is picked up.
-    std::fs::write(&policy_file, fixture(env!("BILLSTACK_FIXTURE_ENV_SNOOP"))).expect("write");
+    std::fs::write(&policy_file, fixture(billstack_test_artifacts::ENV_SNOOP)).expect("write");
     wait_for_log(&server, "deployment default reloaded");
     assert_eq!(owner.policy("team_a")["policy"]["name"], "env-snoop");
 
@@ -436,7 +651,7 @@ fn example_policies_add_scopes_or_forbid_writes() {
     let (status, body) = owner.upload(
         "team_a",
         "application/wasm",
-        &fixture(env!("BILLSTACK_EXAMPLE_INVOICES")),
+        &fixture(billstack_test_artifacts::EXAMPLE_INVOICES),
     );
     assert_eq!(status, 200, "{body}");
     let names: Vec<String> = body["policy"]["scopes"]
@@ -468,7 +683,7 @@ fn example_policies_add_scopes_or_forbid_writes() {
     let (status, body) = owner.upload(
         "team_a",
         "application/wasm",
-        &fixture(env!("BILLSTACK_EXAMPLE_READ_ONLY")),
+        &fixture(billstack_test_artifacts::EXAMPLE_READ_ONLY),
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(

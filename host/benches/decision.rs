@@ -145,7 +145,7 @@ fn isolation(c: &mut Criterion, store: &Store, header: &str, target: &str) {
     let b_raw = team_with_key(store, "team_b", "proj_b", false, &[]);
     let b_header = format!("Bearer {b_raw}");
     let b_target = "/api/billstack/teams/team_b/projects/proj_b/customers";
-    let looping = std::fs::read(env!("BILLSTACK_FIXTURE_INFINITE_LOOP")).expect("fixture");
+    let looping = std::fs::read(billstack_test_artifacts::INFINITE_LOOP).expect("fixture");
 
     let mut group = c.benchmark_group("isolation");
     group.measurement_time(Duration::from_secs(5));

@@ -457,7 +457,12 @@ impl KeyCommand {
                     let engine = runtime::engine_for(settings)?;
                     let policies = runtime::load_policies(&engine, settings, &store)?;
                     let (policy, _) = policies.for_team(&team);
-                    let known = policy.scope_names();
+                    if let Some(error) = policy.load_error() {
+                        bail!(
+                            "the team's policy does not load, so scopes cannot be checked ({error}); upload a working policy or reset the team to the default first"
+                        );
+                    }
+                    let known = policy.as_policy().scope_names();
                     if let Some(unknown) = scopes.iter().find(|s| !known.contains(s)) {
                         bail!(
                             "scope {unknown:?} is not defined by the team's policy (known: {})",

@@ -416,7 +416,7 @@ impl Decider<'_> {
             Err(denied) => return denied,
         };
         let (policy, _) = self.policies.for_team(&key.team_id);
-        decide_for_key(&key, &*policy, method, target)
+        decide_for_key(&key, policy.as_policy(), method, target)
     }
 
     /// The same decision as [`Decider::decide`] when it can be made without blocking: the
@@ -441,7 +441,7 @@ impl Decider<'_> {
             return None;
         }
         Some(match check_expiry(key, clock::now_ms()) {
-            Ok(key) => decide_for_key(&key, &*policy, method, target),
+            Ok(key) => decide_for_key(&key, policy.as_policy(), method, target),
             Err(refused) => refused,
         })
     }

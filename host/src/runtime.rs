@@ -8,7 +8,7 @@ use billstack_keystore::Store;
 
 use crate::config::Settings;
 use crate::plugins::DEFAULT_PLUGIN;
-use crate::policy::{Plugin, PolicyEngine, PolicySet};
+use crate::policy::{BrokenPolicy, Plugin, PolicyEngine, PolicySet};
 
 /// The name that stands for the embedded default plugin wherever a plugin path is taken.
 pub const DEFAULT_PLUGIN_NAME: &str = "default";
@@ -48,9 +48,13 @@ pub fn load_default_policy(
     }
 }
 
-/// Builds the active policy set: the default plus every team upload in the store. A stored
-/// team policy that no longer loads (say, after a limit was lowered) is skipped with a
-/// warning, and that team falls back to the default rather than taking the whole server down.
+/// Builds the active policy set: the default plus every team upload in the store.
+///
+/// A stored team policy that no longer loads (say, after a limit was lowered, or its bytes
+/// are damaged) fails closed for that team alone: its SaaS requests get 503 `policy_error`
+/// until an owner uploads, resets or rolls back. It is logged, shown by `GET …/policy` and
+/// `/readyz`, and never replaced by the deployment default, which may allow what it refused.
+/// The rest of the server starts as usual. Compiled code no loaded policy uses is pruned.
 pub fn load_policies(
     engine: &Arc<PolicyEngine>,
     settings: &Settings,
@@ -58,15 +62,24 @@ pub fn load_policies(
 ) -> anyhow::Result<PolicySet> {
     let set = PolicySet::new(load_default_policy(engine, settings)?);
     for meta in store.list_team_policies()? {
-        let Some((_, bytes)) = store.get_team_policy(&meta.team_id)? else {
-            continue;
+        let loaded = match store.get_team_policy(&meta.team_id) {
+            Ok(Some((_, bytes))) => engine.load_for_team(&bytes).map_err(|e| e.to_string()),
+            Ok(None) => continue, // reset since the listing
+            Err(e) => Err(e.to_string()),
         };
-        match engine.load_for_team(&bytes) {
+        match loaded {
             Ok(plugin) => set.set_team(&meta.team_id, plugin),
-            Err(e) => {
-                tracing::warn!(team = %meta.team_id, error = %e, "team policy no longer loads; using the default")
+            Err(error) => {
+                tracing::error!(
+                    team = %meta.team_id,
+                    sha256 = %meta.sha256,
+                    error = %error,
+                    "the team's stored policy does not load; its requests fail closed (503 policy_error) until an owner uploads, resets or rolls back"
+                );
+                set.set_team_broken(&meta.team_id, BrokenPolicy::new(meta.sha256, error));
             }
         }
     }
+    engine.retain_compiled(&set.loaded_sha256s());
     Ok(set)
 }

@@ -18,6 +18,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::store::LEGACY_POLICY_BLOBS;
 use crate::{Error, Result, Store, StoreOptions};
 
 const MAGIC: &[u8; 16] = b"BILLSTACK-BACKUP";
@@ -84,6 +85,9 @@ impl Store {
         let mut names = self.db().tree_names();
         names.sort();
         for name in names {
+            if &*name == LEGACY_POLICY_BLOBS.as_bytes() {
+                continue; // migrated to files at open; never present on an open store
+            }
             let tree = self.db().open_tree(&name)?;
             w.put(&[TREE])?;
             w.put_field(&name)?;
@@ -98,6 +102,20 @@ impl Store {
                     summary.keys += 1;
                 }
             }
+        }
+        // Policy bytes live in files ([`crate::blobs`]); the backup carries them as the tree
+        // they once were, so backups of every version restore the same way.
+        w.put(&[TREE])?;
+        w.put_field(LEGACY_POLICY_BLOBS.as_bytes())?;
+        summary.trees += 1;
+        for sha in self.policy_files().list()? {
+            let Some(bytes) = self.policy_files().get(&sha)? else {
+                continue; // deleted since the listing: no policy names it
+            };
+            w.put(&[ENTRY])?;
+            w.put_field(sha.as_bytes())?;
+            w.put_field(&bytes)?;
+            summary.entries += 1;
         }
         w.put(&[END])?;
         w.put(&summary.entries.to_be_bytes())?;
@@ -145,6 +163,13 @@ impl Store {
             Ok(())
         };
         let written = parse(open()?, |tree, k, v| {
+            if tree == LEGACY_POLICY_BLOBS.as_bytes() {
+                let sha = store.policy_files().put(v)?;
+                if sha.as_bytes() != k {
+                    return Err(bad("a policy blob does not match its hash"));
+                }
+                return Ok(());
+            }
             if batch.0 != tree || batch.2 >= 10_000 {
                 apply(&store, &mut batch)?;
                 batch.0 = tree.to_vec();

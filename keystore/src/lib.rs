@@ -11,6 +11,7 @@
 pub mod apikey;
 mod audit;
 mod backup;
+mod blobs;
 pub mod clock;
 mod group_flush;
 pub mod ids;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng as PhOsRng;
@@ -17,6 +17,7 @@ use sled::transaction::{
 };
 
 use crate::audit::{ANONYMOUS, Actor, AuditPage, MAX_AUDIT_PAGE, event_key, is_legacy_key};
+use crate::blobs::BlobDir;
 use crate::group_flush::GroupFlush;
 use crate::records::{decode, decode_str, encode};
 use crate::{
@@ -305,7 +306,11 @@ pub struct Store {
     user_teams: Tree,
     sessions: Tree,
     team_policy: Tree,
-    policy_blobs: Tree,
+    /// Policy plugin bytes, as files (see [`crate::blobs`]).
+    policy_files: BlobDir,
+    /// Held by every change to team policies and by the deletion of unreferenced blobs, so a
+    /// blob written for a change that has not committed yet is never taken for garbage.
+    policy_changes: Mutex<()>,
     audit: Tree,
     key_usage: Tree,
     key_cache: KeyCache,
@@ -416,6 +421,10 @@ fn validate_email(email: &str) -> Result<String> {
     }
 }
 
+/// The sled tree that held policy bytes before they moved to files ([`crate::blobs`]); backups
+/// still carry them under this name.
+pub(crate) const LEGACY_POLICY_BLOBS: &str = "policy_blobs";
+
 /// Marker (in sled's default tree) that the audit log is keyed `team/seq`.
 pub(crate) const AUDIT_KEYS_MIGRATED: &[u8] = b"meta/audit-keys-by-team";
 
@@ -457,7 +466,8 @@ impl Store {
             user_teams: tree("user_teams")?,
             sessions: tree("sessions")?,
             team_policy: tree("team_policy")?,
-            policy_blobs: tree("policy_blobs")?,
+            policy_files: BlobDir::open(&path)?,
+            policy_changes: Mutex::new(()),
             audit: tree("audit")?,
             key_usage: tree("key_usage")?,
             key_cache: KeyCache::new(options.key_cache_capacity),
@@ -469,6 +479,8 @@ impl Store {
             _lock: lock,
         };
         store.migrate_audit_keys()?;
+        store.migrate_policy_blobs()?;
+        store.gc_policy_blobs()?;
         Ok(store)
     }
 
@@ -1276,8 +1288,13 @@ impl Store {
         actor: Actor<'_>,
     ) -> Result<TeamPolicy> {
         let _writing = self.writing();
+        let _policies = self
+            .policy_changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         self.require_team(team_id)?;
-        let sha = hex::encode(Sha256::digest(bytes));
+        // The bytes are on disk before the record that names them commits.
+        let sha = self.policy_files.put(bytes)?;
         let meta = TeamPolicy {
             team_id: team_id.to_owned(),
             sha256: sha.clone(),
@@ -1286,16 +1303,17 @@ impl Store {
             uploaded_by: actor.id.to_owned(),
         };
         let (ak, av) = self.audit_event(Some(team_id), actor, "policy.uploaded", &sha)?;
-        (&self.team_policy, &self.policy_blobs, &self.audit)
-            .transaction(|(team_policy, blobs, audit)| {
-                blobs.insert(sha.as_bytes(), bytes)?;
+        (&self.team_policy, &self.audit)
+            .transaction(|(team_policy, audit)| {
                 team_policy.insert(team_id.as_bytes(), encode(&meta))?;
                 audit.insert(ak.as_slice(), av.as_slice())?;
                 Ok(())
             })
             .map_err(tx_err)?;
-        self.gc_policy_blobs()?;
-        self.durable(meta)
+        let meta = self.durable(meta)?;
+        // Only once the new record is durable may the blob it replaced go.
+        self.gc_policy_blobs_locked()?;
+        Ok(meta)
     }
 
     /// The team's uploaded policy and its bytes, if it has one.
@@ -1304,17 +1322,12 @@ impl Store {
             return Ok(None);
         };
         let meta: TeamPolicy = decode("team policy", &meta)?;
-        let Some(bytes) = self.policy_blobs.get(meta.sha256.as_bytes())? else {
+        let Some(bytes) = self.policy_files.get(&meta.sha256)? else {
             return Err(Error::Corruption {
                 what: format!("policy blob {} of team {team_id} is missing", meta.sha256),
             });
         };
-        if hex::encode(Sha256::digest(&bytes)) != meta.sha256 {
-            return Err(Error::Corruption {
-                what: format!("policy blob of team {team_id} does not match its hash"),
-            });
-        }
-        Ok(Some((meta, bytes.to_vec())))
+        Ok(Some((meta, bytes)))
     }
 
     /// Every team that has uploaded a policy.
@@ -1326,9 +1339,19 @@ impl Store {
             .collect()
     }
 
+    /// The SHA-256 of every policy blob kept on disk. Only blobs that a team policy names are
+    /// kept, so a team stores at most one plugin however many it uploads.
+    pub fn stored_policy_blobs(&self) -> Result<Vec<String>> {
+        self.policy_files.list()
+    }
+
     /// Removes a team's policy (back to the deployment default). `true` if it had one.
     pub fn delete_team_policy(&self, team_id: &str, actor: Actor<'_>) -> Result<bool> {
         let _writing = self.writing();
+        let _policies = self
+            .policy_changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let (ak, av) = self.audit_event(Some(team_id), actor, "policy.reset", team_id)?;
         let removed = (&self.team_policy, &self.audit)
             .transaction(|(team_policy, audit)| {
@@ -1339,22 +1362,64 @@ impl Store {
                 Ok(had)
             })
             .map_err(tx_err)?;
-        self.gc_policy_blobs()?;
-        self.durable(removed)
+        let removed = self.durable(removed)?;
+        self.gc_policy_blobs_locked()?;
+        Ok(removed)
     }
 
+    /// Deletes the blobs no team policy names (and files a crash left half-written).
     fn gc_policy_blobs(&self) -> Result<()> {
-        let mut live = std::collections::HashSet::new();
-        for meta in self.list_team_policies()? {
-            live.insert(meta.sha256);
+        let _policies = self
+            .policy_changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.gc_policy_blobs_locked()
+    }
+
+    fn gc_policy_blobs_locked(&self) -> Result<()> {
+        let live: std::collections::HashSet<String> = self
+            .list_team_policies()?
+            .into_iter()
+            .map(|meta| meta.sha256)
+            .collect();
+        self.policy_files.retain(&live)?;
+        Ok(())
+    }
+
+    /// Stores of earlier versions kept policy bytes in a sled tree, whose space sled never
+    /// returns: move them to files, then drop the tree. Safe to repeat after a crash (a file
+    /// written twice is the same file; the tree goes only once all are written).
+    fn migrate_policy_blobs(&self) -> Result<()> {
+        if !self
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| &n[..] == LEGACY_POLICY_BLOBS.as_bytes())
+        {
+            return Ok(());
         }
-        for k in self.policy_blobs.iter().keys() {
-            let k = k?;
-            if !live.contains(&decode_str("policy blob key", &k)?) {
-                self.policy_blobs.remove(k)?;
+        let tree = self.db.open_tree(LEGACY_POLICY_BLOBS)?;
+        for entry in tree.iter() {
+            let (k, v) = entry?;
+            let sha = self.policy_files.put(&v)?;
+            if sha.as_bytes() != &k[..] {
+                return Err(Error::Corruption {
+                    what: format!(
+                        "policy blob {} does not match its hash",
+                        String::from_utf8_lossy(&k)
+                    ),
+                });
             }
         }
+        drop(tree);
+        self.db.drop_tree(LEGACY_POLICY_BLOBS)?;
+        self.db.flush()?;
         Ok(())
+    }
+
+    /// The directory of policy blob files, for backup and restore.
+    pub(crate) fn policy_files(&self) -> &BlobDir {
+        &self.policy_files
     }
 
     // ----- audit ----------------------------------------------------------------------------

@@ -187,6 +187,12 @@ impl Server {
         }
     }
 
+    /// Every line the server has printed on stderr so far, start-up included.
+    #[allow(dead_code)]
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
     /// `base` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)

@@ -9,7 +9,7 @@ mod runtime;
 mod set;
 
 pub use runtime::{LoadError, Plugin, PluginError, PolicyEngine, PolicyLimits};
-pub use set::{PolicySet, PolicySource};
+pub use set::{ActivePolicy, BrokenPolicy, PolicySet, PolicySource};
 
 /// One request as a policy sees it (borrowed; the runtime copies it into the guest).
 #[derive(Debug, Clone, Copy)]

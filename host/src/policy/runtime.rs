@@ -134,6 +134,10 @@ pub enum PluginError {
     /// The team's plugin was already running as many calls as it may, for too long.
     #[error("the plugin is busy: its concurrent-call limit stayed full")]
     Busy,
+    /// The team's stored policy did not load (see [`crate::policy::BrokenPolicy`]); nothing
+    /// ran. The team fails closed until an owner uploads, resets or rolls back.
+    #[error("the team's policy did not load: {0}")]
+    NotLoaded(String),
 }
 
 impl PluginError {
@@ -147,6 +151,7 @@ impl PluginError {
             PluginError::InvalidAnswer(_) => "invalid_answer",
             PluginError::Instantiate(_) => "instantiate",
             PluginError::Busy => "busy",
+            PluginError::NotLoaded(_) => "not_loaded",
         }
     }
 }
@@ -443,6 +448,45 @@ impl PolicyEngine {
         }
     }
 
+    /// Forgets every compiled component whose SHA-256 is not in `live`, in memory and in the
+    /// on-disk cache (with any entry of another engine version, and temporary files a crash
+    /// left), so the cache holds what the active policies use and no more. Returns how many
+    /// cache files it deleted.
+    pub fn retain_compiled(&self, live: &std::collections::HashSet<[u8; 32]>) -> usize {
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|sha, _| live.contains(sha));
+        let Some(dir) = &self.cache_dir else {
+            return 0;
+        };
+        // Holding the compile lock: a compilation never writes a file that is then judged by
+        // a listing taken before it.
+        let _compiling = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
+        let keep: std::collections::HashSet<String> = live
+            .iter()
+            .map(|sha| format!("{}-{}.cwasm", hex::encode(sha), self.engine_hash))
+            .collect();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut deleted = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_str().is_some_and(|n| !keep.contains(n))
+                && entry.file_type().is_ok_and(|t| t.is_file())
+            {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => deleted += 1,
+                    Err(e) => {
+                        tracing::warn!(path = %entry.path().display(), error = %e, "could not prune the plugin compile cache")
+                    }
+                }
+            }
+        }
+        deleted
+    }
+
     /// Whether a compiled artefact for these bytes is in the on-disk cache.
     pub fn is_cached_on_disk(&self, bytes: &[u8]) -> bool {
         let sha = Sha256::digest(bytes);
@@ -666,6 +710,11 @@ impl Plugin {
         hex::encode(self.sha256)
     }
 
+    /// SHA-256 of the component.
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+
     /// Size of the component in bytes.
     pub fn size(&self) -> usize {
         self.size
@@ -855,7 +904,7 @@ mod tests {
             None,
         )
         .expect("engine");
-        let bytes = std::fs::read(env!("BILLSTACK_FIXTURE_LEAKY")).expect("fixture");
+        let bytes = std::fs::read(billstack_test_artifacts::LEAKY).expect("fixture");
         engine.load(&bytes).expect("loads")
     }
 

@@ -16,7 +16,6 @@ use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use super::policies::ActivePolicyView;
 use super::session::{SessionUser, require_member};
 use super::{AppState, usage};
-use crate::policy::ScopePolicy;
 use crate::views::{CreatedKey, KeyView, RateLimitView};
 
 /// The body of a key creation.
@@ -134,7 +133,17 @@ pub(super) async fn create(
     require_member(&state, &session, &team_id)?;
     let scopes = body.scopes.unwrap_or_default();
     let (policy, _) = state.policies.for_team(&team_id);
-    let catalogue = policy.scope_names();
+    if let Some(error) = policy.load_error()
+        && !scopes.is_empty()
+    {
+        return Err(ApiError::invalid(
+            "scopes",
+            format!(
+                "the team's policy does not load, so scopes cannot be checked ({error}); upload a working policy or reset the team to the default first"
+            ),
+        ));
+    }
+    let catalogue = policy.as_policy().scope_names();
     if let Some(unknown) = scopes.iter().find(|s| !catalogue.contains(s)) {
         let shown: String = unknown.chars().take(80).collect();
         return Err(ApiError::invalid(
@@ -337,9 +346,9 @@ pub(super) async fn policy(
     Path(team_id): Path<String>,
 ) -> ApiResult<Json<super::policies::ActivePolicyView>> {
     require_member(&state, &session, &team_id)?;
-    let (plugin, source) = state.policies.for_team(&team_id);
+    let (policy, source) = state.policies.for_team(&team_id);
     Ok(Json(super::policies::ActivePolicyView {
-        policy: super::policies::PolicyView::of(&plugin, source),
+        policy: super::policies::PolicyView::of_active(&policy, source),
     }))
 }
 

@@ -44,7 +44,7 @@ pub use metrics::Metrics;
 pub use session::{COOKIE, MAX_FAILURES_PER_EMAIL};
 
 use crate::config::Settings;
-use crate::policy::PolicySet;
+use crate::policy::{PolicySet, ScopePolicy};
 
 /// Shared server state.
 pub struct AppState {
@@ -263,19 +263,47 @@ async fn healthz() -> &'static str {
 }
 
 /// `GET /readyz`.
+///
+/// The first line is `ready` or `not ready`; one line per check follows. A team policy that
+/// did not load is listed (`team policy TEAM: failed …`) but leaves the server ready: only
+/// that team's requests fail closed, and every replica would see the same.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses(
-        (status = 200, description = "The store answers and a default policy is loaded: `ready`", content_type = "text/plain", body = String),
-        (status = 503, description = "Not ready", content_type = "text/plain", body = String)))]
+        (status = 200, description = "The store answers and a default policy is loaded: `ready`, then one line per check (including team policies that failed to load)", content_type = "text/plain", body = String),
+        (status = 503, description = "Not ready: `not ready`, then one line per check", content_type = "text/plain", body = String)))]
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    // Ready when the store answers and a default policy is loaded.
-    let store_ok = state.store.get_team("").is_ok();
-    let policy_ok = !state.policies.default_policy().sha256_hex().is_empty();
-    if store_ok && policy_ok {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    let mut lines = Vec::new();
+    let store_ok = match state.store.get_team("") {
+        Ok(_) => {
+            lines.push("store: ok".to_string());
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: the store does not answer");
+            lines.push("store: failed".to_string());
+            false
+        }
+    };
+    let default = state.policies.default_policy();
+    lines.push(format!(
+        "default policy: ok ({} {}, sha256 {})",
+        default.info().name,
+        default.info().version,
+        default.sha256_hex()
+    ));
+    for (team, broken) in state.policies.broken_teams() {
+        lines.push(format!(
+            "team policy {team}: failed to load (sha256 {}); its requests fail closed: {}",
+            broken.sha256_hex(),
+            broken.error().replace('\n', " ")
+        ));
     }
+    let (status, head) = if store_ok {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    };
+    (status, format!("{head}\n{}\n", lines.join("\n"))).into_response()
 }
 
 /// `GET /metrics`.

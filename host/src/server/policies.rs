@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::session::{SessionUser, require_owner};
-use crate::policy::{Plugin, PolicySource, ScopePolicy};
+use crate::policy::{ActivePolicy, Plugin, PolicySource, ScopePolicy};
 
 /// A team's active policy.
 #[derive(Debug, Serialize, ToSchema)]
@@ -33,6 +33,15 @@ pub struct PolicyView {
     pub sha256: String,
     /// The scopes it defines.
     pub scopes: Vec<ScopeView>,
+    /// `loaded`, or `failed` for a team policy that did not load: the team's SaaS requests
+    /// then get 503 `policy_error` (never the deployment default) until an owner uploads,
+    /// resets or rolls back. `name` and `version` are empty then.
+    #[schema(pattern = "^(loaded|failed)$")]
+    pub status: &'static str,
+    /// Why the policy did not load (with `status` `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error: Option<String>,
 }
 
 /// One scope of a policy's catalogue.
@@ -61,6 +70,24 @@ impl PolicyView {
                     description: s.description.clone(),
                 })
                 .collect(),
+            status: "loaded",
+            error: None,
+        }
+    }
+
+    /// The view of a team's active policy, loaded or not.
+    pub fn of_active(policy: &ActivePolicy, source: PolicySource) -> PolicyView {
+        match policy {
+            ActivePolicy::Loaded(plugin) => PolicyView::of(plugin, source),
+            ActivePolicy::Broken(broken) => PolicyView {
+                source,
+                name: String::new(),
+                version: String::new(),
+                sha256: broken.sha256_hex().to_owned(),
+                scopes: Vec::new(),
+                status: "failed",
+                error: Some(broken.error().to_owned()),
+            },
         }
     }
 }
@@ -144,14 +171,25 @@ pub(super) async fn upload(
     let upload = bytes.clone();
     // Compiling takes up to seconds of CPU: off the executor.
     let loaded = tokio::task::spawn_blocking(move || engine.load_for_team(&upload)).await?;
-    let plugin = loaded
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_policy", e.to_string()))?;
+    let plugin = match loaded {
+        Ok(plugin) => plugin,
+        Err(e) => {
+            // A refused upload leaves nothing behind, not even its compiled code.
+            prune_compiled(&state).await;
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_policy",
+                e.to_string(),
+            ));
+        }
+    };
     let store = Arc::clone(&state.store);
     let (team, actor) = (team_id.clone(), session.audit_actor());
     tokio::task::spawn_blocking(move || store.put_team_policy(&team, &bytes, actor.get()))
         .await??;
     // Stored durably; now the one atomic switch.
     state.policies.set_team(&team_id, Arc::clone(&plugin));
+    prune_compiled(&state).await;
     let catalogue = plugin.scope_names();
     let orphaned: Vec<OrphanedKeyView> = state
         .store
@@ -193,8 +231,18 @@ pub(super) async fn reset(
     let (team, actor) = (team_id.clone(), session.audit_actor());
     tokio::task::spawn_blocking(move || store.delete_team_policy(&team, actor.get())).await??;
     state.policies.clear_team(&team_id);
-    let (plugin, source) = state.policies.for_team(&team_id);
+    prune_compiled(&state).await;
+    let (policy, source) = state.policies.for_team(&team_id);
     Ok(Json(ActivePolicyView {
-        policy: PolicyView::of(&plugin, source),
+        policy: PolicyView::of_active(&policy, source),
     }))
+}
+
+/// Drops compiled code that no active policy uses (from memory and the on-disk cache), so
+/// what a deployment keeps is bounded by its active policies, not by its upload history.
+async fn prune_compiled(state: &Arc<AppState>) {
+    let (engine, live) = (Arc::clone(&state.engine), state.policies.loaded_sha256s());
+    if let Err(e) = tokio::task::spawn_blocking(move || engine.retain_compiled(&live)).await {
+        tracing::warn!(error = %e, "pruning the plugin compile cache failed");
+    }
 }

@@ -35,6 +35,8 @@ async fn reload(path: &Path, engine: &Arc<PolicyEngine>, policies: &Arc<PolicySe
                 );
                 // Switch first, then say so: whoever reads the line sees the new policy.
                 policies.set_default(plugin);
+                let (engine, live) = (Arc::clone(engine), policies.loaded_sha256s());
+                let _ = tokio::task::spawn_blocking(move || engine.retain_compiled(&live)).await;
                 eprintln!("{line}");
             } else {
                 eprintln!("policy: deployment default unchanged ({why}): sha256 {previous}");
