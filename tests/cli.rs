@@ -493,6 +493,7 @@ fn the_config_file_is_read_and_unknown_keys_are_refused_by_name() {
         ),
     )
     .expect("write");
+    std::fs::create_dir_all(data.join("from-config")).expect("mkdir");
     let mut c = cmd(&data);
     c.env_remove("BILLSTACK_DATA_DIR").args([
         "--config",
@@ -650,6 +651,7 @@ fn version_names_the_wit_world_and_every_help_page_is_complete() {
         &["policy", "check"],
         &["policy", "test"],
         &["policy", "export"],
+        &["openapi"],
     ] {
         let mut c = cmd(dir.path());
         c.args(path).arg("--help");
@@ -658,6 +660,18 @@ fn version_names_the_wit_world_and_every_help_page_is_complete() {
         assert!(out.status.success(), "{path:?}");
         assert!(help.contains("Usage: billstack"), "{path:?}: {help}");
     }
+    // `billstack openapi` prints the document the server serves.
+    let mut c = cmd(dir.path());
+    c.arg("openapi");
+    let out = run(c, "");
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1"))
+    );
+    assert!(doc["paths"]["/auth/verify"]["get"]["operationId"] == "forwardAuthGet");
 }
 
 fn forward_auth_status(server: &Server, key: &str) -> u16 {
@@ -741,6 +755,11 @@ fn a_backup_taken_while_serving_restores_every_key_and_every_revocation() {
         out["backup"]["bytes"].as_u64(),
         Some(std::fs::metadata(&file).expect("file").len())
     );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "only its owner may read a backup");
+    }
     // The file is never overwritten.
     let mut c = cmd(&data);
     c.args(["backup", "--output", file.to_str().expect("utf8")]);
@@ -811,4 +830,216 @@ fn a_backup_taken_while_serving_restores_every_key_and_every_revocation() {
     );
     assert_eq!(out["online"], false);
     assert_eq!(out["backup"]["keys"], 5);
+}
+
+/// Runs `billstack ARGS…` against `data`; returns (success, stderr).
+fn attempt(data: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let mut c = cmd(data);
+    c.args(args);
+    let out = run(c, "");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Only `serve` creates a missing data directory: every other command names the path and
+/// changes nothing, reading commands refuse a directory with no store, and a creating command
+/// may start one in an empty directory that exists.
+#[test]
+fn offline_commands_never_make_a_store_where_none_was_meant() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("mistyped");
+    let backup = dir.path().join("out.backup");
+    let backup_arg = backup.to_str().expect("utf8");
+    for args in [
+        &["team", "create", "--name", "Acme"][..],
+        &["key", "list", "--team", "team_a"],
+        &["key", "create", "--team", "team_a", "--name", "k"],
+        &["project", "create", "--team", "team_a", "--name", "p"],
+        &["backup", "--output", backup_arg],
+    ] {
+        let (ok, stderr) = attempt(&missing, args);
+        assert!(!ok, "{args:?}");
+        assert!(
+            stderr.contains(&missing.display().to_string()) && stderr.contains("does not exist"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+        assert!(!backup.exists(), "{args:?}");
+    }
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    for args in [
+        &["key", "list", "--team", "team_a"][..],
+        &["backup", "--output", backup_arg],
+        &["project", "create", "--team", "team_a", "--name", "p"],
+    ] {
+        let (ok, stderr) = attempt(&empty, args);
+        assert!(!ok, "{args:?}");
+        assert!(
+            stderr.contains("holds no BillStack store"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&empty).expect("dir").count(),
+            0,
+            "{args:?} wrote into the empty directory"
+        );
+    }
+    assert!(!backup.exists());
+    let (ok, stderr) = attempt(&empty, &["team", "create", "--name", "Acme"]);
+    assert!(
+        ok,
+        "a creating command starts a store in an empty directory: {stderr}"
+    );
+    let (ok, stderr) = attempt(&empty, &["backup", "--output", backup_arg]);
+    assert!(ok, "{stderr}");
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").expect("write");
+    for args in [&["team", "create", "--name", "Acme"][..], &["serve"]] {
+        let (ok, stderr) = attempt(&file, args);
+        assert!(!ok, "{args:?}");
+        assert!(
+            stderr.contains(&file.display().to_string()) && stderr.contains("is not a directory"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(std::fs::read(&file).expect("read"), b"not a directory");
+}
+
+/// Everything that can refuse a start is checked before the store is made: a start that fails
+/// leaves no store, no data directory and no spent one-time password behind.
+#[test]
+fn a_failed_start_changes_nothing_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = taken.local_addr().expect("addr").to_string();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().expect("utf8");
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"not a component").expect("write");
+    let garbage = garbage.to_str().expect("utf8");
+    for (why, args, envs) in [
+        (
+            "the address is taken",
+            vec!["serve", "--listen", taken.as_str()],
+            vec![],
+        ),
+        (
+            "the TLS files are missing",
+            vec!["serve", "--listen", "127.0.0.1:0"],
+            vec![
+                ("BILLSTACK_TLS_CERT", missing),
+                ("BILLSTACK_TLS_KEY", missing),
+            ],
+        ),
+        (
+            "the policy is not a component",
+            vec!["serve", "--listen", "127.0.0.1:0"],
+            vec![("BILLSTACK_POLICY", garbage)],
+        ),
+        (
+            "the log filter is not one",
+            vec!["serve", "--listen", "127.0.0.1:0"],
+            vec![("BILLSTACK_LOG", "verbose")],
+        ),
+    ] {
+        let mut c = cmd(&data);
+        c.args(&args).envs(envs.iter().copied());
+        let out = run(c, "");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{why}");
+        assert!(stderr.contains("error:"), "{why}: {stderr}");
+        assert!(
+            !stderr.contains("password"),
+            "{why}: no password spent: {stderr}"
+        );
+        assert!(!data.exists(), "{why}: {} was made", data.display());
+    }
+}
+
+/// `--listen localhost:PORT` listens on the loopback address `localhost` names.
+#[test]
+fn serve_listens_on_a_host_name() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = cmd(&dir.path().join("data"));
+    c.args(["serve", "--listen", "localhost:0"])
+        .env("BILLSTACK_ADMIN_PASSWORD", "bootstrap-pass-1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let url = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(url) = common::listening_url(&line) {
+                    break url;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the server did not start on localhost:0");
+            }
+        }
+    };
+    let status = agent()
+        .get(&format!("{url}/healthz"))
+        .call()
+        .expect("healthz")
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert_eq!(status, 200);
+}
+
+/// With `--log-format json`, every line is one JSON object: the bootstrap's, the listening
+/// line, and the last one.
+#[test]
+fn json_logs_are_json_from_the_first_line_to_the_last() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[("BILLSTACK_LOG_FORMAT", "json")]);
+    let lines = std::mem::replace(&mut server.stderr, std::sync::mpsc::channel().1);
+    let log = server.log_text();
+    assert_eq!(server.stop().code(), Some(0));
+    let mut messages = Vec::new();
+    for line in log.lines().map(str::to_owned).chain(lines.iter()) {
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        messages.push(
+            event["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    for expected in [
+        "bootstrap: created team",
+        "bootstrap: generated password",
+        "billstack listening on",
+        "billstack stopped",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.starts_with(expected)),
+            "{expected}: {messages:?}"
+        );
+    }
 }

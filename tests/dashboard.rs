@@ -175,6 +175,8 @@ fn forward_auth(server: &Server, key: &str, method: &str, path: &str) -> u16 {
 async fn create_use_and_revoke_a_key_in_the_browser() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    // Scripts make the directory; only `serve` creates a missing one.
+    std::fs::create_dir(&data).expect("mkdir data");
     json(
         &data,
         &["team", "create", "--name", "Acme", "--id", "team_a"],

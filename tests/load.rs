@@ -36,6 +36,8 @@ fn a_thousand_connections_of_mixed_traffic_get_no_5xx_and_none_is_dropped() {
         .unwrap_or(10);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    // Scripts make the directory; only `serve` creates a missing one.
+    std::fs::create_dir(&data).expect("mkdir data");
     json(
         &data,
         &["team", "create", "--name", "Load", "--id", "team_a"],

@@ -5,11 +5,12 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::front_proxy::{RefusalWorld, free_port};
 use common::{Server, agent, echo_upstream, json};
 use serde_json::Value;
 
@@ -34,14 +35,6 @@ impl Drop for Nginx {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// Starts nginx with the example configuration, its three addresses rewritten; waits (with a
@@ -105,6 +98,8 @@ fn start_nginx(dir: &Path, billstack: &str, upstream: &str) -> (Nginx, String) {
 fn nginx_auth_request_allows_refuses_and_passes_the_identity_upstream() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    // Scripts make the directory; only `serve` creates a missing one.
+    std::fs::create_dir(&data).expect("mkdir data");
     json(
         &data,
         &["team", "create", "--name", "Acme", "--id", "team_a"],
@@ -204,4 +199,26 @@ fn nginx_auth_request_allows_refuses_and_passes_the_identity_upstream() {
         .call()
         .expect("other project");
     assert_eq!(res.status(), 403);
+}
+
+/// Every refusal reaches the client through nginx with BillStack's own status, JSON body and
+/// headers: 400, 401, 403, 404, 429 and 503, not nginx's 500; and a BillStack that cannot be
+/// reached is a 503, never an allow.
+#[test]
+#[ignore = "needs nginx: .ci/run installs Debian's nginx and runs this"]
+fn nginx_passes_every_refusal_through_as_billstack_gave_it() {
+    let world = RefusalWorld::new();
+    let billstack = world.server.base.trim_start_matches("http://").to_string();
+    let upstream = echo_upstream(16);
+    let (nginx, front) = start_nginx(
+        world.dir.path(),
+        &billstack,
+        upstream.trim_start_matches("http://"),
+    );
+    world.check_refusals(&front);
+    // BillStack unreachable: 503, never the upstream.
+    let down = world.stop_and_ask(&front);
+    assert_eq!(down.status, 503, "{down:?}");
+    assert_eq!(down.body["error"]["code"], "auth_unavailable");
+    drop(nginx);
 }

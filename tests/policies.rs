@@ -16,6 +16,8 @@ const OTHER: (&str, &str) = ("other@globex.test", "other-password-1");
 fn world() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    // Scripts make the directory; only `serve` creates a missing one.
+    std::fs::create_dir(&data).expect("mkdir data");
     for (team, project) in [("team_a", "proj_a"), ("team_b", "proj_b")] {
         json(&data, &["team", "create", "--name", team, "--id", team]);
         json(

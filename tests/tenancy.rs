@@ -43,8 +43,19 @@ const ROWS: &[(&str, Access)] = &[
     ("resetPolicy", Access::Owner),
     ("listAuditLog", Access::Owner),
     ("verifyKey", Access::Key),
-    ("forwardAuth", Access::Key),
-    ("proxy", Access::Key),
+    ("forwardAuthGet", Access::Key),
+    ("forwardAuthPost", Access::Key),
+    ("forwardAuthPut", Access::Key),
+    ("forwardAuthPatch", Access::Key),
+    ("forwardAuthDelete", Access::Key),
+    ("forwardAuthHead", Access::Key),
+    ("forwardAuthOptions", Access::Key),
+    ("forwardAuthTrace", Access::Key),
+    ("proxyGet", Access::Key),
+    ("proxyPost", Access::Key),
+    ("proxyPut", Access::Key),
+    ("proxyPatch", Access::Key),
+    ("proxyDelete", Access::Key),
     ("healthz", Access::Public),
     ("readyz", Access::Public),
     ("metrics", Access::Public),
@@ -65,6 +76,8 @@ struct World {
 fn world() -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    // Scripts make the directory; only `serve` creates a missing one.
+    std::fs::create_dir(&data).expect("mkdir data");
     for (team, projects) in [
         ("team_a", &["proj_a", "proj_a2"][..]),
         ("team_b", &["proj_b"][..]),

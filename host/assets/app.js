@@ -132,6 +132,11 @@ function renderPolicy() {
   $("policy-name").textContent = p.name;
   $("policy-version").textContent = p.version;
   $("policy-sha").textContent = p.sha256;
+  const failed = p.status === "failed";
+  $("policy-failed").textContent = failed
+    ? `This team's policy did not load (${p.error}). Its API requests are refused (503 policy_error) until an owner uploads a working policy or resets to the deployment default.`
+    : "";
+  show($("policy-failed"), failed);
 }
 
 function renderCreateChoices() {

@@ -2,6 +2,7 @@
 //! Commands print JSON on stdout, diagnostics on stderr, and exit non-zero on failure.
 
 use std::io::{BufRead, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -125,6 +126,9 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Print the OpenAPI 3.1 document of the HTTP API (as `GET /api/openapi.json` serves it),
+    /// for client generators and validators.
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,6 +273,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(c) => c.run(&Settings::resolve(&overrides)?),
         Command::Policy(c) => c.run(&overrides),
         Command::Backup { output } => backup(&Settings::resolve(&overrides)?, &output),
+        Command::Openapi => print_json(crate::server::openapi::document()),
         Command::Restore { file } => {
             let settings = Settings::resolve(&overrides)?;
             let summary = Store::restore_from(&settings.data_dir, || {
@@ -291,13 +296,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// then renamed into place, so FILE is either a complete backup or absent.
 fn backup(settings: &Settings, output: &std::path::Path) -> anyhow::Result<()> {
     use std::io::{BufRead as _, Read as _};
+    check_data_dir(settings, StoreUse::Existing)?;
     if output.exists() {
         bail!("{} already exists; choose a new file", output.display());
     }
     let partial = output.with_extension(format!("partial-{}", std::process::id()));
     let result = (|| -> anyhow::Result<bool> {
+        // Mode 0600 from the first byte: a backup holds every key hash, password hash and
+        // session hash of the deployment.
         let mut file = std::io::BufWriter::new(
-            std::fs::File::create_new(&partial)
+            std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&partial)
                 .with_context(|| format!("cannot create {}", partial.display()))?,
         );
         let online = match Store::open(&settings.data_dir) {
@@ -371,14 +383,53 @@ fn parse_rate_limit(text: &str) -> Result<RateLimit, String> {
     Ok(limit)
 }
 
-fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+/// What a command needs of its data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreUse {
+    /// It may start a store, in a directory that exists (empty, as a script makes it).
+    MayStart,
+    /// It needs a store that is already there.
+    Existing,
+}
+
+/// Checks the data directory the way `use` needs it, before anything is opened: only `serve`
+/// creates a directory, so a mistyped `--data-dir` is an error naming the path, never a new
+/// empty store.
+fn check_data_dir(settings: &Settings, wanted: StoreUse) -> anyhow::Result<()> {
+    let dir = &settings.data_dir;
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "the data directory {} does not exist (only `billstack serve` creates one; check --data-dir or BILLSTACK_DATA_DIR)",
+            dir.display()
+        ),
+        Err(e) => bail!("cannot use the data directory {}: {e}", dir.display()),
+        Ok(meta) if !meta.is_dir() => {
+            bail!("the data directory {} is not a directory", dir.display())
+        }
+        Ok(_) => {}
+    }
+    if wanted == StoreUse::Existing && !Store::exists_in(dir) {
+        bail!(
+            "{} holds no BillStack store (check --data-dir; `billstack serve` or `billstack team create` starts one)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn open_store(settings: &Settings, wanted: StoreUse) -> anyhow::Result<Store> {
+    check_data_dir(settings, wanted)?;
     Ok(Store::open(&settings.data_dir)?)
 }
 
 impl TeamCommand {
     fn run(self, settings: &Settings) -> anyhow::Result<()> {
         let TeamCommand::Create { name, id } = self;
-        let team = open_store(settings)?.create_team(id.as_deref(), &name, CLI_ACTOR.into())?;
+        let team = open_store(settings, StoreUse::MayStart)?.create_team(
+            id.as_deref(),
+            &name,
+            CLI_ACTOR.into(),
+        )?;
         print_json(&json!({"id": team.id, "name": team.name}))
     }
 }
@@ -386,8 +437,12 @@ impl TeamCommand {
 impl ProjectCommand {
     fn run(self, settings: &Settings) -> anyhow::Result<()> {
         let ProjectCommand::Create { team, name, id } = self;
-        let p =
-            open_store(settings)?.create_project(&team, id.as_deref(), &name, CLI_ACTOR.into())?;
+        let p = open_store(settings, StoreUse::Existing)?.create_project(
+            &team,
+            id.as_deref(),
+            &name,
+            CLI_ACTOR.into(),
+        )?;
         print_json(&json!({"id": p.id, "name": p.name, "teamId": p.team_id}))
     }
 }
@@ -418,7 +473,7 @@ impl UserCommand {
         } = self;
         let role: Role = role.parse().map_err(anyhow::Error::msg)?;
         let password = read_password_line()?;
-        let store = open_store(settings)?;
+        let store = open_store(settings, StoreUse::Existing)?;
         let user = store.create_user(
             &NewUser {
                 email,
@@ -434,7 +489,7 @@ impl UserCommand {
 
 impl KeyCommand {
     fn run(self, settings: &Settings) -> anyhow::Result<()> {
-        let store = open_store(settings)?;
+        let store = open_store(settings, StoreUse::Existing)?;
         match self {
             KeyCommand::Create {
                 team,

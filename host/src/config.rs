@@ -1,6 +1,8 @@
 //! `billstack.toml` and its `BILLSTACK_*` environment overrides.
 
 use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -114,7 +116,7 @@ pub struct Settings {
     /// Deployment default policy file, if not the embedded one.
     pub policy: Option<PathBuf>,
     /// Proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<IpNet>,
     /// Failed keys per client address per [`Settings::throttle_window`].
     pub unknown_keys_per_address: u32,
     /// The throttle's window.
@@ -134,6 +136,71 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `--data-dir` / `BILLSTACK_DATA_DIR`.
     pub data_dir: Option<PathBuf>,
+}
+
+/// The log filter from `BILLSTACK_LOG` (default `info`), in tracing's `EnvFilter` syntax:
+/// comma-separated `LEVEL` or `TARGET=LEVEL` directives. A value that is not one is an error,
+/// not a silently different filter: `EnvFilter` alone would read `verbose` as "everything from
+/// a module named verbose" and so log almost nothing.
+pub fn log_filter(value: Option<String>) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let Some(text) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(tracing_subscriber::EnvFilter::new("info"));
+    };
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = match directive.rsplit_once('=') {
+            Some((target, level)) if !target.is_empty() => level,
+            Some(_) => bail!("BILLSTACK_LOG={text:?}: {directive:?} names no target"),
+            None if directive.contains("::") || directive.contains('[') => continue,
+            None => directive,
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            bail!(
+                "BILLSTACK_LOG={text:?}: {level:?} is not a level (trace, debug, info, warn, error or off; e.g. BILLSTACK_LOG=debug or info,billstack_host=debug)"
+            );
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(&text)
+        .with_context(|| format!("BILLSTACK_LOG={text:?} is not a log filter"))
+}
+
+/// A listen address: `IP:PORT`, or `HOST:PORT` with a name resolved once now (`localhost:8080`
+/// listens on the first address `localhost` has, as `127.0.0.1:8080` would).
+fn parse_listen(text: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let shape = || format!("listen address {text:?} is not host:port (e.g. 127.0.0.1:8080)");
+    let (host, port) = text.rsplit_once(':').with_context(shape)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        bail!(shape());
+    }
+    let mut addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .with_context(|| format!("listen address {text:?}: cannot resolve {host:?}"))?
+        .collect();
+    // The IPv4 address first, as people who write `localhost` usually mean 127.0.0.1.
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    addrs
+        .into_iter()
+        .next()
+        .with_context(|| format!("listen address {text:?}: {host:?} has no address"))
+}
+
+/// A trusted proxy: one address (`10.0.0.2`, `::1`) or a CIDR range (`10.0.0.0/8`).
+fn parse_trusted_proxy(text: &str) -> anyhow::Result<IpNet> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    let net: IpNet = text.parse().with_context(|| {
+        format!("trusted proxy {text:?} is not an IP address or CIDR range (e.g. 127.0.0.1 or 10.0.0.0/8)")
+    })?;
+    if net.trunc() != net {
+        bail!(
+            "trusted proxy {text:?} has host bits set; did you mean {}?",
+            net.trunc()
+        );
+    }
+    Ok(net)
 }
 
 fn env_var(name: &str) -> Option<String> {
@@ -185,9 +252,7 @@ impl Settings {
             .clone()
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen: SocketAddr = listen_text.parse().with_context(|| {
-            format!("listen address {listen_text:?} is not host:port (e.g. 127.0.0.1:8080)")
-        })?;
+        let listen = parse_listen(&listen_text)?;
         let data_dir = overrides
             .data_dir
             .clone()
@@ -234,12 +299,8 @@ impl Settings {
             None => file.trusted_proxies.unwrap_or_default(),
         }
         .iter()
-        .map(|text| {
-            text.parse::<IpAddr>().with_context(|| {
-                format!("trusted proxy {text:?} is not an IP address (e.g. 127.0.0.1)")
-            })
-        })
-        .collect::<anyhow::Result<Vec<IpAddr>>>()?;
+        .map(|text| parse_trusted_proxy(text))
+        .collect::<anyhow::Result<Vec<IpNet>>>()?;
 
         let unknown_keys_per_address = env_u64("BILLSTACK_UNKNOWN_KEYS_PER_ADDRESS")?
             .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
@@ -351,6 +412,49 @@ mod tests {
         assert!(Settings::from_file(bad, &Overrides::default()).is_err());
         let bad: FileConfig = toml::from_str("listen = \"nope\"\n").expect("parses");
         assert!(Settings::from_file(bad, &Overrides::default()).is_err());
+        for bad in [
+            "localhost",
+            "localhost:",
+            ":8080",
+            "localhost:99999",
+            "localhost:http",
+        ] {
+            assert!(parse_listen(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn log_filters_are_levels_or_target_levels() {
+        for good in [
+            None,
+            Some(""),
+            Some("debug"),
+            Some("WARN"),
+            Some("info,billstack_host=debug"),
+            Some("billstack_host::server=trace"),
+        ] {
+            assert!(log_filter(good.map(str::to_string)).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "verbose",
+            "info,billstack_host=loud",
+            "=debug",
+            "info,chatty",
+        ] {
+            let err = log_filter(Some(bad.to_string())).expect_err(bad);
+            assert!(format!("{err:#}").contains("BILLSTACK_LOG"), "{err:#}");
+        }
+    }
+
+    #[test]
+    fn a_listen_address_may_name_a_host() {
+        let addr = parse_listen("localhost:8080").expect("localhost resolves");
+        assert!(addr.ip().is_loopback(), "{addr}");
+        assert_eq!(addr.port(), 8080);
+        assert_eq!(
+            parse_listen("[::1]:0").expect("v6"),
+            "[::1]:0".parse::<SocketAddr>().expect("addr")
+        );
     }
 
     #[test]
@@ -403,14 +507,22 @@ mod tests {
     }
 
     #[test]
-    fn trusted_proxies_must_be_addresses() {
-        let file: FileConfig =
-            toml::from_str("trusted_proxies = [\"127.0.0.1\", \"::1\"]\n").expect("parses");
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let file: FileConfig = toml::from_str(
+            "trusted_proxies = [\"127.0.0.1\", \"::1\", \"10.0.0.0/8\", \"fd00::/8\"]\n",
+        )
+        .expect("parses");
         let s = Settings::from_file(file, &Overrides::default()).expect("valid");
-        assert_eq!(s.trusted_proxies.len(), 2);
-        let bad: FileConfig =
-            toml::from_str("trusted_proxies = [\"10.0.0.0/8\"]\n").expect("parses");
-        let err = Settings::from_file(bad, &Overrides::default()).expect_err("a range");
-        assert!(format!("{err:#}").contains("10.0.0.0/8"), "{err:#}");
+        assert_eq!(s.trusted_proxies.len(), 4);
+        let inside: IpAddr = "10.200.3.4".parse().expect("ip");
+        assert!(s.trusted_proxies.iter().any(|n| n.contains(&inside)));
+        let outside: IpAddr = "11.0.0.1".parse().expect("ip");
+        assert!(!s.trusted_proxies.iter().any(|n| n.contains(&outside)));
+        for bad in ["10.0.0.0/33", "10.0.0.1/8", "proxy.internal", "10.0.0.0/"] {
+            let file: FileConfig =
+                toml::from_str(&format!("trusted_proxies = [\"{bad}\"]\n")).expect("parses");
+            let err = Settings::from_file(file, &Overrides::default()).expect_err(bad);
+            assert!(format!("{err:#}").contains(bad), "{err:#}");
+        }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod decision;
 pub mod policy;
 pub mod policytest;

@@ -172,6 +172,11 @@ impl AddressThrottle {
         }
     }
 
+    /// Failures allowed per window.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
     /// `Some(seconds until retry)` when the address has used up its failures in this window.
     pub fn blocked(&self, ip: IpAddr, now_ms: i64) -> Option<u64> {
         let w = self.windows.peek(&Self::bucket(ip), now_ms)?;

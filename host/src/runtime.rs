@@ -61,6 +61,16 @@ pub fn load_policies(
     store: &Store,
 ) -> anyhow::Result<PolicySet> {
     let set = PolicySet::new(load_default_policy(engine, settings)?);
+    load_team_policies(engine, &set, store)?;
+    Ok(set)
+}
+
+/// Adds every team upload in the store to `set` (see [`load_policies`]).
+pub fn load_team_policies(
+    engine: &Arc<PolicyEngine>,
+    set: &PolicySet,
+    store: &Store,
+) -> anyhow::Result<()> {
     for meta in store.list_team_policies()? {
         let loaded = match store.get_team_policy(&meta.team_id) {
             Ok(Some((_, bytes))) => engine.load_for_team(&bytes).map_err(|e| e.to_string()),
@@ -81,5 +91,5 @@ pub fn load_policies(
         }
     }
     engine.retain_compiled(&set.loaded_sha256s());
-    Ok(set)
+    Ok(())
 }

@@ -429,6 +429,11 @@ pub(crate) const LEGACY_POLICY_BLOBS: &str = "policy_blobs";
 pub(crate) const AUDIT_KEYS_MIGRATED: &[u8] = b"meta/audit-keys-by-team";
 
 impl Store {
+    /// Whether `dir` holds a store (of any version), without opening or creating anything.
+    pub fn exists_in(dir: impl AsRef<Path>) -> bool {
+        dir.as_ref().join("db").is_dir()
+    }
+
     /// Opens (or creates) the store in `dir` with default options.
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
         Store::open_with(dir, &StoreOptions::default())
@@ -438,6 +443,12 @@ impl Store {
     /// has it open.
     pub fn open_with(dir: impl AsRef<Path>, options: &StoreOptions) -> Result<Store> {
         let path = dir.as_ref().to_path_buf();
+        if path.exists() && !path.is_dir() {
+            return Err(crate::invalid(
+                "dataDir",
+                format!("{} is not a directory", path.display()),
+            ));
+        }
         std::fs::create_dir_all(&path)?;
         let lock = File::options()
             .create(true)

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod front_proxy;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -167,10 +169,10 @@ impl Server {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(url) = line.strip_prefix("billstack listening on ") {
+                    if let Some(url) = listening_url(&line) {
                         return Server {
                             child,
-                            base: url.trim().to_string(),
+                            base: url,
                             stderr: rx,
                             data_dir: data_dir.into(),
                             log,
@@ -234,6 +236,19 @@ impl Drop for Server {
         secrets::assert_none("the server log", &log);
         secrets::assert_none_in_dir(&self.data_dir);
     }
+}
+
+/// The URL of a `billstack listening on URL` line, plain or JSON (`--log-format json`).
+pub fn listening_url(line: &str) -> Option<String> {
+    if let Some(url) = line.strip_prefix("billstack listening on ") {
+        return Some(url.trim().to_string());
+    }
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    let message = event["fields"]["message"].as_str()?;
+    message
+        .starts_with("billstack listening on ")
+        .then_some(())?;
+    event["fields"]["url"].as_str().map(str::to_owned)
 }
 
 /// An HTTP agent that returns 4xx/5xx responses instead of erroring on them.
@@ -337,6 +352,8 @@ pub fn sign_in(base: &str, email: &str, password: &str) -> String {
 pub fn team_with_project() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    // Scripts make the directory; only `serve` creates a missing one.
+    std::fs::create_dir(&data).expect("mkdir data");
     json(
         &data,
         &["team", "create", "--name", "Acme", "--id", "team_a"],

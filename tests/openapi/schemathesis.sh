@@ -81,12 +81,18 @@ checks.ensure_resource_availability.enabled = false
 include-operation-id = "getApiKeyUsage"
 checks.use_after_free.enabled = false
 
+TOML
 # Forward auth answers whatever method the proxy's subrequest uses (nginx and Traefik send the
-# original request's), so there is no "unsupported method" to answer 405 to.
+# original request's), so there is no "unsupported method" to answer 405 to. One operation id
+# per method (ids are unique in the document).
+for method in Get Post Put Patch Delete Head Options Trace; do
+    cat >>"$WORK/schemathesis.toml" <<TOML
+
 [[operations]]
-include-operation-id = "forwardAuth"
+include-operation-id = "forwardAuth$method"
 checks.unsupported_method.enabled = false
 TOML
+done
 
 # Logout would end the session the rest of the run uses; a policy upload needs a real
 # component (tests/policies.rs covers it), and random bytes only exercise the 400 path.

@@ -279,8 +279,10 @@ impl std::fmt::Debug for PolicyEngine {
 }
 
 impl PolicyEngine {
-    /// Creates the engine. `cache_dir` holds compiled plugins between runs (created if missing);
-    /// `None` keeps them in memory only.
+    /// Creates the engine. `cache_dir` holds compiled plugins between runs; `None` keeps them
+    /// in memory only. The directory is made when the first compiled plugin is written, and
+    /// only inside a parent that exists (the data directory), so an engine touches no disk
+    /// until a store is there.
     pub fn new(
         limits: PolicyLimits,
         cache_dir: Option<PathBuf>,
@@ -299,9 +301,6 @@ impl PolicyEngine {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = format!("{:016x}", hasher.finish());
 
-        if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir)?;
-        }
         Ok(Arc::new(PolicyEngine {
             engine,
             linker,
@@ -498,6 +497,17 @@ impl PolicyEngine {
 }
 
 fn store_cached(component: &Component, path: &Path) -> anyhow::Result<()> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    if !dir.parent().is_some_and(Path::is_dir) {
+        return Ok(()); // no data directory (yet): keep it in memory only
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e.into()),
+    }
     let bytes = component.serialize()?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use ipnet::IpNet;
 
 use super::AppState;
 
@@ -28,7 +29,7 @@ impl FromRequestParts<Arc<AppState>> for ClientIp {
 }
 
 /// The client address of a request; see the module documentation.
-pub fn client_ip(parts: &Parts, trusted: &[IpAddr]) -> IpAddr {
+pub fn client_ip(parts: &Parts, trusted: &[IpNet]) -> IpAddr {
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -39,8 +40,9 @@ pub fn client_ip(parts: &Parts, trusted: &[IpAddr]) -> IpAddr {
 /// Walks `X-Forwarded-For` from the right (the hop nearest us) past trusted proxies; the first
 /// untrusted address is the client. Anything left of it was written by the client and is not
 /// believed. A malformed entry stops the walk at the last address known to be good.
-fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer) {
+fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let trusts = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !trusts(&peer) {
         return peer;
     }
     let mut client = peer;
@@ -54,7 +56,7 @@ fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> Ip
         match hop.trim().parse::<IpAddr>() {
             Ok(ip) => {
                 client = ip;
-                if !trusted.contains(&ip) {
+                if !trusts(&ip) {
                     break;
                 }
             }
@@ -73,6 +75,13 @@ mod tests {
         s.parse().expect("ip")
     }
 
+    fn net(s: &str) -> IpNet {
+        s.parse::<IpAddr>()
+            .map(IpNet::from)
+            .or_else(|_| s.parse())
+            .expect("net")
+    }
+
     fn xff(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
@@ -83,7 +92,7 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_believed_only_from_a_trusted_peer() {
-        let trusted = [ip("127.0.0.1"), ip("10.0.0.2")];
+        let trusted = [net("127.0.0.1"), net("10.0.0.2")];
         let headers = xff(&["203.0.113.9"]);
         // From an untrusted peer the header is the client's own claim: ignored.
         assert_eq!(
@@ -103,7 +112,7 @@ mod tests {
 
     #[test]
     fn the_walk_skips_trusted_hops_and_ignores_what_the_client_prepended() {
-        let trusted = [ip("127.0.0.1"), ip("10.0.0.2")];
+        let trusted = [net("127.0.0.1"), net("10.0.0.0/24")];
         // client-forged, real client, inner proxy; across two header lines.
         let headers = xff(&["1.1.1.1, 203.0.113.9", "10.0.0.2"]);
         assert_eq!(
@@ -120,6 +129,17 @@ mod tests {
         assert_eq!(
             forwarded_client(ip("10.0.0.2"), &headers, &trusted),
             ip("2001:db8::1")
+        );
+        // A range trusts every address in it, and only those.
+        let headers = xff(&["203.0.113.9, 10.0.0.77"]);
+        assert_eq!(
+            forwarded_client(ip("10.0.0.200"), &headers, &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            forwarded_client(ip("10.0.1.1"), &headers, &trusted),
+            ip("10.0.1.1"),
+            "outside the range: the peer itself"
         );
     }
 }

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 const INDEX: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
 const APP_CSS: &str = include_str!("../../assets/app.css");
+const FAVICON: &str = include_str!("../../assets/favicon.svg");
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
@@ -40,4 +41,15 @@ pub(super) async fn app_js() -> Response {
 /// `GET /assets/app.css`.
 pub(super) async fn app_css() -> Response {
     asset("text/css; charset=utf-8", APP_CSS)
+}
+
+/// `GET /favicon.svg`, and `GET /favicon.ico` for browsers that ask for it whatever the page
+/// says (they read the SVG or show none, but never log a 404 for it).
+pub(super) async fn favicon() -> Response {
+    let mut response = asset("image/svg+xml", FAVICON);
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("public, max-age=86400"),
+    );
+    response
 }

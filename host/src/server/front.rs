@@ -34,8 +34,52 @@ pub(super) struct Checked {
 pub(super) enum Budget {
     /// The key's own `rateLimit`.
     Key(Quota),
-    /// Too many failed keys from the client's address: retry after this many seconds.
-    Address(u64),
+    /// Too many failed keys from the client's address.
+    Address {
+        /// Failures allowed per window.
+        limit: u32,
+        /// Seconds until the window ends.
+        retry_after: u64,
+    },
+}
+
+impl Budget {
+    /// Seconds until a refused request may be retried (`None` when it was not refused).
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Budget::Key(q) => (!q.allowed).then_some(q.reset_seconds),
+            Budget::Address { retry_after, .. } => Some(*retry_after),
+        }
+    }
+}
+
+/// The front door a request came in by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Door {
+    /// `/auth/verify`.
+    ForwardAuth,
+    /// The reverse proxy.
+    Proxy,
+    /// `POST /api/billstack/keys/verify`.
+    JsonVerify,
+}
+
+impl Door {
+    /// The label in metrics and logs.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Door::ForwardAuth => "forward_auth",
+            Door::Proxy => "proxy",
+            Door::JsonVerify => "json_verify",
+        }
+    }
+
+    /// Whether failed keys are counted, and refused, per client address. Not for JSON verify:
+    /// its callers are backends verifying for many end users from one address, and a few of
+    /// those users' bad keys must not refuse everyone else's.
+    fn throttled_by_address(self) -> bool {
+        self != Door::JsonVerify
+    }
 }
 
 fn rate_limited(message: &str, identity: Option<Identity>) -> Decision {
@@ -49,7 +93,7 @@ fn rate_limited(message: &str, identity: Option<Identity>) -> Decision {
 /// records metrics and usage.
 pub(super) async fn decide(
     state: &Arc<AppState>,
-    front_door: &'static str,
+    door: Door,
     client: IpAddr,
     credential: Option<String>,
     raw_key: bool,
@@ -58,10 +102,15 @@ pub(super) async fn decide(
 ) -> Checked {
     let started = Instant::now();
     let now = clock::now_ms();
+    let front_door = door.as_str();
+    let by_address = door.throttled_by_address();
     // An address that keeps presenting keys that do not authenticate is refused before its
     // key costs a storage lookup; keys already in memory (in use by someone) still work, so
     // one guesser behind a shared address cannot lock out its neighbours.
-    if let Some(retry_after) = state.address_throttle.blocked(client, now) {
+    if let Some(retry_after) = by_address
+        .then(|| state.address_throttle.blocked(client, now))
+        .flatten()
+    {
         let token = credential_of(&credential, raw_key).token();
         let in_use = token.is_some_and(|t| {
             apikey::check_format(t).is_ok() && state.store.cached_key(t).is_some()
@@ -76,7 +125,10 @@ pub(super) async fn decide(
                 .decision(front_door, "rate_limited", started.elapsed().as_secs_f64());
             return Checked {
                 decision,
-                budget: Some(Budget::Address(retry_after)),
+                budget: Some(Budget::Address {
+                    limit: state.address_throttle.limit(),
+                    retry_after,
+                }),
             };
         }
     }
@@ -109,6 +161,7 @@ pub(super) async fn decide(
     let mut budget = None;
     if let Decision::Deny(d) = &decision
         && d.kind == DenyKind::InvalidKey
+        && by_address
     {
         state.address_throttle.fail(client, now);
     }
@@ -148,22 +201,24 @@ pub(super) async fn decide(
 }
 
 /// Adds the budget's headers: `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
-/// for a key with a budget, and `Retry-After` whenever the request was refused for it.
-pub(super) fn budget_headers(headers: &mut HeaderMap, budget: Option<&Budget>) {
+/// (for a key with a budget, and for a throttled address), and, when `retry_after` is asked
+/// for (a 429), `Retry-After` whenever the request was refused for the budget.
+pub(super) fn budget_headers(headers: &mut HeaderMap, budget: Option<&Budget>, retry_after: bool) {
     let mut put = |name: &'static str, value: u64| {
         headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
     };
-    match budget {
-        Some(Budget::Key(q)) => {
-            put("ratelimit-limit", u64::from(q.limit));
-            put("ratelimit-remaining", u64::from(q.remaining));
-            put("ratelimit-reset", q.reset_seconds);
-            if !q.allowed {
-                put("retry-after", q.reset_seconds);
-            }
-        }
-        Some(Budget::Address(retry_after)) => put("retry-after", *retry_after),
-        None => {}
+    let Some(budget) = budget else {
+        return;
+    };
+    let (limit, remaining, reset) = match budget {
+        Budget::Key(q) => (q.limit, q.remaining, q.reset_seconds),
+        Budget::Address { limit, retry_after } => (*limit, 0, *retry_after),
+    };
+    put("ratelimit-limit", u64::from(limit));
+    put("ratelimit-remaining", u64::from(remaining));
+    put("ratelimit-reset", reset);
+    if retry_after && let Some(seconds) = budget.retry_after() {
+        put("retry-after", seconds);
     }
 }
 
@@ -278,7 +333,7 @@ pub(super) async fn forward_auth(
     let authorization = header_str(headers, "authorization").map(str::to_owned);
     let Checked { decision, budget } = decide(
         &state,
-        "forward_auth",
+        Door::ForwardAuth,
         client,
         authorization,
         false,
@@ -292,10 +347,47 @@ pub(super) async fn forward_auth(
             identity_headers(response.headers_mut(), &decision);
             response
         }
-        Decision::Deny(d) => denial_response(d),
+        Decision::Deny(d) => with_error_header(denial_response(d)).await,
     };
-    budget_headers(response.headers_mut(), budget.as_ref());
+    budget_headers(response.headers_mut(), budget.as_ref(), true);
     response
+}
+
+/// The header that repeats a forward-auth refusal's JSON body, for proxies that pass a
+/// subrequest's headers but not its body (nginx `auth_request`; see examples/nginx).
+pub(super) const ERROR_HEADER: &str = "x-billstack-error";
+
+/// Copies a refusal's JSON body into [`ERROR_HEADER`], with every non-ASCII character
+/// escaped (`\uXXXX`), so it is a valid header value and still the same JSON.
+async fn with_error_header(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return ApiError::internal("a refusal's body could not be read").into_response();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    if let Ok(value) = HeaderValue::from_str(&ascii_json(&text)) {
+        parts
+            .headers
+            .insert(HeaderName::from_static(ERROR_HEADER), value);
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// JSON text with every non-ASCII character written as `\uXXXX` (UTF-16, as JSON escapes
+/// are): the same value, in bytes a header may carry. Non-ASCII only occurs inside strings.
+fn ascii_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
 
 /// The answer of `POST /api/billstack/keys/verify`.
@@ -327,6 +419,10 @@ pub struct VerifyView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub scopes: Option<Vec<String>>,
+    /// With `RATE_LIMITED`: seconds until the key's budget resets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub retry_after: Option<u64>,
 }
 
 /// The body of `POST /api/billstack/keys/verify`: a key and the request to decide.
@@ -341,12 +437,12 @@ pub(super) struct VerifyBody {
     path: String,
 }
 
-/// `POST /api/billstack/keys/verify`: 200 with `{"valid", "code", …}`, or 429 with the same
-/// body (code `RATE_LIMITED`) over a request budget.
+/// `POST /api/billstack/keys/verify`: always 200 with `{"valid", "code", …}` for a decision,
+/// `RATE_LIMITED` (with `retryAfter` and the `RateLimit-*` headers) included. Never throttled
+/// by the caller's address: a backend verifies for many end users from one address.
 #[utoipa::path(post, path = "/api/billstack/keys/verify", operation_id = "verifyKey", tag = "decisions",
     request_body = VerifyBody,
-    responses((status = 200, description = "The decision (allowed or not)", body = VerifyView),
-        (status = 429, description = "Over the key's budget, or the address is throttled; see Retry-After", body = VerifyView),
+    responses((status = 200, description = "The decision (allowed or not; `RATE_LIMITED` over the key's budget, with `retryAfter` and the RateLimit-* headers)", body = VerifyView),
         (status = 400, description = "Malformed body", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 503, description = "The decision could not be made (fails closed)", body = ErrorBody)))]
 pub(super) async fn json_verify(
@@ -356,7 +452,7 @@ pub(super) async fn json_verify(
 ) -> Response {
     let Checked { decision, budget } = decide(
         &state,
-        "json_verify",
+        Door::JsonVerify,
         client,
         Some(body.key),
         true,
@@ -378,13 +474,15 @@ pub(super) async fn json_verify(
         team_id: id.map(|i| i.team_id.clone()),
         project_id: id.map(|i| i.project_id.clone()),
         scopes: id.map(|i| i.scopes.clone()),
+        retry_after: match &decision {
+            Decision::Deny(d) if d.kind == DenyKind::RateLimited => {
+                budget.as_ref().and_then(Budget::retry_after)
+            }
+            _ => None,
+        },
     };
-    let status = match &decision {
-        Decision::Deny(d) if d.kind == DenyKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        _ => StatusCode::OK,
-    };
-    let mut response = (status, Json(out)).into_response();
-    budget_headers(response.headers_mut(), budget.as_ref());
+    let mut response = (StatusCode::OK, Json(out)).into_response();
+    budget_headers(response.headers_mut(), budget.as_ref(), false);
     response
 }
 
@@ -442,7 +540,7 @@ pub(super) async fn proxy(
     let authorization = header_str(&parts.headers, "authorization").map(str::to_owned);
     let Checked { decision, budget } = decide(
         &state,
-        "proxy",
+        Door::Proxy,
         client,
         authorization,
         false,
@@ -451,8 +549,60 @@ pub(super) async fn proxy(
     )
     .await;
     let mut response = forward(&state, parts, body, &decision, target).await;
-    budget_headers(response.headers_mut(), budget.as_ref());
+    budget_headers(response.headers_mut(), budget.as_ref(), true);
     response
+}
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host` for the upstream. From a trusted proxy
+/// (`trusted_proxies`) its chain and claims are kept and the peer is appended; from anyone
+/// else they are replaced, since nothing vouches for what a client says of itself.
+fn forwarded_headers(state: &AppState, parts: &mut axum::http::request::Parts) {
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let trusted = peer.is_some_and(|ip| state.trusted_proxies.iter().any(|n| n.contains(&ip)));
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let proto = HeaderName::from_static("x-forwarded-proto");
+    let host = HeaderName::from_static("x-forwarded-host");
+    let chain: Vec<String> = if trusted {
+        parts
+            .headers
+            .get_all(&xff)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let kept_proto = trusted
+        .then(|| parts.headers.get(&proto).cloned())
+        .flatten();
+    let kept_host = trusted.then(|| parts.headers.get(&host).cloned()).flatten();
+    for name in [&xff, &proto, &host] {
+        parts.headers.remove(name);
+    }
+    let mut chain = chain;
+    if let Some(ip) = peer {
+        chain.push(ip.to_string());
+    }
+    if let Ok(v) = HeaderValue::from_str(&chain.join(", "))
+        && !chain.is_empty()
+    {
+        parts.headers.insert(xff, v);
+    }
+    let scheme = if state.tls {
+        HeaderValue::from_static("https")
+    } else {
+        HeaderValue::from_static("http")
+    };
+    parts.headers.insert(proto, kept_proto.unwrap_or(scheme));
+    if let Some(h) = kept_host.or_else(|| parts.headers.get(header::HOST).cloned()) {
+        parts.headers.insert(host, h);
+    }
 }
 
 /// The proxy's answer once decided: the refusal, or the upstream's response.
@@ -485,7 +635,7 @@ async fn forward(
             .into_response();
         }
     };
-    let client_host = parts.headers.get(header::HOST).cloned();
+    forwarded_headers(state, &mut parts);
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
     let spoofed: Vec<HeaderName> = parts
@@ -501,11 +651,6 @@ async fn forward(
         parts.headers.remove(header::AUTHORIZATION);
     }
     identity_headers(&mut parts.headers, decision);
-    if let Some(host) = client_host {
-        parts
-            .headers
-            .insert(HeaderName::from_static("x-forwarded-host"), host);
-    }
     parts.uri = uri;
     let outbound = Request::from_parts(parts, body);
     match tokio::time::timeout(UPSTREAM_TIMEOUT, state.http.request(outbound)).await {
@@ -529,5 +674,21 @@ async fn forward(
             "the upstream did not answer in time",
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_header_is_the_same_json_in_ascii() {
+        let body = r#"{"error":{"code":"read_only","message":"Nur Lesen — 読み取り 🔒"}}"#;
+        let header = ascii_json(body);
+        assert!(header.is_ascii(), "{header}");
+        assert!(HeaderValue::from_str(&header).is_ok());
+        let a: serde_json::Value = serde_json::from_str(body).expect("json");
+        let b: serde_json::Value = serde_json::from_str(&header).expect("json");
+        assert_eq!(a, b);
     }
 }

@@ -1,16 +1,82 @@
-//! `GET /metrics`: Prometheus text format, through the `prometheus-client` crate.
+//! `GET /metrics`: OpenMetrics 1.0 through the `prometheus-client` crate, or the Prometheus
+//! text format 0.0.4 for scrapers that do not ask for OpenMetrics (`Accept`).
+//!
+//! Every label takes its values from a bounded set: routes are the router's templates (or
+//! `unmatched`), methods the standard ones (or `other`), so no client can make new series.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
-    method: String,
+    method: &'static str,
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    wit_world: &'static str,
+}
+
+/// The method as a label: one of the standard methods, or `other`.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Which exposition format a scraper gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 (`application/openmetrics-text`).
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4 (`text/plain; version=0.0.4`).
+    Text,
+}
+
+impl Format {
+    /// OpenMetrics when the `Accept` header names it, otherwise the classic text format, which
+    /// every scraper and `promtool check metrics` read.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let wants_openmetrics = accept.is_some_and(|a| {
+            a.split(',').any(|part| {
+                let mut params = part.split(';').map(str::trim);
+                let is_om = params.next() == Some("application/openmetrics-text");
+                let refused = params.any(|p| p.replace(' ', "") == "q=0");
+                is_om && !refused
+            })
+        });
+        if wants_openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    /// The `Content-Type` of the format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,6 +99,7 @@ struct OutcomeLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<RouteLabels, Histogram>,
     decisions: Family<DecisionLabels, Counter>,
     decision_seconds: Histogram,
     plugin_errors: Family<CauseLabels, Counter>,
@@ -48,6 +115,27 @@ impl Default for Metrics {
             "HTTP requests by matched route, method and status",
             requests.clone(),
         );
+        // 50 µs to ~13 s in powers of two.
+        let request_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(5e-5, 2.0, 19))) as fn() -> Histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template and method",
+            request_seconds.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "The running build: its version and the policy WIT world it hosts (always 1)",
+            build.clone(),
+        );
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                wit_world: env!("BILLSTACK_WIT_WORLD"),
+            })
+            .set(1);
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "decisions",
@@ -76,6 +164,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             requests,
+            request_seconds,
             decisions,
             decision_seconds,
             plugin_errors,
@@ -85,15 +174,23 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts one HTTP request.
-    pub fn request(&self, route: &str, method: &str, status: u16) {
+    /// Counts one HTTP request and how long it took. `route` must be a route template (or
+    /// `unmatched`); the method is bounded here.
+    pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let method = method_label(method);
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.into(),
-                method: method.into(),
+                method,
                 status,
             })
             .inc();
+        self.request_seconds
+            .get_or_create(&RouteLabels {
+                route: route.into(),
+                method,
+            })
+            .observe(seconds);
     }
 
     /// Counts one decision and its latency.
@@ -125,12 +222,126 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition.
-    pub fn render(&self) -> String {
+    /// The exposition in `format`.
+    pub fn render(&self, format: Format) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
-        out
+        match format {
+            Format::OpenMetrics => out,
+            Format::Text => openmetrics_to_text(&out),
+        }
+    }
+}
+
+/// OpenMetrics as the Prometheus text format 0.0.4: a counter family is named after its
+/// `_total` samples, `# UNIT` and `# EOF` go, and types 0.0.4 lacks become `untyped`.
+fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            let name = if counters.contains(name) {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            let tail = if *prefix == "# TYPE " {
+                match tail {
+                    "counter" | "gauge" | "histogram" | "summary" => tail,
+                    _ => "untyped",
+                }
+            } else {
+                tail
+            };
+            Some(format!("{prefix}{name} {tail}"))
+        });
+        match rewritten {
+            Some(l) => out.push_str(&l),
+            None => {
+                // Counters' `_created` samples have no place in 0.0.4.
+                let sample = line.split(['{', ' ']).next().unwrap_or_default();
+                if sample.ends_with("_created")
+                    && counters.contains(sample.trim_end_matches("_created"))
+                {
+                    continue;
+                }
+                out.push_str(line);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_outside_the_standard_set_share_one_label() {
+        let m = Metrics::default();
+        for method in ["GET", "FOO", "BAR", "get", "X-EVIL"] {
+            m.request("/healthz", method, 200, 0.001);
+        }
+        let text = m.render(Format::Text);
+        assert!(text.contains("method=\"GET\""), "{text}");
+        assert!(text.contains("method=\"other\""), "{text}");
+        for made_up in ["FOO", "BAR", "X-EVIL", "\"get\""] {
+            assert!(!text.contains(made_up), "{made_up}: {text}");
+        }
+    }
+
+    #[test]
+    fn the_text_format_names_counters_by_their_samples_and_has_no_eof() {
+        let m = Metrics::default();
+        m.request("/healthz", "GET", 200, 0.001);
+        m.login("success");
+        let text = m.render(Format::Text);
+        assert!(
+            text.contains("# TYPE billstack_http_requests_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP billstack_http_requests_total "),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE billstack_http_request_duration_seconds histogram"));
+        assert!(text.contains("billstack_build_info{version=\""), "{text}");
+        assert!(!text.contains("# EOF"));
+        assert!(!text.contains("# UNIT"));
+        // Every family has its HELP and TYPE, once each.
+        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+        assert_eq!(types, helps, "{text}");
+        let om = m.render(Format::OpenMetrics);
+        assert!(om.trim_end().ends_with("# EOF"), "{om}");
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(Format::negotiate(Some("text/plain")), Format::Text);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            )),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text; q=0, text/plain")),
+            Format::Text
+        );
     }
 }

@@ -41,9 +41,10 @@ use tracing::Instrument;
 
 pub use error::{ApiError, ApiResult};
 pub use metrics::Metrics;
-pub use session::{COOKIE, MAX_FAILURES_PER_EMAIL};
+pub use session::{COOKIE, MAX_FAILURES_PER_EMAIL, MAX_FAILURES_PER_IP};
 
 use crate::config::Settings;
+use crate::console;
 use crate::policy::{PolicySet, ScopePolicy};
 
 /// Shared server state.
@@ -65,13 +66,15 @@ pub struct AppState {
     /// Upstream for the reverse proxy.
     pub upstream: Option<String>,
     /// Proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Per-key request budgets.
     pub key_limiter: crate::ratelimit::KeyLimiter,
     /// Failed keys per client address.
     pub address_throttle: crate::ratelimit::AddressThrottle,
     /// Forward `Authorization` upstream.
     pub forward_authorization: bool,
+    /// Served over HTTPS (for the proxy's `X-Forwarded-Proto`).
+    pub tls: bool,
     /// The proxy's HTTP client.
     pub http: Client<HttpConnector, axum::body::Body>,
     /// Compiles and validates uploaded policies.
@@ -105,6 +108,7 @@ impl AppState {
                 settings.throttle_window,
             ),
             forward_authorization: settings.forward_authorization,
+            tls: settings.tls.is_some(),
             http: Client::builder(TokioExecutor::new()).build(connector),
             engine,
         }
@@ -152,6 +156,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(dashboard::index))
         .route("/assets/app.js", get(dashboard::app_js))
         .route("/assets/app.css", get(dashboard::app_css))
+        .route("/favicon.svg", get(dashboard::favicon))
+        .route("/favicon.ico", get(dashboard::favicon))
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/readyz", get(readyz))
@@ -241,9 +247,10 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     );
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    state.metrics.request(&route, &method, status);
+    let seconds = started.elapsed().as_secs_f64();
+    state.metrics.request(&route, &method, status, seconds);
     let _entered = span.enter();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let ms = seconds * 1000.0;
     if status >= 500 {
         tracing::warn!(status, ms, "request failed");
     } else {
@@ -307,15 +314,23 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /metrics`.
+///
+/// OpenMetrics 1.0 when `Accept` names `application/openmetrics-text` (as Prometheus does),
+/// otherwise the Prometheus text format 0.0.4.
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus / OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
-async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    responses((status = 200, description = "Prometheus text format 0.0.4, or OpenMetrics 1.0 when Accept asks for it", content_type = "text/plain", body = String)))]
+async fn metrics_text(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let format = metrics::Format::negotiate(
+        headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
+        [(axum::http::header::CONTENT_TYPE, format.content_type())],
+        state.metrics.render(format),
     )
         .into_response()
 }
@@ -353,15 +368,27 @@ pub fn bootstrap(store: &Store) -> anyhow::Result<()> {
             "system".into(),
         )
         .context("cannot create the bootstrap account")?;
-    eprintln!(
-        "bootstrap: created team {} with project {} and owner {}",
-        team.id, project.id, user.email
+    console::say(
+        console::Level::Info,
+        &format!(
+            "bootstrap: created team {} with project {} and owner {}",
+            team.id, project.id, user.email
+        ),
+        &[
+            ("team", &team.id),
+            ("project", &project.id),
+            ("email", &user.email),
+        ],
     );
     if generated {
         // Printed once, to the operator's terminal only; it is stored nowhere in clear.
-        eprintln!(
-            "bootstrap: generated password for {}: {password}",
-            user.email
+        console::say(
+            console::Level::Warn,
+            &format!(
+                "bootstrap: generated password for {}: {password}",
+                user.email
+            ),
+            &[("email", &user.email)],
         );
     }
     Ok(())
@@ -392,6 +419,11 @@ async fn shutdown_signal() {
 
 /// Opens everything, binds, and serves until a shutdown signal; in-flight requests finish,
 /// then pending usage is written and the store flushed.
+///
+/// Everything that can refuse a start is checked before the store is touched: the upstream,
+/// the data directory's path, the listen address (bound), the TLS files (loaded) and the
+/// deployment default policy (loaded). Only then is the store opened, and an empty one
+/// bootstrapped, so a failed start spends no one-time password and leaves no store behind.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Some(u) = &settings.upstream
         && u.starts_with("https://")
@@ -400,13 +432,42 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             "upstream {u}: https upstreams are not supported yet; use http:// on a trusted network"
         );
     }
+    if settings.data_dir.exists() && !settings.data_dir.is_dir() {
+        bail!(
+            "the data directory {} is not a directory",
+            settings.data_dir.display()
+        );
+    }
+    let listener = std::net::TcpListener::bind(settings.listen)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    listener.set_nonblocking(true)?;
+    let tls = match &settings.tls {
+        None => None,
+        Some(tls) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot use the TLS certificate {} and key {}",
+                        tls.cert.display(),
+                        tls.key.display()
+                    )
+                })?,
+        ),
+    };
+    let engine = crate::runtime::engine_for(&settings)?;
+    let default_policy = {
+        let (engine, settings) = (Arc::clone(&engine), settings.clone());
+        tokio::task::spawn_blocking(move || crate::runtime::load_default_policy(&engine, &settings))
+            .await??
+    };
     let store = Arc::new(Store::open(&settings.data_dir)?);
     bootstrap(&store)?;
-    let engine = crate::runtime::engine_for(&settings)?;
+    let policies = PolicySet::new(default_policy);
     let policies = {
-        let (engine, settings, store) = (Arc::clone(&engine), settings.clone(), Arc::clone(&store));
+        let (engine, store) = (Arc::clone(&engine), Arc::clone(&store));
         tokio::task::spawn_blocking(move || {
-            crate::runtime::load_policies(&engine, &settings, &store)
+            crate::runtime::load_team_policies(&engine, &policies, &store).map(|()| policies)
         })
         .await??
     };
@@ -425,36 +486,34 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             Arc::clone(&state.policies),
         );
     }
-    let listener = std::net::TcpListener::bind(settings.listen)
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
-    match &settings.tls {
+    match tls {
         None => {
             // A fixed line that scripts and tests wait for (the port matters with --listen :0).
-            eprintln!("billstack listening on http://{addr}");
+            let url = format!("http://{addr}");
+            console::say(
+                console::Level::Info,
+                &format!("billstack listening on {url}"),
+                &[("url", &url)],
+            );
             axum::serve(tokio::net::TcpListener::from_std(listener)?, app)
                 .with_graceful_shutdown(shutdown_signal())
                 .await?;
         }
-        Some(tls) => {
-            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot use the TLS certificate {} and key {}",
-                        tls.cert.display(),
-                        tls.key.display()
-                    )
-                })?;
+        Some(config) => {
             let handle = axum_server::Handle::new();
             let stopping = handle.clone();
             tokio::spawn(async move {
                 shutdown_signal().await;
                 stopping.graceful_shutdown(Some(REQUEST_TIMEOUT));
             });
-            eprintln!("billstack listening on https://{addr}");
+            let url = format!("https://{addr}");
+            console::say(
+                console::Level::Info,
+                &format!("billstack listening on {url}"),
+                &[("url", &url)],
+            );
             axum_server::from_tcp_rustls(listener, config)?
                 .handle(handle)
                 .serve(app)
@@ -464,6 +523,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     control::remove(&settings.data_dir);
     state.usage.flush(&store)?;
     store.flush()?;
-    eprintln!("billstack stopped");
+    console::say(console::Level::Info, "billstack stopped", &[]);
     Ok(())
 }

@@ -87,8 +87,49 @@ pub fn document() -> &'static serde_json::Value {
     DOC.get_or_init(|| {
         let mut doc = ApiDoc::openapi();
         doc.info.version = env!("CARGO_PKG_VERSION").to_string();
-        serde_json::to_value(&doc).unwrap_or_default()
+        let mut doc = serde_json::to_value(&doc).unwrap_or_default();
+        unique_operation_ids(&mut doc);
+        doc
     })
+}
+
+/// An operation id must be unique in the document (client generators name functions after
+/// it), but one handler answering several methods (`forwardAuth`, `proxy`) gets its one id on
+/// every method: those become `forwardAuthGet`, `forwardAuthPost`, …
+fn unique_operation_ids(doc: &mut serde_json::Value) {
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let operations = |doc: &mut serde_json::Value| -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(paths) = doc["paths"].as_object() {
+            for (path, item) in paths {
+                if let Some(item) = item.as_object() {
+                    for method in item.keys() {
+                        out.push((path.clone(), method.clone()));
+                    }
+                }
+            }
+        }
+        out
+    };
+    let all = operations(doc);
+    for (path, method) in &all {
+        if let Some(id) = doc["paths"][path][method]["operationId"].as_str() {
+            *seen.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+    for (path, method) in &all {
+        let op = &mut doc["paths"][path][method];
+        let Some(id) = op["operationId"].as_str().map(str::to_owned) else {
+            continue;
+        };
+        if seen.get(&id).is_some_and(|n| *n > 1) {
+            let mut suffix = method.to_ascii_lowercase();
+            if let Some(first) = suffix.get_mut(..1) {
+                first.make_ascii_uppercase();
+            }
+            op["operationId"] = serde_json::Value::from(format!("{id}{suffix}"));
+        }
+    }
 }
 
 /// `GET /api/openapi.json`.
@@ -153,5 +194,25 @@ mod tests {
             !text.contains("#/components/schemas/Value"),
             "an untyped body slipped in"
         );
+    }
+
+    #[test]
+    fn every_operation_id_is_unique() {
+        let doc = document();
+        let mut ids = Vec::new();
+        for item in doc["paths"].as_object().expect("paths").values() {
+            for op in item.as_object().expect("item").values() {
+                if let Some(id) = op["operationId"].as_str() {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(ids.len(), unique.len(), "{ids:?}");
+        assert!(ids.contains(&"forwardAuthGet".to_string()), "{ids:?}");
+        assert!(ids.contains(&"proxyPost".to_string()), "{ids:?}");
+        assert!(ids.contains(&"verifyKey".to_string()), "{ids:?}");
     }
 }

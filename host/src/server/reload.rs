@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::console::{Level, say};
 use crate::policy::{PolicyEngine, PolicySet, ScopePolicy};
 
 /// How often the file is checked for changes.
@@ -37,16 +38,28 @@ async fn reload(path: &Path, engine: &Arc<PolicyEngine>, policies: &Arc<PolicySe
                 policies.set_default(plugin);
                 let (engine, live) = (Arc::clone(engine), policies.loaded_sha256s());
                 let _ = tokio::task::spawn_blocking(move || engine.retain_compiled(&live)).await;
-                eprintln!("{line}");
+                say(Level::Info, &line, &[]);
             } else {
-                eprintln!("policy: deployment default unchanged ({why}): sha256 {previous}");
+                say(
+                    Level::Info,
+                    &format!("policy: deployment default unchanged ({why}): sha256 {previous}"),
+                    &[],
+                );
             }
         }
-        Ok(Err(e)) => eprintln!(
-            "policy: reload of {} refused ({why}), keeping the last good version: {e:#}",
-            path.display()
+        Ok(Err(e)) => say(
+            Level::Warn,
+            &format!(
+                "policy: reload of {} refused ({why}), keeping the last good version: {e:#}",
+                path.display()
+            ),
+            &[],
         ),
-        Err(e) => eprintln!("policy: reload task failed: {e}"),
+        Err(e) => say(
+            Level::Error,
+            &format!("policy: reload task failed: {e}"),
+            &[],
+        ),
     }
 }
 

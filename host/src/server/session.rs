@@ -27,9 +27,11 @@ pub const ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Activity is written back at most this often per session (it only moves the idle expiry).
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
-/// Failed logins allowed per email address in a window.
+/// Failed logins allowed per (email address, client address) in a window. Counted per pair,
+/// never per account alone: a guesser can then lock an account out from their own address,
+/// but never its owner out from theirs.
 pub const MAX_FAILURES_PER_EMAIL: u32 = 5;
-/// Failed logins allowed per client address in a window.
+/// Failed logins allowed per client address in a window, over every account it tries.
 pub const MAX_FAILURES_PER_IP: u32 = 50;
 /// The rate-limit window.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -315,7 +317,7 @@ pub(super) async fn login(
     }
     let email = body.email.trim().to_lowercase();
     let keys = [
-        (format!("email:{email}"), MAX_FAILURES_PER_EMAIL),
+        (format!("account:{email} from:{ip}"), MAX_FAILURES_PER_EMAIL),
         (format!("ip:{ip}"), MAX_FAILURES_PER_IP),
     ];
     if let Err(retry_after) = state.login_limiter.check(&keys) {
