@@ -1719,3 +1719,16 @@ fn tls_serves_https_with_secure_cookies_and_refuses_a_bad_certificate() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("missing.pem"), "{stderr}");
 }
+
+#[test]
+fn the_favicon_is_served_not_a_404() {
+    let (_dir, data) = world();
+    let server = Server::start(&data, &[]);
+    for path in ["/favicon.ico", "/favicon.svg"] {
+        let mut res = agent().get(&server.url(path)).call().expect("favicon");
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(res.headers()["content-type"], "image/svg+xml");
+        let body = res.body_mut().read_to_string().expect("svg");
+        assert!(body.starts_with("<svg"), "{body}");
+    }
+}

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{Server, agent, agent_with_timeout, create_user, json};
+use common::{Server, agent, agent_with_timeout, create_user};
 use serde_json::{Value, json};
 
 const OWNER: (&str, &str) = ("owner@acme.test", "owner-password-1");
@@ -14,19 +14,7 @@ const MEMBER: (&str, &str) = ("member@acme.test", "member-password-1");
 const OTHER: (&str, &str) = ("other@globex.test", "other-password-1");
 
 fn world() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    // Scripts make the directory; only `serve` creates a missing one.
-    std::fs::create_dir(&data).expect("mkdir data");
-    for (team, project) in [("team_a", "proj_a"), ("team_b", "proj_b")] {
-        json(&data, &["team", "create", "--name", team, "--id", team]);
-        json(
-            &data,
-            &[
-                "project", "create", "--team", team, "--name", project, "--id", project,
-            ],
-        );
-    }
+    let (dir, data) = common::teams_with_projects(&[("team_a", "proj_a"), ("team_b", "proj_b")]);
     for ((email, password), team, role) in [
         (OWNER, "team_a", "owner"),
         (MEMBER, "team_a", "member"),

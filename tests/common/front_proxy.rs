@@ -2,7 +2,10 @@
 //! with a key for every kind of refusal, and the check that a proxy hands each refusal to the
 //! client as `/auth/verify` itself gives it.
 
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -15,6 +18,68 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// The program `name`: from the environment variable `var`, else `PATH`, else `extra` (Debian
+/// keeps nginx in /usr/sbin, which a non-root `PATH` lacks).
+pub fn find_program(name: &str, var: &str, extra: &[&str], package: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(var) {
+        return path.into();
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain(extra.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed (.ci/run installs Debian's {package} package)")
+        })
+}
+
+/// An example configuration under `examples/` with each `(from, to, what)` replaced; fails if
+/// the example no longer names `what` as `from`.
+pub fn rewrite_example(path: &str, replacements: &[(&str, &str, &str)]) -> String {
+    let full = format!("{}/../examples/{path}", env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(&full).expect("the example configuration");
+    for (from, to, what) in replacements {
+        assert!(
+            text.contains(from),
+            "examples/{path} no longer names {what} as {from}"
+        );
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// A proxy process, killed when dropped.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    /// Waits (with a deadline) until the process accepts connections on `port`; if it exits
+    /// first, fails with what it wrote to `log`.
+    pub fn wait_listening(mut self, port: u16, log: &Path) -> Running {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("the proxy exited with {status}: {log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the proxy did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self
+    }
 }
 
 /// One answer: status, JSON body, and the headers a client acts on.
@@ -58,15 +123,16 @@ fn answer(mut res: ureq::http::Response<ureq::Body>) -> Answer {
     }
 }
 
-/// Team A with a read-only key and a key allowed one request a day; team B, whose policy traps
-/// on every call (503 `policy_error`), with a key; the server running.
-pub struct RefusalWorld {
+/// Team A (projects proj_a and proj_a2) with a key limited to proj_a and `customers:read`, a
+/// read-only key and a key allowed one request a day; team B, whose policy traps on every call
+/// (503 `policy_error`), with a key; the server running, trusting loopback proxies.
+pub struct ProxyWorld {
     /// Holds the data directory and the proxies' files.
-    pub dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     /// `billstack serve`, trusting loopback proxies.
-    pub server: Server,
+    server: Server,
     /// A key of team A limited to project proj_a and `customers:read`: (raw key, id).
-    pub project_key: (String, String),
+    project_key: (String, String),
     reader: String,
     metered: String,
     broken: String,
@@ -75,21 +141,14 @@ pub struct RefusalWorld {
 const A: &str = "/api/billstack/teams/team_a/projects/proj_a";
 const B: &str = "/api/billstack/teams/team_b/projects/proj_b";
 
-impl RefusalWorld {
+impl ProxyWorld {
     /// Builds it.
-    pub fn new() -> RefusalWorld {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).expect("mkdir data");
-        for (team, project) in [("team_a", "proj_a"), ("team_b", "proj_b")] {
-            json(&data, &["team", "create", "--name", team, "--id", team]);
-            json(
-                &data,
-                &[
-                    "project", "create", "--team", team, "--name", project, "--id", project,
-                ],
-            );
-        }
+    fn new() -> ProxyWorld {
+        let (dir, data) = super::teams_with_projects(&[
+            ("team_a", "proj_a"),
+            ("team_a", "proj_a2"),
+            ("team_b", "proj_b"),
+        ]);
         super::create_user(
             &data,
             "owner@b.test",
@@ -97,35 +156,20 @@ impl RefusalWorld {
             "team_b",
             "owner",
         );
+        // (raw key, id) of a new key of `team` with the extra `key create` options.
         let key = |team: &str, extra: &[&str]| {
             let mut args = vec!["key", "create", "--team", team, "--name", "k"];
             args.extend_from_slice(extra);
-            json(&data, &args)["rawKey"]
-                .as_str()
-                .expect("raw")
-                .to_string()
+            let created = json(&data, &args);
+            let field = |v: &Value| v.as_str().expect("string").to_string();
+            (field(&created["rawKey"]), field(&created["key"]["id"]))
         };
-        let reader = key("team_a", &["--scope", "customers:read"]);
-        let metered = key("team_a", &["--rate-limit", "1/86400"]);
-        let broken = key("team_b", &[]);
-        let created = json(
-            &data,
-            &[
-                "key",
-                "create",
-                "--team",
-                "team_a",
-                "--name",
-                "proxied",
-                "--project",
-                "proj_a",
-                "--scope",
-                "customers:read",
-            ],
-        );
-        let project_key = (
-            created["rawKey"].as_str().expect("raw").to_string(),
-            created["key"]["id"].as_str().expect("id").to_string(),
+        let (reader, _) = key("team_a", &["--scope", "customers:read"]);
+        let (metered, _) = key("team_a", &["--rate-limit", "1/86400"]);
+        let (broken, _) = key("team_b", &[]);
+        let project_key = key(
+            "team_a",
+            &["--project", "proj_a", "--scope", "customers:read"],
         );
         let server = Server::start(&data, &[("BILLSTACK_TRUSTED_PROXIES", "127.0.0.0/8")]);
         let cookie = super::sign_in(&server.base, "owner@b.test", "owner-password-b1");
@@ -137,7 +181,7 @@ impl RefusalWorld {
             .send(&billstack_test_artifacts::read(billstack_test_artifacts::PANIC)[..])
             .expect("upload");
         assert_eq!(res.status(), 200, "team B's trapping policy");
-        RefusalWorld {
+        ProxyWorld {
             dir,
             server,
             project_key,
@@ -168,9 +212,41 @@ impl RefusalWorld {
         answer(req.call().expect("door"))
     }
 
+    /// Through the proxy at `front` (whose upstream is an [`super::echo_upstream`]): an allowed
+    /// request reaches the upstream with the key's identity, not the key, and a client's forged
+    /// identity headers never do; the key is refused on its team's other project.
+    fn check_allow(&self, front: &str) {
+        let (raw, key_id) = &self.project_key;
+        let path = format!("{A}/customers?limit=5");
+        let mut res = agent()
+            .get(&format!("{front}{path}"))
+            .header("Authorization", &format!("Bearer {raw}"))
+            .header("X-BillStack-Team-Id", "team_forged")
+            .header("X-BillStack-Scopes", "everything:write")
+            .call()
+            .expect("allowed");
+        assert_eq!(res.status(), 200);
+        let echoed: Value = res.body_mut().read_json().expect("echo");
+        let headers = &echoed["headers"];
+        assert_eq!(echoed["requestLine"], format!("GET {path} HTTP/1.1"));
+        assert_eq!(headers["x-billstack-key-id"], key_id.as_str());
+        assert_eq!(headers["x-billstack-team-id"], "team_a", "{headers}");
+        assert_eq!(headers["x-billstack-project-id"], "proj_a");
+        assert_eq!(headers["x-billstack-scopes"], "customers:read");
+        assert!(headers.get("authorization").is_none(), "{headers}");
+        let other = Self::via(
+            front,
+            "GET",
+            "/api/billstack/teams/team_a/projects/proj_a2/customers",
+            Some(raw),
+        );
+        assert_eq!(other.status, 403, "{other:?}");
+        assert_eq!(other.body["error"]["code"], "project_mismatch");
+    }
+
     /// Through the proxy at `front`: 400, 401, 403, 404, 429 and 503 arrive as the door gives
     /// them (status, JSON body, challenge, Retry-After, RateLimit-Limit).
-    pub fn check_refusals(&self, front: &str) {
+    fn check_refusals(&self, front: &str) {
         // The metered key's one request of the day is allowed; the next is over its budget.
         let first = Self::via(front, "GET", &format!("{A}/customers"), Some(&self.metered));
         assert_eq!(first.status, 200, "{first:?}");
@@ -207,9 +283,29 @@ impl RefusalWorld {
         }
     }
 
+    /// The whole check of a proxy example: builds the world, starts the proxy with `start`
+    /// (given a directory of its own, BillStack's address and an echo upstream's), checks the
+    /// allow and every refusal through it, then stops BillStack and returns what the proxy
+    /// answers for a request that would have been allowed.
+    pub fn check_through(start: impl FnOnce(&Path, &str, &str) -> (Running, String)) -> Answer {
+        let world = ProxyWorld::new();
+        let billstack = world.server.base.trim_start_matches("http://").to_string();
+        let upstream = super::echo_upstream(16);
+        let (proxy, front) = start(
+            world.dir.path(),
+            &billstack,
+            upstream.trim_start_matches("http://"),
+        );
+        world.check_allow(&front);
+        world.check_refusals(&front);
+        let down = world.stop_and_ask(&front);
+        drop(proxy);
+        down
+    }
+
     /// Stops BillStack and asks the proxy at `front` for an allowed request.
-    pub fn stop_and_ask(self, front: &str) -> Answer {
-        let RefusalWorld {
+    fn stop_and_ask(self, front: &str) -> Answer {
+        let ProxyWorld {
             server,
             reader,
             dir,

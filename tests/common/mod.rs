@@ -75,6 +75,28 @@ pub fn run(mut c: Command, stdin: &str) -> Output {
     out
 }
 
+/// A new data directory (made, as a script would: only `serve` creates a missing one) holding
+/// each `(team, project)`, both created with those ids as names and ids.
+pub fn teams_with_projects(pairs: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir data");
+    let mut teams = Vec::new();
+    for (team, project) in pairs {
+        if !teams.contains(team) {
+            json(&data, &["team", "create", "--name", team, "--id", team]);
+            teams.push(*team);
+        }
+        json(
+            &data,
+            &[
+                "project", "create", "--team", team, "--name", project, "--id", project,
+            ],
+        );
+    }
+    (dir, data)
+}
+
 /// Runs `billstack ARGS…` and parses its stdout as JSON, failing the test on a non-zero exit.
 pub fn json(data_dir: &Path, args: &[&str]) -> serde_json::Value {
     let mut c = cmd(data_dir);

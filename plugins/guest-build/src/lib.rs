@@ -177,23 +177,6 @@ fn guest_command(workspace: &Path, program: &str) -> Command {
 /// Makes sure the guests' toolchain has the `wasm32-wasip2` standard library, adding it with
 /// rustup when it is missing (and saying so); a clear error where that cannot be done.
 fn ensure_target(workspace: &Path) {
-    let sysroot = match guest_command(workspace, "rustc")
-        .args(["--print", "sysroot"])
-        .output()
-    {
-        Ok(out) if out.status.success() => {
-            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-        }
-        Ok(out) => panic!(
-            "`rustc --print sysroot` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => panic!("cannot run rustc to find its sysroot: {e}"),
-    };
-    let std_dir = sysroot.join("lib/rustlib").join(TARGET);
-    if std_dir.is_dir() {
-        return;
-    }
     // The toolchain rustup's proxy chose for this build (unset outside rustup, and removed on
     // purpose in a fuzz build, where rust-toolchain.toml picks it from the workspace).
     let toolchain = if fuzzing() {
@@ -201,28 +184,145 @@ fn ensure_target(workspace: &Path) {
     } else {
         std::env::var("RUSTUP_TOOLCHAIN").ok()
     };
-    let mut add = guest_command(workspace, "rustup");
-    add.args(["target", "add", TARGET]);
-    if let Some(t) = &toolchain {
-        add.args(["--toolchain", t]);
-    }
-    println!(
-        "cargo:warning=the {TARGET} target (for the policy plugins) is not installed for {}; \
-         adding it with `rustup target add {TARGET}`",
-        toolchain.as_deref().unwrap_or("the workspace toolchain")
+    let outcome = ensure_target_with(
+        guest_command(workspace, "rustc"),
+        guest_command(workspace, "rustup"),
+        toolchain.as_deref(),
     );
-    match add.status() {
-        Ok(status) if status.success() && std_dir.is_dir() => {}
-        Ok(status) => panic!(
+    match outcome {
+        Ok(Installed::Already) => {}
+        Ok(Installed::Added) => println!(
+            "cargo:warning=the {TARGET} target (for the policy plugins) was not installed for {}; \
+             added it with `rustup target add {TARGET}`",
+            toolchain.as_deref().unwrap_or("the workspace toolchain")
+        ),
+        Err(why) => panic!("{why}"),
+    }
+}
+
+/// What [`ensure_target_with`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Installed {
+    /// The target's standard library was there.
+    Already,
+    /// rustup added it.
+    Added,
+}
+
+/// [`ensure_target`] with the commands given: `rustc` (asked for its sysroot) and `rustup`
+/// (run with `target add` when the target's library is not in that sysroot).
+fn ensure_target_with(
+    mut rustc: Command,
+    mut rustup: Command,
+    toolchain: Option<&str>,
+) -> Result<Installed, String> {
+    let sysroot = match rustc.args(["--print", "sysroot"]).output() {
+        Ok(out) if out.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        }
+        Ok(out) => {
+            return Err(format!(
+                "`rustc --print sysroot` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Err(e) => return Err(format!("cannot run rustc to find its sysroot: {e}")),
+    };
+    let std_dir = sysroot.join("lib/rustlib").join(TARGET);
+    if std_dir.is_dir() {
+        return Ok(Installed::Already);
+    }
+    rustup.args(["target", "add", TARGET]);
+    if let Some(t) = toolchain {
+        rustup.args(["--toolchain", t]);
+    }
+    match rustup.status() {
+        Ok(status) if status.success() && std_dir.is_dir() => Ok(Installed::Added),
+        Ok(status) => Err(format!(
             "`rustup target add {TARGET}` failed ({status}); the policy plugins cannot be built \
              without the {TARGET} standard library (expected at {})",
             std_dir.display()
-        ),
-        Err(e) => panic!(
+        )),
+        Err(e) => Err(format!(
             "the {TARGET} standard library is not installed (expected at {}) and rustup could \
              not be run to add it ({e}). Install the target for the toolchain that builds this \
              workspace (with rustup: `rustup target add {TARGET}`) and build again.",
             std_dir.display()
-        ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shell script at `dir/name` running `body`.
+    fn script(dir: &Path, name: &str, body: &str) -> Command {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Command::new(path)
+    }
+
+    fn fake_rustc(dir: &Path, sysroot: &Path) -> Command {
+        script(dir, "rustc", &format!("echo '{}'", sysroot.display()))
+    }
+
+    #[test]
+    fn an_installed_target_needs_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sysroot = dir.path().join("sysroot");
+        std::fs::create_dir_all(sysroot.join("lib/rustlib").join(TARGET)).expect("mkdir");
+        let never = script(dir.path(), "rustup", "exit 99");
+        assert_eq!(
+            ensure_target_with(fake_rustc(dir.path(), &sysroot), never, Some("1.95.0")),
+            Ok(Installed::Already)
+        );
+    }
+
+    #[test]
+    fn a_missing_target_is_added_with_rustup_for_the_building_toolchain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sysroot = dir.path().join("sysroot");
+        let std_dir = sysroot.join("lib/rustlib").join(TARGET);
+        let calls = dir.path().join("calls");
+        let rustup = script(
+            dir.path(),
+            "rustup",
+            &format!(
+                "echo \"$@\" > '{}'; mkdir -p '{}'",
+                calls.display(),
+                std_dir.display()
+            ),
+        );
+        assert_eq!(
+            ensure_target_with(fake_rustc(dir.path(), &sysroot), rustup, Some("1.95.0-x")),
+            Ok(Installed::Added)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&calls).expect("rustup ran").trim(),
+            format!("target add {TARGET} --toolchain 1.95.0-x")
+        );
+    }
+
+    #[test]
+    fn without_rustup_the_error_says_what_to_install() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sysroot = dir.path().join("sysroot");
+        let absent = Command::new(dir.path().join("no-such-rustup"));
+        let err = ensure_target_with(fake_rustc(dir.path(), &sysroot), absent, None)
+            .expect_err("no rustup");
+        assert!(err.contains("rustup could not be run"), "{err}");
+        assert!(
+            err.contains(&format!("rustup target add {TARGET}")),
+            "{err}"
+        );
+        assert!(err.contains(&sysroot.display().to_string()), "{err}");
+        // A rustup that fails is reported as such.
+        let failing = script(dir.path(), "rustup", "exit 1");
+        let err = ensure_target_with(fake_rustc(dir.path(), &sysroot), failing, None)
+            .expect_err("rustup failed");
+        assert!(err.contains("failed"), "{err}");
     }
 }
