@@ -234,6 +234,19 @@ impl ProxyWorld {
         assert_eq!(headers["x-billstack-project-id"], "proj_a");
         assert_eq!(headers["x-billstack-scopes"], "customers:read");
         assert!(headers.get("authorization").is_none(), "{headers}");
+        // A key for all the team's projects: no project header at all, whatever the client
+        // sent (Caddy 2.6 would otherwise copy its own unexpanded placeholder).
+        let mut res = agent()
+            .get(&format!("{front}{path}"))
+            .header("Authorization", &format!("Bearer {}", self.reader))
+            .header("X-BillStack-Project-Id", "proj_forged")
+            .call()
+            .expect("allowed");
+        assert_eq!(res.status(), 200);
+        let echoed: Value = res.body_mut().read_json().expect("echo");
+        let headers = &echoed["headers"];
+        assert_eq!(headers["x-billstack-team-id"], "team_a", "{headers}");
+        assert!(headers.get("x-billstack-project-id").is_none(), "{headers}");
         let other = Self::via(
             front,
             "GET",
