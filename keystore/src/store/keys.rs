@@ -1,0 +1,375 @@
+//! API keys: creation, lookup through the key cache, listing, revocation and rotation.
+
+use super::*;
+
+/// What [`Store::create_key`] needs. Scope names must already be checked against the team's
+/// active policy by the caller; here they are only checked for form.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// Owning team.
+    pub team_id: String,
+    /// Limit to one project of the team, or `None` for all.
+    pub project_id: Option<String>,
+    /// Label.
+    pub name: String,
+    /// Scopes; empty means full access.
+    pub scopes: Vec<String>,
+    /// Expiry in Unix ms; must be in the future.
+    pub expires_at: Option<i64>,
+    /// Who is creating it, for the audit log.
+    pub actor: String,
+    /// The address the request came from, for the audit log (`None` offline).
+    pub source: Option<String>,
+    /// A request budget, or `None` for no limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl NewApiKey {
+    /// A full-access key of `team_id` for all its projects, with no expiry and no budget, made
+    /// by `actor` offline (no source address); change fields with `..NewApiKey::new(…)`.
+    pub fn new(
+        team_id: impl Into<String>,
+        name: impl Into<String>,
+        actor: impl Into<String>,
+    ) -> NewApiKey {
+        NewApiKey {
+            team_id: team_id.into(),
+            project_id: None,
+            name: name.into(),
+            scopes: Vec::new(),
+            expires_at: None,
+            actor: actor.into(),
+            source: None,
+            rate_limit: None,
+        }
+    }
+}
+
+/// Inside a transaction: the team's unrevoked key `key_id`; `NotFound` for a missing key, a
+/// key of another team, or a revoked one.
+pub(super) fn active_key_in(
+    keys: &TransactionalTree,
+    team_id: &str,
+    key_id: &str,
+) -> std::result::Result<KeyRecord, ConflictableTransactionError<Error>> {
+    let not_found = || Error::NotFound {
+        kind: "key",
+        id: key_id.to_owned(),
+    };
+    let Some(bytes) = keys.get(key_id.as_bytes())? else {
+        return abort(not_found());
+    };
+    let record: KeyRecord = decode("key", &bytes).or_else(abort)?;
+    if record.team_id != team_id || record.revoked_at.is_some() {
+        return abort(not_found());
+    }
+    Ok(record)
+}
+
+/// Inside a transaction: marks `record` revoked at `now` and takes it out of the hash index
+/// (so no lookup finds it) and the team's list; the caller writes the record itself.
+pub(super) fn revoke_in(
+    record: &mut KeyRecord,
+    now: i64,
+    key_hash: &TransactionalTree,
+    team_keys: &TransactionalTree,
+) -> std::result::Result<(), ConflictableTransactionError<Error>> {
+    let hash = stored_hash(record).or_else(abort)?;
+    record.revoked_at = Some(now);
+    key_hash.remove(&hash[..])?;
+    team_keys.remove(join(&record.team_id, &record.id).as_slice())?;
+    Ok(())
+}
+
+/// A key record's SHA-256, as stored (hex); anything else is corruption.
+pub(super) fn stored_hash(record: &KeyRecord) -> Result<[u8; 32]> {
+    hex::decode(&record.hash)
+        .ok()
+        .and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
+        .ok_or_else(|| Error::Corruption {
+            what: format!("key {}: bad hash", record.id),
+        })
+}
+
+/// The longest grace period a rotation may give the old key: 30 days.
+pub const MAX_ROTATION_GRACE_SECONDS: u64 = 30 * 24 * 60 * 60;
+
+/// The outcome of [`Store::rotate_key`].
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    /// The new key's record.
+    pub new: KeyRecord,
+    /// The new key itself: shown once, never stored.
+    pub raw_key: String,
+    /// The old key as it now stands: ending at the grace period's end, or revoked.
+    pub old: KeyRecord,
+}
+
+impl Store {
+    /// Creates a key; returns its record and the raw key, which exists nowhere else.
+    pub fn create_key(&self, new: &NewApiKey) -> Result<(KeyRecord, String)> {
+        let _writing = self.writing();
+        let name = validate_name("name", &new.name)?;
+        self.require_team(&new.team_id)?;
+        if let Some(project) = &new.project_id
+            && self.get_project(&new.team_id, project)?.is_none()
+        {
+            return Err(invalid(
+                "projectId",
+                format!("project {project} is not in team {}", new.team_id),
+            ));
+        }
+        if new.scopes.len() > MAX_SCOPES {
+            return Err(invalid("scopes", format!("at most {MAX_SCOPES} scopes")));
+        }
+        if let Some(limit) = &new.rate_limit {
+            limit.validate()?;
+        }
+        let mut scopes: Vec<String> = Vec::with_capacity(new.scopes.len());
+        for scope in &new.scopes {
+            if !is_valid_scope_name(scope) {
+                return Err(invalid("scopes", format!("{scope:?} is not a scope name")));
+            }
+            if !scopes.contains(scope) {
+                scopes.push(scope.clone());
+            }
+        }
+        let now = clock::now_ms();
+        if let Some(at) = new.expires_at
+            && at <= now
+        {
+            return Err(invalid("expiresAt", "must be in the future"));
+        }
+        let generated = apikey::generate();
+        let record = KeyRecord {
+            id: ids::new_id("key"),
+            team_id: new.team_id.clone(),
+            project_id: new.project_id.clone(),
+            name,
+            prefix: generated.prefix.clone(),
+            scopes,
+            expires_at: new.expires_at,
+            created_at: now,
+            revoked_at: None,
+            last_used_at: None,
+            hash: hex::encode(generated.hash),
+            rotated_to: None,
+            rate_limit: new.rate_limit,
+        };
+        let (ak, av) = self.audit_event(
+            Some(&new.team_id),
+            Actor {
+                id: &new.actor,
+                source: new.source.as_deref(),
+            },
+            "key.created",
+            &record.id,
+        )?;
+        let encoded = encode(&record);
+        let team_key = join(&record.team_id, &record.id);
+        (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
+            .transaction(|(keys, key_hash, team_keys, audit)| {
+                keys.insert(record.id.as_bytes(), encoded.as_slice())?;
+                key_hash.insert(&generated.hash[..], record.id.as_bytes())?;
+                team_keys.insert(team_key.as_slice(), &[][..])?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        let raw = generated.raw;
+        self.durable((record, raw))
+    }
+
+    /// The active (unrevoked) key with this SHA-256, if any. The hot path of every decision,
+    /// served from an in-memory cache when it can be; `last_used_at` in the answer may trail
+    /// (use [`Store::get_key`] or [`Store::list_keys`] for it).
+    pub fn lookup_key_hash(&self, hash: &[u8; 32]) -> Result<Option<Arc<KeyRecord>>> {
+        let cached = self.key_cache.get_and_keep(hash);
+        if cached.record.is_some() {
+            return Ok(cached.record);
+        }
+        let found = self.lookup_key_hash_uncached(hash)?.map(Arc::new);
+        if let Some(record) = &found {
+            self.key_cache.fill(*hash, record, cached.generation);
+        }
+        Ok(found)
+    }
+
+    pub(super) fn lookup_key_hash_uncached(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>> {
+        let Some(id) = self.key_hash.get(hash)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.keys.get(&id)? else {
+            return Err(Error::Corruption {
+                what: "key hash index points at a missing key".into(),
+            });
+        };
+        let record: KeyRecord = decode("key", &bytes)?;
+        // The index entry is removed in the same transaction as revocation; check anyway.
+        Ok(if record.revoked_at.is_some() {
+            None
+        } else {
+            Some(record)
+        })
+    }
+
+    /// The active key for a raw key string if it is in the in-memory lookup cache; `None`
+    /// means "not cached" (it may still exist: ask [`Store::lookup_key`]). Never touches disk,
+    /// so it is safe on an async executor. Revocation removes the entry before it returns.
+    pub fn cached_key(&self, raw: &str) -> Option<Arc<KeyRecord>> {
+        self.key_cache.get_and_keep(&apikey::hash(raw)).record
+    }
+
+    /// The active key for a raw key string (hashes it first).
+    pub fn lookup_key(&self, raw: &str) -> Result<Option<Arc<KeyRecord>>> {
+        self.lookup_key_hash(&apikey::hash(raw))
+    }
+
+    /// A key of a team by id, revoked or not; `None` if it does not exist in that team.
+    pub fn get_key(&self, team_id: &str, key_id: &str) -> Result<Option<KeyRecord>> {
+        let Some(bytes) = self.keys.get(key_id.as_bytes())? else {
+            return Ok(None);
+        };
+        let record: KeyRecord = decode("key", &bytes)?;
+        Ok((record.team_id == team_id).then_some(record))
+    }
+
+    /// The team's unrevoked keys, oldest first (expired keys included: they still need revoking
+    /// or rotating, and the list shows their expiry).
+    pub fn list_keys(&self, team_id: &str) -> Result<Vec<KeyRecord>> {
+        let mut out = Vec::new();
+        let p = prefix(team_id);
+        for entry in self.team_keys.scan_prefix(&p) {
+            let (k, _) = entry?;
+            let key_id = decode_str("team key index", &k[p.len()..])?;
+            match self.keys.get(key_id.as_bytes())? {
+                Some(bytes) => {
+                    let record: KeyRecord = decode("key", &bytes)?;
+                    if record.revoked_at.is_none() {
+                        out.push(record);
+                    }
+                }
+                None => {
+                    return Err(Error::Corruption {
+                        what: format!("team key index names missing key {key_id}"),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(out)
+    }
+
+    /// Revokes a key of a team: removes it from the hash index in the same atomic step as
+    /// marking it revoked, and flushes before returning. `NotFound` for an unknown key, a key of
+    /// another team, or one already revoked.
+    pub fn revoke_key(&self, team_id: &str, key_id: &str, actor: Actor<'_>) -> Result<KeyRecord> {
+        let _writing = self.writing();
+        let now = clock::now_ms();
+        let (ak, av) = self.audit_event(Some(team_id), actor, "key.revoked", key_id)?;
+        let record = (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
+            .transaction(|(keys, key_hash, team_keys, audit)| {
+                let mut record = active_key_in(keys, team_id, key_id)?;
+                revoke_in(&mut record, now, key_hash, team_keys)?;
+                keys.insert(key_id.as_bytes(), encode(&record))?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(record)
+            })
+            .map_err(tx_err)?;
+        // Only after the commit: a lookup racing with us either saw the key before the
+        // revocation (and answered before DELETE returned) or finds it gone.
+        if let Ok(hash) = stored_hash(&record) {
+            self.key_cache.invalidate(&hash);
+        }
+        self.durable(record)
+    }
+
+    /// Rotates a key of a team: a new key with the same name, project, scopes and expiry, and
+    /// the old one ends `grace_seconds` from now (its expiry moves there unless it was sooner)
+    /// or, with 0, is revoked in the same atomic step. Both keys, the old one's new end and the
+    /// audit events are written together and flushed before returning. `NotFound` as for
+    /// [`Store::revoke_key`]; `Invalid` for an expired key (there is nothing to keep working:
+    /// create a new key) or a grace period over [`MAX_ROTATION_GRACE_SECONDS`].
+    pub fn rotate_key(
+        &self,
+        team_id: &str,
+        key_id: &str,
+        grace_seconds: u64,
+        actor: Actor<'_>,
+    ) -> Result<Rotated> {
+        let _writing = self.writing();
+        if grace_seconds > MAX_ROTATION_GRACE_SECONDS {
+            return Err(invalid(
+                "gracePeriodSeconds",
+                format!("must be at most {MAX_ROTATION_GRACE_SECONDS} (30 days)"),
+            ));
+        }
+        let now = clock::now_ms();
+        let generated = apikey::generate();
+        let new_id = ids::new_id("key");
+        let (rk, rv) = self.audit_event(Some(team_id), actor, "key.rotated", key_id)?;
+        let (ck, cv) = self.audit_event(Some(team_id), actor, "key.created", &new_id)?;
+        let grace_ms = i64::try_from(grace_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let ends_at = now.saturating_add(grace_ms);
+        let new_team_key = join(team_id, &new_id);
+        let (old, new) = (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
+            .transaction(|(keys, key_hash, team_keys, audit)| {
+                let mut old = active_key_in(keys, team_id, key_id)?;
+                if old.is_expired(now) {
+                    return abort(invalid(
+                        "keyId",
+                        "the key has expired, so there is nothing to rotate; create a new key \
+                         instead",
+                    ));
+                }
+                if let Some(successor) = &old.rotated_to {
+                    return abort(invalid(
+                        "keyId",
+                        format!("the key has already been rotated; rotate {successor} instead"),
+                    ));
+                }
+                let new = KeyRecord {
+                    id: new_id.clone(),
+                    team_id: old.team_id.clone(),
+                    project_id: old.project_id.clone(),
+                    name: old.name.clone(),
+                    prefix: generated.prefix.clone(),
+                    scopes: old.scopes.clone(),
+                    expires_at: old.expires_at,
+                    created_at: now,
+                    revoked_at: None,
+                    last_used_at: None,
+                    hash: hex::encode(generated.hash),
+                    rotated_to: None,
+                    rate_limit: old.rate_limit,
+                };
+                if grace_seconds == 0 {
+                    revoke_in(&mut old, now, key_hash, team_keys)?;
+                } else {
+                    old.expires_at = Some(old.expires_at.map_or(ends_at, |at| at.min(ends_at)));
+                }
+                old.rotated_to = Some(new_id.clone());
+                keys.insert(key_id.as_bytes(), encode(&old))?;
+                keys.insert(new_id.as_bytes(), encode(&new))?;
+                key_hash.insert(&generated.hash[..], new_id.as_bytes())?;
+                team_keys.insert(new_team_key.as_slice(), &[][..])?;
+                audit.insert(rk.as_slice(), rv.as_slice())?;
+                audit.insert(ck.as_slice(), cv.as_slice())?;
+                Ok((old, new))
+            })
+            .map_err(tx_err)?;
+        // The cached copy of the old key still has its old expiry (or is revoked now).
+        if let Ok(hash) = stored_hash(&old) {
+            self.key_cache.invalidate(&hash);
+        }
+        self.durable(Rotated {
+            new,
+            raw_key: generated.raw,
+            old,
+        })
+    }
+}

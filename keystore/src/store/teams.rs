@@ -1,0 +1,128 @@
+//! Teams and their projects.
+
+use super::*;
+
+impl Store {
+    /// Creates a team with a new random id, or `id` if given.
+    pub fn create_team(&self, id: Option<&str>, name: &str, actor: Actor<'_>) -> Result<Team> {
+        let _writing = self.writing();
+        let name = validate_name("name", name)?;
+        let id = match id {
+            Some(id) => {
+                check_id("team", id)?;
+                id.to_owned()
+            }
+            None => ids::new_id("team"),
+        };
+        let team = Team {
+            id: id.clone(),
+            name,
+            created_at: clock::now_ms(),
+        };
+        let (ak, av) = self.audit_event(Some(&id), actor, "team.created", &id)?;
+        (&self.teams, &self.audit)
+            .transaction(|(teams, audit)| {
+                if teams.get(id.as_bytes())?.is_some() {
+                    return abort(Error::AlreadyExists {
+                        kind: "team",
+                        id: id.clone(),
+                    });
+                }
+                teams.insert(id.as_bytes(), encode(&team))?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.durable(team)
+    }
+
+    /// A team by id.
+    pub fn get_team(&self, id: &str) -> Result<Option<Team>> {
+        self.teams
+            .get(id.as_bytes())?
+            .map(|v| decode("team", &v))
+            .transpose()
+    }
+
+    /// All teams, by id.
+    pub fn list_teams(&self) -> Result<Vec<Team>> {
+        self.teams
+            .iter()
+            .values()
+            .map(|v| decode("team", &v?))
+            .collect()
+    }
+
+    pub(super) fn require_team(&self, id: &str) -> Result<Team> {
+        self.get_team(id)?.ok_or_else(|| Error::NotFound {
+            kind: "team",
+            id: id.to_owned(),
+        })
+    }
+
+    /// Creates a project in `team_id`.
+    pub fn create_project(
+        &self,
+        team_id: &str,
+        id: Option<&str>,
+        name: &str,
+        actor: Actor<'_>,
+    ) -> Result<Project> {
+        let _writing = self.writing();
+        let name = validate_name("name", name)?;
+        self.require_team(team_id)?;
+        let id = match id {
+            Some(id) => {
+                check_id("project", id)?;
+                id.to_owned()
+            }
+            None => ids::new_id("proj"),
+        };
+        let project = Project {
+            id: id.clone(),
+            team_id: team_id.to_owned(),
+            name,
+            created_at: clock::now_ms(),
+        };
+        let key = join(team_id, &id);
+        let (ak, av) = self.audit_event(Some(team_id), actor, "project.created", &id)?;
+        (&self.teams, &self.projects, &self.audit)
+            .transaction(|(teams, projects, audit)| {
+                // Re-read the team inside the transaction so a concurrent delete cannot race us.
+                if teams.get(team_id.as_bytes())?.is_none() {
+                    return abort(Error::NotFound {
+                        kind: "team",
+                        id: team_id.to_owned(),
+                    });
+                }
+                if projects.get(key.as_slice())?.is_some() {
+                    return abort(Error::AlreadyExists {
+                        kind: "project",
+                        id: id.clone(),
+                    });
+                }
+                projects.insert(key.as_slice(), encode(&project))?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.durable(project)
+    }
+
+    /// A project of a team; `None` if it does not exist in that team.
+    pub fn get_project(&self, team_id: &str, project_id: &str) -> Result<Option<Project>> {
+        self.projects
+            .get(join(team_id, project_id))?
+            .map(|v| decode("project", &v))
+            .transpose()
+    }
+
+    /// The team's projects, by id.
+    pub fn list_projects(&self, team_id: &str) -> Result<Vec<Project>> {
+        self.projects
+            .scan_prefix(prefix(team_id))
+            .values()
+            .map(|v| decode("project", &v?))
+            .collect()
+    }
+}

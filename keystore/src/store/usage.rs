@@ -1,0 +1,132 @@
+//! Per-key usage: `lastUsedAt` and request counts per day, written in batches.
+
+use super::*;
+
+/// One key's uses since the last batch, for [`Store::record_key_usage`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyUsage {
+    /// The key.
+    pub key_id: String,
+    /// Its latest allowed request (Unix ms), if any.
+    pub last_used_at: Option<i64>,
+    /// Requests per day (days since the Unix epoch, UTC).
+    pub days: Vec<(i64, DailyUsage)>,
+}
+
+/// One key's requests on one day: decided and allowed, or refused after the key was
+/// recognised (scope, project, route, rate limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyUsage {
+    /// Allowed requests.
+    pub allowed: u64,
+    /// Refused requests.
+    pub denied: u64,
+}
+
+impl DailyUsage {
+    /// The sum of two counts.
+    pub fn plus(self, other: &DailyUsage) -> DailyUsage {
+        DailyUsage {
+            allowed: self.allowed.saturating_add(other.allowed),
+            denied: self.denied.saturating_add(other.denied),
+        }
+    }
+}
+
+/// `key_id/day`, the day big-endian so that a key's days sort in order. Days before 1970 never
+/// occur, so the sign bit does not disturb the order.
+pub(super) fn usage_key(key_id: &str, day: i64) -> Vec<u8> {
+    let mut k = prefix(key_id);
+    k.extend_from_slice(&day.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Records a batch of key uses: each key's latest successful use (`lastUsedAt`) and its
+    /// request counts per day, added to what is stored. Revoked or vanished keys get no
+    /// `lastUsedAt`, and a use older than the stored one never moves it back; their counts are
+    /// still kept (they happened). Not flushed by itself: usage is advisory, and the next
+    /// durable write or [`Store::flush`] persists it.
+    pub fn record_key_usage(&self, uses: &[KeyUsage]) -> Result<()> {
+        let _writing = self.writing();
+        for usage in uses {
+            if let Some(at) = usage.last_used_at {
+                self.keys.fetch_and_update(usage.key_id.as_bytes(), |old| {
+                    let old = old?;
+                    match decode::<KeyRecord>("key", old) {
+                        Ok(mut r)
+                            if r.revoked_at.is_none() && r.last_used_at.is_none_or(|t| t < at) =>
+                        {
+                            r.last_used_at = Some(at);
+                            Some(encode(&r))
+                        }
+                        _ => Some(old.to_vec()),
+                    }
+                })?;
+            }
+            if usage.days.is_empty() || self.keys.get(usage.key_id.as_bytes())?.is_none() {
+                continue;
+            }
+            for (day, counts) in &usage.days {
+                let k = usage_key(&usage.key_id, *day);
+                self.key_usage.fetch_and_update(k, |old| {
+                    let before = old
+                        .and_then(|b| decode::<DailyUsage>("daily usage", b).ok())
+                        .unwrap_or_default();
+                    Some(encode(&before.plus(counts)))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every key's counts for days before `first_kept_day`; returns how many went.
+    pub fn prune_key_usage(&self, first_kept_day: i64) -> Result<usize> {
+        let _writing = self.writing();
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for k in self.key_usage.iter().keys() {
+            let k = k?;
+            let day = k
+                .len()
+                .checked_sub(8)
+                .and_then(|at| <[u8; 8]>::try_from(&k[at..]).ok())
+                .map(i64::from_be_bytes);
+            if day.is_none_or(|d| d < first_kept_day) {
+                batch.remove(k);
+                removed += 1;
+            }
+        }
+        self.key_usage.apply_batch(batch)?;
+        Ok(removed)
+    }
+
+    /// A key's request counts for the `days` days ending with `last_day` (days since the Unix
+    /// epoch, UTC), oldest first, with zeros for days without requests.
+    pub fn key_usage(
+        &self,
+        key_id: &str,
+        last_day: i64,
+        days: u32,
+    ) -> Result<Vec<(i64, DailyUsage)>> {
+        let first_day = last_day - i64::from(days) + 1;
+        let mut stored = HashMap::new();
+        for entry in self
+            .key_usage
+            .range(usage_key(key_id, first_day)..=usage_key(key_id, last_day))
+        {
+            let (k, v) = entry?;
+            let day_bytes: [u8; 8] =
+                k[k.len() - 8..].try_into().map_err(|_| Error::Corruption {
+                    what: "usage key".into(),
+                })?;
+            stored.insert(
+                i64::from_be_bytes(day_bytes),
+                decode::<DailyUsage>("daily usage", &v)?,
+            );
+        }
+        Ok((first_day..=last_day)
+            .map(|day| (day, stored.remove(&day).unwrap_or_default()))
+            .collect())
+    }
+}

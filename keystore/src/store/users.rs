@@ -1,0 +1,213 @@
+//! Dashboard users, their passwords (Argon2id) and their team memberships.
+
+use super::*;
+
+/// What [`Store::create_user`] needs.
+#[derive(Clone)]
+pub struct NewUser {
+    /// Email address (case-insensitive, unique).
+    pub email: String,
+    /// The password, hashed with Argon2id before it is stored.
+    pub password: String,
+    /// The team the user joins.
+    pub team_id: String,
+    /// Their role in it.
+    pub role: Role,
+}
+
+/// Shortest accepted dashboard password.
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// Longest accepted dashboard password (bytes); bounds the hashing cost.
+pub const MAX_PASSWORD_LEN: usize = 1024;
+
+pub(super) fn dummy_password_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let salt = SaltString::generate(&mut PhOsRng);
+        Argon2::default()
+            .hash_password(b"not a real password", &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// Hashes a password with Argon2id (the crate's defaults: 19 MiB, 2 passes).
+pub fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::generate(&mut PhOsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::PasswordHash(e.to_string()))
+}
+
+pub(super) fn password_matches(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+pub(super) fn validate_email(email: &str) -> Result<String> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.split_once('@').is_some_and(|(user, domain)| {
+            !user.is_empty() && !domain.is_empty() && !domain.contains('@')
+        });
+    if valid {
+        Ok(email)
+    } else {
+        Err(invalid(
+            "email",
+            format!("{email:?} is not an email address"),
+        ))
+    }
+}
+
+impl Store {
+    /// Creates a user (Argon2id-hashed password) as a member of one team.
+    pub fn create_user(&self, new: &NewUser, actor: Actor<'_>) -> Result<User> {
+        let _writing = self.writing();
+        let email = validate_email(&new.email)?;
+        if new.password.chars().count() < MIN_PASSWORD_LEN {
+            return Err(invalid(
+                "password",
+                format!("must be at least {MIN_PASSWORD_LEN} characters"),
+            ));
+        }
+        if new.password.len() > MAX_PASSWORD_LEN {
+            return Err(invalid(
+                "password",
+                format!("must be at most {MAX_PASSWORD_LEN} bytes"),
+            ));
+        }
+        self.require_team(&new.team_id)?;
+        let user = User {
+            id: ids::new_id("user"),
+            email: email.clone(),
+            password_hash: hash_password(&new.password)?,
+            created_at: clock::now_ms(),
+        };
+        let role = encode(&new.role);
+        let (ak, av) = self.audit_event(Some(&new.team_id), actor, "user.created", &user.id)?;
+        let team_id = new.team_id.as_str();
+        (
+            &self.users,
+            &self.user_email,
+            &self.members,
+            &self.user_teams,
+            &self.teams,
+            &self.audit,
+        )
+            .transaction(|(users, user_email, members, user_teams, teams, audit)| {
+                if teams.get(team_id.as_bytes())?.is_none() {
+                    return abort(Error::NotFound {
+                        kind: "team",
+                        id: team_id.to_owned(),
+                    });
+                }
+                if user_email.get(email.as_bytes())?.is_some() {
+                    return abort(Error::AlreadyExists {
+                        kind: "user",
+                        id: email.clone(),
+                    });
+                }
+                users.insert(user.id.as_bytes(), encode(&user))?;
+                user_email.insert(email.as_bytes(), user.id.as_bytes())?;
+                members.insert(join(team_id, &user.id), role.as_slice())?;
+                user_teams.insert(join(&user.id, team_id), role.as_slice())?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.durable(user)
+    }
+
+    /// Adds an existing user to a team, or changes their role there.
+    pub fn set_membership(
+        &self,
+        team_id: &str,
+        user_id: &str,
+        role: Role,
+        actor: Actor<'_>,
+    ) -> Result<()> {
+        let _writing = self.writing();
+        self.require_team(team_id)?;
+        if self.get_user(user_id)?.is_none() {
+            return Err(Error::NotFound {
+                kind: "user",
+                id: user_id.to_owned(),
+            });
+        }
+        let role = encode(&role);
+        let (ak, av) = self.audit_event(Some(team_id), actor, "member.set", user_id)?;
+        (&self.members, &self.user_teams, &self.audit)
+            .transaction(|(members, user_teams, audit)| {
+                members.insert(join(team_id, user_id), role.as_slice())?;
+                user_teams.insert(join(user_id, team_id), role.as_slice())?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.durable(())
+    }
+
+    /// A user by id.
+    pub fn get_user(&self, id: &str) -> Result<Option<User>> {
+        self.users
+            .get(id.as_bytes())?
+            .map(|v| decode("user", &v))
+            .transpose()
+    }
+
+    /// A user by email (case-insensitive).
+    pub fn find_user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let email = email.trim().to_lowercase();
+        match self.user_email.get(email.as_bytes())? {
+            Some(id) => self.get_user(&decode_str("user email index", &id)?),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks a password. Takes about as long for an unknown email as for a wrong password, so
+    /// the timing does not reveal which emails have accounts. CPU-heavy (tens of ms): call it
+    /// off any async executor.
+    pub fn verify_password(&self, email: &str, password: &str) -> Result<Option<User>> {
+        if password.len() > MAX_PASSWORD_LEN {
+            return Ok(None);
+        }
+        match self.find_user_by_email(email)? {
+            Some(user) if password_matches(password, &user.password_hash) => Ok(Some(user)),
+            Some(_) => Ok(None),
+            None => {
+                let _ = password_matches(password, dummy_password_hash());
+                Ok(None)
+            }
+        }
+    }
+
+    /// The user's role in a team, or `None` if not a member.
+    pub fn membership(&self, team_id: &str, user_id: &str) -> Result<Option<Role>> {
+        self.members
+            .get(join(team_id, user_id))?
+            .map(|v| decode("membership", &v))
+            .transpose()
+    }
+
+    /// The teams a user belongs to, with their role in each.
+    pub fn user_teams(&self, user_id: &str) -> Result<Vec<(Team, Role)>> {
+        let mut out = Vec::new();
+        for entry in self.user_teams.scan_prefix(prefix(user_id)) {
+            let (k, v) = entry?;
+            let team_id = decode_str("user team index", &k[user_id.len() + 1..])?;
+            let role = decode("membership", &v)?;
+            if let Some(team) = self.get_team(&team_id)? {
+                out.push((team, role));
+            }
+        }
+        Ok(out)
+    }
+}
