@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::config::{Overrides, Settings};
 use crate::policy::{PolicyEngine, PolicyLimits, ScopePolicy};
-use crate::runtime::{self, read_plugin_arg};
+use crate::startup::{self, read_plugin_arg};
 use crate::views::{CreatedKey, KeyView};
 
 /// Who the offline commands act as, in the audit log.
@@ -509,8 +509,8 @@ impl KeyCommand {
                     bail!("team {team} not found");
                 }
                 if !scopes.is_empty() {
-                    let engine = runtime::engine_for(settings)?;
-                    let policies = runtime::load_policies(&engine, settings, &store)?;
+                    let engine = startup::engine_for(settings)?;
+                    let policies = startup::load_policies(&engine, settings, &store)?;
                     let (policy, _) = policies.for_team(&team);
                     if let Some(error) = policy.load_error() {
                         bail!(
@@ -637,7 +637,7 @@ impl PolicyCommand {
                 Ok(())
             }
             PolicyCommand::Export { plugin, output } => {
-                if plugin != runtime::DEFAULT_PLUGIN_NAME {
+                if plugin != startup::DEFAULT_PLUGIN_NAME {
                     bail!(
                         "only the embedded plugin can be exported: billstack policy export default --output FILE"
                     );

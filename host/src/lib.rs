@@ -5,7 +5,8 @@
 //! Modules: [`config`] (file and environment), [`policy`] (the Wasm sandbox and the active
 //! policies), [`decision`] (the one decision function every front door uses), [`cli`] (the
 //! offline commands), [`policytest`] (`billstack policy test`), [`views`] (the JSON shapes shared
-//! by the CLI and the HTTP API).
+//! by the CLI and the HTTP API), [`startup`] (the engine and the active policies a process starts
+//! with), [`console`] (the operator's fixed lines on stderr), [`ratelimit`] (request budgets).
 
 pub mod cli;
 pub mod config;
@@ -14,8 +15,8 @@ pub mod decision;
 pub mod policy;
 pub mod policytest;
 pub mod ratelimit;
-pub mod runtime;
 pub mod server;
+pub mod startup;
 pub mod views;
 
 /// Compile-time artefacts from `build.rs`.

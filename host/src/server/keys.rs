@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
-use super::policies::ActivePolicyView;
 use super::session::{SessionUser, require_member};
 use super::{AppState, usage};
 use crate::views::{CreatedKey, KeyView, RateLimitView};
@@ -50,22 +49,6 @@ pub(super) struct CreateKey {
 pub struct KeyListView {
     /// Oldest first.
     pub keys: Vec<KeyView>,
-}
-
-/// A team's projects.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProjectListView {
-    /// The projects.
-    pub projects: Vec<ProjectView>,
-}
-
-/// A project.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProjectView {
-    /// `proj_…`
-    pub id: String,
-    /// Display name.
-    pub name: String,
 }
 
 /// A key's requests per day.
@@ -310,46 +293,6 @@ pub(super) async fn rotate(
             raw_key: rotated.raw_key,
         }),
     ))
-}
-
-/// `GET /api/billstack/teams/{teamId}/projects`.
-#[utoipa::path(get, path = "/api/billstack/teams/{teamId}/projects", operation_id = "listProjects", tag = "teams", security(("session" = [])),
-    params(("teamId" = String, Path, description = "The team, `team_…`")),
-    responses((status = 200, description = "The team's projects", body = ProjectListView),
-        (status = 401, description = "No session", body = ErrorBody), (status = 404, description = "No such team (or not a member)", body = ErrorBody)))]
-pub(super) async fn projects(
-    State(state): State<Arc<AppState>>,
-    session: SessionUser,
-    Path(team_id): Path<String>,
-) -> ApiResult<Json<ProjectListView>> {
-    require_member(&state, &session, &team_id)?;
-    let projects = state
-        .store
-        .list_projects(&team_id)?
-        .into_iter()
-        .map(|p| ProjectView {
-            id: p.id,
-            name: p.name,
-        })
-        .collect();
-    Ok(Json(ProjectListView { projects }))
-}
-
-/// `GET /api/billstack/teams/{teamId}/policy`.
-#[utoipa::path(get, path = "/api/billstack/teams/{teamId}/policy", operation_id = "getPolicy", tag = "policies", security(("session" = [])),
-    params(("teamId" = String, Path, description = "The team, `team_…`")),
-    responses((status = 200, description = "The team's active policy", body = ActivePolicyView),
-        (status = 401, description = "No session", body = ErrorBody), (status = 404, description = "No such team (or not a member)", body = ErrorBody)))]
-pub(super) async fn policy(
-    State(state): State<Arc<AppState>>,
-    session: SessionUser,
-    Path(team_id): Path<String>,
-) -> ApiResult<Json<super::policies::ActivePolicyView>> {
-    require_member(&state, &session, &team_id)?;
-    let (policy, source) = state.policies.for_team(&team_id);
-    Ok(Json(super::policies::ActivePolicyView {
-        policy: super::policies::PolicyView::of_active(&policy, source),
-    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -1,7 +1,8 @@
 //! `billstack serve`: the HTTP server (axum).
 //!
 //! Routes: health and metrics; dashboard sessions ([`session`]); the documented key endpoints
-//! ([`keys`]); and the three front doors for SaaS requests ([`front`]). Decisions run on the
+//! ([`keys`]), a team's projects ([`projects`]), policy ([`policies`]) and audit log
+//! ([`audit`]); and the three front doors for SaaS requests ([`front`]). Decisions run on the
 //! blocking pool behind a semaphore, so a slow plugin holds at most that many threads and never
 //! an executor worker.
 
@@ -15,6 +16,7 @@ mod keys;
 mod metrics;
 pub mod openapi;
 mod policies;
+mod projects;
 mod reload;
 mod session;
 mod usage;
@@ -148,7 +150,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/api/billstack/teams/{team_id}/projects",
-            get(keys::projects),
+            get(projects::list),
         )
         .route("/api/billstack/teams/{team_id}/audit-log", get(audit::list))
         .route("/api/billstack/keys/verify", post(front::json_verify))
@@ -173,7 +175,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let policy = Router::new()
         .route(
             "/api/billstack/teams/{team_id}/policy",
-            get(keys::policy)
+            get(policies::get)
                 .put(policies::upload)
                 .delete(policies::reset),
         )
@@ -455,10 +457,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 })?,
         ),
     };
-    let engine = crate::runtime::engine_for(&settings)?;
+    let engine = crate::startup::engine_for(&settings)?;
     let default_policy = {
         let (engine, settings) = (Arc::clone(&engine), settings.clone());
-        tokio::task::spawn_blocking(move || crate::runtime::load_default_policy(&engine, &settings))
+        tokio::task::spawn_blocking(move || crate::startup::load_default_policy(&engine, &settings))
             .await??
     };
     let store = Arc::new(Store::open(&settings.data_dir)?);
@@ -467,7 +469,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let policies = {
         let (engine, store) = (Arc::clone(&engine), Arc::clone(&store));
         tokio::task::spawn_blocking(move || {
-            crate::runtime::load_team_policies(&engine, &policies, &store).map(|()| policies)
+            crate::startup::load_team_policies(&engine, &policies, &store).map(|()| policies)
         })
         .await??
     };

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, error, front, keys, policies, session};
+use super::{audit, error, front, keys, policies, projects, session};
 
 /// The document's definition.
 #[derive(OpenApi)]
@@ -31,8 +31,8 @@ use super::{audit, error, front, keys, policies, session};
         keys::revoke,
         keys::rotate,
         keys::usage,
-        keys::projects,
-        keys::policy,
+        projects::list,
+        policies::get,
         policies::upload,
         policies::reset,
         audit::list,

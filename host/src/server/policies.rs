@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::session::{SessionUser, require_owner};
+use super::session::{SessionUser, require_member, require_owner};
 use crate::policy::{ActivePolicy, Plugin, PolicySource, ScopePolicy};
 
 /// A team's active policy.
@@ -119,6 +119,23 @@ pub struct OrphanedKeyView {
     pub name: String,
     /// Its scopes that the policy does not define.
     pub undefined_scopes: Vec<String>,
+}
+
+/// `GET /api/billstack/teams/{teamId}/policy`.
+#[utoipa::path(get, path = "/api/billstack/teams/{teamId}/policy", operation_id = "getPolicy", tag = "policies", security(("session" = [])),
+    params(("teamId" = String, Path, description = "The team, `team_…`")),
+    responses((status = 200, description = "The team's active policy", body = ActivePolicyView),
+        (status = 401, description = "No session", body = ErrorBody), (status = 404, description = "No such team (or not a member)", body = ErrorBody)))]
+pub(super) async fn get(
+    State(state): State<Arc<AppState>>,
+    session: SessionUser,
+    Path(team_id): Path<String>,
+) -> ApiResult<Json<ActivePolicyView>> {
+    require_member(&state, &session, &team_id)?;
+    let (policy, source) = state.policies.for_team(&team_id);
+    Ok(Json(ActivePolicyView {
+        policy: PolicyView::of_active(&policy, source),
+    }))
 }
 
 /// `PUT /api/billstack/teams/{teamId}/policy` with `Content-Type: application/wasm`.
