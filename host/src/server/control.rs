@@ -4,7 +4,8 @@
 //! could read the store anyway, can use it.
 //!
 //! Protocol: the client sends one line with a command; the server answers `OK` and the data,
-//! or `ERR message`, then closes. The one command is `backup`.
+//! or `ERR message`, then closes. The one command is `backup`. Both halves live here: the
+//! server's ([`spawn`]) and the client's ([`fetch_backup`], used by `billstack backup`).
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -52,6 +53,29 @@ pub fn spawn(store: Arc<Store>, data_dir: &Path) {
         })
         .map(drop)
         .unwrap_or_else(|e| tracing::warn!(error = %e, "cannot start the control thread"));
+}
+
+/// The client half: asks the server holding `data_dir` for a backup through its control
+/// socket and copies the whole answer to `out` (the caller checks it).
+pub fn fetch_backup(data_dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let socket = socket_path(data_dir);
+    let mut stream = UnixStream::connect(&socket).with_context(|| {
+        format!(
+            "the server holds {} but its control socket {} does not answer",
+            data_dir.display(),
+            socket.display()
+        )
+    })?;
+    stream.write_all(b"backup\n")?;
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.by_ref().take(256).read_line(&mut status)?;
+    if status.trim() != "OK" {
+        anyhow::bail!("the server refused the backup: {}", status.trim());
+    }
+    std::io::copy(&mut reader, out)?;
+    Ok(())
 }
 
 /// Removes the socket at shutdown.

@@ -1,0 +1,80 @@
+//! `policy` commands: check, test and export plugins, with no store.
+
+use super::*;
+
+pub(super) fn offline_engine(overrides: &Overrides) -> anyhow::Result<Arc<PolicyEngine>> {
+    // Policy commands need no store; they use the configured limits when a config is present,
+    // and keep compiled code in memory only.
+    let limits = Settings::resolve(overrides)
+        .map(|s| s.limits)
+        .unwrap_or_else(|_| PolicyLimits::default());
+    PolicyEngine::new(limits, None)
+}
+
+impl PolicyCommand {
+    pub(super) fn run(self, overrides: &Overrides) -> anyhow::Result<()> {
+        match self {
+            PolicyCommand::Check { plugin } => {
+                let bytes = read_plugin_arg(&plugin)?;
+                let loaded = offline_engine(overrides)?
+                    .load(&bytes)
+                    .with_context(|| format!("{plugin} is not a usable policy"))?;
+                print_json(&json!({
+                    "name": loaded.info().name,
+                    "version": loaded.info().version,
+                    "sha256": loaded.sha256_hex(),
+                    "size": loaded.size(),
+                    "memoryAtStart": loaded.memory_at_start(),
+                    "scopes": loaded.info().scopes,
+                }))
+            }
+            PolicyCommand::Test { plugin, cases } => {
+                let bytes = read_plugin_arg(&plugin)?;
+                // Every file is read and parsed before the (possibly slow) compilation, so a
+                // typo in the last one is reported at once.
+                let mut all = Vec::new();
+                for path in &cases {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    let file = crate::policytest::parse_cases(&text)
+                        .with_context(|| format!("invalid cases file {}", path.display()))?;
+                    all.extend(file.cases);
+                }
+                let loaded = offline_engine(overrides)?
+                    .load(&bytes)
+                    .with_context(|| format!("{plugin} is not a usable policy"))?;
+                let (mut passed, mut failed) = (0usize, 0usize);
+                let mut out = std::io::stdout().lock();
+                for case in &all {
+                    let result = crate::policytest::run_case(&*loaded, case);
+                    match result.failure {
+                        None => {
+                            passed += 1;
+                            writeln!(out, "PASS  {}", result.name)?;
+                        }
+                        Some(why) => {
+                            failed += 1;
+                            writeln!(out, "FAIL  {}: {why}", result.name)?;
+                        }
+                    }
+                }
+                writeln!(out, "{passed} passed, {failed} failed")?;
+                if failed > 0 {
+                    bail!("{failed} of {} policy cases failed", passed + failed);
+                }
+                Ok(())
+            }
+            PolicyCommand::Export { plugin, output } => {
+                if plugin != startup::DEFAULT_PLUGIN_NAME {
+                    bail!(
+                        "only the embedded plugin can be exported: billstack policy export default --output FILE"
+                    );
+                }
+                let bytes = read_plugin_arg(&plugin)?;
+                std::fs::write(&output, &bytes)
+                    .with_context(|| format!("cannot write {}", output.display()))?;
+                print_json(&json!({"output": output, "size": bytes.len()}))
+            }
+        }
+    }
+}
