@@ -17,6 +17,7 @@ mod metrics;
 pub mod openapi;
 mod policies;
 mod projects;
+mod proxy;
 mod reload;
 mod session;
 mod usage;
@@ -189,11 +190,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     let proxied = Router::new()
         .route(
             "/api/billstack/teams/{team_id}/projects/{project_id}",
-            any(front::proxy),
+            any(proxy::proxy),
         )
         .route(
             "/api/billstack/teams/{team_id}/projects/{project_id}/{*rest}",
-            any(front::proxy),
+            any(proxy::proxy),
         );
     api.merge(policy)
         .merge(proxied)

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, error, front, keys, policies, projects, session};
+use super::{audit, error, front, keys, policies, projects, proxy, session};
 
 /// The document's definition.
 #[derive(OpenApi)]
@@ -38,7 +38,7 @@ use super::{audit, error, front, keys, policies, projects, session};
         audit::list,
         front::json_verify,
         front::forward_auth,
-        front::proxy,
+        proxy::proxy,
         super::healthz,
         super::readyz,
         super::metrics_text,
