@@ -1,0 +1,215 @@
+//! The audit log: paging, sign-ins, and the migration to per-team keys.
+
+use super::*;
+
+#[test]
+fn the_audit_log_pages_one_teams_events_newest_first() {
+    let (_dir, store) = open();
+    let (team, _) = team_and_project(&store);
+    let other = store
+        .create_team(Some("team_ab"), "Other", "test".into())
+        .expect("team");
+    let from = Actor::from_address("user_1", "192.0.2.7");
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        let (record, _) = store
+            .create_key(&NewApiKey {
+                actor: "user_1".into(),
+                source: Some("192.0.2.7".into()),
+                ..new_key(&team.id)
+            })
+            .expect("create");
+        created.push(record.id);
+        // Another team's events in between must never show up in team_a's pages.
+        store.create_key(&new_key(&other.id)).expect("create");
+    }
+    store
+        .revoke_key(&team.id, &created[0], from)
+        .expect("revoke");
+
+    // team_a: team.created, project.created, 5 × key.created, key.revoked = 8 events.
+    let first = store.list_audit(&team.id, None, 3).expect("page");
+    assert_eq!(first.events.len(), 3);
+    assert_eq!(first.events[0].action, "key.revoked");
+    assert_eq!(first.events[0].target, created[0]);
+    assert_eq!(first.events[0].actor, "user_1");
+    assert_eq!(first.events[0].source.as_deref(), Some("192.0.2.7"));
+    let mut all = first.events.clone();
+    let mut before = first.next_before;
+    while let Some(cursor) = before {
+        let page = store.list_audit(&team.id, Some(cursor), 3).expect("page");
+        assert!(page.events.len() <= 3);
+        all.extend(page.events);
+        before = page.next_before;
+    }
+    assert_eq!(all.len(), 8, "every event exactly once: {all:?}");
+    assert!(all.windows(2).all(|w| w[0].seq > w[1].seq), "newest first");
+    assert!(all.iter().all(|e| e.team_id.as_deref() == Some("team_a")));
+    assert_eq!(all.last().map(|e| e.action.as_str()), Some("team.created"));
+    // The offline (CLI-style) events have no source.
+    assert_eq!(all.last().and_then(|e| e.source.clone()), None);
+
+    // A page of exactly the rest has no next cursor; limits are clamped to 1..=MAX_AUDIT_PAGE.
+    let whole = store.list_audit(&team.id, None, 8).expect("page");
+    assert_eq!((whole.events.len(), whole.next_before), (8, None));
+    assert_eq!(
+        store
+            .list_audit(&team.id, None, 0)
+            .expect("page")
+            .events
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .list_audit(&team.id, None, 10_000)
+            .expect("page")
+            .events
+            .len(),
+        8
+    );
+    assert!(
+        store
+            .list_audit("team_none", None, 10)
+            .expect("page")
+            .events
+            .is_empty()
+    );
+}
+
+#[test]
+fn sign_ins_are_recorded_in_each_of_the_accounts_teams_without_the_password() {
+    let (_dir, store) = open();
+    let (team, _) = team_and_project(&store);
+    let second = store
+        .create_team(Some("team_b"), "Second", "test".into())
+        .expect("team");
+    let user = store
+        .create_user(
+            &NewUser {
+                email: "ann@example.com".into(),
+                password: "correct horse battery".into(),
+                team_id: team.id.clone(),
+                role: Role::Owner,
+            },
+            "test".into(),
+        )
+        .expect("user");
+    store
+        .set_membership(&second.id, &user.id, Role::Member, "test".into())
+        .expect("member");
+
+    store
+        .record_sign_in("Ann@Example.com ", true, "198.51.100.1")
+        .expect("record");
+    store
+        .record_sign_in("ann@example.com", false, "198.51.100.2")
+        .expect("record");
+    // An unknown account (or a password typed into the email field) is kept out of every team.
+    store
+        .record_sign_in("correct horse battery", false, "198.51.100.3")
+        .expect("record");
+
+    for team_id in [&team.id, &second.id] {
+        let events = store.list_audit(team_id, None, 2).expect("page").events;
+        let summary: Vec<(&str, &str, &str, Option<&str>)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.action.as_str(),
+                    e.actor.as_str(),
+                    e.target.as_str(),
+                    e.source.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "auth.sign_in_failed",
+                    ANONYMOUS,
+                    user.id.as_str(),
+                    Some("198.51.100.2")
+                ),
+                (
+                    "auth.signed_in",
+                    user.id.as_str(),
+                    user.id.as_str(),
+                    Some("198.51.100.1")
+                ),
+            ]
+        );
+    }
+    let raw = store.raw_tree("audit");
+    for entry in raw.iter() {
+        let (_, v) = entry.expect("entry");
+        let text = String::from_utf8_lossy(&v);
+        assert!(
+            !text.contains("correct horse"),
+            "a password in the audit log: {text}"
+        );
+    }
+}
+
+#[test]
+fn audit_events_from_before_team_grouping_are_moved_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        team_and_project(&store);
+        // Rewrite the log the way older versions stored it: under the bare sequence number.
+        let audit = store.raw_tree("audit");
+        let entries: Vec<_> = audit.iter().map(|e| e.expect("entry")).collect();
+        for (k, v) in entries {
+            let event: AuditEvent = records::decode("audit event", &v).expect("event");
+            audit.remove(k).expect("remove");
+            audit.insert(event.seq.to_be_bytes(), v).expect("insert");
+        }
+        // Older versions wrote no marker either.
+        assert!(store.db().get(AUDIT_KEYS_MIGRATED).expect("get").is_some());
+        store.db().remove(AUDIT_KEYS_MIGRATED).expect("remove");
+        assert!(
+            store
+                .list_audit("team_a", None, 10)
+                .expect("page")
+                .events
+                .is_empty()
+        );
+        store.flush().expect("flush");
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    let actions: Vec<String> = store
+        .list_audit("team_a", None, 10)
+        .expect("page")
+        .events
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions, ["project.created", "team.created"]);
+    assert!(store.db().get(AUDIT_KEYS_MIGRATED).expect("get").is_some());
+}
+
+#[test]
+fn a_migrated_store_is_not_scanned_again_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        team_and_project(&store);
+        // A legacy-shaped key written after the marker: a later open must not look for it.
+        store
+            .raw_tree("audit")
+            .insert(99u64.to_be_bytes(), b"not an event".to_vec())
+            .expect("insert");
+        store.flush().expect("flush");
+    }
+    // Were the log scanned, the entry would fail to decode and the open would fail.
+    let store = Store::open(dir.path()).expect("reopen without a scan");
+    assert!(
+        store
+            .raw_tree("audit")
+            .get(99u64.to_be_bytes())
+            .expect("get")
+            .is_some()
+    );
+}
