@@ -379,7 +379,7 @@ fn assert_fails_closed(w: &World, fixture_name: &str, cause: &str) {
             Decision::Deny(d) => {
                 assert_eq!(d.kind, DenyKind::PolicyError, "{fixture_name}: {d:?}");
                 assert_eq!(d.kind.status(), 503);
-                let why = d.cause.expect("cause");
+                let why = d.cause.expect("cause").to_string();
                 assert!(
                     why.contains(cause),
                     "{fixture_name}: cause {why:?} should mention {cause:?}"

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use billstack_keystore::{KeyRecord, RateLimit, Store, apikey, clock};
 
-use crate::policy::{PolicyDecision, PolicyRequest, PolicySet, ScopePolicy};
+use crate::policy::{PluginError, PolicyDecision, PolicyRequest, PolicySet, ScopePolicy};
 
 mod target;
 
@@ -119,7 +119,35 @@ pub struct Denied {
     /// Whether any credential was presented (for `WWW-Authenticate: error="invalid_token"`).
     pub credential_sent: bool,
     /// For `policy_error`/`internal_error`: the cause, for logs and metrics only.
-    pub cause: Option<String>,
+    pub cause: Option<DenyCause>,
+}
+
+/// Why a request failed closed: for logs and metrics, never for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyCause {
+    /// The policy plugin failed (a trap, a limit, an invalid answer, not loaded, …).
+    Plugin(PluginError),
+    /// The host failed (storage, a task that did not finish).
+    Internal(String),
+}
+
+impl DenyCause {
+    /// A short, bounded label for metrics: the plugin error's cause, or `internal`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DenyCause::Plugin(e) => e.cause(),
+            DenyCause::Internal(_) => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for DenyCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DenyCause::Plugin(e) => write!(f, "{}: {e}", e.cause()),
+            DenyCause::Internal(detail) => f.write_str(detail),
+        }
+    }
 }
 
 /// The outcome of a decision.
@@ -159,7 +187,7 @@ impl Denied {
 /// metrics only, never for the caller.
 pub fn internal(cause: impl Into<String>) -> Decision {
     Decision::Deny(Denied {
-        cause: Some(cause.into()),
+        cause: Some(DenyCause::Internal(cause.into())),
         ..Denied::new(DenyKind::Internal, "internal error", true)
     })
 }
@@ -331,17 +359,19 @@ pub fn decide_for_key(
         scopes: effective_scopes(key, policy),
         rate_limit: key.rate_limit,
     };
-    let refuse =
-        |kind: DenyKind, message: String, required_scope: Option<String>, cause: Option<String>| {
-            Decision::Deny(Denied {
-                kind,
-                message,
-                required_scope,
-                identity: Some(identity.clone()),
-                credential_sent: true,
-                cause,
-            })
-        };
+    let refuse = |kind: DenyKind,
+                  message: String,
+                  required_scope: Option<String>,
+                  cause: Option<DenyCause>| {
+        Decision::Deny(Denied {
+            kind,
+            message,
+            required_scope,
+            identity: Some(identity.clone()),
+            credential_sent: true,
+            cause,
+        })
+    };
     if !valid_method(method) {
         return refuse(
             DenyKind::InvalidRequest,
@@ -408,7 +438,7 @@ pub fn decide_for_key(
             "the scope policy failed; the request is refused".into(),
             None,
             // "<label>: <detail>", the label being PluginError::cause() for metrics.
-            Some(format!("{}: {e}", e.cause())),
+            Some(DenyCause::Plugin(e)),
         ),
     }
 }

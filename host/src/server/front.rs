@@ -188,8 +188,11 @@ pub(super) async fn decide(
         Decision::Allow(_) => "allow",
         Decision::Deny(d) => {
             if d.kind == DenyKind::PolicyError {
-                let cause = d.cause.as_deref().unwrap_or("unknown");
-                state.metrics.plugin_error(plugin_cause(cause));
+                let (label, cause) = d
+                    .cause
+                    .as_ref()
+                    .map_or(("unknown", String::new()), |c| (c.label(), c.to_string()));
+                state.metrics.plugin_error(label);
                 tracing::warn!(front_door, cause, "policy plugin failed; request refused");
             }
             d.kind.code()
@@ -230,11 +233,6 @@ fn credential_of(credential: &Option<String>, raw_key: bool) -> Credential<'_> {
     }
 }
 
-/// The stable label at the front of a policy-error cause (see `decide_for_key`).
-fn plugin_cause(cause: &str) -> &str {
-    cause.split_once(':').map_or(cause, |(label, _)| label)
-}
-
 pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -259,7 +257,12 @@ pub(super) fn identity_headers(headers: &mut HeaderMap, decision: &Decision) {
 /// The HTTP answer for a refusal: status, JSON error, RFC 6750 `WWW-Authenticate`.
 pub(super) fn denial_response(d: &Denied) -> Response {
     if d.kind == DenyKind::Internal {
-        return ApiError::internal(d.cause.as_deref().unwrap_or("decision failed")).into_response();
+        return ApiError::internal(
+            d.cause
+                .as_ref()
+                .map_or_else(|| "decision failed".to_string(), ToString::to_string),
+        )
+        .into_response();
     }
     let status = StatusCode::from_u16(d.kind.status()).unwrap_or(StatusCode::FORBIDDEN);
     let body = ErrorBody {
