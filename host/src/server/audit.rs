@@ -109,7 +109,7 @@ pub(super) async fn list(
     Path(team_id): Path<String>,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<AuditPageView>> {
-    require_owner(&state, &session, &team_id, "read the audit log")?;
+    require_owner(&state, &session, &team_id, "read the audit log").await?;
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let limit = parse_limit(query.limit.as_deref())?;
     let before = parse_cursor(query.cursor.as_deref())?;

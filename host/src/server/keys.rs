@@ -113,7 +113,7 @@ pub(super) async fn create(
     Path(team_id): Path<String>,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
-    require_member(&state, &session, &team_id)?;
+    require_member(&state, &session, &team_id).await?;
     let scopes = body.scopes.unwrap_or_default();
     let (policy, _) = state.policies.for_team(&team_id);
     if let Some(error) = policy.load_error()
@@ -182,7 +182,7 @@ pub(super) async fn list(
     session: SessionUser,
     Path(team_id): Path<String>,
 ) -> ApiResult<Json<KeyListView>> {
-    require_member(&state, &session, &team_id)?;
+    require_member(&state, &session, &team_id).await?;
     // Uses still in memory are written first, so `lastUsedAt` includes the latest requests.
     let (store, tracker) = (Arc::clone(&state.store), Arc::clone(&state.usage));
     let records = tokio::task::spawn_blocking(move || {
@@ -204,7 +204,7 @@ pub(super) async fn revoke(
     session: SessionUser,
     Path((team_id, key_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    require_member(&state, &session, &team_id)?;
+    require_member(&state, &session, &team_id).await?;
     let store = Arc::clone(&state.store);
     let actor = session.audit_actor();
     let record =
@@ -243,7 +243,7 @@ pub(super) async fn rotate(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
-    require_member(&state, &session, &team_id)?;
+    require_member(&state, &session, &team_id).await?;
     let grace = if body.is_empty() {
         None
     } else {
@@ -321,7 +321,7 @@ pub(super) async fn usage(
     Path((team_id, key_id)): Path<(String, String)>,
     query: Result<Query<UsageQuery>, QueryRejection>,
 ) -> ApiResult<Json<UsageView>> {
-    require_member(&state, &session, &team_id)?;
+    require_member(&state, &session, &team_id).await?;
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let days = match query.days.as_deref() {
         None => DEFAULT_USAGE_DAYS,

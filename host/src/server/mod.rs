@@ -118,6 +118,25 @@ impl AppState {
     }
 }
 
+/// The one rule for blocking work in the server: a store call never runs on an executor thread
+/// (sled may wait for the disk, and every write waits while a backup holds the write gate), and
+/// neither does compiling a plugin. Handlers reach the store only through this, which runs `f`
+/// on the blocking pool; the exceptions are memory-only reads made for speed on the decision
+/// path (`Store::cached_key`).
+pub(crate) async fn on_store<T, E>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, E> + Send + 'static,
+) -> ApiResult<T>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(&store))
+        .await?
+        .map_err(Into::into)
+}
+
 /// Most decisions run at once; the rest queue.
 pub const MAX_CONCURRENT_DECISIONS: usize = 64;
 /// Largest JSON body the API accepts.
@@ -283,13 +302,13 @@ async fn healthz() -> &'static str {
         (status = 503, description = "Not ready: `not ready`, then one line per check", content_type = "text/plain", body = String)))]
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let mut lines = Vec::new();
-    let store_ok = match state.store.get_team("") {
+    let store_ok = match on_store(&state.store, |store| store.get_team("")).await {
         Ok(_) => {
             lines.push("store: ok".to_string());
             true
         }
         Err(e) => {
-            tracing::warn!(error = %e, "readiness: the store does not answer");
+            tracing::warn!(error = ?e, "readiness: the store does not answer");
             lines.push("store: failed".to_string());
             false
         }
@@ -464,8 +483,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || crate::startup::load_default_policy(&engine, &settings))
             .await??
     };
-    let store = Arc::new(Store::open(&settings.data_dir)?);
-    bootstrap(&store)?;
+    let store = {
+        let dir = settings.data_dir.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<Store>> {
+            let store = Arc::new(Store::open(&dir)?);
+            bootstrap(&store)?;
+            Ok(store)
+        })
+        .await??
+    };
     let policies = PolicySet::new(default_policy);
     let policies = {
         let (engine, store) = (Arc::clone(&engine), Arc::clone(&store));
@@ -524,8 +550,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     }
     control::remove(&settings.data_dir);
-    state.usage.flush(&store)?;
-    store.flush()?;
+    let usage = Arc::clone(&state.usage);
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        usage.flush(&store)?;
+        store.flush()?;
+        Ok(())
+    })
+    .await??;
     console::say(console::Level::Info, "billstack stopped", &[]);
     Ok(())
 }

@@ -131,7 +131,7 @@ pub(super) async fn get(
     session: SessionUser,
     Path(team_id): Path<String>,
 ) -> ApiResult<Json<ActivePolicyView>> {
-    require_member(&state, &session, &team_id)?;
+    require_member(&state, &session, &team_id).await?;
     let (policy, source) = state.policies.for_team(&team_id);
     Ok(Json(ActivePolicyView {
         policy: PolicyView::of_active(&policy, source),
@@ -152,7 +152,7 @@ pub(super) async fn upload(
     Path(team_id): Path<String>,
     request: Request,
 ) -> ApiResult<Json<UploadedPolicyView>> {
-    require_owner(&state, &session, &team_id, "change the team's policy")?;
+    require_owner(&state, &session, &team_id, "change the team's policy").await?;
     let headers = request.headers();
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -208,24 +208,25 @@ pub(super) async fn upload(
     state.policies.set_team(&team_id, Arc::clone(&plugin));
     prune_compiled(&state).await;
     let catalogue = plugin.scope_names();
-    let orphaned: Vec<OrphanedKeyView> = state
-        .store
-        .list_keys(&team_id)?
-        .into_iter()
-        .filter_map(|k| {
-            let undefined: Vec<String> = k
-                .scopes
-                .iter()
-                .filter(|s| !catalogue.contains(s))
-                .cloned()
-                .collect();
-            (!undefined.is_empty()).then(|| OrphanedKeyView {
-                id: k.id.clone(),
-                name: k.name.clone(),
-                undefined_scopes: undefined,
+    let team = team_id.clone();
+    let orphaned: Vec<OrphanedKeyView> =
+        super::on_store(&state.store, move |store| store.list_keys(&team))
+            .await?
+            .into_iter()
+            .filter_map(|k| {
+                let undefined: Vec<String> = k
+                    .scopes
+                    .iter()
+                    .filter(|s| !catalogue.contains(s))
+                    .cloned()
+                    .collect();
+                (!undefined.is_empty()).then(|| OrphanedKeyView {
+                    id: k.id.clone(),
+                    name: k.name.clone(),
+                    undefined_scopes: undefined,
+                })
             })
-        })
-        .collect();
+            .collect();
     tracing::info!(team = %team_id, sha256 = %plugin.sha256_hex(), "team policy uploaded");
     Ok(Json(UploadedPolicyView {
         policy: PolicyView::of(&plugin, PolicySource::Team),
@@ -243,7 +244,7 @@ pub(super) async fn reset(
     session: SessionUser,
     Path(team_id): Path<String>,
 ) -> ApiResult<Json<ActivePolicyView>> {
-    require_owner(&state, &session, &team_id, "change the team's policy")?;
+    require_owner(&state, &session, &team_id, "change the team's policy").await?;
     let store = Arc::clone(&state.store);
     let (team, actor) = (team_id.clone(), session.audit_actor());
     tokio::task::spawn_blocking(move || store.delete_team_policy(&team, actor.get())).await??;

@@ -37,10 +37,10 @@ pub(super) async fn list(
     session: SessionUser,
     Path(team_id): Path<String>,
 ) -> ApiResult<Json<ProjectListView>> {
-    require_member(&state, &session, &team_id)?;
-    let projects = state
-        .store
-        .list_projects(&team_id)?
+    require_member(&state, &session, &team_id).await?;
+    let team = team_id.clone();
+    let projects = super::on_store(&state.store, move |store| store.list_projects(&team))
+        .await?
         .into_iter()
         .map(|p| ProjectView {
             id: p.id,

@@ -185,27 +185,37 @@ impl FromRequestParts<Arc<AppState>> for SessionUser {
             }
             return Err(ApiError::unauthenticated("sign in first"));
         };
-        let Some(session) = state.store.get_session(&token)? else {
+        let looked_up = token.clone();
+        let Some(session) =
+            super::on_store(&state.store, move |store| store.get_session(&looked_up)).await?
+        else {
             return Err(ApiError::unauthenticated(
                 "the session has ended; sign in again",
             ));
         };
         let now = clock::now_ms();
         if session_expired(&session, now) {
-            let store = Arc::clone(&state.store);
             let t = token.clone();
-            tokio::task::spawn_blocking(move || store.delete_session(&t)).await??;
+            super::on_store(&state.store, move |store| store.delete_session(&t)).await?;
             return Err(ApiError::unauthenticated(
                 "the session has expired; sign in again",
             ));
         }
         check_same_origin(parts)?;
-        let Some(user) = state.store.get_user(&session.user_id)? else {
+        let touched = token.clone();
+        let user_id = session.user_id.clone();
+        let touch = now - session.last_seen_at > TOUCH_EVERY.as_millis() as i64;
+        let user = super::on_store(&state.store, move |store| {
+            let user = store.get_user(&user_id)?;
+            if user.is_some() && touch {
+                store.touch_session(&touched, now)?;
+            }
+            Ok::<_, billstack_keystore::Error>(user)
+        })
+        .await?;
+        let Some(user) = user else {
             return Err(ApiError::unauthenticated("the account no longer exists"));
         };
-        if now - session.last_seen_at > TOUCH_EVERY.as_millis() as i64 {
-            state.store.touch_session(&token, now)?;
-        }
         let source = super::client::client_ip(parts, &state.trusted_proxies);
         Ok(SessionUser {
             user,
@@ -256,10 +266,10 @@ pub struct MembershipView {
     pub role: String,
 }
 
-fn me_view(state: &AppState, user: &User) -> ApiResult<MeView> {
-    let teams = state
-        .store
-        .user_teams(&user.id)?
+async fn me_view(state: &AppState, user: &User) -> ApiResult<MeView> {
+    let user_id = user.id.clone();
+    let teams = super::on_store(&state.store, move |store| store.user_teams(&user_id))
+        .await?
         .into_iter()
         .map(|(team, role)| MembershipView {
             id: team.id,
@@ -348,7 +358,7 @@ pub(super) async fn login(
     let store = Arc::clone(&state.store);
     let user_id = user.id.clone();
     let (token, _) = tokio::task::spawn_blocking(move || store.create_session(&user_id)).await??;
-    let body = me_view(&state, &user)?;
+    let body = me_view(&state, &user).await?;
     let mut response = (StatusCode::OK, Json(body)).into_response();
     response
         .headers_mut()
@@ -381,27 +391,31 @@ pub(super) async fn me(
     State(state): State<Arc<AppState>>,
     session: SessionUser,
 ) -> ApiResult<Json<MeView>> {
-    Ok(Json(me_view(&state, &session.user)?))
+    Ok(Json(me_view(&state, &session.user).await?))
 }
 
 /// The caller's role in `team_id`; 404 (not 403) for a non-member, so a team's existence is
 /// not revealed.
-pub fn require_member(state: &AppState, session: &SessionUser, team_id: &str) -> ApiResult<Role> {
-    state
-        .store
-        .membership(team_id, &session.user.id)?
+pub async fn require_member(
+    state: &AppState,
+    session: &SessionUser,
+    team_id: &str,
+) -> ApiResult<Role> {
+    let (team, user) = (team_id.to_owned(), session.user.id.clone());
+    super::on_store(&state.store, move |store| store.membership(&team, &user))
+        .await?
         .ok_or_else(|| ApiError::not_found("team"))
 }
 
 /// Like [`require_member`], and 403 for a member who is not an owner; `action` completes
 /// "only team owners can …".
-pub fn require_owner(
+pub async fn require_owner(
     state: &AppState,
     session: &SessionUser,
     team_id: &str,
     action: &str,
 ) -> ApiResult<()> {
-    match require_member(state, session, team_id)? {
+    match require_member(state, session, team_id).await? {
         Role::Owner => Ok(()),
         Role::Member => Err(ApiError::new(
             StatusCode::FORBIDDEN,
