@@ -3,6 +3,7 @@
 
 mod common;
 
+use billstack_keystore::storage::*;
 use common::{CREATED_KEY_FIELDS, Server, agent, cmd, create_user, json, run};
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use billstack_host::decision::{Credential, Decider, Decision};
 use billstack_host::plugins::DEFAULT_PLUGIN;
 use billstack_host::policy::{PolicyEngine, PolicyLimits, PolicySet};
+use billstack_keystore::storage::*;
 use billstack_keystore::{NewApiKey, Store};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
@@ -64,11 +65,14 @@ fn world() -> &'static World {
         ];
         for (team, project, scopes) in specs {
             let (record, raw) = store
-                .create_key(&NewApiKey {
-                    project_id: project.map(str::to_owned),
-                    scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                    ..NewApiKey::new(team, "fuzz", "fuzz")
-                })
+                .create_key(
+                    &NewApiKey {
+                        project_id: project.map(str::to_owned),
+                        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                        ..NewApiKey::new(team, "fuzz")
+                    },
+                    "test".into(),
+                )
                 .expect("key");
             keys.push(Key {
                 raw,
@@ -148,6 +152,7 @@ fuzz_target!(|input: Input<'_>| {
     let decider = Decider {
         store: &w.store,
         policies: &w.policies,
+        now_ms: billstack_keystore::clock::now_ms(),
     };
     let Decision::Allow(identity) = decider.decide(
         Credential::AuthorizationHeader(Some(&header)),

@@ -12,6 +12,7 @@ use billstack_host::decision::{Credential, Decider, Decision};
 use billstack_host::plugins::DEFAULT_PLUGIN;
 use billstack_host::policy::{PolicyEngine, PolicyLimits, PolicyRequest, PolicySet, ScopePolicy};
 use billstack_keystore::Store;
+use billstack_keystore::storage::*;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 mod support;
@@ -40,6 +41,7 @@ fn bench(c: &mut Criterion) {
         let decider = Decider {
             store: &store,
             policies: &policies,
+            now_ms: billstack_keystore::clock::now_ms(),
         };
         b.iter(|| {
             let d = decider.decide(
@@ -59,6 +61,7 @@ fn bench(c: &mut Criterion) {
         let decider = Decider {
             store: &store,
             policies: &policies,
+            now_ms: billstack_keystore::clock::now_ms(),
         };
         b.iter(|| {
             decider.decide(
@@ -175,6 +178,7 @@ fn isolation(c: &mut Criterion, store: &Store, header: &str, target: &str) {
         let decider = Decider {
             store,
             policies: &policies,
+            now_ms: billstack_keystore::clock::now_ms(),
         };
         let stop = AtomicBool::new(false);
         let b_calls = AtomicU64::new(0);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use billstack_keystore::Store;
+use billstack_keystore::{Storage, TeamPolicy};
 
 use crate::config::Settings;
 use crate::plugins::DEFAULT_PLUGIN;
@@ -58,7 +58,7 @@ pub fn load_default_policy(
 pub fn load_policies(
     engine: &Arc<PolicyEngine>,
     settings: &Settings,
-    store: &Store,
+    store: &dyn Storage,
 ) -> anyhow::Result<PolicySet> {
     let set = PolicySet::new(load_default_policy(engine, settings)?);
     load_team_policies(engine, &set, store)?;
@@ -69,27 +69,38 @@ pub fn load_policies(
 pub fn load_team_policies(
     engine: &Arc<PolicyEngine>,
     set: &PolicySet,
-    store: &Store,
+    store: &dyn Storage,
 ) -> anyhow::Result<()> {
     for meta in store.list_team_policies()? {
-        let loaded = match store.get_team_policy(&meta.team_id) {
-            Ok(Some((_, bytes))) => engine.load_for_team(&bytes).map_err(|e| e.to_string()),
-            Ok(None) => continue, // reset since the listing
-            Err(e) => Err(e.to_string()),
-        };
-        match loaded {
-            Ok(plugin) => set.set_team(&meta.team_id, plugin),
-            Err(error) => {
-                tracing::error!(
-                    team = %meta.team_id,
-                    sha256 = %meta.sha256,
-                    error = %error,
-                    "the team's stored policy does not load; its requests fail closed (503 policy_error) until an owner uploads, resets or rolls back"
-                );
-                set.set_team_broken(&meta.team_id, BrokenPolicy::new(meta.sha256, error));
-            }
-        }
+        load_team_policy(engine, set, store, &meta);
     }
     engine.retain_compiled(&set.loaded_sha256s());
     Ok(())
+}
+
+/// Adds one team's stored upload to `set`; one that does not load (or whose bytes cannot be
+/// read) fails closed, as [`load_policies`] says.
+pub fn load_team_policy(
+    engine: &Arc<PolicyEngine>,
+    set: &PolicySet,
+    store: &dyn Storage,
+    meta: &TeamPolicy,
+) {
+    let loaded = match store.get_team_policy(&meta.team_id) {
+        Ok(Some((_, bytes))) => engine.load_for_team(&bytes).map_err(|e| e.to_string()),
+        Ok(None) => return, // reset since the listing
+        Err(e) => Err(e.to_string()),
+    };
+    match loaded {
+        Ok(plugin) => set.set_team(&meta.team_id, plugin),
+        Err(error) => {
+            tracing::error!(
+                team = %meta.team_id,
+                sha256 = %meta.sha256,
+                error = %error,
+                "the team's stored policy does not load; its requests fail closed (503 policy_error) until an owner uploads, resets or rolls back"
+            );
+            set.set_team_broken(&meta.team_id, BrokenPolicy::new(meta.sha256.clone(), error));
+        }
+    }
 }

@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use billstack_keystore::storage::*;
 use billstack_keystore::{NewApiKey, Store};
 
 const ROUND: Duration = Duration::from_secs(3);
@@ -28,10 +29,13 @@ fn round(creators: usize) -> f64 {
             s.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     store
-                        .create_key(&NewApiKey {
-                            scopes: vec!["customers:read".into()],
-                            ..NewApiKey::new("team_a", format!("creator {t}"), "bench")
-                        })
+                        .create_key(
+                            &NewApiKey {
+                                scopes: vec!["customers:read".into()],
+                                ..NewApiKey::new("team_a", format!("creator {t}"))
+                            },
+                            "test".into(),
+                        )
                         .expect("create");
                     created.fetch_add(1, Ordering::Relaxed);
                 }

@@ -12,6 +12,7 @@
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
+use billstack_keystore::storage::*;
 use billstack_keystore::{NewApiKey, Store, StoreOptions};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use rand::seq::IndexedRandom;
@@ -55,10 +56,13 @@ fn load(dir: &Path, n: usize) -> Vec<String> {
     let raws: Vec<String> = (0..n)
         .map(|i| {
             store
-                .create_key(&NewApiKey {
-                    scopes: vec!["customers:read".into()],
-                    ..NewApiKey::new("team_a", format!("key {i}"), "bench")
-                })
+                .create_key(
+                    &NewApiKey {
+                        scopes: vec!["customers:read".into()],
+                        ..NewApiKey::new("team_a", format!("key {i}"))
+                    },
+                    "test".into(),
+                )
                 .expect("create")
                 .1
         })

@@ -4,6 +4,7 @@
 //! Writes are flushed once at the end, not per key (`StoreOptions::durable_writes = false`),
 //! which is only acceptable because a crash here loses nothing anyone was promised.
 
+use billstack_keystore::storage::*;
 use billstack_keystore::{NewApiKey, Store, StoreOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,10 +24,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.create_team(Some("team_bulk"), "Bulk", "bulk_keys".into())?;
     }
     for i in 0..n {
-        store.create_key(&NewApiKey {
-            scopes: vec!["customers:read".into()],
-            ..NewApiKey::new("team_bulk", format!("bulk {i}"), "bulk_keys")
-        })?;
+        store.create_key(
+            &NewApiKey {
+                scopes: vec!["customers:read".into()],
+                ..NewApiKey::new("team_bulk", format!("bulk {i}"))
+            },
+            "test".into(),
+        )?;
     }
     store.flush()?;
     println!("{n} keys written to {dir}");

@@ -18,6 +18,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::storage::Storage;
 use crate::store::LEGACY_POLICY_BLOBS;
 use crate::{Error, Result, Store, StoreOptions};
 
@@ -72,7 +73,7 @@ impl<W: Write> Hashing<W> {
 impl Store {
     /// Writes a consistent copy of the whole store to `out`. Writes wait while it runs (reads,
     /// and so decisions, do not); the copy is the state after the last write that finished.
-    pub fn backup_to(&self, out: impl Write) -> Result<BackupSummary> {
+    pub(crate) fn write_backup(&self, out: impl Write) -> Result<BackupSummary> {
         let _quiet = self.quiesced();
         let mut w = Hashing {
             inner: out,
@@ -138,7 +139,7 @@ impl Store {
         let dir = dir.as_ref();
         if dir.join("db").exists() {
             return Err(crate::invalid(
-                "dataDir",
+                "data_dir",
                 format!(
                     "{} already holds a store; restore into a new, empty directory",
                     dir.display()
@@ -291,6 +292,7 @@ fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::*;
     use crate::{NewApiKey, apikey};
 
     fn populated() -> (tempfile::TempDir, Store, Vec<String>, String) {
@@ -303,7 +305,7 @@ mod tests {
         let mut revoked = String::new();
         for i in 0..3 {
             let (record, raw) = store
-                .create_key(&NewApiKey::new(&team.id, format!("k{i}"), "test"))
+                .create_key(&NewApiKey::new(&team.id, format!("k{i}")), "test".into())
                 .expect("key");
             if i == 2 {
                 store

@@ -1,9 +1,80 @@
-//! Time as stored (Unix milliseconds) and as shown (RFC 3339, UTC).
+//! Time as stored (Unix milliseconds) and as shown (RFC 3339, UTC), and the [`Clock`] that
+//! everything which compares against "now" (key expiry, rotation grace periods, session ages,
+//! rate-limit windows, usage days) asks, so that tests can move time instead of waiting for it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// The current time in Unix milliseconds.
+/// Where "now" comes from. The store and the host's services each hold one
+/// ([`SystemClock`] in production, a [`ManualClock`] in tests).
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// The current time in Unix milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+/// The shared form every component holds.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The operating system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+}
+
+/// The system clock, shared.
+pub fn system() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+/// A clock that moves only when told to: for tests of expiry, grace periods, session ages and
+/// rate-limit windows without sleeping.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: AtomicI64,
+}
+
+impl ManualClock {
+    /// A clock standing at `start_ms`.
+    pub fn at(start_ms: i64) -> Arc<ManualClock> {
+        Arc::new(ManualClock {
+            now: AtomicI64::new(start_ms),
+        })
+    }
+
+    /// A clock standing at the real current time (so that stored times look plausible).
+    pub fn starting_now() -> Arc<ManualClock> {
+        ManualClock::at(now_ms())
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.now.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Sets the clock to `ms`.
+    pub fn set(&self, ms: i64) {
+        self.now.store(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.now.load(Ordering::SeqCst)
+    }
+}
+
+/// The system's current time in Unix milliseconds. Code that decides anything by the time asks
+/// its [`Clock`] instead; this is for [`SystemClock`] and for timestamps nothing compares
+/// (log lines).
 pub fn now_ms() -> i64 {
     let now = OffsetDateTime::now_utc();
     (now.unix_timestamp_nanos() / 1_000_000) as i64
@@ -34,5 +105,16 @@ mod tests {
         assert_eq!(parse_rfc3339("2030-01-02"), None);
         assert_eq!(parse_rfc3339("tomorrow"), None);
         assert!(now_ms() > 1_700_000_000_000);
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told() {
+        let clock = ManualClock::at(1_000);
+        assert_eq!(clock.now_ms(), 1_000);
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(clock.now_ms(), 3_000);
+        clock.set(10);
+        assert_eq!(clock.now_ms(), 10);
+        assert!(SystemClock.now_ms() > 1_700_000_000_000);
     }
 }

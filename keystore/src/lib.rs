@@ -16,6 +16,7 @@ pub mod clock;
 mod group_flush;
 pub mod ids;
 mod records;
+pub mod storage;
 mod store;
 #[cfg(test)]
 mod store_tests;
@@ -24,6 +25,9 @@ pub use audit::{ANONYMOUS, Actor, AuditPage, MAX_AUDIT_PAGE};
 pub use backup::{BackupSummary, verify_backup};
 pub use records::{
     AuditEvent, KeyRecord, Project, RateLimit, Role, Session, Team, TeamPolicy, User,
+};
+pub use storage::{
+    AuditStore, KeyStore, PolicyStore, SessionStore, Storage, TeamStore, UsageStore, UserStore,
 };
 pub use store::{
     DailyUsage, KeyUsage, MAX_ROTATION_GRACE_SECONDS, NewApiKey, NewUser, Rotated, Store,
@@ -72,7 +76,8 @@ pub enum Error {
     /// Input failed validation; nothing was written.
     #[error("invalid {field}: {message}")]
     Invalid {
-        /// The offending field, in the API's camelCase.
+        /// The offending field or argument, in snake_case as in this crate (`expires_at`,
+        /// `rate_limit`); callers translate it into their own vocabulary.
         field: &'static str,
         /// What is wrong with it.
         message: String,

@@ -61,17 +61,17 @@ impl RateLimit {
     /// The longest window: one day.
     pub const MAX_WINDOW_SECONDS: u32 = 86_400;
 
-    /// Checks the ranges; `Invalid` (field `rateLimit`) outside them.
+    /// Checks the ranges; `Invalid` (field `rate_limit`) outside them.
     pub fn validate(&self) -> Result<()> {
         if !(1..=Self::MAX_LIMIT).contains(&self.limit) {
             return Err(crate::invalid(
-                "rateLimit",
+                "rate_limit",
                 format!("limit must be from 1 to {}", Self::MAX_LIMIT),
             ));
         }
         if !(1..=Self::MAX_WINDOW_SECONDS).contains(&self.window_seconds) {
             return Err(crate::invalid(
-                "rateLimit",
+                "rate_limit",
                 format!(
                     "windowSeconds must be from 1 to {} (a day)",
                     Self::MAX_WINDOW_SECONDS

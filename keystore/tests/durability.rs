@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use billstack_keystore::storage::*;
 use billstack_keystore::{NewApiKey, Store};
 
 const CHILD_ENV: &str = "BILLSTACK_DURABILITY_CHILD_DIR";
@@ -30,7 +31,7 @@ fn durability_child() {
     // Bounded: the parent kills us long before this ends.
     for i in 0..100_000u32 {
         let (record, raw) = store
-            .create_key(&NewApiKey::new(&team.id, format!("k{i}"), "child"))
+            .create_key(&NewApiKey::new(&team.id, format!("k{i}")), "test".into())
             .expect("create");
         // Acknowledge only after create_key returned; the raw key goes to the parent so it can
         // check the hash index too.

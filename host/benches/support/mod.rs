@@ -8,6 +8,7 @@ use billstack_host::decision::{Credential, Decision, authenticate, decide_for_ke
 use billstack_host::policy::{
     PluginError, PolicyDecision, PolicyInfo, PolicyRequest, ScopeDescription, ScopePolicy,
 };
+use billstack_keystore::storage::*;
 use billstack_keystore::{NewApiKey, Store, clock};
 
 /// The request every decision benchmark decides: allowed for the key of [`bench_store`].
@@ -131,11 +132,14 @@ pub fn team_with_key(
         .create_project(team, Some(project), project, "bench".into())
         .expect("project");
     store
-        .create_key(&NewApiKey {
-            project_id: project_scoped.then(|| project.into()),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            ..NewApiKey::new(team, "bench", "bench")
-        })
+        .create_key(
+            &NewApiKey {
+                project_id: project_scoped.then(|| project.into()),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                ..NewApiKey::new(team, "bench")
+            },
+            "test".into(),
+        )
         .expect("key")
         .1
 }

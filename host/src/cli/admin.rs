@@ -5,10 +5,10 @@ use super::*;
 impl TeamCommand {
     pub(super) fn run(self, settings: &Settings) -> anyhow::Result<()> {
         let TeamCommand::Create { name, id } = self;
-        let team = open_store(settings, StoreUse::MayStart)?.create_team(
+        let team = open_app(settings, StoreUse::MayStart, None)?.create_team(
+            &Caller::Operator,
             id.as_deref(),
             &name,
-            CLI_ACTOR.into(),
         )?;
         print_json(&json!({"id": team.id, "name": team.name}))
     }
@@ -17,11 +17,11 @@ impl TeamCommand {
 impl ProjectCommand {
     pub(super) fn run(self, settings: &Settings) -> anyhow::Result<()> {
         let ProjectCommand::Create { team, name, id } = self;
-        let p = open_store(settings, StoreUse::Existing)?.create_project(
+        let p = open_app(settings, StoreUse::Existing, None)?.create_project(
+            &Caller::Operator,
             &team,
             id.as_deref(),
             &name,
-            CLI_ACTOR.into(),
         )?;
         print_json(&json!({"id": p.id, "name": p.name, "teamId": p.team_id}))
     }
@@ -53,15 +53,15 @@ impl UserCommand {
         } = self;
         let role: Role = role.parse().map_err(anyhow::Error::msg)?;
         let password = read_password_line()?;
-        let store = open_store(settings, StoreUse::Existing)?;
-        let user = store.create_user(
+        let app = open_app(settings, StoreUse::Existing, None)?;
+        let user = app.create_user(
+            &Caller::Operator,
             &NewUser {
                 email,
                 password,
                 team_id: team,
                 role,
             },
-            CLI_ACTOR.into(),
         )?;
         print_json(&json!({"id": user.id, "email": user.email}))
     }

@@ -1,10 +1,10 @@
-//! `key` commands: create, rotate, list, revoke.
+//! `key` commands: create, rotate, list, revoke, through the same services as the HTTP API.
 
 use super::*;
 
 impl KeyCommand {
     pub(super) fn run(self, settings: &Settings) -> anyhow::Result<()> {
-        let store = open_store(settings, StoreUse::Existing)?;
+        let operator = Caller::Operator;
         match self {
             KeyCommand::Create {
                 team,
@@ -20,36 +20,18 @@ impl KeyCommand {
                             .with_context(|| format!("--expires-at {t:?} is not an RFC 3339 time (e.g. 2027-01-31T00:00:00Z)"))
                     })
                     .transpose()?;
-                if store.get_team(&team)?.is_none() {
-                    bail!("team {team} not found");
-                }
-                if !scopes.is_empty() {
-                    let engine = startup::engine_for(settings)?;
-                    let policies = startup::load_policies(&engine, settings, &store)?;
-                    let (policy, _) = policies.for_team(&team);
-                    if let Some(error) = policy.load_error() {
-                        bail!(
-                            "the team's policy does not load, so scopes cannot be checked ({error}); upload a working policy or reset the team to the default first"
-                        );
-                    }
-                    let known = policy.as_policy().scope_names();
-                    if let Some(unknown) = scopes.iter().find(|s| !known.contains(s)) {
-                        bail!(
-                            "scope {unknown:?} is not defined by the team's policy (known: {})",
-                            known.join(", ")
-                        );
-                    }
-                }
-                let (record, raw_key) = store.create_key(&NewApiKey {
-                    team_id: team,
-                    project_id: project,
-                    name,
-                    scopes,
-                    expires_at,
-                    actor: CLI_ACTOR.into(),
-                    source: None,
-                    rate_limit,
-                })?;
+                let app = open_app(settings, StoreUse::Existing, Some(&team))?;
+                let (record, raw_key) = app.create_key(
+                    &operator,
+                    &team,
+                    KeyRequest {
+                        name,
+                        project_id: project,
+                        scopes,
+                        expires_at,
+                        rate_limit,
+                    },
+                )?;
                 print_json(&CreatedKey {
                     key: KeyView::created(&record),
                     raw_key,
@@ -60,26 +42,26 @@ impl KeyCommand {
                 key_id,
                 grace_period_seconds,
             } => {
-                let rotated =
-                    store.rotate_key(&team, &key_id, grace_period_seconds, CLI_ACTOR.into())?;
+                let app = open_app(settings, StoreUse::Existing, None)?;
+                let grace = i64::try_from(grace_period_seconds).unwrap_or(i64::MAX);
+                let rotated = app.rotate_key(&operator, &team, &key_id, Some(grace))?;
                 print_json(&CreatedKey {
                     key: KeyView::created(&rotated.new),
                     raw_key: rotated.raw_key,
                 })
             }
             KeyCommand::List { team } => {
-                if store.get_team(&team)?.is_none() {
-                    bail!("team {team} not found");
-                }
-                let keys: Vec<KeyView> = store
-                    .list_keys(&team)?
+                let app = open_app(settings, StoreUse::Existing, None)?;
+                let keys: Vec<KeyView> = app
+                    .list_keys(&operator, &team)?
                     .iter()
                     .map(KeyView::listed)
                     .collect();
                 print_json(&json!({"keys": keys}))
             }
             KeyCommand::Revoke { team, key_id } => {
-                let record = store.revoke_key(&team, &key_id, CLI_ACTOR.into())?;
+                let app = open_app(settings, StoreUse::Existing, None)?;
+                let record = app.revoke_key(&operator, &team, &key_id)?;
                 print_json(&json!({
                     "id": record.id,
                     "revokedAt": record.revoked_at.map(clock::format_rfc3339),

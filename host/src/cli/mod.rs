@@ -7,12 +7,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use billstack_keystore::{NewApiKey, NewUser, RateLimit, Role, Store, clock};
+use billstack_keystore::{NewUser, RateLimit, Role, Storage, Store, clock};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+use crate::app::keys::KeyRequest;
+use crate::app::{App, Caller};
 use crate::config::{Overrides, Settings};
-use crate::policy::{PolicyEngine, PolicyLimits, ScopePolicy};
+use crate::policy::{PolicyEngine, PolicyLimits, PolicySet, ScopePolicy};
 use crate::startup::{self, read_plugin_arg};
 use crate::views::{CreatedKey, KeyView};
 
@@ -22,9 +24,6 @@ mod keys;
 mod policy;
 
 use backup::backup;
-
-/// Who the offline commands act as, in the audit log.
-const CLI_ACTOR: &str = "cli";
 
 /// The version line: the binary's version and the policy world it hosts.
 pub const VERSION: &str = concat!(
@@ -353,6 +352,29 @@ fn check_data_dir(settings: &Settings, wanted: StoreUse) -> anyhow::Result<()> {
 fn open_store(settings: &Settings, wanted: StoreUse) -> anyhow::Result<Store> {
     check_data_dir(settings, wanted)?;
     Ok(Store::open(&settings.data_dir)?)
+}
+
+/// The services over the data directory's store, for a command that acts as the operator.
+/// Policies: the deployment default, plus the stored policy of `team` when one is named (to
+/// check scopes against it); no other team's plugin is compiled.
+fn open_app(settings: &Settings, wanted: StoreUse, team: Option<&str>) -> anyhow::Result<App> {
+    let store: Arc<dyn Storage> = Arc::new(open_store(settings, wanted)?);
+    let engine = startup::engine_for(settings)?;
+    let policies = PolicySet::new(startup::load_default_policy(&engine, settings)?);
+    if let Some(team) = team
+        && let Some(meta) = store
+            .list_team_policies()?
+            .into_iter()
+            .find(|m| m.team_id == team)
+    {
+        startup::load_team_policy(&engine, &policies, &*store, &meta);
+    }
+    Ok(App::new(
+        store,
+        Arc::new(policies),
+        engine,
+        &crate::server::app_options(settings),
+    ))
 }
 
 #[cfg(test)]

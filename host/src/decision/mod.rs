@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use billstack_keystore::{KeyRecord, RateLimit, Store, apikey, clock};
+use billstack_keystore::{KeyRecord, RateLimit, Storage, apikey};
 
 use crate::policy::{PluginError, PolicyDecision, PolicyRequest, PolicySet, ScopePolicy};
 
@@ -15,8 +15,8 @@ pub use target::{MAX_TARGET_LEN, Target, TargetError, parse_target};
 /// Longest HTTP method accepted.
 pub const MAX_METHOD_LEN: usize = 16;
 
-/// Why a request was refused. Each kind has one status, one error code and one JSON-verify
-/// code.
+/// Why a request was refused. Each kind has one error code (also its metrics label); its HTTP
+/// status and JSON-verify code are the HTTP layer's business (`server::error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyKind {
     /// No credential at all.
@@ -44,19 +44,7 @@ pub enum DenyKind {
 }
 
 impl DenyKind {
-    /// The HTTP status.
-    pub fn status(self) -> u16 {
-        match self {
-            DenyKind::MissingCredential | DenyKind::InvalidKey | DenyKind::ExpiredKey => 401,
-            DenyKind::InvalidRequest => 400,
-            DenyKind::TeamMismatch | DenyKind::ProjectMismatch | DenyKind::InsufficientScope => 403,
-            DenyKind::UnknownRoute => 404,
-            DenyKind::PolicyError | DenyKind::Internal => 503,
-            DenyKind::RateLimited => 429,
-        }
-    }
-
-    /// The snake_case error code for JSON error bodies.
+    /// The stable snake_case code: the `code` of JSON error bodies and the metrics outcome.
     pub fn code(self) -> &'static str {
         match self {
             DenyKind::MissingCredential => "missing_credential",
@@ -70,22 +58,6 @@ impl DenyKind {
             DenyKind::PolicyError => "policy_error",
             DenyKind::Internal => "internal_error",
             DenyKind::RateLimited => "rate_limited",
-        }
-    }
-
-    /// The `code` of `POST /api/billstack/keys/verify`.
-    pub fn verify_code(self) -> &'static str {
-        match self {
-            DenyKind::MissingCredential | DenyKind::InvalidKey | DenyKind::Internal => {
-                "INVALID_KEY"
-            }
-            DenyKind::ExpiredKey => "EXPIRED",
-            DenyKind::InvalidRequest | DenyKind::UnknownRoute => "UNKNOWN_ROUTE",
-            DenyKind::TeamMismatch => "TEAM_MISMATCH",
-            DenyKind::ProjectMismatch => "PROJECT_MISMATCH",
-            DenyKind::InsufficientScope => "INSUFFICIENT_SCOPE",
-            DenyKind::PolicyError => "POLICY_ERROR",
-            DenyKind::RateLimited => "RATE_LIMITED",
         }
     }
 }
@@ -232,18 +204,20 @@ fn valid_method(method: &str) -> bool {
         && method.bytes().all(|b| b.is_ascii_uppercase())
 }
 
-/// Makes decisions against a store and a set of policies.
+/// Makes decisions against a store and a set of policies, at one instant.
 pub struct Decider<'a> {
     /// Where keys are looked up.
-    pub store: &'a Store,
+    pub store: &'a dyn Storage,
     /// The active policies.
     pub policies: &'a PolicySet,
+    /// "Now", in Unix ms, for expiry: one instant per request.
+    pub now_ms: i64,
 }
 
 impl Decider<'_> {
     /// Decides one request: `method` and `target` (path and query) of the original request.
     pub fn decide(&self, credential: Credential<'_>, method: &str, target: &str) -> Decision {
-        let key = match authenticate(self.store, credential, clock::now_ms()) {
+        let key = match authenticate(self.store, credential, self.now_ms) {
             Ok(key) => key,
             Err(denied) => return denied,
         };
@@ -272,7 +246,7 @@ impl Decider<'_> {
         if source != crate::policy::PolicySource::Default {
             return None;
         }
-        Some(match check_expiry(key, clock::now_ms()) {
+        Some(match check_expiry(key, self.now_ms) {
             Ok(key) => decide_for_key(&key, policy.as_policy(), method, target),
             Err(refused) => refused,
         })
@@ -311,7 +285,7 @@ fn check_expiry(key: Arc<KeyRecord>, now_ms: i64) -> Result<Arc<KeyRecord>, Deci
 // The refusal is the decision itself; boxing it would allocate on every refused request.
 #[allow(clippy::result_large_err)]
 pub fn authenticate(
-    store: &Store,
+    store: &dyn Storage,
     credential: Credential<'_>,
     now_ms: i64,
 ) -> Result<Arc<KeyRecord>, Decision> {

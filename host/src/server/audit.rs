@@ -1,7 +1,6 @@
 //! `GET /api/billstack/teams/{teamId}/audit-log`: the team's audit log for its owners, newest
 //! first, a page at a time.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -10,8 +9,8 @@ use billstack_keystore::{AuditEvent, MAX_AUDIT_PAGE, clock};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::{ApiError, ApiResult, ErrorBody};
-use super::session::{SessionUser, require_owner};
+use super::respond::{ApiError, ApiResult, ErrorBody};
+use super::session::SessionUser;
 
 /// Events per page when the request does not say.
 pub const DEFAULT_AUDIT_PAGE: usize = 50;
@@ -109,33 +108,22 @@ pub(super) async fn list(
     Path(team_id): Path<String>,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<AuditPageView>> {
-    require_owner(&state, &session, &team_id, "read the audit log").await?;
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let limit = parse_limit(query.limit.as_deref())?;
     let before = parse_cursor(query.cursor.as_deref())?;
-    let store = Arc::clone(&state.store);
-    let page = tokio::task::spawn_blocking(move || {
-        let page = store.list_audit(&team_id, before, limit)?;
-        let mut emails: HashMap<String, Option<String>> = HashMap::new();
-        let mut events = Vec::with_capacity(page.events.len());
-        for event in page.events {
-            let email = match emails.get(&event.actor) {
-                Some(email) => email.clone(),
-                None => {
-                    let email = store.get_user(&event.actor)?.map(|u| u.email);
-                    emails.insert(event.actor.clone(), email.clone());
-                    email
-                }
-            };
-            events.push(view(event, email));
-        }
-        Ok::<_, billstack_keystore::Error>(AuditPageView {
-            events,
-            next_cursor: page.next_before.map(|seq| seq.to_string()),
-        })
-    })
-    .await??;
-    Ok(Json(page))
+    let caller = session.caller();
+    let page = state
+        .app
+        .run(move |app| app.audit_page(&caller, &team_id, before, limit))
+        .await?;
+    Ok(Json(AuditPageView {
+        events: page
+            .events
+            .into_iter()
+            .map(|(event, email)| view(event, email))
+            .collect(),
+        next_cursor: page.next_before.map(|seq| seq.to_string()),
+    }))
 }
 
 fn view(event: AuditEvent, email: Option<String>) -> AuditEventView {

@@ -13,7 +13,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use billstack_keystore::Store;
+use crate::app::App;
 
 /// The socket's path in a data directory.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -24,7 +24,7 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 /// server that died is replaced (the store's lock, held by now, proves no server uses it). If
 /// the socket cannot be made (say the path is too long for a Unix socket), online backups are
 /// unavailable and a warning says so; the server runs regardless.
-pub fn spawn(store: Arc<Store>, data_dir: &Path) {
+pub fn spawn(app: Arc<App>, data_dir: &Path) {
     let path = socket_path(data_dir);
     let _ = std::fs::remove_file(&path);
     let listener = match UnixListener::bind(&path) {
@@ -43,7 +43,7 @@ pub fn spawn(store: Arc<Store>, data_dir: &Path) {
             for stream in listener.incoming() {
                 match stream {
                     Ok(stream) => {
-                        if let Err(e) = serve(&store, stream) {
+                        if let Err(e) = serve(&app, stream) {
                             tracing::warn!(error = %e, "control request failed");
                         }
                     }
@@ -83,14 +83,14 @@ pub fn remove(data_dir: &Path) {
     let _ = std::fs::remove_file(socket_path(data_dir));
 }
 
-fn serve(store: &Store, stream: UnixStream) -> anyhow::Result<()> {
+fn serve(app: &App, stream: UnixStream) -> anyhow::Result<()> {
     let mut line = String::new();
     BufReader::new(Read::take(&stream, 256)).read_line(&mut line)?;
     let mut out = BufWriter::new(&stream);
     match line.trim() {
         "backup" => {
             out.write_all(b"OK\n")?;
-            let summary = store.backup_to(&mut out)?;
+            let summary = app.backup(&mut out)?;
             tracing::info!(
                 entries = summary.entries,
                 keys = summary.keys,

@@ -1,207 +1,41 @@
-//! The front doors for SaaS requests — forward auth and JSON verify here, the reverse proxy in
-//! [`super::proxy`] — all answered by the one decision function through [`decide`], which also
-//! applies the request budgets and records usage and metrics.
+//! The front doors for SaaS requests over HTTP — forward auth and JSON verify here, the reverse
+//! proxy in [`super::proxy`] — each turning its request into one [`VerifyRequest`] for the
+//! verify service ([`crate::app::App::verify`]) and its answer into headers and a body.
 
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
-use billstack_keystore::{apikey, clock};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::client::ClientIp;
-use super::error::{ApiError, ApiJson, ErrorBody, ErrorDetail};
-use crate::decision::{Credential, Decider, Decision, Denied, DenyKind, Identity, internal};
-use crate::ratelimit::Quota;
+use super::respond::{self, ApiError, ApiJson, ErrorBody};
+use crate::app::verify::{Budget, Checked, FrontDoor, Presented, VerifyRequest};
+use crate::decision::{Decision, DenyKind};
 
 /// How long the proxy waits for the upstream's response headers.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A decision and the budget that applied to it, for the `RateLimit-*` and `Retry-After`
-/// headers.
-pub(super) struct Checked {
-    pub decision: Decision,
-    pub budget: Option<Budget>,
-}
+/// Where forward auth is served (any method).
+pub(super) const FORWARD_AUTH_PATH: &str = "/auth/verify";
 
-/// Which budget a request was counted against.
-pub(super) enum Budget {
-    /// The key's own `rateLimit`.
-    Key(Quota),
-    /// Too many failed keys from the client's address.
-    Address {
-        /// Failures allowed per window.
-        limit: u32,
-        /// Seconds until the window ends.
-        retry_after: u64,
-    },
-}
-
-impl Budget {
-    /// Seconds until a refused request may be retried (`None` when it was not refused).
-    fn retry_after(&self) -> Option<u64> {
-        match self {
-            Budget::Key(q) => (!q.allowed).then_some(q.reset_seconds),
-            Budget::Address { retry_after, .. } => Some(*retry_after),
-        }
+/// The `code` of `POST /api/billstack/keys/verify` for a refusal.
+pub fn verify_code(kind: DenyKind) -> &'static str {
+    match kind {
+        DenyKind::MissingCredential | DenyKind::InvalidKey | DenyKind::Internal => "INVALID_KEY",
+        DenyKind::ExpiredKey => "EXPIRED",
+        DenyKind::InvalidRequest | DenyKind::UnknownRoute => "UNKNOWN_ROUTE",
+        DenyKind::TeamMismatch => "TEAM_MISMATCH",
+        DenyKind::ProjectMismatch => "PROJECT_MISMATCH",
+        DenyKind::InsufficientScope => "INSUFFICIENT_SCOPE",
+        DenyKind::PolicyError => "POLICY_ERROR",
+        DenyKind::RateLimited => "RATE_LIMITED",
     }
-}
-
-/// The front door a request came in by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Door {
-    /// `/auth/verify`.
-    ForwardAuth,
-    /// The reverse proxy.
-    Proxy,
-    /// `POST /api/billstack/keys/verify`.
-    JsonVerify,
-}
-
-impl Door {
-    /// The label in metrics and logs.
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            Door::ForwardAuth => "forward_auth",
-            Door::Proxy => "proxy",
-            Door::JsonVerify => "json_verify",
-        }
-    }
-
-    /// Whether failed keys are counted, and refused, per client address. Not for JSON verify:
-    /// its callers are backends verifying for many end users from one address, and a few of
-    /// those users' bad keys must not refuse everyone else's.
-    fn throttled_by_address(self) -> bool {
-        self != Door::JsonVerify
-    }
-}
-
-fn rate_limited(message: &str, identity: Option<Identity>) -> Decision {
-    Decision::Deny(Denied {
-        identity,
-        ..Denied::new(DenyKind::RateLimited, message, true)
-    })
-}
-
-/// Decides on the blocking pool, behind the concurrency bound; applies the request budgets;
-/// records metrics and usage.
-pub(super) async fn decide(
-    state: &Arc<AppState>,
-    door: Door,
-    client: IpAddr,
-    credential: Option<String>,
-    raw_key: bool,
-    method: String,
-    target: String,
-) -> Checked {
-    let started = Instant::now();
-    let now = clock::now_ms();
-    let front_door = door.as_str();
-    let by_address = door.throttled_by_address();
-    // An address that keeps presenting keys that do not authenticate is refused before its
-    // key costs a storage lookup; keys already in memory (in use by someone) still work, so
-    // one guesser behind a shared address cannot lock out its neighbours.
-    if let Some(retry_after) = by_address
-        .then(|| state.address_throttle.blocked(client, now))
-        .flatten()
-    {
-        let token = credential_of(&credential, raw_key).token();
-        let in_use = token.is_some_and(|t| {
-            apikey::check_format(t).is_ok() && state.store.cached_key(t).is_some()
-        });
-        if !in_use {
-            let decision = rate_limited(
-                "too many requests with invalid API keys from this address; retry later",
-                None,
-            );
-            state
-                .metrics
-                .decision(front_door, "rate_limited", started.elapsed().as_secs_f64());
-            return Checked {
-                decision,
-                budget: Some(Budget::Address {
-                    limit: state.address_throttle.limit(),
-                    retry_after,
-                }),
-            };
-        }
-    }
-    // Most decisions need only memory (a refused credential, or a cached key under the
-    // deployment default) and take microseconds: made here, they skip the hop to the blocking
-    // pool, which costs more than the decision. The rest go to the pool, behind the bound.
-    let fast = Decider {
-        store: &state.store,
-        policies: &state.policies,
-    }
-    .decide_without_blocking(credential_of(&credential, raw_key), &method, &target);
-    let mut decision = match fast {
-        Some(decision) => decision,
-        None => match state.decisions.acquire().await {
-            Ok(_permit) => {
-                let st = Arc::clone(state);
-                let joined = tokio::task::spawn_blocking(move || {
-                    let decider = Decider {
-                        store: &st.store,
-                        policies: &st.policies,
-                    };
-                    decider.decide(credential_of(&credential, raw_key), &method, &target)
-                })
-                .await;
-                joined.unwrap_or_else(|e| internal(e.to_string()))
-            }
-            Err(_) => internal("the decision semaphore is closed"),
-        },
-    };
-    let mut budget = None;
-    if let Decision::Deny(d) = &decision
-        && d.kind == DenyKind::InvalidKey
-        && by_address
-    {
-        state.address_throttle.fail(client, now);
-    }
-    // Every authenticated request counts against its key's budget, allowed or not; over it,
-    // the answer is 429 whatever the policy said.
-    if let Some(id) = decision.identity()
-        && let Some(limit) = &id.rate_limit
-    {
-        let quota = state.key_limiter.check(&id.key_id, limit, now);
-        if !quota.allowed {
-            decision = rate_limited(
-                "the API key has used its request budget for this window; retry later",
-                decision.identity().cloned(),
-            );
-        }
-        budget = Some(Budget::Key(quota));
-    }
-    if let Some(id) = decision.identity() {
-        let allowed = matches!(decision, Decision::Allow(_));
-        state.usage.note(&id.key_id, now, allowed);
-    }
-    let outcome = match &decision {
-        Decision::Allow(_) => "allow",
-        Decision::Deny(d) => {
-            if d.kind == DenyKind::PolicyError {
-                let (label, cause) = d
-                    .cause
-                    .as_ref()
-                    .map_or(("unknown", String::new()), |c| (c.label(), c.to_string()));
-                state.metrics.plugin_error(label);
-                tracing::warn!(front_door, cause, "policy plugin failed; request refused");
-            }
-            d.kind.code()
-        }
-    };
-    state
-        .metrics
-        .decision(front_door, outcome, started.elapsed().as_secs_f64());
-    Checked { decision, budget }
 }
 
 /// Adds the budget's headers: `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
@@ -214,22 +48,12 @@ pub(super) fn budget_headers(headers: &mut HeaderMap, budget: Option<&Budget>, r
     let Some(budget) = budget else {
         return;
     };
-    let (limit, remaining, reset) = match budget {
-        Budget::Key(q) => (q.limit, q.remaining, q.reset_seconds),
-        Budget::Address { limit, retry_after } => (*limit, 0, *retry_after),
-    };
+    let (limit, remaining, reset) = budget.headers();
     put("ratelimit-limit", u64::from(limit));
     put("ratelimit-remaining", u64::from(remaining));
     put("ratelimit-reset", reset);
     if retry_after && let Some(seconds) = budget.retry_after() {
         put("retry-after", seconds);
-    }
-}
-
-fn credential_of(credential: &Option<String>, raw_key: bool) -> Credential<'_> {
-    match (credential, raw_key) {
-        (Some(k), true) => Credential::RawKey(k),
-        (c, _) => Credential::AuthorizationHeader(c.as_deref()),
     }
 }
 
@@ -252,45 +76,6 @@ pub(super) fn identity_headers(headers: &mut HeaderMap, decision: &Decision) {
         put("x-billstack-project-id", p);
     }
     put("x-billstack-scopes", &id.scopes.join(","));
-}
-
-/// The HTTP answer for a refusal: status, JSON error, RFC 6750 `WWW-Authenticate`.
-pub(super) fn denial_response(d: &Denied) -> Response {
-    if d.kind == DenyKind::Internal {
-        return ApiError::internal(
-            d.cause
-                .as_ref()
-                .map_or_else(|| "decision failed".to_string(), ToString::to_string),
-        )
-        .into_response();
-    }
-    let status = StatusCode::from_u16(d.kind.status()).unwrap_or(StatusCode::FORBIDDEN);
-    let body = ErrorBody {
-        error: ErrorDetail {
-            code: d.kind.code().to_string(),
-            message: d.message.clone(),
-            field: None,
-            required_scope: d.required_scope.clone(),
-        },
-    };
-    let mut response = (status, Json(body)).into_response();
-    let challenge = match d.kind {
-        DenyKind::MissingCredential if !d.credential_sent => {
-            Some("Bearer realm=\"billstack\"".to_string())
-        }
-        DenyKind::MissingCredential | DenyKind::InvalidKey | DenyKind::ExpiredKey => {
-            Some("Bearer realm=\"billstack\", error=\"invalid_token\"".to_string())
-        }
-        DenyKind::InsufficientScope => Some(format!(
-            "Bearer realm=\"billstack\", error=\"insufficient_scope\", scope=\"{}\"",
-            d.required_scope.as_deref().unwrap_or_default()
-        )),
-        _ => None,
-    };
-    if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, c);
-    }
-    response
 }
 
 /// `/auth/verify` (any method): forward auth for nginx, Traefik, Caddy and Envoy.
@@ -320,8 +105,7 @@ pub(super) async fn forward_auth(
             header_str(headers, "x-original-method").zip(header_str(headers, "x-original-uri"))
         });
     let Some((method, uri)) = original else {
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
+        return ApiError::bad_request(
             "missing_original_request",
             "send X-Forwarded-Method and X-Forwarded-Uri (or X-Original-Method and X-Original-URI)",
         )
@@ -335,23 +119,23 @@ pub(super) async fn forward_auth(
         _ => uri.to_string(),
     };
     let authorization = header_str(headers, "authorization").map(str::to_owned);
-    let Checked { decision, budget } = decide(
-        &state,
-        Door::ForwardAuth,
-        client,
-        authorization,
-        false,
-        method.to_string(),
-        target,
-    )
-    .await;
+    let Checked { decision, budget } = state
+        .app
+        .verify(VerifyRequest {
+            door: FrontDoor::ForwardAuth,
+            client,
+            credential: Presented::AuthorizationHeader(authorization),
+            method: method.to_string(),
+            target,
+        })
+        .await;
     let mut response = match &decision {
         Decision::Allow(_) => {
-            let mut response = StatusCode::OK.into_response();
+            let mut response = respond::ok_empty();
             identity_headers(response.headers_mut(), &decision);
             response
         }
-        Decision::Deny(d) => with_error_header(denial_response(d)).await,
+        Decision::Deny(d) => with_error_header(d.into_response()).await,
     };
     budget_headers(response.headers_mut(), budget.as_ref(), true);
     response
@@ -454,20 +238,20 @@ pub(super) async fn json_verify(
     ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<VerifyBody>,
 ) -> Response {
-    let Checked { decision, budget } = decide(
-        &state,
-        Door::JsonVerify,
-        client,
-        Some(body.key),
-        true,
-        body.method,
-        body.path,
-    )
-    .await;
+    let Checked { decision, budget } = state
+        .app
+        .verify(VerifyRequest {
+            door: FrontDoor::JsonVerify,
+            client,
+            credential: Presented::RawKey(body.key),
+            method: body.method,
+            target: body.path,
+        })
+        .await;
     let (code, required_scope) = match &decision {
         Decision::Allow(_) => ("VALID", None),
-        Decision::Deny(d) if d.kind == DenyKind::Internal => return denial_response(d),
-        Decision::Deny(d) => (d.kind.verify_code(), d.required_scope.clone()),
+        Decision::Deny(d) if d.kind == DenyKind::Internal => return d.into_response(),
+        Decision::Deny(d) => (verify_code(d.kind), d.required_scope.clone()),
     };
     let id = decision.identity();
     let out = VerifyView {
@@ -485,7 +269,7 @@ pub(super) async fn json_verify(
             _ => None,
         },
     };
-    let mut response = (StatusCode::OK, Json(out)).into_response();
+    let mut response = respond::ok_json(out);
     budget_headers(response.headers_mut(), budget.as_ref(), false);
     response
 }

@@ -7,14 +7,17 @@ use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use billstack_keystore::{NewApiKey, RateLimit, clock};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use billstack_keystore::{RateLimit, clock};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
-use super::session::{SessionUser, require_member};
-use super::{AppState, usage};
+use super::AppState;
+use super::respond::{self, ApiError, ApiJson, ApiResult, ErrorBody};
+use super::session::SessionUser;
+use crate::app::keys::{DEFAULT_USAGE_DAYS, KeyRequest};
+use crate::app::usage::DAY_MS;
 use crate::views::{CreatedKey, KeyView, RateLimitView};
 
 /// The body of a key creation.
@@ -112,28 +115,7 @@ pub(super) async fn create(
     session: SessionUser,
     Path(team_id): Path<String>,
     ApiJson(body): ApiJson<CreateKey>,
-) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
-    require_member(&state, &session, &team_id).await?;
-    let scopes = body.scopes.unwrap_or_default();
-    let (policy, _) = state.policies.for_team(&team_id);
-    if let Some(error) = policy.load_error()
-        && !scopes.is_empty()
-    {
-        return Err(ApiError::invalid(
-            "scopes",
-            format!(
-                "the team's policy does not load, so scopes cannot be checked ({error}); upload a working policy or reset the team to the default first"
-            ),
-        ));
-    }
-    let catalogue = policy.as_policy().scope_names();
-    if let Some(unknown) = scopes.iter().find(|s| !catalogue.contains(s)) {
-        let shown: String = unknown.chars().take(80).collect();
-        return Err(ApiError::invalid(
-            "scopes",
-            format!("scope {shown:?} is not defined by the team's policy"),
-        ));
-    }
+) -> ApiResult<Response> {
     let expires_at = match body.expires_at.as_deref() {
         None => None,
         Some(text) => Some(clock::parse_rfc3339(text).ok_or_else(|| {
@@ -143,33 +125,22 @@ pub(super) async fn create(
             )
         })?),
     };
-    let rate_limit = parse_rate_limit(body.rate_limit)?.map(RateLimit::from);
-    if body.project_id.as_deref() == Some("") {
-        return Err(ApiError::invalid(
-            "projectId",
-            "projectId must be a project id or null",
-        ));
-    }
-    let new = NewApiKey {
-        team_id,
-        project_id: body.project_id,
+    let request = KeyRequest {
         name: body.name,
-        scopes,
+        project_id: body.project_id,
+        scopes: body.scopes.unwrap_or_default(),
         expires_at,
-        actor: session.user.id.clone(),
-        source: Some(session.source.to_string()),
-        rate_limit,
+        rate_limit: parse_rate_limit(body.rate_limit)?.map(RateLimit::from),
     };
-    let store = Arc::clone(&state.store);
-    let (record, raw_key) = tokio::task::spawn_blocking(move || store.create_key(&new)).await??;
-    tracing::info!(team = %record.team_id, key = %record.id, actor = %session.user.id, "key created");
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedKey {
-            key: KeyView::created(&record),
-            raw_key,
-        }),
-    ))
+    let caller = session.caller();
+    let (record, raw_key) = state
+        .app
+        .run(move |app| app.create_key(&caller, &team_id, request))
+        .await?;
+    Ok(respond::created(CreatedKey {
+        key: KeyView::created(&record),
+        raw_key,
+    }))
 }
 
 /// `GET /api/billstack/teams/{teamId}/api-keys`.
@@ -182,14 +153,11 @@ pub(super) async fn list(
     session: SessionUser,
     Path(team_id): Path<String>,
 ) -> ApiResult<Json<KeyListView>> {
-    require_member(&state, &session, &team_id).await?;
-    // Uses still in memory are written first, so `lastUsedAt` includes the latest requests.
-    let (store, tracker) = (Arc::clone(&state.store), Arc::clone(&state.usage));
-    let records = tokio::task::spawn_blocking(move || {
-        tracker.flush(&store)?;
-        store.list_keys(&team_id)
-    })
-    .await??;
+    let caller = session.caller();
+    let records = state
+        .app
+        .run(move |app| app.list_keys(&caller, &team_id))
+        .await?;
     let keys: Vec<KeyView> = records.iter().map(KeyView::listed).collect();
     Ok(Json(KeyListView { keys }))
 }
@@ -203,19 +171,14 @@ pub(super) async fn revoke(
     State(state): State<Arc<AppState>>,
     session: SessionUser,
     Path((team_id, key_id)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
-    require_member(&state, &session, &team_id).await?;
-    let store = Arc::clone(&state.store);
-    let actor = session.audit_actor();
-    let record =
-        tokio::task::spawn_blocking(move || store.revoke_key(&team_id, &key_id, actor.get()))
-            .await??;
-    tracing::info!(team = %record.team_id, key = %record.id, actor = %session.user.id, "key revoked");
-    Ok(StatusCode::NO_CONTENT)
+) -> ApiResult<Response> {
+    let caller = session.caller();
+    state
+        .app
+        .run(move |app| app.revoke_key(&caller, &team_id, &key_id))
+        .await?;
+    Ok(respond::no_content())
 }
-
-/// The old key's grace period when a rotation does not say.
-pub const DEFAULT_ROTATION_GRACE_SECONDS: i64 = 24 * 60 * 60;
 
 /// The body of a rotation.
 #[derive(Deserialize, ToSchema)]
@@ -242,8 +205,7 @@ pub(super) async fn rotate(
     Path((team_id, key_id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
-    require_member(&state, &session, &team_id).await?;
+) -> ApiResult<Response> {
     let grace = if body.is_empty() {
         None
     } else {
@@ -265,34 +227,15 @@ pub(super) async fn rotate(
         }) = Json::<RotateKey>::from_bytes(&body)?;
         grace_period_seconds
     };
-    let grace = grace.unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
-    let grace = u64::try_from(grace).map_err(|_| {
-        ApiError::invalid(
-            "gracePeriodSeconds",
-            "gracePeriodSeconds must be 0 (end the old key now) or more",
-        )
-    })?;
-    let store = Arc::clone(&state.store);
-    let actor = session.audit_actor();
-    let rotated = tokio::task::spawn_blocking(move || {
-        store.rotate_key(&team_id, &key_id, grace, actor.get())
-    })
-    .await??;
-    tracing::info!(
-        team = %rotated.new.team_id,
-        old_key = %rotated.old.id,
-        new_key = %rotated.new.id,
-        grace_seconds = grace,
-        actor = %session.user.id,
-        "key rotated"
-    );
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedKey {
-            key: KeyView::created(&rotated.new),
-            raw_key: rotated.raw_key,
-        }),
-    ))
+    let caller = session.caller();
+    let rotated = state
+        .app
+        .run(move |app| app.rotate_key(&caller, &team_id, &key_id, grace))
+        .await?;
+    Ok(respond::created(CreatedKey {
+        key: KeyView::created(&rotated.new),
+        raw_key: rotated.raw_key,
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -304,9 +247,6 @@ pub(super) struct UsageQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 90)]
     days: Option<String>,
 }
-
-/// Days shown when the request does not say.
-pub const DEFAULT_USAGE_DAYS: u32 = 30;
 
 /// `GET /api/billstack/teams/{teamId}/api-keys/{keyId}/usage?days=N`: the key's requests per
 /// day (UTC), oldest first, ending today, with `lastUsedAt`. Members of the team; revoked keys
@@ -321,45 +261,23 @@ pub(super) async fn usage(
     Path((team_id, key_id)): Path<(String, String)>,
     query: Result<Query<UsageQuery>, QueryRejection>,
 ) -> ApiResult<Json<UsageView>> {
-    require_member(&state, &session, &team_id).await?;
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let days = match query.days.as_deref() {
         None => DEFAULT_USAGE_DAYS,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=usage::RETENTION_DAYS).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "days",
-                    format!(
-                        "days must be a whole number from 1 to {}",
-                        usage::RETENTION_DAYS
-                    ),
-                )
-            })?,
+        // Out of range is the service's to refuse; not a number at all is refused here.
+        Some(text) => text.parse::<u32>().unwrap_or(0),
     };
-    // Counts still in memory are written first, so the answer includes the latest requests;
-    // the key is read once, after that, for its existence and its `lastUsedAt`.
-    let (store, tracker) = (Arc::clone(&state.store), Arc::clone(&state.usage));
-    let today = usage::day_of(clock::now_ms());
-    let key_for_read = key_id.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        tracker.flush(&store)?;
-        let Some(key) = store.get_key(&team_id, &key_for_read)? else {
-            return Ok(None);
-        };
-        let counts = store.key_usage(&key.id, today, days)?;
-        Ok::<_, billstack_keystore::Error>(Some((counts, key.last_used_at)))
-    })
-    .await??;
-    let Some((counts, last_used_at)) = found else {
-        return Err(ApiError::not_found("key"));
-    };
+    let caller = session.caller();
+    let key = key_id.clone();
+    let report = state
+        .app
+        .run(move |app| app.key_usage(&caller, &team_id, &key, days))
+        .await?;
+    let (counts, last_used_at) = (report.days, report.last_used_at);
     let days = counts
         .iter()
         .map(|(day, c)| DailyUsageView {
-            date: clock::format_rfc3339(day * usage::DAY_MS)
+            date: clock::format_rfc3339(day * DAY_MS)
                 .chars()
                 .take(10)
                 .collect(),

@@ -1,22 +1,21 @@
-//! Per-team policy uploads: `PUT` and `DELETE /api/billstack/teams/{teamId}/policy`.
-//!
-//! An upload is validated completely (size cap, compiles, exports the world, `info()` answers
-//! within the limits) and stored before it is activated; activation is one pointer swap, so
-//! each decision sees the old policy or the new one, never a mix. A refused upload changes
-//! nothing.
+//! A team's policy over HTTP: `GET`, `PUT` (upload) and `DELETE` (reset)
+//! `/api/billstack/teams/{teamId}/policy`. The rules (validation, storage, activation) are in
+//! [`crate::app::policies`]; here the body is read within the size cap.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::{ApiError, ApiResult, ErrorBody};
-use super::session::{SessionUser, require_member, require_owner};
+use super::respond::{ApiError, ApiResult, ErrorBody};
+use super::session::SessionUser;
+use crate::app::policies::UPLOAD;
+use crate::app::{AppError, Need};
 use crate::policy::{ActivePolicy, Plugin, PolicySource, ScopePolicy};
 
 /// A team's active policy.
@@ -131,8 +130,11 @@ pub(super) async fn get(
     session: SessionUser,
     Path(team_id): Path<String>,
 ) -> ApiResult<Json<ActivePolicyView>> {
-    require_member(&state, &session, &team_id).await?;
-    let (policy, source) = state.policies.for_team(&team_id);
+    let caller = session.caller();
+    let (policy, source) = state
+        .app
+        .run(move |app| app.team_policy(&caller, &team_id))
+        .await?;
     Ok(Json(ActivePolicyView {
         policy: PolicyView::of_active(&policy, source),
     }))
@@ -152,27 +154,26 @@ pub(super) async fn upload(
     Path(team_id): Path<String>,
     request: Request,
 ) -> ApiResult<Json<UploadedPolicyView>> {
-    require_owner(&state, &session, &team_id, "change the team's policy").await?;
+    // Owners only, checked before a byte of the body is read (up to the plugin cap); the
+    // service checks again as it does for every caller.
+    let caller = session.caller();
+    let (c, team) = (caller.clone(), team_id.clone());
+    state
+        .app
+        .run(move |app| app.authorize(&c, &team, Need::Owner(UPLOAD)))
+        .await?;
     let headers = request.headers();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if content_type.split(';').next().map(str::trim) != Some("application/wasm") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+        return Err(ApiError::unsupported_media_type(
             "upload the component with Content-Type: application/wasm",
         ));
     }
-    let max = state.engine.limits().max_plugin_bytes;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the plugin is larger than the {max}-byte limit"),
-        )
-    };
+    let max = state.app.engine().limits().max_plugin_bytes;
+    let too_large = || ApiError::from(AppError::TooLarge(max));
     // Refuse by the announced length before reading a byte of the body.
     let announced = headers
         .get(header::CONTENT_LENGTH)
@@ -184,52 +185,21 @@ pub(super) async fn upload(
     let bytes: Bytes = axum::body::to_bytes(request.into_body(), max)
         .await
         .map_err(|_| too_large())?;
-    let engine = Arc::clone(&state.engine);
-    let upload = bytes.clone();
-    // Compiling takes up to seconds of CPU: off the executor.
-    let loaded = tokio::task::spawn_blocking(move || engine.load_for_team(&upload)).await?;
-    let plugin = match loaded {
-        Ok(plugin) => plugin,
-        Err(e) => {
-            // A refused upload leaves nothing behind, not even its compiled code.
-            prune_compiled(&state).await;
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_policy",
-                e.to_string(),
-            ));
-        }
-    };
-    let store = Arc::clone(&state.store);
-    let (team, actor) = (team_id.clone(), session.audit_actor());
-    tokio::task::spawn_blocking(move || store.put_team_policy(&team, &bytes, actor.get()))
-        .await??;
-    // Stored durably; now the one atomic switch.
-    state.policies.set_team(&team_id, Arc::clone(&plugin));
-    prune_compiled(&state).await;
-    let catalogue = plugin.scope_names();
-    let team = team_id.clone();
-    let orphaned: Vec<OrphanedKeyView> =
-        super::on_store(&state.store, move |store| store.list_keys(&team))
-            .await?
-            .into_iter()
-            .filter_map(|k| {
-                let undefined: Vec<String> = k
-                    .scopes
-                    .iter()
-                    .filter(|s| !catalogue.contains(s))
-                    .cloned()
-                    .collect();
-                (!undefined.is_empty()).then(|| OrphanedKeyView {
-                    id: k.id.clone(),
-                    name: k.name.clone(),
-                    undefined_scopes: undefined,
-                })
-            })
-            .collect();
-    tracing::info!(team = %team_id, sha256 = %plugin.sha256_hex(), "team policy uploaded");
+    let uploaded = state
+        .app
+        .run(move |app| app.upload_policy(&caller, &team_id, &bytes))
+        .await?;
+    let orphaned = uploaded
+        .keys_with_undefined_scopes
+        .into_iter()
+        .map(|(key, undefined_scopes)| OrphanedKeyView {
+            id: key.id,
+            name: key.name,
+            undefined_scopes,
+        })
+        .collect();
     Ok(Json(UploadedPolicyView {
-        policy: PolicyView::of(&plugin, PolicySource::Team),
+        policy: PolicyView::of(&uploaded.plugin, PolicySource::Team),
         keys_with_undefined_scopes: orphaned,
     }))
 }
@@ -244,23 +214,12 @@ pub(super) async fn reset(
     session: SessionUser,
     Path(team_id): Path<String>,
 ) -> ApiResult<Json<ActivePolicyView>> {
-    require_owner(&state, &session, &team_id, "change the team's policy").await?;
-    let store = Arc::clone(&state.store);
-    let (team, actor) = (team_id.clone(), session.audit_actor());
-    tokio::task::spawn_blocking(move || store.delete_team_policy(&team, actor.get())).await??;
-    state.policies.clear_team(&team_id);
-    prune_compiled(&state).await;
-    let (policy, source) = state.policies.for_team(&team_id);
+    let caller = session.caller();
+    let (policy, source) = state
+        .app
+        .run(move |app| app.reset_policy(&caller, &team_id))
+        .await?;
     Ok(Json(ActivePolicyView {
         policy: PolicyView::of_active(&policy, source),
     }))
-}
-
-/// Drops compiled code that no active policy uses (from memory and the on-disk cache), so
-/// what a deployment keeps is bounded by its active policies, not by its upload history.
-async fn prune_compiled(state: &Arc<AppState>) {
-    let (engine, live) = (Arc::clone(&state.engine), state.policies.loaded_sha256s());
-    if let Err(e) = tokio::task::spawn_blocking(move || engine.retain_compiled(&live)).await {
-        tracing::warn!(error = %e, "pruning the plugin compile cache failed");
-    }
 }

@@ -8,8 +8,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::{ApiResult, ErrorBody};
-use super::session::{SessionUser, require_member};
+use super::respond::{ApiResult, ErrorBody};
+use super::session::SessionUser;
 
 /// A team's projects.
 #[derive(Debug, Serialize, ToSchema)]
@@ -37,9 +37,10 @@ pub(super) async fn list(
     session: SessionUser,
     Path(team_id): Path<String>,
 ) -> ApiResult<Json<ProjectListView>> {
-    require_member(&state, &session, &team_id).await?;
-    let team = team_id.clone();
-    let projects = super::on_store(&state.store, move |store| store.list_projects(&team))
+    let caller = session.caller();
+    let projects = state
+        .app
+        .run(move |app| app.list_projects(&caller, &team_id))
         .await?
         .into_iter()
         .map(|p| ProjectView {

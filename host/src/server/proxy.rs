@@ -6,17 +6,21 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::client::ClientIp;
-use super::error::{ApiError, ErrorBody};
-use super::front::{
-    Checked, Door, UPSTREAM_TIMEOUT, budget_headers, decide, denial_response, header_str,
-    identity_headers,
-};
+use super::front::{UPSTREAM_TIMEOUT, budget_headers, header_str, identity_headers};
+use super::respond::{ApiError, ErrorBody};
+use crate::app::verify::{Checked, FrontDoor, Presented, VerifyRequest};
 use crate::decision::Decision;
+
+/// A project's root, proxied.
+pub(super) const PROJECT_ROOT: &str = "/api/billstack/teams/{team_id}/projects/{project_id}";
+/// Everything below a project, proxied.
+pub(super) const BELOW_PROJECT: &str =
+    "/api/billstack/teams/{team_id}/projects/{project_id}/{*rest}";
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 § 7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -70,16 +74,16 @@ pub(super) async fn proxy(
         |pq| pq.as_str().to_string(),
     );
     let authorization = header_str(&parts.headers, "authorization").map(str::to_owned);
-    let Checked { decision, budget } = decide(
-        &state,
-        Door::Proxy,
-        client,
-        authorization,
-        false,
-        parts.method.as_str().to_string(),
-        target.clone(),
-    )
-    .await;
+    let Checked { decision, budget } = state
+        .app
+        .verify(VerifyRequest {
+            door: FrontDoor::Proxy,
+            client,
+            credential: Presented::AuthorizationHeader(authorization),
+            method: parts.method.as_str().to_string(),
+            target: target.clone(),
+        })
+        .await;
     let mut response = forward(&state, parts, body, &decision, target).await;
     budget_headers(response.headers_mut(), budget.as_ref(), true);
     response
@@ -146,21 +150,15 @@ async fn forward(
     target: String,
 ) -> Response {
     if let Decision::Deny(d) = decision {
-        return denial_response(d);
+        return d.into_response();
     }
     let Some(upstream) = &state.upstream else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_upstream",
-            "no upstream is configured for the proxy",
-        )
-        .into_response();
+        return ApiError::no_upstream().into_response();
     };
     let uri: Uri = match format!("{}{}", upstream.trim_end_matches('/'), target).parse() {
         Ok(u) => u,
         Err(_) => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
+            return ApiError::bad_request(
                 "invalid_request",
                 "the request target is not a valid URI",
             )
@@ -193,18 +191,8 @@ async fn forward(
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "upstream request failed");
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "bad_gateway",
-                "the upstream could not be reached",
-            )
-            .into_response()
+            ApiError::bad_gateway().into_response()
         }
-        Err(_) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "gateway_timeout",
-            "the upstream did not answer in time",
-        )
-        .into_response(),
+        Err(_) => ApiError::gateway_timeout().into_response(),
     }
 }

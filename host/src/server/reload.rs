@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::app::policies::Reloaded;
+use crate::app::{App, AppError};
 use crate::console::{Level, say};
-use crate::policy::{PolicyEngine, PolicySet, ScopePolicy};
+use crate::policy::ScopePolicy;
 
 /// How often the file is checked for changes.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -17,54 +19,43 @@ fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-async fn reload(path: &Path, engine: &Arc<PolicyEngine>, policies: &Arc<PolicySet>, why: &str) {
-    let (p, e) = (path.to_path_buf(), Arc::clone(engine));
-    let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let bytes = std::fs::read(&p)?;
-        Ok(e.load(&bytes)?)
-    })
-    .await;
-    match loaded {
-        Ok(Ok(plugin)) => {
-            let previous = policies.default_policy().sha256_hex();
-            if previous != plugin.sha256_hex() {
-                let line = format!(
-                    "policy: deployment default reloaded ({why}): {} {} sha256 {}",
-                    plugin.info().name,
-                    plugin.info().version,
-                    plugin.sha256_hex()
-                );
-                // Switch first, then say so: whoever reads the line sees the new policy.
-                policies.set_default(plugin);
-                let (engine, live) = (Arc::clone(engine), policies.loaded_sha256s());
-                let _ = tokio::task::spawn_blocking(move || engine.retain_compiled(&live)).await;
-                say(Level::Info, &line, &[]);
-            } else {
-                say(
-                    Level::Info,
-                    &format!("policy: deployment default unchanged ({why}): sha256 {previous}"),
-                    &[],
-                );
-            }
-        }
-        Ok(Err(e)) => say(
-            Level::Warn,
+async fn reload(path: &Path, app: &Arc<App>, why: &str) {
+    let p = path.to_path_buf();
+    let reloaded = app
+        .run(move |app| {
+            let bytes = std::fs::read(&p).map_err(|e| AppError::InvalidPolicy(e.to_string()))?;
+            app.reload_default_policy(&bytes)
+        })
+        .await;
+    match reloaded {
+        Ok(Reloaded::Changed(plugin)) => say(
+            Level::Info,
             &format!(
-                "policy: reload of {} refused ({why}), keeping the last good version: {e:#}",
-                path.display()
+                "policy: deployment default reloaded ({why}): {} {} sha256 {}",
+                plugin.info().name,
+                plugin.info().version,
+                plugin.sha256_hex()
             ),
             &[],
         ),
+        Ok(Reloaded::Unchanged(sha256)) => say(
+            Level::Info,
+            &format!("policy: deployment default unchanged ({why}): sha256 {sha256}"),
+            &[],
+        ),
         Err(e) => say(
-            Level::Error,
-            &format!("policy: reload task failed: {e}"),
+            Level::Warn,
+            &format!(
+                "policy: reload of {} refused ({why}), keeping the last good version: {e}",
+                path.display()
+            ),
             &[],
         ),
     }
 }
 
 /// Watches `path` until the process ends.
-pub fn spawn(path: PathBuf, engine: Arc<PolicyEngine>, policies: Arc<PolicySet>) {
+pub fn spawn(path: PathBuf, app: Arc<App>) {
     tokio::spawn(async move {
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
@@ -84,7 +75,7 @@ pub fn spawn(path: PathBuf, engine: Arc<PolicyEngine>, policies: Arc<PolicySet>)
             let now = fingerprint(&path);
             if why == "SIGHUP" || now != last {
                 last = now;
-                reload(&path, &engine, &policies, why).await;
+                reload(&path, &app, why).await;
             }
         }
     });

@@ -2,16 +2,8 @@
 
 use super::*;
 
-impl Store {
-    /// One page of a team's audit log, newest first: up to `limit` (at most
-    /// [`MAX_AUDIT_PAGE`]) events older than `before` (a sequence number from the previous
-    /// page's [`AuditPage::next_before`]), or the newest when `before` is `None`.
-    pub fn list_audit(
-        &self,
-        team_id: &str,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<AuditPage> {
+impl AuditStore for Store {
+    fn list_audit(&self, team_id: &str, before: Option<u64>, limit: usize) -> Result<AuditPage> {
         let limit = limit.clamp(1, MAX_AUDIT_PAGE);
         let start = event_key(Some(team_id), 0);
         let end = event_key(Some(team_id), before.unwrap_or(u64::MAX));
@@ -34,12 +26,7 @@ impl Store {
         })
     }
 
-    /// Records a sign-in attempt for `email` from `source`. A success, or a failure for an
-    /// existing account, is recorded in each of the account's teams (a failure with actor
-    /// `anonymous`, since whoever tried is not known to be the user); a failure for an unknown
-    /// email is recorded under no team, without the email (people type passwords into email
-    /// fields). Flushed before returning.
-    pub fn record_sign_in(&self, email: &str, succeeded: bool, source: &str) -> Result<()> {
+    fn record_sign_in(&self, email: &str, succeeded: bool, source: &str) -> Result<()> {
         let _writing = self.writing();
         let user = match validate_email(email) {
             Ok(email) => self.find_user_by_email(&email)?,

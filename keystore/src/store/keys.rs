@@ -16,30 +16,20 @@ pub struct NewApiKey {
     pub scopes: Vec<String>,
     /// Expiry in Unix ms; must be in the future.
     pub expires_at: Option<i64>,
-    /// Who is creating it, for the audit log.
-    pub actor: String,
-    /// The address the request came from, for the audit log (`None` offline).
-    pub source: Option<String>,
     /// A request budget, or `None` for no limit.
     pub rate_limit: Option<RateLimit>,
 }
 
 impl NewApiKey {
-    /// A full-access key of `team_id` for all its projects, with no expiry and no budget, made
-    /// by `actor` offline (no source address); change fields with `..NewApiKey::new(…)`.
-    pub fn new(
-        team_id: impl Into<String>,
-        name: impl Into<String>,
-        actor: impl Into<String>,
-    ) -> NewApiKey {
+    /// A full-access key of `team_id` for all its projects, with no expiry and no budget;
+    /// change fields with `..NewApiKey::new(…)`.
+    pub fn new(team_id: impl Into<String>, name: impl Into<String>) -> NewApiKey {
         NewApiKey {
             team_id: team_id.into(),
             project_id: None,
             name: name.into(),
             scopes: Vec::new(),
             expires_at: None,
-            actor: actor.into(),
-            source: None,
             rate_limit: None,
         }
     }
@@ -105,9 +95,8 @@ pub struct Rotated {
     pub old: KeyRecord,
 }
 
-impl Store {
-    /// Creates a key; returns its record and the raw key, which exists nowhere else.
-    pub fn create_key(&self, new: &NewApiKey) -> Result<(KeyRecord, String)> {
+impl KeyStore for Store {
+    fn create_key(&self, new: &NewApiKey, actor: Actor<'_>) -> Result<(KeyRecord, String)> {
         let _writing = self.writing();
         let name = validate_name("name", &new.name)?;
         self.require_team(&new.team_id)?;
@@ -115,7 +104,7 @@ impl Store {
             && self.get_project(&new.team_id, project)?.is_none()
         {
             return Err(invalid(
-                "projectId",
+                "project_id",
                 format!("project {project} is not in team {}", new.team_id),
             ));
         }
@@ -134,11 +123,11 @@ impl Store {
                 scopes.push(scope.clone());
             }
         }
-        let now = clock::now_ms();
+        let now = self.clock.now_ms();
         if let Some(at) = new.expires_at
             && at <= now
         {
-            return Err(invalid("expiresAt", "must be in the future"));
+            return Err(invalid("expires_at", "must be in the future"));
         }
         let generated = apikey::generate();
         let record = KeyRecord {
@@ -156,15 +145,7 @@ impl Store {
             rotated_to: None,
             rate_limit: new.rate_limit,
         };
-        let (ak, av) = self.audit_event(
-            Some(&new.team_id),
-            Actor {
-                id: &new.actor,
-                source: new.source.as_deref(),
-            },
-            "key.created",
-            &record.id,
-        )?;
+        let (ak, av) = self.audit_event(Some(&new.team_id), actor, "key.created", &record.id)?;
         let encoded = encode(&record);
         let team_key = join(&record.team_id, &record.id);
         (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
@@ -180,10 +161,7 @@ impl Store {
         self.durable((record, raw))
     }
 
-    /// The active (unrevoked) key with this SHA-256, if any. The hot path of every decision,
-    /// served from an in-memory cache when it can be; `last_used_at` in the answer may trail
-    /// (use [`Store::get_key`] or [`Store::list_keys`] for it).
-    pub fn lookup_key_hash(&self, hash: &[u8; 32]) -> Result<Option<Arc<KeyRecord>>> {
+    fn lookup_key_hash(&self, hash: &[u8; 32]) -> Result<Option<Arc<KeyRecord>>> {
         let cached = self.key_cache.get_and_keep(hash);
         if cached.record.is_some() {
             return Ok(cached.record);
@@ -195,38 +173,15 @@ impl Store {
         Ok(found)
     }
 
-    pub(super) fn lookup_key_hash_uncached(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>> {
-        let Some(id) = self.key_hash.get(hash)? else {
-            return Ok(None);
-        };
-        let Some(bytes) = self.keys.get(&id)? else {
-            return Err(Error::Corruption {
-                what: "key hash index points at a missing key".into(),
-            });
-        };
-        let record: KeyRecord = decode("key", &bytes)?;
-        // The index entry is removed in the same transaction as revocation; check anyway.
-        Ok(if record.revoked_at.is_some() {
-            None
-        } else {
-            Some(record)
-        })
-    }
-
-    /// The active key for a raw key string if it is in the in-memory lookup cache; `None`
-    /// means "not cached" (it may still exist: ask [`Store::lookup_key`]). Never touches disk,
-    /// so it is safe on an async executor. Revocation removes the entry before it returns.
-    pub fn cached_key(&self, raw: &str) -> Option<Arc<KeyRecord>> {
+    fn cached_key(&self, raw: &str) -> Option<Arc<KeyRecord>> {
         self.key_cache.get_and_keep(&apikey::hash(raw)).record
     }
 
-    /// The active key for a raw key string (hashes it first).
-    pub fn lookup_key(&self, raw: &str) -> Result<Option<Arc<KeyRecord>>> {
+    fn lookup_key(&self, raw: &str) -> Result<Option<Arc<KeyRecord>>> {
         self.lookup_key_hash(&apikey::hash(raw))
     }
 
-    /// A key of a team by id, revoked or not; `None` if it does not exist in that team.
-    pub fn get_key(&self, team_id: &str, key_id: &str) -> Result<Option<KeyRecord>> {
+    fn get_key(&self, team_id: &str, key_id: &str) -> Result<Option<KeyRecord>> {
         let Some(bytes) = self.keys.get(key_id.as_bytes())? else {
             return Ok(None);
         };
@@ -234,9 +189,7 @@ impl Store {
         Ok((record.team_id == team_id).then_some(record))
     }
 
-    /// The team's unrevoked keys, oldest first (expired keys included: they still need revoking
-    /// or rotating, and the list shows their expiry).
-    pub fn list_keys(&self, team_id: &str) -> Result<Vec<KeyRecord>> {
+    fn list_keys(&self, team_id: &str) -> Result<Vec<KeyRecord>> {
         let mut out = Vec::new();
         let p = prefix(team_id);
         for entry in self.team_keys.scan_prefix(&p) {
@@ -264,12 +217,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Revokes a key of a team: removes it from the hash index in the same atomic step as
-    /// marking it revoked, and flushes before returning. `NotFound` for an unknown key, a key of
-    /// another team, or one already revoked.
-    pub fn revoke_key(&self, team_id: &str, key_id: &str, actor: Actor<'_>) -> Result<KeyRecord> {
+    fn revoke_key(&self, team_id: &str, key_id: &str, actor: Actor<'_>) -> Result<KeyRecord> {
         let _writing = self.writing();
-        let now = clock::now_ms();
+        let now = self.clock.now_ms();
         let (ak, av) = self.audit_event(Some(team_id), actor, "key.revoked", key_id)?;
         let record = (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
             .transaction(|(keys, key_hash, team_keys, audit)| {
@@ -288,13 +238,7 @@ impl Store {
         self.durable(record)
     }
 
-    /// Rotates a key of a team: a new key with the same name, project, scopes and expiry, and
-    /// the old one ends `grace_seconds` from now (its expiry moves there unless it was sooner)
-    /// or, with 0, is revoked in the same atomic step. Both keys, the old one's new end and the
-    /// audit events are written together and flushed before returning. `NotFound` as for
-    /// [`Store::revoke_key`]; `Invalid` for an expired key (there is nothing to keep working:
-    /// create a new key) or a grace period over [`MAX_ROTATION_GRACE_SECONDS`].
-    pub fn rotate_key(
+    fn rotate_key(
         &self,
         team_id: &str,
         key_id: &str,
@@ -304,11 +248,11 @@ impl Store {
         let _writing = self.writing();
         if grace_seconds > MAX_ROTATION_GRACE_SECONDS {
             return Err(invalid(
-                "gracePeriodSeconds",
+                "grace_seconds",
                 format!("must be at most {MAX_ROTATION_GRACE_SECONDS} (30 days)"),
             ));
         }
-        let now = clock::now_ms();
+        let now = self.clock.now_ms();
         let generated = apikey::generate();
         let new_id = ids::new_id("key");
         let (rk, rv) = self.audit_event(Some(team_id), actor, "key.rotated", key_id)?;
@@ -321,14 +265,14 @@ impl Store {
                 let mut old = active_key_in(keys, team_id, key_id)?;
                 if old.is_expired(now) {
                     return abort(invalid(
-                        "keyId",
+                        "key_id",
                         "the key has expired, so there is nothing to rotate; create a new key \
                          instead",
                     ));
                 }
                 if let Some(successor) = &old.rotated_to {
                     return abort(invalid(
-                        "keyId",
+                        "key_id",
                         format!("the key has already been rotated; rotate {successor} instead"),
                     ));
                 }
@@ -370,6 +314,26 @@ impl Store {
             new,
             raw_key: generated.raw,
             old,
+        })
+    }
+}
+
+impl Store {
+    pub(super) fn lookup_key_hash_uncached(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>> {
+        let Some(id) = self.key_hash.get(hash)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.keys.get(&id)? else {
+            return Err(Error::Corruption {
+                what: "key hash index points at a missing key".into(),
+            });
+        };
+        let record: KeyRecord = decode("key", &bytes)?;
+        // The index entry is removed in the same transaction as revocation; check anyway.
+        Ok(if record.revoked_at.is_some() {
+            None
+        } else {
+            Some(record)
         })
     }
 }

@@ -29,6 +29,7 @@ use crate::audit::{ANONYMOUS, Actor, AuditPage, MAX_AUDIT_PAGE, event_key, is_le
 use crate::blobs::BlobDir;
 use crate::group_flush::GroupFlush;
 use crate::records::{decode, decode_str, encode};
+use crate::storage::*;
 use crate::{
     AuditEvent, Error, KeyRecord, MAX_SCOPES, Project, RateLimit, Result, Role, Session, Team,
     TeamPolicy, User, apikey, clock, ids, invalid, is_valid_scope_name, validate_name,
@@ -63,6 +64,9 @@ pub struct StoreOptions {
     /// for a server). `false` is for bulk loads (imports, benchmarks): writes reach disk at
     /// [`Store::flush`] or with sled's background flush, and a crash before then loses them.
     pub durable_writes: bool,
+    /// Where "now" comes from: creation times, expiry and grace-period checks (the system
+    /// clock unless a test moves time by hand).
+    pub clock: clock::SharedClock,
 }
 
 impl Default for StoreOptions {
@@ -71,6 +75,7 @@ impl Default for StoreOptions {
             cache_capacity: 32 * 1024 * 1024,
             key_cache_capacity: DEFAULT_KEY_CACHE_CAPACITY,
             durable_writes: true,
+            clock: clock::system(),
         }
     }
 }
@@ -103,6 +108,7 @@ pub struct Store {
     // one consistent state (reads never wait on it).
     write_gate: RwLock<()>,
     durable_writes: bool,
+    clock: clock::SharedClock,
     // Held for the store's lifetime: the OS lock that keeps a second process out.
     _lock: File,
 }
@@ -174,7 +180,7 @@ impl Store {
         let path = dir.as_ref().to_path_buf();
         if path.exists() && !path.is_dir() {
             return Err(crate::invalid(
-                "dataDir",
+                "data_dir",
                 format!("{} is not a directory", path.display()),
             ));
         }
@@ -214,6 +220,7 @@ impl Store {
             group_flush: GroupFlush::default(),
             write_gate: RwLock::new(()),
             durable_writes: options.durable_writes,
+            clock: Arc::clone(&options.clock),
             db,
             path,
             _lock: lock,
@@ -244,13 +251,6 @@ impl Store {
         &self.path
     }
 
-    /// Forces everything written so far to disk. Every write method already does this before
-    /// returning; call it at shutdown for the batched `lastUsedAt` updates.
-    pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
-    }
-
     /// Returns `value` once the write just made is on disk. Concurrent writers share one
     /// flush (group commit); none is acknowledged before a flush that covers it succeeds.
     fn durable<T>(&self, value: T) -> Result<T> {
@@ -273,7 +273,7 @@ impl Store {
         let seq = self.db.generate_id()?;
         let event = AuditEvent {
             seq,
-            at: clock::now_ms(),
+            at: self.clock.now_ms(),
             team_id: team_id.map(str::to_owned),
             actor: actor.id.to_owned(),
             action: action.to_owned(),
@@ -312,11 +312,6 @@ impl Store {
         Ok(())
     }
 
-    /// True when no team exists yet (a fresh data directory).
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.teams.is_empty())
-    }
-
     #[cfg(test)]
     pub(crate) fn raw_tree(&self, name: &str) -> Tree {
         self.db.open_tree(name).expect("tree")
@@ -325,5 +320,24 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn tree_names(&self) -> Vec<sled::IVec> {
         self.db.tree_names()
+    }
+}
+
+impl Storage for Store {
+    fn clock(&self) -> clock::SharedClock {
+        Arc::clone(&self.clock)
+    }
+
+    fn is_empty(&self) -> Result<bool> {
+        Ok(self.teams.is_empty())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn backup_to(&self, out: &mut dyn std::io::Write) -> Result<crate::BackupSummary> {
+        self.write_backup(out)
     }
 }

@@ -2,15 +2,8 @@
 
 use super::*;
 
-impl Store {
-    /// Stores a team's policy plugin and makes it the team's policy. The caller validates the
-    /// component first; this only stores bytes.
-    pub fn put_team_policy(
-        &self,
-        team_id: &str,
-        bytes: &[u8],
-        actor: Actor<'_>,
-    ) -> Result<TeamPolicy> {
+impl PolicyStore for Store {
+    fn put_team_policy(&self, team_id: &str, bytes: &[u8], actor: Actor<'_>) -> Result<TeamPolicy> {
         let _writing = self.writing();
         let _policies = self
             .policy_changes
@@ -23,7 +16,7 @@ impl Store {
             team_id: team_id.to_owned(),
             sha256: sha.clone(),
             size: bytes.len() as u64,
-            uploaded_at: clock::now_ms(),
+            uploaded_at: self.clock.now_ms(),
             uploaded_by: actor.id.to_owned(),
         };
         let (ak, av) = self.audit_event(Some(team_id), actor, "policy.uploaded", &sha)?;
@@ -40,8 +33,7 @@ impl Store {
         Ok(meta)
     }
 
-    /// The team's uploaded policy and its bytes, if it has one.
-    pub fn get_team_policy(&self, team_id: &str) -> Result<Option<(TeamPolicy, Vec<u8>)>> {
+    fn get_team_policy(&self, team_id: &str) -> Result<Option<(TeamPolicy, Vec<u8>)>> {
         let Some(meta) = self.team_policy.get(team_id.as_bytes())? else {
             return Ok(None);
         };
@@ -54,8 +46,7 @@ impl Store {
         Ok(Some((meta, bytes)))
     }
 
-    /// Every team that has uploaded a policy.
-    pub fn list_team_policies(&self) -> Result<Vec<TeamPolicy>> {
+    fn list_team_policies(&self) -> Result<Vec<TeamPolicy>> {
         self.team_policy
             .iter()
             .values()
@@ -63,14 +54,11 @@ impl Store {
             .collect()
     }
 
-    /// The SHA-256 of every policy blob kept on disk. Only blobs that a team policy names are
-    /// kept, so a team stores at most one plugin however many it uploads.
-    pub fn stored_policy_blobs(&self) -> Result<Vec<String>> {
+    fn stored_policy_blobs(&self) -> Result<Vec<String>> {
         self.policy_files.list()
     }
 
-    /// Removes a team's policy (back to the deployment default). `true` if it had one.
-    pub fn delete_team_policy(&self, team_id: &str, actor: Actor<'_>) -> Result<bool> {
+    fn delete_team_policy(&self, team_id: &str, actor: Actor<'_>) -> Result<bool> {
         let _writing = self.writing();
         let _policies = self
             .policy_changes
@@ -90,7 +78,9 @@ impl Store {
         self.gc_policy_blobs_locked()?;
         Ok(removed)
     }
+}
 
+impl Store {
     /// Deletes the blobs no team policy names (and files a crash left half-written).
     pub(super) fn gc_policy_blobs(&self) -> Result<()> {
         let _policies = self

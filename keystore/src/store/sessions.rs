@@ -2,17 +2,15 @@
 
 use super::*;
 
-impl Store {
-    /// Starts a session; returns the raw token (for the cookie) and the record. Only the
-    /// token's SHA-256 is stored.
-    pub fn create_session(&self, user_id: &str) -> Result<(String, Session)> {
+impl SessionStore for Store {
+    fn create_session(&self, user_id: &str) -> Result<(String, Session)> {
         let _writing = self.writing();
         let mut raw = [0u8; 32];
         rand::rngs::OsRng
             .try_fill_bytes(&mut raw)
             .expect("the OS random number generator is unavailable");
         let token = hex::encode(raw);
-        let now = clock::now_ms();
+        let now = self.clock.now_ms();
         let session = Session {
             user_id: user_id.to_owned(),
             created_at: now,
@@ -25,8 +23,7 @@ impl Store {
         self.durable((token, session))
     }
 
-    /// The session for a raw token, if it exists.
-    pub fn get_session(&self, token: &str) -> Result<Option<Session>> {
+    fn get_session(&self, token: &str) -> Result<Option<Session>> {
         let k = Sha256::digest(token.as_bytes());
         self.sessions
             .get(k.as_slice())?
@@ -34,9 +31,7 @@ impl Store {
             .transpose()
     }
 
-    /// Records activity on a session (for the idle expiry). Not flushed: losing a few seconds of
-    /// idle time in a crash only ends a session sooner.
-    pub fn touch_session(&self, token: &str, now_ms: i64) -> Result<()> {
+    fn touch_session(&self, token: &str, now_ms: i64) -> Result<()> {
         let _writing = self.writing();
         let k = Sha256::digest(token.as_bytes());
         if let Some(v) = self.sessions.get(k.as_slice())? {
@@ -50,16 +45,14 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a session. Durable: a logged-out token never works again, even after a crash.
-    pub fn delete_session(&self, token: &str) -> Result<()> {
+    fn delete_session(&self, token: &str) -> Result<()> {
         let _writing = self.writing();
         let k = Sha256::digest(token.as_bytes());
         self.sessions.remove(k.as_slice())?;
         self.durable(())
     }
 
-    /// Deletes sessions for which `expired` is true; returns how many.
-    pub fn purge_sessions(&self, expired: impl Fn(&Session) -> bool) -> Result<usize> {
+    fn purge_sessions(&self, expired: &dyn Fn(&Session) -> bool) -> Result<usize> {
         let _writing = self.writing();
         let mut n = 0;
         for entry in self.sessions.iter() {

@@ -2,9 +2,8 @@
 
 use super::*;
 
-impl Store {
-    /// Creates a team with a new random id, or `id` if given.
-    pub fn create_team(&self, id: Option<&str>, name: &str, actor: Actor<'_>) -> Result<Team> {
+impl TeamStore for Store {
+    fn create_team(&self, id: Option<&str>, name: &str, actor: Actor<'_>) -> Result<Team> {
         let _writing = self.writing();
         let name = validate_name("name", name)?;
         let id = match id {
@@ -17,7 +16,7 @@ impl Store {
         let team = Team {
             id: id.clone(),
             name,
-            created_at: clock::now_ms(),
+            created_at: self.clock.now_ms(),
         };
         let (ak, av) = self.audit_event(Some(&id), actor, "team.created", &id)?;
         (&self.teams, &self.audit)
@@ -36,16 +35,14 @@ impl Store {
         self.durable(team)
     }
 
-    /// A team by id.
-    pub fn get_team(&self, id: &str) -> Result<Option<Team>> {
+    fn get_team(&self, id: &str) -> Result<Option<Team>> {
         self.teams
             .get(id.as_bytes())?
             .map(|v| decode("team", &v))
             .transpose()
     }
 
-    /// All teams, by id.
-    pub fn list_teams(&self) -> Result<Vec<Team>> {
+    fn list_teams(&self) -> Result<Vec<Team>> {
         self.teams
             .iter()
             .values()
@@ -53,15 +50,7 @@ impl Store {
             .collect()
     }
 
-    pub(super) fn require_team(&self, id: &str) -> Result<Team> {
-        self.get_team(id)?.ok_or_else(|| Error::NotFound {
-            kind: "team",
-            id: id.to_owned(),
-        })
-    }
-
-    /// Creates a project in `team_id`.
-    pub fn create_project(
+    fn create_project(
         &self,
         team_id: &str,
         id: Option<&str>,
@@ -82,7 +71,7 @@ impl Store {
             id: id.clone(),
             team_id: team_id.to_owned(),
             name,
-            created_at: clock::now_ms(),
+            created_at: self.clock.now_ms(),
         };
         let key = join(team_id, &id);
         let (ak, av) = self.audit_event(Some(team_id), actor, "project.created", &id)?;
@@ -109,20 +98,27 @@ impl Store {
         self.durable(project)
     }
 
-    /// A project of a team; `None` if it does not exist in that team.
-    pub fn get_project(&self, team_id: &str, project_id: &str) -> Result<Option<Project>> {
+    fn get_project(&self, team_id: &str, project_id: &str) -> Result<Option<Project>> {
         self.projects
             .get(join(team_id, project_id))?
             .map(|v| decode("project", &v))
             .transpose()
     }
 
-    /// The team's projects, by id.
-    pub fn list_projects(&self, team_id: &str) -> Result<Vec<Project>> {
+    fn list_projects(&self, team_id: &str) -> Result<Vec<Project>> {
         self.projects
             .scan_prefix(prefix(team_id))
             .values()
             .map(|v| decode("project", &v?))
             .collect()
+    }
+}
+
+impl Store {
+    pub(super) fn require_team(&self, id: &str) -> Result<Team> {
+        self.get_team(id)?.ok_or_else(|| Error::NotFound {
+            kind: "team",
+            id: id.to_owned(),
+        })
     }
 }

@@ -41,13 +41,8 @@ pub(super) fn usage_key(key_id: &str, day: i64) -> Vec<u8> {
     k
 }
 
-impl Store {
-    /// Records a batch of key uses: each key's latest successful use (`lastUsedAt`) and its
-    /// request counts per day, added to what is stored. Revoked or vanished keys get no
-    /// `lastUsedAt`, and a use older than the stored one never moves it back; their counts are
-    /// still kept (they happened). Not flushed by itself: usage is advisory, and the next
-    /// durable write or [`Store::flush`] persists it.
-    pub fn record_key_usage(&self, uses: &[KeyUsage]) -> Result<()> {
+impl UsageStore for Store {
+    fn record_key_usage(&self, uses: &[KeyUsage]) -> Result<()> {
         let _writing = self.writing();
         for usage in uses {
             if let Some(at) = usage.last_used_at {
@@ -80,8 +75,7 @@ impl Store {
         Ok(())
     }
 
-    /// Drops every key's counts for days before `first_kept_day`; returns how many went.
-    pub fn prune_key_usage(&self, first_kept_day: i64) -> Result<usize> {
+    fn prune_key_usage(&self, first_kept_day: i64) -> Result<usize> {
         let _writing = self.writing();
         let mut batch = sled::Batch::default();
         let mut removed = 0;
@@ -101,14 +95,7 @@ impl Store {
         Ok(removed)
     }
 
-    /// A key's request counts for the `days` days ending with `last_day` (days since the Unix
-    /// epoch, UTC), oldest first, with zeros for days without requests.
-    pub fn key_usage(
-        &self,
-        key_id: &str,
-        last_day: i64,
-        days: u32,
-    ) -> Result<Vec<(i64, DailyUsage)>> {
+    fn key_usage(&self, key_id: &str, last_day: i64, days: u32) -> Result<Vec<(i64, DailyUsage)>> {
         let first_day = last_day - i64::from(days) + 1;
         let mut stored = HashMap::new();
         for entry in self

@@ -67,9 +67,8 @@ pub(super) fn validate_email(email: &str) -> Result<String> {
     }
 }
 
-impl Store {
-    /// Creates a user (Argon2id-hashed password) as a member of one team.
-    pub fn create_user(&self, new: &NewUser, actor: Actor<'_>) -> Result<User> {
+impl UserStore for Store {
+    fn create_user(&self, new: &NewUser, actor: Actor<'_>) -> Result<User> {
         let _writing = self.writing();
         let email = validate_email(&new.email)?;
         if new.password.chars().count() < MIN_PASSWORD_LEN {
@@ -89,7 +88,7 @@ impl Store {
             id: ids::new_id("user"),
             email: email.clone(),
             password_hash: hash_password(&new.password)?,
-            created_at: clock::now_ms(),
+            created_at: self.clock.now_ms(),
         };
         let role = encode(&new.role);
         let (ak, av) = self.audit_event(Some(&new.team_id), actor, "user.created", &user.id)?;
@@ -126,8 +125,7 @@ impl Store {
         self.durable(user)
     }
 
-    /// Adds an existing user to a team, or changes their role there.
-    pub fn set_membership(
+    fn set_membership(
         &self,
         team_id: &str,
         user_id: &str,
@@ -155,16 +153,14 @@ impl Store {
         self.durable(())
     }
 
-    /// A user by id.
-    pub fn get_user(&self, id: &str) -> Result<Option<User>> {
+    fn get_user(&self, id: &str) -> Result<Option<User>> {
         self.users
             .get(id.as_bytes())?
             .map(|v| decode("user", &v))
             .transpose()
     }
 
-    /// A user by email (case-insensitive).
-    pub fn find_user_by_email(&self, email: &str) -> Result<Option<User>> {
+    fn find_user_by_email(&self, email: &str) -> Result<Option<User>> {
         let email = email.trim().to_lowercase();
         match self.user_email.get(email.as_bytes())? {
             Some(id) => self.get_user(&decode_str("user email index", &id)?),
@@ -172,10 +168,7 @@ impl Store {
         }
     }
 
-    /// Checks a password. Takes about as long for an unknown email as for a wrong password, so
-    /// the timing does not reveal which emails have accounts. CPU-heavy (tens of ms): call it
-    /// off any async executor.
-    pub fn verify_password(&self, email: &str, password: &str) -> Result<Option<User>> {
+    fn verify_password(&self, email: &str, password: &str) -> Result<Option<User>> {
         if password.len() > MAX_PASSWORD_LEN {
             return Ok(None);
         }
@@ -189,16 +182,14 @@ impl Store {
         }
     }
 
-    /// The user's role in a team, or `None` if not a member.
-    pub fn membership(&self, team_id: &str, user_id: &str) -> Result<Option<Role>> {
+    fn membership(&self, team_id: &str, user_id: &str) -> Result<Option<Role>> {
         self.members
             .get(join(team_id, user_id))?
             .map(|v| decode("membership", &v))
             .transpose()
     }
 
-    /// The teams a user belongs to, with their role in each.
-    pub fn user_teams(&self, user_id: &str) -> Result<Vec<(Team, Role)>> {
+    fn user_teams(&self, user_id: &str) -> Result<Vec<(Team, Role)>> {
         let mut out = Vec::new();
         for entry in self.user_teams.scan_prefix(prefix(user_id)) {
             let (k, v) = entry?;

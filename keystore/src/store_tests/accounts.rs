@@ -6,7 +6,7 @@ use super::*;
 fn teams_projects_and_ids() {
     let (_dir, store) = open();
     assert!(store.is_empty().expect("empty"));
-    let (team, project) = team_and_project(&store);
+    let (team, project) = team_and_project(&*store);
     assert!(!store.is_empty().expect("not empty"));
     assert!(matches!(
         store.create_team(Some("team_a"), "Again", "t".into()),
@@ -46,7 +46,7 @@ fn teams_projects_and_ids() {
 #[test]
 fn users_passwords_memberships_sessions() {
     let (_dir, store) = open();
-    let (team, _) = team_and_project(&store);
+    let (team, _) = team_and_project(&*store);
     let new = NewUser {
         email: "Ada@Example.com".into(),
         password: "correct horse".into(),
@@ -134,5 +134,5 @@ fn users_passwords_memberships_sessions() {
     store.delete_session(&token).expect("logout");
     assert!(store.get_session(&token).expect("get").is_none());
     let (_t, _) = store.create_session(&user.id).expect("session");
-    assert_eq!(store.purge_sessions(|_| true).expect("purge"), 1);
+    assert_eq!(store.purge_sessions(&|_| true).expect("purge"), 1);
 }

@@ -5,17 +5,20 @@ use super::*;
 #[test]
 fn key_lifecycle_create_lookup_list_revoke() {
     let (_dir, store) = open();
-    let (team, project) = team_and_project(&store);
+    let (team, project) = team_and_project(&*store);
     let (record, raw) = store
-        .create_key(&NewApiKey {
-            project_id: Some(project.id.clone()),
-            scopes: vec![
-                "customers:read".into(),
-                "customers:read".into(),
-                "products:write".into(),
-            ],
-            ..new_key(&team.id)
-        })
+        .create_key(
+            &NewApiKey {
+                project_id: Some(project.id.clone()),
+                scopes: vec![
+                    "customers:read".into(),
+                    "customers:read".into(),
+                    "products:write".into(),
+                ],
+                ..new_key(&team.id)
+            },
+            "test".into(),
+        )
         .expect("create");
     assert_eq!(apikey::check_format(&raw), Ok(()));
     assert_eq!(record.prefix, &raw[..7]);
@@ -34,18 +37,16 @@ fn key_lifecycle_create_lookup_list_revoke() {
         vec![record.clone()]
     );
 
-    // The raw key is stored nowhere: scan every tree for it.
-    for name in store.tree_names() {
-        for entry in store
-            .raw_tree(std::str::from_utf8(&name).expect("utf8"))
-            .iter()
-        {
-            let (k, v) = entry.expect("entry");
-            let needle = &raw.as_bytes()[3..];
-            assert!(!k.windows(needle.len()).any(|w| w == needle));
-            assert!(!v.windows(needle.len()).any(|w| w == needle));
-        }
-    }
+    // The raw key is stored nowhere: scan a copy of every record for it.
+    let needle = &raw.as_bytes()[3..];
+    let stored = everything_stored(&*store);
+    assert!(
+        stored
+            .windows(record.id.len())
+            .any(|w| w == record.id.as_bytes()),
+        "the scan sees the keys"
+    );
+    assert!(!stored.windows(needle.len()).any(|w| w == needle));
 
     let revoked = store
         .revoke_key(&team.id, &record.id, "test".into())
@@ -78,11 +79,13 @@ fn key_lifecycle_create_lookup_list_revoke() {
 #[test]
 fn revoke_is_refused_for_another_teams_key_and_unknown_ids() {
     let (_dir, store) = open();
-    let (team, _) = team_and_project(&store);
+    let (team, _) = team_and_project(&*store);
     let other = store
         .create_team(None, "Other", "test".into())
         .expect("team");
-    let (record, raw) = store.create_key(&new_key(&team.id)).expect("create");
+    let (record, raw) = store
+        .create_key(&new_key(&team.id), "test".into())
+        .expect("create");
     assert!(matches!(
         store.revoke_key(&other.id, &record.id, "test".into()),
         Err(Error::NotFound { .. })
@@ -101,7 +104,7 @@ fn revoke_is_refused_for_another_teams_key_and_unknown_ids() {
 #[test]
 fn key_validation_changes_nothing_on_bad_input() {
     let (_dir, store) = open();
-    let (team, _) = team_and_project(&store);
+    let (team, _) = team_and_project(&*store);
     let other = store
         .create_team(Some("team_b"), "B", "test".into())
         .expect("team");
@@ -128,7 +131,7 @@ fn key_validation_changes_nothing_on_bad_input() {
                 project_id: Some("proj_b".into()),
                 ..new_key(&team.id)
             },
-            "projectId",
+            "project_id",
         ),
         (
             NewApiKey {
@@ -149,17 +152,17 @@ fn key_validation_changes_nothing_on_bad_input() {
                 expires_at: Some(clock::now_ms() - 1),
                 ..new_key(&team.id)
             },
-            "expiresAt",
+            "expires_at",
         ),
     ];
     for (new, field) in cases {
-        match store.create_key(&new) {
+        match store.create_key(&new, "test".into()) {
             Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field),
             other => panic!("expected invalid {field}, got {other:?}"),
         }
     }
     assert!(matches!(
-        store.create_key(&new_key("team_nope")),
+        store.create_key(&new_key("team_nope"), "test".into()),
         Err(Error::NotFound { .. })
     ));
     assert!(store.list_keys(&team.id).expect("list").is_empty());
@@ -170,19 +173,22 @@ fn key_validation_changes_nothing_on_bad_input() {
         expires_at: Some(clock::now_ms() + 60_000),
         ..new_key(&team.id)
     };
-    store.create_key(&ok).expect("within limits");
+    store.create_key(&ok, "test".into()).expect("within limits");
 }
 
 #[test]
 fn expiry_is_reported_by_the_record() {
     let (_dir, store) = open();
-    let (team, _) = team_and_project(&store);
+    let (team, _) = team_and_project(&*store);
     let at = clock::now_ms() + 60_000;
     let (record, _) = store
-        .create_key(&NewApiKey {
-            expires_at: Some(at),
-            ..new_key(&team.id)
-        })
+        .create_key(
+            &NewApiKey {
+                expires_at: Some(at),
+                ..new_key(&team.id)
+            },
+            "test".into(),
+        )
         .expect("create");
     assert!(!record.is_expired(at - 1));
     assert!(record.is_expired(at));
@@ -191,9 +197,13 @@ fn expiry_is_reported_by_the_record() {
 #[test]
 fn usage_batches_update_last_used_but_never_resurrect() {
     let (_dir, store) = open();
-    let (team, _) = team_and_project(&store);
-    let (a, raw_a) = store.create_key(&new_key(&team.id)).expect("a");
-    let (b, _) = store.create_key(&new_key(&team.id)).expect("b");
+    let (team, _) = team_and_project(&*store);
+    let (a, raw_a) = store
+        .create_key(&new_key(&team.id), "test".into())
+        .expect("a");
+    let (b, _) = store
+        .create_key(&new_key(&team.id), "test".into())
+        .expect("b");
     store
         .revoke_key(&team.id, &b.id, "test".into())
         .expect("revoke");
@@ -227,8 +237,10 @@ fn usage_batches_update_last_used_but_never_resurrect() {
 #[test]
 fn the_lookup_cache_never_outlives_a_revocation() {
     let (_dir, store) = open();
-    let (team, _) = team_and_project(&store);
-    let (record, raw) = store.create_key(&new_key(&team.id)).expect("create");
+    let (team, _) = team_and_project(&*store);
+    let (record, raw) = store
+        .create_key(&new_key(&team.id), "test".into())
+        .expect("create");
     // Warm the cache, then revoke: the next lookup must miss.
     assert!(store.lookup_key(&raw).expect("lookup").is_some());
     assert!(store.lookup_key(&raw).expect("cached lookup").is_some());
@@ -240,7 +252,11 @@ fn the_lookup_cache_never_outlives_a_revocation() {
     // Lookups racing revocations from other threads: once revoke_key has returned, no lookup
     // that starts afterwards may find the key.
     let keys: Vec<(KeyRecord, String)> = (0..50)
-        .map(|_| store.create_key(&new_key(&team.id)).expect("create"))
+        .map(|_| {
+            store
+                .create_key(&new_key(&team.id), "test".into())
+                .expect("create")
+        })
         .collect();
     std::thread::scope(|s| {
         for _ in 0..2 {
@@ -280,7 +296,9 @@ fn without_the_lookup_cache_lookups_and_revocation_still_work() {
     )
     .expect("open");
     let (team, _) = team_and_project(&store);
-    let (record, raw) = store.create_key(&new_key(&team.id)).expect("create");
+    let (record, raw) = store
+        .create_key(&new_key(&team.id), "test".into())
+        .expect("create");
     for _ in 0..3 {
         assert_eq!(
             store.lookup_key(&raw).expect("lookup").as_deref(),

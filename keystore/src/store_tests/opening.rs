@@ -4,9 +4,11 @@ use super::*;
 
 #[test]
 fn corrupt_records_are_errors_not_panics() {
-    let (_dir, store) = open();
+    let (_dir, store) = open_sled_store();
     let (team, _) = team_and_project(&store);
-    let (record, raw) = store.create_key(&new_key(&team.id)).expect("create");
+    let (record, raw) = store
+        .create_key(&new_key(&team.id), "test".into())
+        .expect("create");
     let keys = store.raw_tree("keys");
     let good = keys
         .get(record.id.as_bytes())
@@ -70,7 +72,12 @@ fn a_bulk_load_without_durable_writes_is_kept_after_flush() {
         .expect("open");
         let (team, _) = team_and_project(&store);
         let raws = (0..100)
-            .map(|_| store.create_key(&new_key(&team.id)).expect("create").1)
+            .map(|_| {
+                store
+                    .create_key(&new_key(&team.id), "test".into())
+                    .expect("create")
+                    .1
+            })
             .collect();
         store.flush().expect("flush");
         raws

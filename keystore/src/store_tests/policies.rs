@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn team_policies_are_stored_by_hash_and_collected() {
     let (_dir, store) = open();
-    let (team, _) = team_and_project(&store);
+    let (team, _) = team_and_project(&*store);
     assert!(store.get_team_policy(&team.id).expect("get").is_none());
     let meta = store
         .put_team_policy(&team.id, b"first", "t".into())

@@ -5,15 +5,18 @@ use super::*;
 #[test]
 fn rotation_copies_the_key_and_ends_the_old_one_after_the_grace_period() {
     let (_dir, store) = open();
-    let (team, project) = team_and_project(&store);
+    let (team, project) = team_and_project(&*store);
     let expires_at = Some(clock::now_ms() + 10 * 24 * 3600 * 1000);
     let (old, old_raw) = store
-        .create_key(&NewApiKey {
-            project_id: Some(project.id.clone()),
-            scopes: vec!["customers:read".into()],
-            expires_at,
-            ..new_key(&team.id)
-        })
+        .create_key(
+            &NewApiKey {
+                project_id: Some(project.id.clone()),
+                scopes: vec!["customers:read".into()],
+                expires_at,
+                ..new_key(&team.id)
+            },
+            "test".into(),
+        )
         .expect("create");
     // Cached before the rotation, so the test also covers the cache's copy.
     assert!(store.lookup_key(&old_raw).expect("lookup").is_some());
@@ -72,7 +75,10 @@ fn rotation_copies_the_key_and_ends_the_old_one_after_the_grace_period() {
     assert_eq!(rotated.old.rotated_to.as_deref(), Some(new.id.as_str()));
     assert!(matches!(
         store.rotate_key(&team.id, &old.id, 3600, "user_1".into()),
-        Err(Error::Invalid { field: "keyId", .. })
+        Err(Error::Invalid {
+            field: "key_id",
+            ..
+        })
     ));
     let again = store
         .rotate_key(&team.id, &new.id, 3600, "user_1".into())
@@ -82,10 +88,13 @@ fn rotation_copies_the_key_and_ends_the_old_one_after_the_grace_period() {
     // An old key that expires sooner than the grace period keeps its own expiry.
     let soon = clock::now_ms() + 60_000;
     let (short, _) = store
-        .create_key(&NewApiKey {
-            expires_at: Some(soon),
-            ..new_key(&team.id)
-        })
+        .create_key(
+            &NewApiKey {
+                expires_at: Some(soon),
+                ..new_key(&team.id)
+            },
+            "test".into(),
+        )
         .expect("create");
     let rotated = store
         .rotate_key(&team.id, &short.id, 3600, "user_1".into())
@@ -96,8 +105,10 @@ fn rotation_copies_the_key_and_ends_the_old_one_after_the_grace_period() {
 #[test]
 fn rotation_with_no_grace_revokes_the_old_key_at_once() {
     let (_dir, store) = open();
-    let (team, _) = team_and_project(&store);
-    let (old, old_raw) = store.create_key(&new_key(&team.id)).expect("create");
+    let (team, _) = team_and_project(&*store);
+    let (old, old_raw) = store
+        .create_key(&new_key(&team.id), "test".into())
+        .expect("create");
     assert!(store.lookup_key(&old_raw).expect("lookup").is_some());
     let rotated = store
         .rotate_key(&team.id, &old.id, 0, "user_1".into())
@@ -126,13 +137,15 @@ fn rotation_with_no_grace_revokes_the_old_key_at_once() {
 
 #[test]
 fn rotation_refuses_bad_requests_and_changes_nothing() {
-    let (_dir, store) = open();
-    let (team, _) = team_and_project(&store);
+    let (_dir, store, clock) = open_at_manual_time();
+    let (team, _) = team_and_project(&*store);
     store
         .create_team(Some("team_b"), "Other", "test".into())
         .expect("team b");
-    let (key, raw) = store.create_key(&new_key(&team.id)).expect("create");
-    let unchanged = |store: &Store| {
+    let (key, raw) = store
+        .create_key(&new_key(&team.id), "test".into())
+        .expect("create");
+    let unchanged = |store: &dyn Storage| {
         assert_eq!(store.list_keys(&team.id).expect("list"), vec![key.clone()]);
         assert_eq!(
             store.lookup_key(&raw).expect("lookup").as_deref(),
@@ -148,11 +161,11 @@ fn rotation_refuses_bad_requests_and_changes_nothing() {
             "u".into()
         ),
         Err(Error::Invalid {
-            field: "gracePeriodSeconds",
+            field: "grace_seconds",
             ..
         })
     ));
-    unchanged(&store);
+    unchanged(&*store);
     assert!(matches!(
         store.rotate_key("team_b", &key.id, 60, "u".into()),
         Err(Error::NotFound { .. })
@@ -161,7 +174,7 @@ fn rotation_refuses_bad_requests_and_changes_nothing() {
         store.rotate_key(&team.id, "key_missing", 60, "u".into()),
         Err(Error::NotFound { .. })
     ));
-    unchanged(&store);
+    unchanged(&*store);
     let rotated = store
         .rotate_key(&team.id, &key.id, MAX_ROTATION_GRACE_SECONDS, "u".into())
         .expect("the longest grace period");
@@ -169,26 +182,41 @@ fn rotation_refuses_bad_requests_and_changes_nothing() {
 
     // An expired key has nothing left to keep working.
     let (expired, _) = store
-        .create_key(&NewApiKey {
-            expires_at: Some(clock::now_ms() + 50),
-            ..new_key(&team.id)
-        })
+        .create_key(
+            &NewApiKey {
+                expires_at: Some(clock.now_ms() + 50),
+                ..new_key(&team.id)
+            },
+            "test".into(),
+        )
         .expect("create");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while clock::now_ms() <= expired.expires_at.expect("expiry") {
-        assert!(std::time::Instant::now() < deadline, "the clock stopped");
-        std::thread::yield_now();
-    }
+    clock.advance(std::time::Duration::from_millis(49));
+    store
+        .rotate_key(&team.id, &expired.id, 60, "u".into())
+        .expect("a millisecond before its expiry it can still rotate");
+    let (expired, _) = store
+        .create_key(
+            &NewApiKey {
+                expires_at: Some(clock.now_ms() + 50),
+                ..new_key(&team.id)
+            },
+            "test".into(),
+        )
+        .expect("create");
+    clock.advance(std::time::Duration::from_millis(50));
     assert!(matches!(
         store.rotate_key(&team.id, &expired.id, 60, "u".into()),
-        Err(Error::Invalid { field: "keyId", .. })
+        Err(Error::Invalid {
+            field: "key_id",
+            ..
+        })
     ));
 }
 
 #[test]
 fn rate_limits_are_checked_stored_and_kept_by_rotation() {
     let (_dir, store) = open();
-    let (team, _) = team_and_project(&store);
+    let (team, _) = team_and_project(&*store);
     let limited = |limit, window_seconds| NewApiKey {
         rate_limit: Some(RateLimit {
             limit,
@@ -204,9 +232,9 @@ fn rate_limits_are_checked_stored_and_kept_by_rotation() {
     ] {
         assert!(
             matches!(
-                store.create_key(&limited(limit, window)),
+                store.create_key(&limited(limit, window), "test".into()),
                 Err(Error::Invalid {
-                    field: "rateLimit",
+                    field: "rate_limit",
                     ..
                 })
             ),
@@ -218,7 +246,9 @@ fn rate_limits_are_checked_stored_and_kept_by_rotation() {
         (1, 1),
         (RateLimit::MAX_LIMIT, RateLimit::MAX_WINDOW_SECONDS),
     ] {
-        let (record, raw) = store.create_key(&limited(limit, window)).expect("create");
+        let (record, raw) = store
+            .create_key(&limited(limit, window), "test".into())
+            .expect("create");
         let expected = Some(RateLimit {
             limit,
             window_seconds: window,
@@ -242,9 +272,13 @@ fn rate_limits_are_checked_stored_and_kept_by_rotation() {
 #[test]
 fn daily_usage_adds_up_per_key_and_day_with_zeros_between() {
     let (_dir, store) = open();
-    let (team, _) = team_and_project(&store);
-    let (a, _) = store.create_key(&new_key(&team.id)).expect("a");
-    let (b, _) = store.create_key(&new_key(&team.id)).expect("b");
+    let (team, _) = team_and_project(&*store);
+    let (a, _) = store
+        .create_key(&new_key(&team.id), "test".into())
+        .expect("a");
+    let (b, _) = store
+        .create_key(&new_key(&team.id), "test".into())
+        .expect("b");
     let counts = |allowed, denied| DailyUsage { allowed, denied };
     let today = 20_000;
     store

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use billstack_keystore::{DailyUsage, KeyUsage, Store};
+use billstack_keystore::{DailyUsage, KeyUsage, Storage};
 
 /// How often noted uses are written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
@@ -52,7 +52,7 @@ impl UsageTracker {
 
     /// Writes everything noted so far. On failure the batch is put back, to be retried with
     /// the next one.
-    pub fn flush(&self, store: &Store) -> billstack_keystore::Result<()> {
+    pub fn flush(&self, store: &dyn Storage) -> billstack_keystore::Result<()> {
         let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         if taken.is_empty() {
             return Ok(());
@@ -85,17 +85,17 @@ impl UsageTracker {
 
 /// Flushes `tracker` every [`FLUSH_EVERY`] until the process ends, and once a day (and at
 /// start) drops counts older than [`RETENTION_DAYS`].
-pub fn spawn_flusher(tracker: Arc<UsageTracker>, store: Arc<Store>) {
+pub fn spawn_flusher(tracker: Arc<UsageTracker>, store: Arc<dyn Storage>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         let mut pruned_on = None;
         loop {
             tick.tick().await;
-            let today = day_of(billstack_keystore::clock::now_ms());
+            let today = day_of(store.clock().now_ms());
             let prune = (pruned_on != Some(today)).then_some(today);
             let (t, s) = (Arc::clone(&tracker), Arc::clone(&store));
             let done = tokio::task::spawn_blocking(move || {
-                t.flush(&s)?;
+                t.flush(&*s)?;
                 if let Some(today) = prune {
                     s.prune_key_usage(today - i64::from(RETENTION_DAYS) + 1)?;
                 }
@@ -114,6 +114,7 @@ pub fn spawn_flusher(tracker: Arc<UsageTracker>, store: Arc<Store>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use billstack_keystore::{KeyStore, Store, TeamStore, UsageStore};
 
     #[test]
     fn notes_add_up_per_day_and_last_use_is_the_latest_allowed_one() {
@@ -123,7 +124,10 @@ mod tests {
             .create_team(Some("team_a"), "A", "test".into())
             .expect("team");
         let (key, _) = store
-            .create_key(&billstack_keystore::NewApiKey::new(&team.id, "k", "test"))
+            .create_key(
+                &billstack_keystore::NewApiKey::new(&team.id, "k"),
+                "test".into(),
+            )
             .expect("key");
         let tracker = UsageTracker::default();
         let day = 20_000;

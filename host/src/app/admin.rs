@@ -1,0 +1,190 @@
+//! Teams, projects, accounts and the audit log as administered; readiness; the bootstrap of
+//! an empty store.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use billstack_keystore::{AuditEvent, NewUser, Project, Role, Storage, Team, User};
+use rand::Rng;
+
+use super::{App, AppResult, Caller, Need};
+use crate::console;
+use crate::policy::ScopePolicy;
+
+/// A page of a team's audit log, with the email of each actor that is an account.
+pub struct AuditPageReport {
+    /// Events with the actor's email (`None` for `cli`, `system`, `anonymous` or a deleted
+    /// account), newest first.
+    pub events: Vec<(AuditEvent, Option<String>)>,
+    /// The cursor of the next (older) page, if there is one.
+    pub next_before: Option<u64>,
+}
+
+/// What `/readyz` reports.
+pub struct Readiness {
+    /// Whether the store answers.
+    pub store_ok: bool,
+    /// One line per check.
+    pub lines: Vec<String>,
+}
+
+impl App {
+    /// The team's projects.
+    pub fn list_projects(&self, caller: &Caller, team_id: &str) -> AppResult<Vec<Project>> {
+        self.authorize(caller, team_id, Need::Member)?;
+        Ok(self.store.list_projects(team_id)?)
+    }
+
+    /// The operator creates a team.
+    pub fn create_team(&self, caller: &Caller, id: Option<&str>, name: &str) -> AppResult<Team> {
+        Ok(self.store.create_team(id, name, caller.actor())?)
+    }
+
+    /// The operator creates a project in a team.
+    pub fn create_project(
+        &self,
+        caller: &Caller,
+        team_id: &str,
+        id: Option<&str>,
+        name: &str,
+    ) -> AppResult<Project> {
+        Ok(self
+            .store
+            .create_project(team_id, id, name, caller.actor())?)
+    }
+
+    /// The operator creates an account in a team.
+    pub fn create_user(&self, caller: &Caller, new: &NewUser) -> AppResult<User> {
+        Ok(self.store.create_user(new, caller.actor())?)
+    }
+
+    /// A page of the team's audit log (owners only): up to `limit` events older than
+    /// `before`, newest first.
+    pub fn audit_page(
+        &self,
+        caller: &Caller,
+        team_id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> AppResult<AuditPageReport> {
+        self.authorize(caller, team_id, Need::Owner("read the audit log"))?;
+        let page = self.store.list_audit(team_id, before, limit)?;
+        let mut emails: HashMap<String, Option<String>> = HashMap::new();
+        let mut events = Vec::with_capacity(page.events.len());
+        for event in page.events {
+            let email = match emails.get(&event.actor) {
+                Some(email) => email.clone(),
+                None => {
+                    let email = self.store.get_user(&event.actor)?.map(|u| u.email);
+                    emails.insert(event.actor.clone(), email.clone());
+                    email
+                }
+            };
+            events.push((event, email));
+        }
+        Ok(AuditPageReport {
+            events,
+            next_before: page.next_before,
+        })
+    }
+
+    /// Whether the server can serve: the store answers and a default policy is loaded. A
+    /// team policy that did not load is listed but leaves the server ready: only that team's
+    /// requests fail closed, and every replica would see the same.
+    pub fn readiness(&self) -> Readiness {
+        let mut lines = Vec::new();
+        let store_ok = match self.store.get_team("") {
+            Ok(_) => {
+                lines.push("store: ok".to_string());
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, "readiness: the store does not answer");
+                lines.push("store: failed".to_string());
+                false
+            }
+        };
+        let default = self.policies.default_policy();
+        lines.push(format!(
+            "default policy: ok ({} {}, sha256 {})",
+            default.info().name,
+            default.info().version,
+            default.sha256_hex()
+        ));
+        for (team, broken) in self.policies.broken_teams() {
+            lines.push(format!(
+                "team policy {team}: failed to load (sha256 {}); its requests fail closed: {}",
+                broken.sha256_hex(),
+                broken.error().replace('\n', " ")
+            ));
+        }
+        Readiness { store_ok, lines }
+    }
+
+    /// Writes a consistent copy of the store (the control socket's `backup`).
+    pub fn backup(
+        &self,
+        out: &mut dyn std::io::Write,
+    ) -> AppResult<billstack_keystore::BackupSummary> {
+        Ok(self.store.backup_to(out)?)
+    }
+}
+
+fn random_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..24)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// On an empty store: a team, a project and an owner account. The password comes from
+/// `BILLSTACK_ADMIN_PASSWORD` or is generated and printed once on stderr.
+pub fn bootstrap(store: &dyn Storage) -> anyhow::Result<()> {
+    if !store.is_empty()? {
+        return Ok(());
+    }
+    let team = store.create_team(None, "My team", "system".into())?;
+    let project = store.create_project(&team.id, None, "My project", "system".into())?;
+    let email =
+        std::env::var("BILLSTACK_ADMIN_EMAIL").unwrap_or_else(|_| "admin@localhost".to_string());
+    let (password, generated) = match std::env::var("BILLSTACK_ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => (p, false),
+        _ => (random_password(), true),
+    };
+    let user = store
+        .create_user(
+            &NewUser {
+                email,
+                password: password.clone(),
+                team_id: team.id.clone(),
+                role: Role::Owner,
+            },
+            "system".into(),
+        )
+        .context("cannot create the bootstrap account")?;
+    console::say(
+        console::Level::Info,
+        &format!(
+            "bootstrap: created team {} with project {} and owner {}",
+            team.id, project.id, user.email
+        ),
+        &[
+            ("team", &team.id),
+            ("project", &project.id),
+            ("email", &user.email),
+        ],
+    );
+    if generated {
+        // Printed once, to the operator's terminal only; it is stored nowhere in clear.
+        console::say(
+            console::Level::Warn,
+            &format!(
+                "bootstrap: generated password for {}: {password}",
+                user.email
+            ),
+            &[("email", &user.email)],
+        );
+    }
+    Ok(())
+}

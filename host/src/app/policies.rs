@@ -1,0 +1,141 @@
+//! Which policy decides for a team, and every way that changes: an owner's upload or reset,
+//! the operator's reload of the deployment default. A change is validated completely and
+//! stored before it is activated; activation ([`App::activate`]) is one pointer swap, so each
+//! decision sees the old policy or the new one, never a mix, and it is the only place that
+//! switches policies and prunes compiled code nobody uses any more.
+
+use std::sync::Arc;
+
+use billstack_keystore::KeyRecord;
+
+use super::{App, AppError, AppResult, Caller, Need};
+use crate::policy::{ActivePolicy, Plugin, PolicySource, ScopePolicy};
+
+/// What only owners can do to a team's policy (completes "only team owners can …").
+pub const UPLOAD: &str = "change the team's policy";
+
+/// A change of the active policies.
+pub enum Activation<'a> {
+    /// A team's own, validated and stored, plugin.
+    Team(&'a str, Arc<Plugin>),
+    /// The team goes back to the deployment default.
+    ResetTeam(&'a str),
+    /// A new deployment default.
+    Default(Arc<Plugin>),
+}
+
+/// The outcome of an upload.
+pub struct Uploaded {
+    /// The team's policy from now on.
+    pub plugin: Arc<Plugin>,
+    /// The team's keys holding scopes the new policy does not define, with those scopes.
+    pub keys_with_undefined_scopes: Vec<(KeyRecord, Vec<String>)>,
+}
+
+/// The outcome of reloading the deployment default.
+pub enum Reloaded {
+    /// A different plugin is now the default.
+    Changed(Arc<Plugin>),
+    /// The file holds the active default already (its SHA-256).
+    Unchanged(String),
+}
+
+impl App {
+    /// Switches the active policies, then drops compiled code (in memory and on disk) that no
+    /// active policy uses, so what a deployment keeps is bounded by its active policies, not by
+    /// its upload history.
+    pub fn activate(&self, change: Activation<'_>) {
+        match change {
+            Activation::Team(team_id, plugin) => self.policies.set_team(team_id, plugin),
+            Activation::ResetTeam(team_id) => self.policies.clear_team(team_id),
+            Activation::Default(plugin) => self.policies.set_default(plugin),
+        }
+        self.prune_compiled();
+    }
+
+    fn prune_compiled(&self) {
+        self.engine.retain_compiled(&self.policies.loaded_sha256s());
+    }
+
+    /// The team's active policy and where it comes from.
+    pub fn team_policy(
+        &self,
+        caller: &Caller,
+        team_id: &str,
+    ) -> AppResult<(ActivePolicy, PolicySource)> {
+        self.authorize(caller, team_id, Need::Member)?;
+        Ok(self.policies.for_team(team_id))
+    }
+
+    /// An owner's upload: validated (compiles, exports the world, `info()` answers within the
+    /// limits), stored durably, then activated. A refused upload changes nothing and leaves
+    /// nothing behind, not even its compiled code. Compiling takes up to seconds of CPU.
+    pub fn upload_policy(
+        &self,
+        caller: &Caller,
+        team_id: &str,
+        bytes: &[u8],
+    ) -> AppResult<Uploaded> {
+        self.authorize(caller, team_id, Need::Owner(UPLOAD))?;
+        let max = self.engine.limits().max_plugin_bytes;
+        if bytes.len() > max {
+            return Err(AppError::TooLarge(max));
+        }
+        let plugin = match self.engine.load_for_team(bytes) {
+            Ok(plugin) => plugin,
+            Err(e) => {
+                self.prune_compiled();
+                return Err(AppError::InvalidPolicy(e.to_string()));
+            }
+        };
+        self.store.put_team_policy(team_id, bytes, caller.actor())?;
+        self.activate(Activation::Team(team_id, Arc::clone(&plugin)));
+        let catalogue = plugin.scope_names();
+        let keys_with_undefined_scopes = self
+            .store
+            .list_keys(team_id)?
+            .into_iter()
+            .filter_map(|k| {
+                let undefined: Vec<String> = k
+                    .scopes
+                    .iter()
+                    .filter(|s| !catalogue.contains(s))
+                    .cloned()
+                    .collect();
+                (!undefined.is_empty()).then_some((k, undefined))
+            })
+            .collect();
+        tracing::info!(team = %team_id, sha256 = %plugin.sha256_hex(), actor = %caller.id(), "team policy uploaded");
+        Ok(Uploaded {
+            plugin,
+            keys_with_undefined_scopes,
+        })
+    }
+
+    /// An owner's reset: the team goes back to the deployment default.
+    pub fn reset_policy(
+        &self,
+        caller: &Caller,
+        team_id: &str,
+    ) -> AppResult<(ActivePolicy, PolicySource)> {
+        self.authorize(caller, team_id, Need::Owner(UPLOAD))?;
+        self.store.delete_team_policy(team_id, caller.actor())?;
+        self.activate(Activation::ResetTeam(team_id));
+        Ok(self.policies.for_team(team_id))
+    }
+
+    /// The operator's new deployment default (from the configured file), validated exactly
+    /// like an upload; on failure the active default stays.
+    pub fn reload_default_policy(&self, bytes: &[u8]) -> AppResult<Reloaded> {
+        let plugin = self
+            .engine
+            .load(bytes)
+            .map_err(|e| AppError::InvalidPolicy(format!("{e:#}")))?;
+        let previous = self.policies.default_policy().sha256_hex();
+        if previous == plugin.sha256_hex() {
+            return Ok(Reloaded::Unchanged(previous));
+        }
+        self.activate(Activation::Default(Arc::clone(&plugin)));
+        Ok(Reloaded::Changed(plugin))
+    }
+}

@@ -1,0 +1,244 @@
+//! The verify service behind all three front doors (forward auth, reverse proxy, JSON
+//! verify): the address throttle, the decision (in memory when it can be, else on the
+//! blocking pool behind a bound), the key's request budget, usage and metrics.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use billstack_keystore::apikey;
+
+use super::App;
+use crate::decision::{Credential, Decider, Decision, Denied, DenyKind, Identity, internal};
+use crate::ratelimit::Quota;
+
+/// The front door a request came in by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontDoor {
+    /// `/auth/verify`.
+    ForwardAuth,
+    /// The reverse proxy.
+    Proxy,
+    /// `POST /api/billstack/keys/verify`.
+    JsonVerify,
+}
+
+impl FrontDoor {
+    /// The label in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrontDoor::ForwardAuth => "forward_auth",
+            FrontDoor::Proxy => "proxy",
+            FrontDoor::JsonVerify => "json_verify",
+        }
+    }
+
+    /// Whether failed keys are counted, and refused, per client address. Not for JSON verify:
+    /// its callers are backends verifying for many end users from one address, and a few of
+    /// those users' bad keys must not refuse everyone else's.
+    fn throttled_by_address(self) -> bool {
+        self != FrontDoor::JsonVerify
+    }
+}
+
+/// The credential as a front door received it (owned, so it can move to the blocking pool).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    /// The `Authorization` header's value, if there was one.
+    AuthorizationHeader(Option<String>),
+    /// A raw key given directly (JSON verify).
+    RawKey(String),
+}
+
+impl Presented {
+    /// The borrowed form the decision takes.
+    pub fn as_credential(&self) -> Credential<'_> {
+        match self {
+            Presented::AuthorizationHeader(h) => Credential::AuthorizationHeader(h.as_deref()),
+            Presented::RawKey(k) => Credential::RawKey(k),
+        }
+    }
+}
+
+/// One request to decide.
+#[derive(Debug, Clone)]
+pub struct VerifyRequest {
+    /// The door it came in by.
+    pub door: FrontDoor,
+    /// The client's address (for the address throttle).
+    pub client: IpAddr,
+    /// The key, as presented.
+    pub credential: Presented,
+    /// The original request's method.
+    pub method: String,
+    /// The original request's path and query.
+    pub target: String,
+}
+
+/// A decision and the budget that applied to it, for the `RateLimit-*` and `Retry-After`
+/// headers.
+#[derive(Debug)]
+pub struct Checked {
+    /// Allow or deny.
+    pub decision: Decision,
+    /// The budget it was counted against, if any.
+    pub budget: Option<Budget>,
+}
+
+/// Which budget a request was counted against.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    /// The key's own `rateLimit`.
+    Key(Quota),
+    /// Too many failed keys from the client's address.
+    Address {
+        /// Failures allowed per window.
+        limit: u32,
+        /// Seconds until the window ends.
+        retry_after: u64,
+    },
+}
+
+impl Budget {
+    /// Seconds until a refused request may be retried (`None` when it was not refused).
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Budget::Key(q) => (!q.allowed).then_some(q.reset_seconds),
+            Budget::Address { retry_after, .. } => Some(*retry_after),
+        }
+    }
+
+    /// `(limit, remaining, seconds until reset)` for the `RateLimit-*` headers.
+    pub fn headers(&self) -> (u32, u32, u64) {
+        match self {
+            Budget::Key(q) => (q.limit, q.remaining, q.reset_seconds),
+            Budget::Address { limit, retry_after } => (*limit, 0, *retry_after),
+        }
+    }
+}
+
+fn rate_limited(message: &str, identity: Option<Identity>) -> Decision {
+    Decision::Deny(Denied {
+        identity,
+        ..Denied::new(DenyKind::RateLimited, message, true)
+    })
+}
+
+impl App {
+    /// Decides one request at a front door. Memory-only decisions are made here, on the
+    /// caller's thread; the rest run on the blocking pool, at most
+    /// [`super::MAX_CONCURRENT_DECISIONS`] at once. Then the key's budget, usage and metrics.
+    pub async fn verify(self: &Arc<Self>, request: VerifyRequest) -> Checked {
+        let started = Instant::now();
+        let now = self.now_ms();
+        let door = request.door.as_str();
+        let by_address = request.door.throttled_by_address();
+        // An address that keeps presenting keys that do not authenticate is refused before its
+        // key costs a storage lookup; keys already in memory (in use by someone) still work, so
+        // one guesser behind a shared address cannot lock out its neighbours.
+        if let Some(retry_after) = by_address
+            .then(|| self.address_throttle.blocked(request.client, now))
+            .flatten()
+        {
+            let token = request.credential.as_credential().token();
+            let in_use = token.is_some_and(|t| {
+                apikey::check_format(t).is_ok() && self.store.cached_key(t).is_some()
+            });
+            if !in_use {
+                let decision = rate_limited(
+                    "too many requests with invalid API keys from this address; retry later",
+                    None,
+                );
+                self.metrics
+                    .decision(door, "rate_limited", started.elapsed().as_secs_f64());
+                return Checked {
+                    decision,
+                    budget: Some(Budget::Address {
+                        limit: self.address_throttle.limit(),
+                        retry_after,
+                    }),
+                };
+            }
+        }
+        // Most decisions need only memory (a refused credential, or a cached key under the
+        // deployment default) and take microseconds: made here, they skip the hop to the
+        // blocking pool, which costs more than the decision.
+        let fast = self.decider(now).decide_without_blocking(
+            request.credential.as_credential(),
+            &request.method,
+            &request.target,
+        );
+        let mut decision = match fast {
+            Some(decision) => decision,
+            None => match self.decisions.acquire().await {
+                Ok(_permit) => {
+                    let (app, req) = (Arc::clone(self), request.clone());
+                    tokio::task::spawn_blocking(move || {
+                        app.decider(now).decide(
+                            req.credential.as_credential(),
+                            &req.method,
+                            &req.target,
+                        )
+                    })
+                    .await
+                    .unwrap_or_else(|e| internal(e.to_string()))
+                }
+                Err(_) => internal("the decision semaphore is closed"),
+            },
+        };
+        let mut budget = None;
+        if let Decision::Deny(d) = &decision
+            && d.kind == DenyKind::InvalidKey
+            && by_address
+        {
+            self.address_throttle.fail(request.client, now);
+        }
+        // Every authenticated request counts against its key's budget, allowed or not; over
+        // it, the answer is 429 whatever the policy said.
+        if let Some(id) = decision.identity()
+            && let Some(limit) = &id.rate_limit
+        {
+            let quota = self.key_limiter.check(&id.key_id, limit, now);
+            if !quota.allowed {
+                decision = rate_limited(
+                    "the API key has used its request budget for this window; retry later",
+                    decision.identity().cloned(),
+                );
+            }
+            budget = Some(Budget::Key(quota));
+        }
+        if let Some(id) = decision.identity() {
+            let allowed = matches!(decision, Decision::Allow(_));
+            self.usage.note(&id.key_id, now, allowed);
+        }
+        let outcome = match &decision {
+            Decision::Allow(_) => "allow",
+            Decision::Deny(d) => {
+                if d.kind == DenyKind::PolicyError {
+                    let (label, cause) = d
+                        .cause
+                        .as_ref()
+                        .map_or(("unknown", String::new()), |c| (c.label(), c.to_string()));
+                    self.metrics.plugin_error(label);
+                    tracing::warn!(
+                        front_door = door,
+                        cause,
+                        "policy plugin failed; request refused"
+                    );
+                }
+                d.kind.code()
+            }
+        };
+        self.metrics
+            .decision(door, outcome, started.elapsed().as_secs_f64());
+        Checked { decision, budget }
+    }
+
+    fn decider(&self, now_ms: i64) -> Decider<'_> {
+        Decider {
+            store: &*self.store,
+            policies: &self.policies,
+            now_ms,
+        }
+    }
+}
