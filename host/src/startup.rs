@@ -1,11 +1,13 @@
 //! Start-up wiring shared by the server and the offline commands: open the store, build the
-//! policy engine, load the deployment default and every team's uploaded policy.
+//! policy engine, load the deployment default and the teams' uploaded policies, and put the
+//! services ([`App`]) together.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use billstack_keystore::{Storage, TeamPolicy};
+use billstack_keystore::{Storage, Store, StoreOptions, TeamPolicy};
 
+use crate::app::{App, AppOptions};
 use crate::config::Settings;
 use crate::plugins::DEFAULT_PLUGIN;
 use crate::policy::{BrokenPolicy, Plugin, PolicyEngine, PolicySet};
@@ -103,4 +105,59 @@ pub fn load_team_policy(
             set.set_team_broken(&meta.team_id, BrokenPolicy::new(meta.sha256.clone(), error));
         }
     }
+}
+
+/// The services' options from the configuration.
+pub fn app_options(settings: &Settings) -> AppOptions {
+    AppOptions {
+        unknown_keys_per_address: settings.unknown_keys_per_address,
+        throttle_window: settings.throttle_window,
+    }
+}
+
+/// What `billstack serve` runs on: the deployment default (checked first, so a refused policy
+/// leaves no store behind), then the store (created and bootstrapped when empty), every team's
+/// policy, and the services over them. Blocking: compiles plugins and opens the store.
+pub fn serving_app(settings: &Settings) -> anyhow::Result<App> {
+    let engine = engine_for(settings)?;
+    let default_policy = load_default_policy(&engine, settings)?;
+    let store: Arc<dyn Storage> = Arc::new(Store::open_with(
+        &settings.data_dir,
+        &StoreOptions::default(),
+    )?);
+    crate::app::admin::bootstrap(&*store)?;
+    let policies = PolicySet::new(default_policy);
+    load_team_policies(&engine, &policies, &*store)?;
+    Ok(App::new(
+        store,
+        Arc::new(policies),
+        engine,
+        &app_options(settings),
+    ))
+}
+
+/// The services for a command acting as the operator on an opened store: the deployment
+/// default, plus the stored policy of `team` when one is named (to check scopes against it);
+/// no other team's plugin is compiled.
+pub fn operator_app(
+    settings: &Settings,
+    store: Arc<dyn Storage>,
+    team: Option<&str>,
+) -> anyhow::Result<App> {
+    let engine = engine_for(settings)?;
+    let policies = PolicySet::new(load_default_policy(&engine, settings)?);
+    if let Some(team) = team
+        && let Some(meta) = store
+            .list_team_policies()?
+            .into_iter()
+            .find(|m| m.team_id == team)
+    {
+        load_team_policy(&engine, &policies, &*store, &meta);
+    }
+    Ok(App::new(
+        store,
+        Arc::new(policies),
+        engine,
+        &app_options(settings),
+    ))
 }

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::app::keys::KeyRequest;
 use crate::app::{App, Caller};
 use crate::config::{Overrides, Settings};
-use crate::policy::{PolicyEngine, PolicyLimits, PolicySet, ScopePolicy};
+use crate::policy::{PolicyEngine, PolicyLimits, ScopePolicy};
 use crate::startup::{self, read_plugin_arg};
 use crate::views::{CreatedKey, KeyView};
 
@@ -354,27 +354,11 @@ fn open_store(settings: &Settings, wanted: StoreUse) -> anyhow::Result<Store> {
     Ok(Store::open(&settings.data_dir)?)
 }
 
-/// The services over the data directory's store, for a command that acts as the operator.
-/// Policies: the deployment default, plus the stored policy of `team` when one is named (to
-/// check scopes against it); no other team's plugin is compiled.
+/// The services over the data directory's store, for a command that acts as the operator
+/// (see [`startup::operator_app`]).
 fn open_app(settings: &Settings, wanted: StoreUse, team: Option<&str>) -> anyhow::Result<App> {
     let store: Arc<dyn Storage> = Arc::new(open_store(settings, wanted)?);
-    let engine = startup::engine_for(settings)?;
-    let policies = PolicySet::new(startup::load_default_policy(&engine, settings)?);
-    if let Some(team) = team
-        && let Some(meta) = store
-            .list_team_policies()?
-            .into_iter()
-            .find(|m| m.team_id == team)
-    {
-        startup::load_team_policy(&engine, &policies, &*store, &meta);
-    }
-    Ok(App::new(
-        store,
-        Arc::new(policies),
-        engine,
-        &crate::server::app_options(settings),
-    ))
+    startup::operator_app(settings, store, team)
 }
 
 #[cfg(test)]

@@ -44,11 +44,9 @@ pub use crate::app::accounts::{MAX_FAILURES_PER_EMAIL, MAX_FAILURES_PER_IP};
 pub use respond::{ApiError, ApiResult};
 pub use session::COOKIE;
 
-use crate::app::{App, AppOptions};
+use crate::app::App;
 use crate::config::Settings;
 use crate::console;
-use crate::policy::PolicySet;
-use billstack_keystore::{Storage, Store};
 
 /// What the HTTP layer holds: the services, and the settings only HTTP needs.
 pub struct AppState {
@@ -71,26 +69,30 @@ pub struct AppState {
 impl AppState {
     /// HTTP state around `app`, configured from `settings`.
     pub fn new(app: Arc<App>, settings: &Settings) -> AppState {
+        AppState {
+            cookie_secure: settings.cookie_secure,
+            trusted_proxies: settings.trusted_proxies.clone(),
+            forward_authorization: settings.forward_authorization,
+            tls: settings.tls.is_some(),
+            ..AppState::plain(app, settings.upstream.clone())
+        }
+    }
+
+    /// HTTP state around `app` with the defaults (plain HTTP, no trusted proxies, the key not
+    /// forwarded) and an optional proxy upstream: for in-process tests and embedding.
+    pub fn plain(app: Arc<App>, upstream: Option<String>) -> AppState {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
         AppState {
             app,
-            cookie_secure: settings.cookie_secure,
-            upstream: settings.upstream.clone(),
-            trusted_proxies: settings.trusted_proxies.clone(),
-            forward_authorization: settings.forward_authorization,
-            tls: settings.tls.is_some(),
+            cookie_secure: false,
+            upstream,
+            trusted_proxies: Vec::new(),
+            forward_authorization: false,
+            tls: false,
             http: Client::builder(TokioExecutor::new()).build(connector),
         }
-    }
-}
-
-/// The services' options from the configuration.
-pub fn app_options(settings: &Settings) -> AppOptions {
-    AppOptions {
-        unknown_keys_per_address: settings.unknown_keys_per_address,
-        throttle_window: settings.throttle_window,
     }
 }
 
@@ -334,36 +336,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 })?,
         ),
     };
-    let engine = crate::startup::engine_for(&settings)?;
-    let default_policy = {
-        let (engine, settings) = (Arc::clone(&engine), settings.clone());
-        tokio::task::spawn_blocking(move || crate::startup::load_default_policy(&engine, &settings))
-            .await??
+    let app = {
+        let settings = settings.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || crate::startup::serving_app(&settings)).await??,
+        )
     };
-    let store = {
-        let dir = settings.data_dir.clone();
-        let options = billstack_keystore::StoreOptions::default();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<dyn Storage>> {
-            let store: Arc<dyn Storage> = Arc::new(Store::open_with(&dir, &options)?);
-            crate::app::admin::bootstrap(&*store)?;
-            Ok(store)
-        })
-        .await??
-    };
-    let policies = PolicySet::new(default_policy);
-    let policies = {
-        let (engine, store) = (Arc::clone(&engine), Arc::clone(&store));
-        tokio::task::spawn_blocking(move || {
-            crate::startup::load_team_policies(&engine, &policies, &*store).map(|()| policies)
-        })
-        .await??
-    };
-    let app = Arc::new(App::new(
-        store,
-        Arc::new(policies),
-        engine,
-        &app_options(&settings),
-    ));
     let state = Arc::new(AppState::new(Arc::clone(&app), &settings));
     app.spawn_background();
     control::spawn(Arc::clone(&app), &settings.data_dir);

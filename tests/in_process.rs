@@ -1,0 +1,494 @@
+//! The router in process: requests go through `tower::ServiceExt::oneshot` into the same
+//! `server::router` the binary serves, over a store whose clock the test moves. This is where
+//! the handlers' mapping from outcomes to statuses is pinned down, and where everything that
+//! depends on time (key expiry, rotation grace periods, session ages, sign-in windows) is
+//! tested without waiting for it. The black-box tests (`tests/http.rs`) cover the same routes
+//! through the real binary.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use billstack_host::app::accounts::{
+    ABSOLUTE_TIMEOUT, FAILURE_WINDOW, IDLE_TIMEOUT, MAX_FAILURES_PER_EMAIL,
+};
+use billstack_host::app::{App, AppOptions};
+use billstack_host::config::{DEFAULT_THROTTLE_WINDOW_SECONDS, DEFAULT_UNKNOWN_KEYS_PER_ADDRESS};
+use billstack_host::plugins::DEFAULT_PLUGIN;
+use billstack_host::policy::{PolicyEngine, PolicyLimits, PolicySet};
+use billstack_host::server::{self, AppState};
+use billstack_keystore::clock::{Clock, ManualClock};
+use billstack_keystore::storage::*;
+use billstack_keystore::{NewUser, Role, Store, StoreOptions};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const ALICE: (&str, &str) = ("alice@acme.test", "alice-password-1");
+const CAROL: (&str, &str) = ("carol@acme.test", "carol-password-1");
+const BOB: (&str, &str) = ("bob@globex.test", "bob-password-12");
+const CUSTOMERS: &str = "/api/billstack/teams/team_a/projects/proj_a/customers";
+
+/// The services and the router over a fresh store, at a time the test controls.
+struct World {
+    _dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    router: Router,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// One answer: status, headers, JSON body (`Null` when there is none).
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl World {
+    /// Team `team_a` (projects `proj_a`, `proj_a2`; Alice owns it, Carol is a member) and
+    /// `team_b` (Bob); the proxy forwards to an echo server.
+    fn new() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::starting_now();
+        let store = Store::open_with(
+            dir.path().join("data"),
+            &StoreOptions {
+                clock: clock.clone(),
+                ..StoreOptions::default()
+            },
+        )
+        .expect("store");
+        for (team, project) in [
+            ("team_a", "proj_a"),
+            ("team_a", "proj_a2"),
+            ("team_b", "proj_b"),
+        ] {
+            if store.get_team(team).expect("team").is_none() {
+                store
+                    .create_team(Some(team), team, "test".into())
+                    .expect("team");
+            }
+            store
+                .create_project(team, Some(project), project, "test".into())
+                .expect("project");
+        }
+        for ((email, password), team, role) in [
+            (ALICE, "team_a", Role::Owner),
+            (CAROL, "team_a", Role::Member),
+            (BOB, "team_b", Role::Member),
+        ] {
+            store
+                .create_user(
+                    &NewUser {
+                        email: email.into(),
+                        password: password.into(),
+                        team_id: team.into(),
+                        role,
+                    },
+                    "test".into(),
+                )
+                .expect("user");
+        }
+        let engine = PolicyEngine::new(PolicyLimits::default(), Some(dir.path().join("cache")))
+            .expect("engine");
+        let policies = PolicySet::new(engine.load(DEFAULT_PLUGIN).expect("default policy"));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let router = {
+            let _entered = runtime.enter();
+            let app = Arc::new(App::new(
+                Arc::new(store),
+                Arc::new(policies),
+                engine,
+                &AppOptions {
+                    unknown_keys_per_address: DEFAULT_UNKNOWN_KEYS_PER_ADDRESS,
+                    throttle_window: Duration::from_secs(DEFAULT_THROTTLE_WINDOW_SECONDS),
+                },
+            ));
+            let upstream = common::echo_upstream(1000);
+            server::router(Arc::new(AppState::plain(app, Some(upstream))))
+        };
+        World {
+            _dir: dir,
+            clock,
+            router,
+            runtime,
+        }
+    }
+
+    /// Sends one request from 192.0.2.1, as a browser on this server's pages would (Host and
+    /// Origin agree).
+    fn send(&self, request: Request<Body>) -> Answer {
+        let mut request = request;
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 40000))));
+        let headers = request.headers_mut();
+        headers.insert(header::HOST, "keys.test".parse().expect("host"));
+        let response = self
+            .runtime
+            .block_on(self.router.clone().oneshot(request))
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = self
+            .runtime
+            .block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
+            .expect("body");
+        Answer {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    /// A dashboard request with `cookie` (and this server's Origin for state changes).
+    fn call(&self, cookie: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::COOKIE, cookie);
+        if method != "GET" {
+            builder = builder.header(header::ORIGIN, "http://keys.test");
+        }
+        let request = match body {
+            Some(b) => builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => builder.body(Body::empty()),
+        };
+        self.send(request.expect("request"))
+    }
+
+    /// Signs in; returns the `Cookie` header value.
+    fn login(&self, (email, password): (&str, &str)) -> String {
+        let answer = self.sign_in(email, password);
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        let set_cookie = answer.headers[header::SET_COOKIE].to_str().expect("ascii");
+        set_cookie.split(';').next().expect("pair").to_string()
+    }
+
+    fn sign_in(&self, email: &str, password: &str) -> Answer {
+        self.send(
+            Request::post("/api/auth/login")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    json!({"email": email, "password": password}).to_string(),
+                ))
+                .expect("request"),
+        )
+    }
+
+    fn create_key(&self, cookie: &str, body: Value) -> Answer {
+        self.call(
+            cookie,
+            "POST",
+            "/api/billstack/teams/team_a/api-keys",
+            Some(body),
+        )
+    }
+
+    /// The three front doors' answers: (forward auth status, proxy status, JSON verify code).
+    fn doors(&self, key: &str, path: &str) -> (u16, u16, String) {
+        let bearer = format!("Bearer {key}");
+        let forward = self.send(
+            Request::get("/auth/verify")
+                .header("X-Forwarded-Method", "GET")
+                .header("X-Forwarded-Uri", path)
+                .header(header::AUTHORIZATION, &bearer)
+                .body(Body::empty())
+                .expect("request"),
+        );
+        let proxied = self.send(
+            Request::get(path)
+                .header(header::AUTHORIZATION, &bearer)
+                .body(Body::empty())
+                .expect("request"),
+        );
+        let verified = self.send(
+            Request::post("/api/billstack/keys/verify")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    json!({"key": key, "method": "GET", "path": path}).to_string(),
+                ))
+                .expect("request"),
+        );
+        assert_eq!(verified.status, StatusCode::OK);
+        (
+            forward.status.as_u16(),
+            proxied.status.as_u16(),
+            verified.body["code"].as_str().expect("code").to_string(),
+        )
+    }
+
+    fn rfc3339_in(&self, by: Duration) -> String {
+        billstack_keystore::clock::format_rfc3339(
+            self.clock.now_ms() + i64::try_from(by.as_millis()).expect("ms"),
+        )
+    }
+}
+
+fn valid() -> (u16, u16, String) {
+    (200, 200, "VALID".to_string())
+}
+
+fn expired() -> (u16, u16, String) {
+    (401, 401, "EXPIRED".to_string())
+}
+
+#[test]
+fn handlers_answer_each_outcome_with_its_status() {
+    let w = World::new();
+    let keys = "/api/billstack/teams/team_a/api-keys";
+    // No session; an API key instead of one.
+    let none = w.call("", "GET", keys, None);
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(none.body["error"]["code"], "unauthenticated");
+    let alice = w.login(ALICE);
+    // Created (201), shown once, listed (200), revoked (204), then gone (404).
+    let created = w.create_key(&alice, json!({"name": "ci", "scopes": ["customers:read"]}));
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.body["key"]["id"].as_str().expect("id").to_string();
+    assert_eq!(w.call(&alice, "GET", keys, None).status, StatusCode::OK);
+    let revoke = format!("{keys}/{id}");
+    let revoked = w.call(&alice, "DELETE", &revoke, None);
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    assert_eq!(revoked.body, Value::Null, "204 has no body");
+    let again = w.call(&alice, "DELETE", &revoke, None);
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert_eq!(again.body["error"]["code"], "not_found");
+    // Validation: 400 naming the API's field (the store's snake_case never leaks).
+    for (body, field) in [
+        (json!({"name": "x", "scopes": ["nope:never"]}), "scopes"),
+        (json!({"name": "x", "expiresAt": "tomorrow"}), "expiresAt"),
+        (
+            json!({"name": "x", "expiresAt": w.rfc3339_in(Duration::ZERO)}),
+            "expiresAt",
+        ),
+        (
+            json!({"name": "x", "rateLimit": {"limit": 0, "windowSeconds": 1}}),
+            "rateLimit",
+        ),
+        (json!({"name": "x", "projectId": "proj_nope"}), "projectId"),
+        (json!({"name": " "}), "name"),
+    ] {
+        let refused = w.create_key(&alice, body.clone());
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(refused.body["error"]["code"], "validation_error", "{body}");
+        assert_eq!(refused.body["error"]["field"], field, "{body}");
+    }
+    // Another team's member: 404, so the team's existence is not revealed.
+    let bob = w.login(BOB);
+    let hidden = w.call(&bob, "GET", keys, None);
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    // A member who is not an owner: 403 for owners' actions.
+    let carol = w.login(CAROL);
+    let policy = "/api/billstack/teams/team_a/policy";
+    assert_eq!(w.call(&carol, "GET", policy, None).status, StatusCode::OK);
+    let owners_only = w.call(&carol, "DELETE", policy, None);
+    assert_eq!(owners_only.status, StatusCode::FORBIDDEN);
+    assert_eq!(owners_only.body["error"]["code"], "forbidden");
+    assert_eq!(
+        w.call(&alice, "DELETE", policy, None).status,
+        StatusCode::OK
+    );
+    // Not a Wasm body: 415. Not this server's origin: 403. No such route: 404.
+    let not_wasm = w.send(
+        Request::put(policy)
+            .header(header::COOKIE, &alice)
+            .header(header::ORIGIN, "http://keys.test")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from("hello"))
+            .expect("request"),
+    );
+    assert_eq!(not_wasm.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let cross_site = w.send(
+        Request::post(keys)
+            .header(header::COOKIE, &alice)
+            .header(header::ORIGIN, "http://evil.test")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json!({"name": "x"}).to_string()))
+            .expect("request"),
+    );
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
+    assert_eq!(cross_site.body["error"]["code"], "csrf_rejected");
+    let nowhere = w.call(&alice, "GET", "/api/nowhere", None);
+    assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
+    assert_eq!(nowhere.body["error"]["message"], "no such endpoint");
+    // A refusal at a front door: 401 with the RFC 6750 challenge.
+    let refused = w.send(
+        Request::get("/auth/verify")
+            .header("X-Forwarded-Method", "GET")
+            .header("X-Forwarded-Uri", CUSTOMERS)
+            .body(Body::empty())
+            .expect("request"),
+    );
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refused.headers[header::WWW_AUTHENTICATE],
+        "Bearer realm=\"billstack\""
+    );
+}
+
+/// Moved from `tests/http.rs` (`expired_keys_get_401`), which polled the real clock: a key is
+/// valid on every door until its expiry, and expired on every door from that instant on.
+#[test]
+fn keys_expire_on_every_door_at_their_expiry_instant() {
+    let w = World::new();
+    let alice = w.login(ALICE);
+    let created = w.create_key(
+        &alice,
+        json!({"name": "brief", "expiresAt": w.rfc3339_in(Duration::from_secs(2))}),
+    );
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let raw = created.body["rawKey"].as_str().expect("raw").to_string();
+    assert_eq!(w.doors(&raw, CUSTOMERS), valid());
+    w.clock.advance(Duration::from_millis(1999));
+    assert_eq!(w.doors(&raw, CUSTOMERS), valid(), "a millisecond before");
+    w.clock.advance(Duration::from_millis(1));
+    assert_eq!(w.doors(&raw, CUSTOMERS), expired(), "at the instant");
+    w.clock.advance(Duration::from_secs(3600));
+    assert_eq!(w.doors(&raw, CUSTOMERS), expired(), "and ever after");
+}
+
+/// Moved from `tests/http.rs` (`rotation_keeps_the_old_key_for_its_grace_period_then_401`),
+/// which waited for a two-second grace period to pass.
+#[test]
+fn a_rotated_key_works_for_its_grace_period_then_expires() {
+    let w = World::new();
+    let alice = w.login(ALICE);
+    let created = w.create_key(
+        &alice,
+        json!({"name": "rotating", "projectId": "proj_a", "scopes": ["customers:read"]}),
+    );
+    let old_raw = created.body["rawKey"].as_str().expect("raw").to_string();
+    let old_id = created.body["key"]["id"].as_str().expect("id").to_string();
+    let rotated = w.call(
+        &alice,
+        "POST",
+        &format!("/api/billstack/teams/team_a/api-keys/{old_id}/rotate"),
+        Some(json!({"gracePeriodSeconds": 2})),
+    );
+    assert_eq!(rotated.status, StatusCode::CREATED, "{}", rotated.body);
+    let new_raw = rotated.body["rawKey"].as_str().expect("raw").to_string();
+    assert_eq!(w.doors(&old_raw, CUSTOMERS), valid());
+    assert_eq!(w.doors(&new_raw, CUSTOMERS), valid());
+    w.clock.advance(Duration::from_millis(1999));
+    assert_eq!(w.doors(&old_raw, CUSTOMERS), valid(), "still in its grace");
+    w.clock.advance(Duration::from_millis(1));
+    assert_eq!(w.doors(&old_raw, CUSTOMERS), expired(), "its grace is over");
+    assert_eq!(w.doors(&new_raw, CUSTOMERS), valid(), "the new key goes on");
+}
+
+#[test]
+fn sessions_end_when_idle_too_long_or_too_old() {
+    let w = World::new();
+    let me = "/api/auth/me";
+    // Idle: exactly the limit is fine, a millisecond more ends it.
+    let alice = w.login(ALICE);
+    w.clock.advance(IDLE_TIMEOUT);
+    assert_eq!(w.call(&alice, "GET", me, None).status, StatusCode::OK);
+    w.clock.advance(IDLE_TIMEOUT + Duration::from_millis(1));
+    let ended = w.call(&alice, "GET", me, None);
+    assert_eq!(ended.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        ended.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("expired")),
+        "{}",
+        ended.body
+    );
+    assert_eq!(
+        w.call(&alice, "GET", me, None).body["error"]["message"],
+        "the session has ended; sign in again",
+        "and it is gone"
+    );
+    // Kept busy, a session still ends at its absolute age.
+    let busy = w.login(ALICE);
+    let step = IDLE_TIMEOUT / 2;
+    let mut age = Duration::ZERO;
+    while age + step <= ABSOLUTE_TIMEOUT {
+        w.clock.advance(step);
+        age += step;
+        assert_eq!(
+            w.call(&busy, "GET", me, None).status,
+            StatusCode::OK,
+            "{age:?}"
+        );
+    }
+    w.clock
+        .advance(ABSOLUTE_TIMEOUT - age + Duration::from_millis(1));
+    assert_eq!(
+        w.call(&busy, "GET", me, None).status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[test]
+fn failed_sign_ins_are_refused_until_their_window_ends() {
+    let w = World::new();
+    for _ in 0..MAX_FAILURES_PER_EMAIL {
+        let wrong = w.sign_in(ALICE.0, "wrong-password-1");
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    }
+    let limited = w.sign_in(ALICE.0, ALICE.1);
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = limited.headers[header::RETRY_AFTER]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!(retry_after <= FAILURE_WINDOW.as_secs() + 1, "{retry_after}");
+    w.clock.advance(FAILURE_WINDOW - Duration::from_secs(1));
+    assert_eq!(
+        w.sign_in(ALICE.0, ALICE.1).status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a second before the window ends"
+    );
+    w.clock.advance(Duration::from_secs(1));
+    assert_eq!(w.sign_in(ALICE.0, ALICE.1).status, StatusCode::OK);
+}
+
+#[test]
+fn every_documented_operation_is_routed() {
+    let w = World::new();
+    let alice = w.login(ALICE);
+    let doc = billstack_host::server::openapi::document();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let concrete = path
+            .replace("{teamId}", "team_a")
+            .replace("{keyId}", "key_nope")
+            .replace("{projectId}", "proj_a")
+            .replace("{resource}", "customers");
+        for method in item.as_object().expect("item").keys() {
+            let method = method.to_ascii_uppercase();
+            if !matches!(
+                method.as_str(),
+                "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" | "TRACE"
+            ) {
+                continue;
+            }
+            let answer = w.call(&alice, &method, &concrete, None);
+            assert_ne!(
+                answer.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is documented but not routed"
+            );
+            assert_ne!(
+                answer.body["error"]["message"], "no such endpoint",
+                "{method} {path} is documented but not routed"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} operations");
+}
