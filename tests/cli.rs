@@ -4,7 +4,11 @@
 mod common;
 
 use billstack_keystore::storage::*;
+use common::api::forward_auth;
 use common::{CREATED_KEY_FIELDS, Server, agent, cmd, create_user, json, run};
+
+/// A route the default policy allows every key of team_a's project.
+const CUSTOMERS: &str = "/api/billstack/teams/team_a/projects/proj_a/customers";
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     common::team_with_project()
@@ -675,21 +679,6 @@ fn version_names_the_wit_world_and_every_help_page_is_complete() {
     assert!(doc["paths"]["/auth/verify"]["get"]["operationId"] == "forwardAuthGet");
 }
 
-fn forward_auth_status(server: &Server, key: &str) -> u16 {
-    agent()
-        .get(&server.url("/auth/verify"))
-        .header("X-Forwarded-Method", "GET")
-        .header(
-            "X-Forwarded-Uri",
-            "/api/billstack/teams/team_a/projects/proj_a/customers",
-        )
-        .header("Authorization", &format!("Bearer {key}"))
-        .call()
-        .expect("forward auth")
-        .status()
-        .as_u16()
-}
-
 #[test]
 fn a_backup_taken_while_serving_restores_every_key_and_every_revocation() {
     let (dir, data) = setup();
@@ -727,7 +716,7 @@ fn a_backup_taken_while_serving_restores_every_key_and_every_revocation() {
     let revoked = revoked["rawKey"].as_str().expect("raw").to_string();
 
     let server = Server::start(&data, &[]);
-    assert_eq!(forward_auth_status(&server, &kept[0]), 200);
+    assert_eq!(forward_auth(&server, &kept[0], "GET", CUSTOMERS).0, 200);
     // Sign-ins write sessions and audit events while the backup runs; it must still be one
     // consistent state.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -786,15 +775,19 @@ fn a_backup_taken_while_serving_restores_every_key_and_every_revocation() {
     );
     let server = Server::start(&restored, &[]);
     for key in &kept {
-        assert_eq!(forward_auth_status(&server, key), 200, "a kept key");
+        assert_eq!(
+            forward_auth(&server, key, "GET", CUSTOMERS).0,
+            200,
+            "a kept key"
+        );
     }
     assert_eq!(
-        forward_auth_status(&server, &revoked),
+        forward_auth(&server, &revoked, "GET", CUSTOMERS).0,
         401,
         "the revoked key"
     );
     assert_eq!(
-        forward_auth_status(&server, &after),
+        forward_auth(&server, &after, "GET", CUSTOMERS).0,
         401,
         "a key made after the backup"
     );

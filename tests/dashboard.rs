@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::api::forward_auth;
 use common::{Server, agent, create_user, json};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -159,18 +160,6 @@ async fn wait_until(c: &Client, script: &str, what: &str) {
     }
 }
 
-fn forward_auth(server: &Server, key: &str, method: &str, path: &str) -> u16 {
-    agent()
-        .get(&server.url("/auth/verify"))
-        .header("X-Forwarded-Method", method)
-        .header("X-Forwarded-Uri", path)
-        .header("Authorization", &format!("Bearer {key}"))
-        .call()
-        .expect("verify")
-        .status()
-        .as_u16()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_use_and_revoke_a_key_in_the_browser() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -279,15 +268,15 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     // The key works where its scopes allow and nowhere else.
     let base = "/api/billstack/teams/team_a/projects";
     assert_eq!(
-        forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/customers")),
+        forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/customers")).0,
         200
     );
     assert_eq!(
-        forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/prices/p1")),
+        forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/prices/p1")).0,
         200
     );
     assert_eq!(
-        forward_auth(&server, &raw, "POST", &format!("{base}/proj_web/customers")),
+        forward_auth(&server, &raw, "POST", &format!("{base}/proj_web/customers")).0,
         403
     );
     assert_eq!(
@@ -296,7 +285,8 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
             &raw,
             "GET",
             &format!("{base}/proj_mobile/customers")
-        ),
+        )
+        .0,
         403
     );
 
@@ -398,7 +388,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     )
     .await;
     assert_eq!(
-        forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/customers")),
+        forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/customers")).0,
         401
     );
     assert_eq!(
@@ -407,7 +397,8 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
             &rotated,
             "GET",
             &format!("{base}/proj_web/customers")
-        ),
+        )
+        .0,
         200
     );
     let raw = rotated;
@@ -427,7 +418,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     )
     .await;
     assert_eq!(
-        forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/customers")),
+        forward_auth(&server, &raw, "GET", &format!("{base}/proj_web/customers")).0,
         401
     );
 

@@ -13,6 +13,10 @@ use billstack_host::server::respond::deny_status;
 use billstack_keystore::clock::{Clock, ManualClock};
 use billstack_keystore::storage::*;
 use billstack_keystore::{NewApiKey, Store, StoreOptions};
+use billstack_test_artifacts::{
+    BAD_STATUS, DEEP_RECURSION, ENV_SNOOP, HUGE_OUTPUT, INFINITE_LOOP, MEMORY_BOMB, PANIC,
+    WRONG_WORLD, read,
+};
 
 mod oracle;
 
@@ -369,52 +373,37 @@ fn malformed_requests_are_400_never_allowed() {
     assert_eq!(deny_status(DenyKind::InvalidRequest), 400);
 }
 
-fn fixture(name: &str) -> Vec<u8> {
-    let path = match name {
-        "infinite-loop" => billstack_test_artifacts::INFINITE_LOOP,
-        "memory-bomb" => billstack_test_artifacts::MEMORY_BOMB,
-        "panic" => billstack_test_artifacts::PANIC,
-        "deep-recursion" => billstack_test_artifacts::DEEP_RECURSION,
-        "huge-output" => billstack_test_artifacts::HUGE_OUTPUT,
-        "bad-status" => billstack_test_artifacts::BAD_STATUS,
-        "wrong-world" => billstack_test_artifacts::WRONG_WORLD,
-        "env-snoop" => billstack_test_artifacts::ENV_SNOOP,
-        other => panic!("no fixture {other}"),
-    };
-    std::fs::read(path).expect("fixture built by host/build.rs")
-}
-
 /// Installs `fixture` as team_b's policy, checks that team_b's request fails closed with
 /// `cause`, and that a normal decision right after (same plugin's team and another team) works.
-fn assert_fails_closed(w: &World, fixture_name: &str, cause: &str) {
+fn assert_fails_closed(w: &World, fixture: &str, cause: &str) {
     let plugin = w
         .engine
-        .load(&fixture(fixture_name))
-        .unwrap_or_else(|e| panic!("{fixture_name} loads: {e}"));
+        .load(&read(fixture))
+        .unwrap_or_else(|e| panic!("{fixture} loads: {e}"));
     w.policies.set_team("team_b", plugin);
     let b_key = w.key("team_b", None, &[]);
     let a_key = w.key("team_a", None, &["customers:read"]);
     for _ in 0..2 {
         match w.decide(&b_key, "GET", &path("team_b", "proj_b", "/customers")) {
             Decision::Deny(d) => {
-                assert_eq!(d.kind, DenyKind::PolicyError, "{fixture_name}: {d:?}");
+                assert_eq!(d.kind, DenyKind::PolicyError, "{fixture}: {d:?}");
                 assert_eq!(deny_status(d.kind), 503);
                 let why = d.cause.expect("cause").to_string();
                 assert!(
                     why.contains(cause),
-                    "{fixture_name}: cause {why:?} should mention {cause:?}"
+                    "{fixture}: cause {why:?} should mention {cause:?}"
                 );
                 assert!(
                     !d.message.contains(cause),
                     "the client message carries no internals"
                 );
             }
-            other => panic!("{fixture_name} must fail closed, got {other:?}"),
+            other => panic!("{fixture} must fail closed, got {other:?}"),
         }
         assert_eq!(
             kind(&w.decide(&a_key, "GET", &path("team_a", "proj_a", "/customers"))),
             None,
-            "{fixture_name}"
+            "{fixture}"
         );
     }
     w.policies.clear_team("team_b");
@@ -439,7 +428,7 @@ fn deadline_within_limit_and_over_limit() {
         None
     );
     // Over: an infinite loop is interrupted.
-    assert_fails_closed(&w, "infinite-loop", "deadline");
+    assert_fails_closed(&w, INFINITE_LOOP, "deadline");
 }
 
 #[test]
@@ -456,33 +445,33 @@ fn memory_within_limit_and_over_limit() {
         None
     );
     // Over: unbounded allocation hits the 16 MiB default cap.
-    assert_fails_closed(&World::new(), "memory-bomb", "memory limit");
+    assert_fails_closed(&World::new(), MEMORY_BOMB, "memory limit");
 }
 
 #[test]
 fn panics_fail_closed() {
-    assert_fails_closed(&World::new(), "panic", "trapped");
+    assert_fails_closed(&World::new(), PANIC, "trapped");
 }
 
 #[test]
 fn deep_recursion_fails_closed() {
-    assert_fails_closed(&World::new(), "deep-recursion", "stack");
+    assert_fails_closed(&World::new(), DEEP_RECURSION, "stack");
 }
 
 #[test]
 fn huge_output_fails_closed() {
-    assert_fails_closed(&World::new(), "huge-output", "deny message of");
+    assert_fails_closed(&World::new(), HUGE_OUTPUT, "deny message of");
 }
 
 #[test]
 fn statuses_other_than_403_and_404_fail_closed() {
-    assert_fails_closed(&World::new(), "bad-status", "deny status 200");
+    assert_fails_closed(&World::new(), BAD_STATUS, "deny status 200");
 }
 
 #[test]
 fn the_sandbox_has_no_environment_files_network_or_stdio() {
     let w = World::new();
-    let plugin = w.engine.load(&fixture("env-snoop")).expect("loads");
+    let plugin = w.engine.load(&read(ENV_SNOOP)).expect("loads");
     let key = billstack_keystore::KeyRecord {
         id: "key_x".into(),
         team_id: "team_b".into(),
@@ -511,7 +500,7 @@ fn the_sandbox_has_no_environment_files_network_or_stdio() {
 #[test]
 fn components_of_another_world_and_non_components_are_refused_at_load() {
     let w = World::new();
-    match w.engine.load(&fixture("wrong-world")) {
+    match w.engine.load(&read(WRONG_WORLD)) {
         Err(LoadError::WrongWorld(why)) => assert!(!why.is_empty()),
         other => panic!("expected WrongWorld, got {other:?}"),
     }
@@ -646,9 +635,7 @@ fn a_looping_team_plugin_does_not_starve_other_teams() {
         None,
     )
     .expect("engine");
-    let hostile = strict
-        .load_for_team(&fixture("infinite-loop"))
-        .expect("loads");
+    let hostile = strict.load_for_team(&read(INFINITE_LOOP)).expect("loads");
     w.policies.set_team("team_b", hostile);
     let a_key = w.key("team_a", None, &["customers:read"]);
     let b_key = w.key("team_b", None, &[]);

@@ -7,6 +7,7 @@ mod common;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+use common::api::{door_answers, doors, login};
 use common::{CREATED_KEY_FIELDS, Server, agent, create_user, echo_upstream, json};
 use serde_json::{Value, json};
 
@@ -36,108 +37,6 @@ fn world() -> (tempfile::TempDir, PathBuf) {
         create_user(&data, email, password, team, role);
     }
     (dir, data)
-}
-
-/// A signed-in dashboard user.
-struct Dashboard<'a> {
-    server: &'a Server,
-    http: ureq::Agent,
-    cookie: String,
-}
-
-fn login<'a>(server: &'a Server, (email, password): (&str, &str)) -> Dashboard<'a> {
-    let http = agent();
-    let mut res = http
-        .post(&server.url("/api/auth/login"))
-        .send_json(json!({"email": email, "password": password}))
-        .expect("login");
-    assert_eq!(res.status(), 200, "login of {email}");
-    let set_cookie = res.headers()["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .to_string();
-    let body: Value = res.body_mut().read_json().expect("json");
-    assert_eq!(body["user"]["email"], email);
-    let cookie = set_cookie.split(';').next().expect("cookie").to_string();
-    Dashboard {
-        server,
-        http,
-        cookie,
-    }
-}
-
-impl Dashboard<'_> {
-    fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let url = self.server.url(path);
-        let origin = self.server.base.clone();
-        let res = match method {
-            "GET" => self.http.get(&url).header("Cookie", &self.cookie).call(),
-            "DELETE" => self
-                .http
-                .delete(&url)
-                .header("Cookie", &self.cookie)
-                .header("Origin", &origin)
-                .call(),
-            "POST" => {
-                let req = self
-                    .http
-                    .post(&url)
-                    .header("Cookie", &self.cookie)
-                    .header("Origin", &origin);
-                match body {
-                    Some(b) => req.send_json(b),
-                    None => req.send_empty(),
-                }
-            }
-            other => panic!("method {other}"),
-        };
-        let mut res = res.expect("request");
-        let status = res.status().as_u16();
-        let text = res.body_mut().read_to_string().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    fn create_key(&self, team: &str, body: Value) -> (u16, Value) {
-        self.send(
-            "POST",
-            &format!("/api/billstack/teams/{team}/api-keys"),
-            Some(body),
-        )
-    }
-}
-
-/// The three front doors' answers for one key, method and path: (forward auth status,
-/// proxy status, JSON verify code).
-fn doors(server: &Server, key: &str, method: &str, path: &str) -> (u16, u16, String) {
-    let http = agent();
-    let auth = format!("Bearer {key}");
-    let forward = http
-        .get(&server.url("/auth/verify"))
-        .header("X-Forwarded-Method", method)
-        .header("X-Forwarded-Uri", path)
-        .header("Authorization", &auth)
-        .call()
-        .expect("forward auth")
-        .status()
-        .as_u16();
-    let request = ureq::http::Request::builder()
-        .method(method)
-        .uri(server.url(path))
-        .header("Authorization", &auth)
-        .body(())
-        .expect("request");
-    let proxied = http.run(request).expect("proxy").status().as_u16();
-    let mut res = http
-        .post(&server.url("/api/billstack/keys/verify"))
-        .send_json(json!({"key": key, "method": method, "path": path}))
-        .expect("verify");
-    assert_eq!(res.status(), 200);
-    let body: Value = res.body_mut().read_json().expect("json");
-    (
-        forward,
-        proxied,
-        body["code"].as_str().expect("code").to_string(),
-    )
 }
 
 fn start(data: &Path, upstream: &str) -> Server {
@@ -192,8 +91,7 @@ fn login_me_logout_and_cookie_flags() {
     assert_eq!(status, 200);
     assert_eq!(me["user"]["email"], ALICE.0);
     // Logout is a state change: without an Origin it is refused (CSRF), with ours it works.
-    let res = d
-        .http
+    let res = agent()
         .post(&server.url("/api/auth/logout"))
         .header("Cookie", &d.cookie)
         .send_empty()
@@ -397,7 +295,7 @@ fn every_validation_error_is_a_400_and_creates_nothing() {
     assert_eq!(status, 201, "a 100-character name is within the limit");
     let url = server.url("/api/billstack/teams/team_a/api-keys");
     let raw_post = |content_type: &str, body: Vec<u8>| {
-        d.http
+        agent()
             .post(&url)
             .header("Cookie", &d.cookie)
             .header("Origin", &server.base)
@@ -524,7 +422,7 @@ fn csrf_refuses_cookie_requests_from_other_origins() {
     let d = login(&server, ALICE);
     let url = server.url("/api/billstack/teams/team_a/api-keys");
     let post = |origin: Option<(&str, &str)>| {
-        let mut req = d.http.post(&url).header("Cookie", &d.cookie);
+        let mut req = agent().post(&url).header("Cookie", &d.cookie);
         if let Some((name, value)) = origin {
             req = req.header(name, value);
         }
@@ -1153,32 +1051,6 @@ fn the_audit_log_shows_owners_every_change_with_actor_source_and_object() {
     assert_eq!(page["events"][0]["source"], "127.0.0.1");
 }
 
-/// Forward auth, the proxy and JSON verify for one key: each answer's status and headers.
-fn door_answers(server: &Server, key: &str, path: &str) -> Vec<(u16, ureq::http::HeaderMap)> {
-    let http = agent();
-    let auth = format!("Bearer {key}");
-    let forward = http
-        .get(&server.url("/auth/verify"))
-        .header("X-Forwarded-Method", "GET")
-        .header("X-Forwarded-Uri", path)
-        .header("Authorization", &auth)
-        .call()
-        .expect("forward auth");
-    let proxied = http
-        .get(&server.url(path))
-        .header("Authorization", &auth)
-        .call()
-        .expect("proxy");
-    let verified = http
-        .post(&server.url("/api/billstack/keys/verify"))
-        .send_json(json!({"key": key, "method": "GET", "path": path}))
-        .expect("verify");
-    [forward, proxied, verified]
-        .into_iter()
-        .map(|r| (r.status().as_u16(), r.headers().clone()))
-        .collect()
-}
-
 fn header_u64(headers: &ureq::http::HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.parse().ok()
 }
@@ -1223,10 +1095,10 @@ fn a_keys_rate_limit_gives_429_with_retry_after_on_every_front_door() {
     let raw = created["rawKey"].as_str().expect("raw").to_string();
 
     // Three requests, one per door, use the budget up; each says what is left.
-    let answers = door_answers(&server, &raw, path);
+    let answers = door_answers(&server, &raw, "GET", path);
     let remaining: Vec<(u16, Option<u64>, Option<u64>)> = answers
         .iter()
-        .map(|(s, h)| {
+        .map(|(s, h, _)| {
             (
                 *s,
                 header_u64(h, "ratelimit-limit"),
@@ -1242,7 +1114,7 @@ fn a_keys_rate_limit_gives_429_with_retry_after_on_every_front_door() {
             (200, Some(3), Some(0))
         ]
     );
-    for (_, headers) in &answers {
+    for (_, headers, _) in &answers {
         let reset = header_u64(headers, "ratelimit-reset").expect("reset");
         assert!((86_000..=86_400).contains(&reset), "{reset}");
         assert!(headers.get("retry-after").is_none());
@@ -1250,8 +1122,8 @@ fn a_keys_rate_limit_gives_429_with_retry_after_on_every_front_door() {
     // Over it, forward auth and the proxy answer 429 with Retry-After and the budget's
     // headers; JSON verify answers 200 as always, RATE_LIMITED with retryAfter and the same
     // RateLimit-* headers.
-    let answers = door_answers(&server, &raw, path);
-    for (status, headers) in &answers[..2] {
+    let answers = door_answers(&server, &raw, "GET", path);
+    for (status, headers, _) in &answers[..2] {
         assert_eq!(*status, 429);
         assert_eq!(header_u64(headers, "ratelimit-remaining"), Some(0));
         assert_eq!(
@@ -1259,7 +1131,7 @@ fn a_keys_rate_limit_gives_429_with_retry_after_on_every_front_door() {
             header_u64(headers, "ratelimit-reset")
         );
     }
-    let (status, headers) = &answers[2];
+    let (status, headers, _) = &answers[2];
     assert_eq!(*status, 200);
     assert_eq!(header_u64(headers, "ratelimit-remaining"), Some(0));
     assert!(header_u64(headers, "ratelimit-reset").is_some());
@@ -1281,7 +1153,7 @@ fn a_keys_rate_limit_gives_429_with_retry_after_on_every_front_door() {
     assert!(free["key"].get("rateLimit").is_none(), "{free}");
     let free = free["rawKey"].as_str().expect("raw").to_string();
     for _ in 0..3 {
-        for (status, headers) in door_answers(&server, &free, path) {
+        for (status, headers, _) in door_answers(&server, &free, "GET", path) {
             assert_eq!(status, 200);
             assert!(headers.get("ratelimit-limit").is_none());
         }

@@ -6,7 +6,8 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{Server, agent, agent_with_timeout, create_user};
+use common::api::{forward_auth, json_verify, login, project_path};
+use common::{Server, agent, create_user};
 use serde_json::{Value, json};
 
 const OWNER: (&str, &str) = ("owner@acme.test", "owner-password-1");
@@ -23,161 +24,6 @@ fn world() -> (tempfile::TempDir, PathBuf) {
         create_user(&data, email, password, team, role);
     }
     (dir, data)
-}
-
-struct Session<'a> {
-    server: &'a Server,
-    cookie: String,
-}
-
-fn login<'a>(server: &'a Server, (email, password): (&str, &str)) -> Session<'a> {
-    Session {
-        server,
-        cookie: common::sign_in(&server.base, email, password),
-    }
-}
-
-impl Session<'_> {
-    fn upload(&self, team: &str, content_type: &str, bytes: &[u8]) -> (u16, Value) {
-        // Validation compiles the component: seconds for a big (JavaScript) plugin on a busy
-        // machine, and the server allows it minutes.
-        let mut res = agent_with_timeout(std::time::Duration::from_secs(300))
-            .put(
-                &self
-                    .server
-                    .url(&format!("/api/billstack/teams/{team}/policy")),
-            )
-            .header("Cookie", &self.cookie)
-            .header("Origin", &self.server.base)
-            .header("Content-Type", content_type)
-            .send(bytes)
-            .expect("upload");
-        let status = res.status().as_u16();
-        (
-            status,
-            serde_json::from_str(&res.body_mut().read_to_string().unwrap_or_default())
-                .unwrap_or(Value::Null),
-        )
-    }
-
-    /// Sends only the headers of an upload of `len` bytes and returns the status line and body
-    /// of the answer: a server that refuses by size must not need the body.
-    fn announce_upload(&self, team: &str, len: usize) -> (String, String) {
-        use std::io::{Read, Write};
-        let addr = self.server.base.trim_start_matches("http://").to_string();
-        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
-        stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-            .expect("timeout");
-        write!(
-            stream,
-            "PUT /api/billstack/teams/{team}/policy HTTP/1.1\r\nHost: {addr}\r\nOrigin: {}\r\nCookie: {}\r\n\
-             Content-Type: application/wasm\r\nContent-Length: {len}\r\n\r\n",
-            self.server.base, self.cookie
-        )
-        .expect("send headers");
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&answer).contains("}}") {
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-            }
-        }
-        let text = String::from_utf8_lossy(&answer).to_string();
-        let status = text.lines().next().unwrap_or_default().to_string();
-        (status, text)
-    }
-
-    fn reset(&self, team: &str) -> (u16, Value) {
-        let mut res = agent()
-            .delete(
-                &self
-                    .server
-                    .url(&format!("/api/billstack/teams/{team}/policy")),
-            )
-            .header("Cookie", &self.cookie)
-            .header("Origin", &self.server.base)
-            .call()
-            .expect("reset");
-        let status = res.status().as_u16();
-        (status, res.body_mut().read_json().unwrap_or(Value::Null))
-    }
-
-    fn policy(&self, team: &str) -> Value {
-        let mut res = agent()
-            .get(
-                &self
-                    .server
-                    .url(&format!("/api/billstack/teams/{team}/policy")),
-            )
-            .header("Cookie", &self.cookie)
-            .call()
-            .expect("policy");
-        assert_eq!(res.status(), 200);
-        res.body_mut().read_json().expect("json")
-    }
-
-    fn key(&self, team: &str, scopes: &[&str]) -> String {
-        let mut res = agent()
-            .post(
-                &self
-                    .server
-                    .url(&format!("/api/billstack/teams/{team}/api-keys")),
-            )
-            .header("Cookie", &self.cookie)
-            .header("Origin", &self.server.base)
-            .send_json(json!({"name": "k", "scopes": scopes}))
-            .expect("create");
-        assert_eq!(res.status(), 201);
-        let body: Value = res.body_mut().read_json().expect("json");
-        body["rawKey"].as_str().expect("raw").to_string()
-    }
-}
-
-fn verify(server: &Server, key: &str, team: &str, project: &str, rest: &str) -> (u16, Value) {
-    let mut res = agent()
-        .get(&server.url("/auth/verify"))
-        .header("X-Forwarded-Method", "GET")
-        .header(
-            "X-Forwarded-Uri",
-            &format!("/api/billstack/teams/{team}/projects/{project}{rest}"),
-        )
-        .header("Authorization", &format!("Bearer {key}"))
-        .call()
-        .expect("verify");
-    let status = res.status().as_u16();
-    (
-        status,
-        serde_json::from_str(&res.body_mut().read_to_string().unwrap_or_default())
-            .unwrap_or(Value::Null),
-    )
-}
-
-fn fixture(path: &str) -> Vec<u8> {
-    billstack_test_artifacts::read(path)
-}
-
-/// JSON verify of `method` on `rest` below the team's project: (`code`, whole answer).
-fn verify_json(
-    server: &Server,
-    key: &str,
-    team: &str,
-    method: &str,
-    rest: &str,
-) -> (String, Value) {
-    let project = team.replace("team_", "proj_");
-    let mut res = agent()
-        .post(&server.url("/api/billstack/keys/verify"))
-        .send_json(json!({
-            "key": key,
-            "method": method,
-            "path": format!("/api/billstack/teams/{team}/projects/{project}{rest}"),
-        }))
-        .expect("verify");
-    assert_eq!(res.status(), 200);
-    let body: Value = res.body_mut().read_json().expect("json");
-    (body["code"].as_str().unwrap_or_default().to_string(), body)
 }
 
 fn readyz(server: &Server) -> (u16, String) {
@@ -240,16 +86,28 @@ fn a_team_policy_that_no_longer_loads_fails_closed_until_an_owner_acts() {
     let (status, body) = owner.upload(
         "team_a",
         "application/wasm",
-        &fixture(billstack_test_artifacts::HEAVY_INFO),
+        &billstack_test_artifacts::read(billstack_test_artifacts::HEAVY_INFO),
     );
     assert_eq!(status, 200, "loads under the default 16 MiB: {body}");
     let sha = body["policy"]["sha256"].as_str().expect("sha").to_string();
     assert_eq!(
-        verify_json(&server, &a_key, "team_a", "GET", "/customers").0,
+        json_verify(
+            &server,
+            &a_key,
+            "GET",
+            &project_path("team_a", "proj_a", "/customers")
+        )
+        .0,
         "VALID"
     );
     assert_eq!(
-        verify_json(&server, &a_key, "team_a", "POST", "/customers").0,
+        json_verify(
+            &server,
+            &a_key,
+            "POST",
+            &project_path("team_a", "proj_a", "/customers")
+        )
+        .0,
         "INSUFFICIENT_SCOPE",
         "the team's policy refuses writes"
     );
@@ -259,15 +117,31 @@ fn a_team_policy_that_no_longer_loads_fails_closed_until_an_owner_acts() {
     // Its info() needs 6 MiB: under a 4 MiB cap it no longer loads.
     let server = Server::start(&data, &[("BILLSTACK_PLUGIN_MEMORY_MIB", "4")]);
     for method in ["GET", "POST"] {
-        let (code, body) = verify_json(&server, &a_key, "team_a", method, "/customers");
+        let (code, body) = json_verify(
+            &server,
+            &a_key,
+            method,
+            &project_path("team_a", "proj_a", "/customers"),
+        );
         assert_eq!(code, "POLICY_ERROR", "{method} fails closed: {body}");
         assert_eq!(body["valid"], false);
     }
-    let (status, body) = verify(&server, &a_key, "team_a", "proj_a", "/customers");
+    let (status, body) = forward_auth(
+        &server,
+        &a_key,
+        "GET",
+        &project_path("team_a", "proj_a", "/customers"),
+    );
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "policy_error");
     assert_eq!(
-        verify_json(&server, &b_key, "team_b", "POST", "/customers").0,
+        json_verify(
+            &server,
+            &b_key,
+            "POST",
+            &project_path("team_b", "proj_b", "/customers")
+        )
+        .0,
         "VALID",
         "team B (deployment default) is unaffected"
     );
@@ -321,7 +195,13 @@ fn a_team_policy_that_no_longer_loads_fails_closed_until_an_owner_acts() {
     // The owner resets: the deployment default decides from the next request.
     assert_eq!(owner.reset("team_a").0, 200);
     assert_eq!(
-        verify_json(&server, &a_key, "team_a", "POST", "/customers").0,
+        json_verify(
+            &server,
+            &a_key,
+            "POST",
+            &project_path("team_a", "proj_a", "/customers")
+        )
+        .0,
         "VALID"
     );
     let (_, text) = readyz(&server);
@@ -355,7 +235,7 @@ fn uploads_leave_only_the_active_policy_on_disk() {
     let (status, _) = owner.upload(
         "team_a",
         "application/wasm",
-        &fixture(billstack_test_artifacts::WRONG_WORLD),
+        &billstack_test_artifacts::read(billstack_test_artifacts::WRONG_WORLD),
     );
     assert_eq!(status, 400);
     assert_eq!(
@@ -384,7 +264,7 @@ fn owners_upload_and_reset_members_cannot() {
     assert_eq!(default["policy"]["source"], "default");
     let key = owner.key("team_a", &["customers:read"]);
 
-    let plugin = fixture(billstack_test_artifacts::ENV_SNOOP);
+    let plugin = billstack_test_artifacts::read(billstack_test_artifacts::ENV_SNOOP);
     // These are refused before the body is read, so send a small one (a large unread body makes
     // the server close the connection under the client's feet, as it should).
     let small = &plugin[..64];
@@ -415,7 +295,13 @@ fn owners_upload_and_reset_members_cannot() {
     assert_eq!(owner.policy("team_a")["policy"]["name"], "env-snoop");
     // Active for the very next request: this fixture allows every route (if the sandbox held).
     assert_eq!(
-        verify(&server, &key, "team_a", "proj_a", "/anything/at/all").0,
+        forward_auth(
+            &server,
+            &key,
+            "GET",
+            &project_path("team_a", "proj_a", "/anything/at/all")
+        )
+        .0,
         200
     );
     // Team B still has the default.
@@ -428,7 +314,13 @@ fn owners_upload_and_reset_members_cannot() {
     let owner = login(&server, OWNER);
     assert_eq!(owner.policy("team_a")["policy"]["name"], "env-snoop");
     assert_eq!(
-        verify(&server, &key, "team_a", "proj_a", "/anything/at/all").0,
+        forward_auth(
+            &server,
+            &key,
+            "GET",
+            &project_path("team_a", "proj_a", "/anything/at/all")
+        )
+        .0,
         200
     );
 
@@ -436,12 +328,24 @@ fn owners_upload_and_reset_members_cannot() {
     assert_eq!(status, 200);
     assert_eq!(body["policy"]["source"], "default");
     assert_eq!(
-        verify(&server, &key, "team_a", "proj_a", "/anything/at/all").0,
+        forward_auth(
+            &server,
+            &key,
+            "GET",
+            &project_path("team_a", "proj_a", "/anything/at/all")
+        )
+        .0,
         404,
         "back to the default table"
     );
     assert_eq!(
-        verify(&server, &key, "team_a", "proj_a", "/customers").0,
+        forward_auth(
+            &server,
+            &key,
+            "GET",
+            &project_path("team_a", "proj_a", "/customers")
+        )
+        .0,
         200
     );
 }
@@ -469,12 +373,12 @@ fn hostile_plugins_are_refused_or_fail_closed_and_the_server_keeps_serving() {
     for (name, bytes, expected) in [
         (
             "a component of another world",
-            fixture(billstack_test_artifacts::WRONG_WORLD),
+            billstack_test_artifacts::read(billstack_test_artifacts::WRONG_WORLD),
             400,
         ),
         (
             "huge strings in info()",
-            fixture(billstack_test_artifacts::HUGE_INFO),
+            billstack_test_artifacts::read(billstack_test_artifacts::HUGE_INFO),
             400,
         ),
         ("a core module", core_module, 400),
@@ -512,9 +416,18 @@ fn hostile_plugins_are_refused_or_fail_closed_and_the_server_keeps_serving() {
         ("huge output", billstack_test_artifacts::HUGE_OUTPUT),
         ("bad status", billstack_test_artifacts::BAD_STATUS),
     ] {
-        let (status, body) = owner.upload("team_a", "application/wasm", &fixture(path));
+        let (status, body) = owner.upload(
+            "team_a",
+            "application/wasm",
+            &billstack_test_artifacts::read(path),
+        );
         assert_eq!(status, 200, "{name}: {body}");
-        let (status, body) = verify(&server, &a_key, "team_a", "proj_a", "/customers");
+        let (status, body) = forward_auth(
+            &server,
+            &a_key,
+            "GET",
+            &project_path("team_a", "proj_a", "/customers"),
+        );
         assert_eq!(status, 503, "{name} must fail closed: {body}");
         assert_eq!(body["error"]["code"], "policy_error");
         assert_eq!(
@@ -522,7 +435,13 @@ fn hostile_plugins_are_refused_or_fail_closed_and_the_server_keeps_serving() {
             "{name}: no internals"
         );
         assert_eq!(
-            verify(&server, &b_key, "team_b", "proj_b", "/customers").0,
+            forward_auth(
+                &server,
+                &b_key,
+                "GET",
+                &project_path("team_b", "proj_b", "/customers")
+            )
+            .0,
             200,
             "{name}: team B unaffected"
         );
@@ -585,7 +504,11 @@ fn the_deployment_default_reloads_on_change_and_sighup_and_keeps_the_last_good_v
     );
 
     // A changed file is picked up.
-    std::fs::write(&policy_file, fixture(billstack_test_artifacts::ENV_SNOOP)).expect("write");
+    std::fs::write(
+        &policy_file,
+        billstack_test_artifacts::read(billstack_test_artifacts::ENV_SNOOP),
+    )
+    .expect("write");
     wait_for_log(&server, "deployment default reloaded");
     assert_eq!(owner.policy("team_a")["policy"]["name"], "env-snoop");
 
@@ -641,7 +564,7 @@ fn example_policies_add_scopes_or_forbid_writes() {
     let (status, body) = owner.upload(
         "team_a",
         "application/wasm",
-        &fixture(billstack_test_artifacts::EXAMPLE_INVOICES),
+        &billstack_test_artifacts::read(billstack_test_artifacts::EXAMPLE_INVOICES),
     );
     assert_eq!(status, 200, "{body}");
     let names: Vec<String> = body["policy"]["scopes"]
@@ -662,10 +585,21 @@ fn example_policies_add_scopes_or_forbid_writes() {
     );
     let reader = owner.key("team_a", &["invoices:read"]);
     assert_eq!(
-        verify(&server, &reader, "team_a", "proj_a", "/invoices/in_1").0,
+        forward_auth(
+            &server,
+            &reader,
+            "GET",
+            &project_path("team_a", "proj_a", "/invoices/in_1")
+        )
+        .0,
         200
     );
-    let (status, denied) = verify(&server, &reader, "team_a", "proj_a", "/customers");
+    let (status, denied) = forward_auth(
+        &server,
+        &reader,
+        "GET",
+        &project_path("team_a", "proj_a", "/customers"),
+    );
     assert_eq!(status, 403, "{denied}");
     assert_eq!(denied["error"]["requiredScope"], "customers:read");
 
@@ -673,7 +607,7 @@ fn example_policies_add_scopes_or_forbid_writes() {
     let (status, body) = owner.upload(
         "team_a",
         "application/wasm",
-        &fixture(billstack_test_artifacts::EXAMPLE_READ_ONLY),
+        &billstack_test_artifacts::read(billstack_test_artifacts::EXAMPLE_READ_ONLY),
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -686,21 +620,22 @@ fn example_policies_add_scopes_or_forbid_writes() {
     );
     let full = owner.key("team_a", &[]);
     assert_eq!(
-        verify(&server, &full, "team_a", "proj_a", "/customers").0,
+        forward_auth(
+            &server,
+            &full,
+            "GET",
+            &project_path("team_a", "proj_a", "/customers")
+        )
+        .0,
         200
     );
-    let mut res = agent()
-        .get(&server.url("/auth/verify"))
-        .header("X-Forwarded-Method", "POST")
-        .header(
-            "X-Forwarded-Uri",
-            "/api/billstack/teams/team_a/projects/proj_a/customers",
-        )
-        .header("Authorization", &format!("Bearer {full}"))
-        .call()
-        .expect("verify");
-    assert_eq!(res.status(), 403);
-    let body: Value = res.body_mut().read_json().expect("json");
+    let (status, body) = forward_auth(
+        &server,
+        &full,
+        "POST",
+        &project_path("team_a", "proj_a", "/customers"),
+    );
+    assert_eq!(status, 403);
     assert!(
         body["error"]["message"]
             .as_str()
@@ -722,7 +657,11 @@ fn a_javascript_policy_uploads_and_decides() {
     let (_dir, data) = world();
     let server = Server::start(&data, &[]);
     let owner = login(&server, OWNER);
-    let (status, body) = owner.upload("team_a", "application/wasm", &fixture(&path));
+    let (status, body) = owner.upload(
+        "team_a",
+        "application/wasm",
+        &billstack_test_artifacts::read(&path),
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["policy"]["name"], "javascript-reports");
     assert!(
@@ -737,24 +676,39 @@ fn a_javascript_policy_uploads_and_decides() {
     let customers = owner.key("team_a", &["customers:read"]);
     let check = |server: &Server| {
         assert_eq!(
-            verify(
+            forward_auth(
                 server,
                 &reader,
-                "team_a",
-                "proj_a",
-                "/reports/rep_1/download"
+                "GET",
+                &project_path("team_a", "proj_a", "/reports/rep_1/download")
             )
             .0,
             200
         );
-        let (status, denied) = verify(server, &customers, "team_a", "proj_a", "/reports");
+        let (status, denied) = forward_auth(
+            server,
+            &customers,
+            "GET",
+            &project_path("team_a", "proj_a", "/reports"),
+        );
         assert_eq!(status, 403, "{denied}");
         assert_eq!(denied["error"]["requiredScope"], "reports:read");
         assert_eq!(
-            verify(server, &customers, "team_a", "proj_a", "/customers/cus_1").0,
+            forward_auth(
+                server,
+                &customers,
+                "GET",
+                &project_path("team_a", "proj_a", "/customers/cus_1")
+            )
+            .0,
             200
         );
-        let (status, unknown) = verify(server, &reader, "team_a", "proj_a", "/reports/rep_1/x");
+        let (status, unknown) = forward_auth(
+            server,
+            &reader,
+            "GET",
+            &project_path("team_a", "proj_a", "/reports/rep_1/x"),
+        );
         assert_eq!(status, 404, "{unknown}");
     };
     check(&server);

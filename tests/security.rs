@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::api::forward_auth_with;
 use common::{Server, agent, json};
 
 const PATH: &str = "/api/billstack/teams/team_a/projects/proj_a/customers";
@@ -16,13 +17,9 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     common::team_with_project()
 }
 
-fn forward_auth(http: &ureq::Agent, server: &str, key: &str) -> u16 {
-    http.get(&format!("{server}/auth/verify"))
-        .header("X-Forwarded-Method", "GET")
-        .header("X-Forwarded-Uri", PATH)
-        .header("Authorization", &format!("Bearer {key}"))
-        .call()
-        .map_or(0, |r| r.status().as_u16())
+/// Forward auth on [`PATH`]: the status, or 0 when the connection failed.
+fn door_status(http: &ureq::Agent, base: &str, key: &str) -> u16 {
+    forward_auth_with(http, base, key, "GET", PATH).map_or(0, |(status, _)| status)
 }
 
 /// Polls `done` until it holds, failing the test at the deadline.
@@ -75,7 +72,7 @@ fn no_request_started_after_a_revocation_returned_is_allowed() {
                 let mut mine_after = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    let status = forward_auth(&http, &base, &raw);
+                    let status = door_status(&http, &base, &raw);
                     seen.push((started, status));
                     total.fetch_add(1, Ordering::Relaxed);
                     let revoked = *revoked_at.lock().expect("lock");
@@ -177,7 +174,7 @@ fn no_raw_key_or_password_is_at_rest_in_the_store_files() {
         .expect("create");
     let created: serde_json::Value = res.body_mut().read_json().expect("json");
     let over_http = created["rawKey"].as_str().expect("raw").to_string();
-    assert_eq!(forward_auth(&http, &server.base, &over_http), 200);
+    assert_eq!(door_status(&http, &server.base, &over_http), 200);
     let mut res = http
         .post(&server.url(&format!(
             "/api/billstack/teams/team_a/api-keys/{}/rotate",
@@ -265,7 +262,7 @@ fn acknowledged_creations_and_revocations_survive_sigkill_of_the_server() {
             }
             let expected = if acked.revoked.contains(id) { 401 } else { 200 };
             assert_eq!(
-                forward_auth(&http, base, raw),
+                door_status(&http, base, raw),
                 expected,
                 "key {id} after a SIGKILL (revoked: {})",
                 acked.revoked.contains(id)

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod front_proxy;
 
 use std::io::{BufRead, BufReader, Read, Write};
