@@ -1,5 +1,5 @@
 //! What a service can answer instead of a value. Each variant is a kind of outcome, not a
-//! status code: `server::error` maps them to HTTP, the CLI prints them.
+//! status code: `server::respond` maps them to HTTP, the CLI prints them.
 
 /// A service's failure.
 #[derive(Debug, thiserror::Error)]

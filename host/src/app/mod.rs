@@ -7,7 +7,7 @@
 //! `impl App` blocks by subject: [`accounts`] (sign-in, sessions, membership), [`keys`],
 //! [`policies`], [`verify`] (the front doors' decision), [`admin`] (projects, audit log,
 //! readiness, bootstrap). Each returns a domain value or an [`AppError`]; how that becomes an
-//! HTTP answer is decided in `server::error` alone.
+//! HTTP answer is decided in `server::respond` alone.
 //!
 //! The one rule for blocking work: a store call never runs on an async executor thread (the
 //! store may wait for the disk, and every write waits while a backup holds the write gate),

@@ -16,7 +16,7 @@ pub use target::{MAX_TARGET_LEN, Target, TargetError, parse_target};
 pub const MAX_METHOD_LEN: usize = 16;
 
 /// Why a request was refused. Each kind has one error code (also its metrics label); its HTTP
-/// status and JSON-verify code are the HTTP layer's business (`server::error`).
+/// status and JSON-verify code are the HTTP layer's business (`server::respond`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyKind {
     /// No credential at all.
