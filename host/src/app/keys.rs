@@ -167,3 +167,151 @@ impl App {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use billstack_keystore::{NewUser, Role};
+
+    use super::*;
+    use crate::app::testing::{app, options};
+
+    fn request(scopes: &[&str]) -> KeyRequest {
+        KeyRequest {
+            name: "k".into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..KeyRequest::default()
+        }
+    }
+
+    fn field(e: AppError) -> &'static str {
+        match e {
+            AppError::Invalid { field, .. } => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn scopes_must_be_in_the_teams_catalogue_and_nothing_is_created_otherwise() {
+        let t = app(options());
+        let op = Caller::Operator;
+        t.app
+            .create_key(&op, "team_a", request(&["customers:read"]))
+            .expect("a defined scope");
+        let e = t
+            .app
+            .create_key(&op, "team_a", request(&["customers:read", "nope:never"]))
+            .expect_err("an undefined scope");
+        assert_eq!(field(e), "scopes");
+        let e = t
+            .app
+            .create_key(
+                &op,
+                "team_a",
+                KeyRequest {
+                    project_id: Some(String::new()),
+                    ..request(&[])
+                },
+            )
+            .expect_err("an empty project id");
+        assert_eq!(field(e), "projectId");
+        let e = t
+            .app
+            .create_key(
+                &op,
+                "team_a",
+                KeyRequest {
+                    expires_at: Some(t.app.now_ms()),
+                    ..request(&[])
+                },
+            )
+            .expect_err("an expiry that is not in the future");
+        assert_eq!(
+            field(e),
+            "expiresAt",
+            "the store's field, in the API's name"
+        );
+        assert_eq!(t.app.list_keys(&op, "team_a").expect("list").len(), 1);
+        assert!(matches!(
+            t.app.create_key(&op, "team_nope", request(&[])),
+            Err(AppError::NotFound { kind: "team", .. })
+        ));
+    }
+
+    #[test]
+    fn only_members_of_the_team_manage_its_keys() {
+        let t = app(options());
+        let store = t.app.store();
+        let bob = store
+            .create_user(
+                &NewUser {
+                    email: "bob@b.test".into(),
+                    password: "bob-password-12".into(),
+                    team_id: "team_b".into(),
+                    role: Role::Member,
+                },
+                "test".into(),
+            )
+            .expect("bob");
+        let bob = Caller::Account {
+            user_id: bob.id,
+            source: "192.0.2.1".into(),
+        };
+        let (key, _) = t
+            .app
+            .create_key(&Caller::Operator, "team_a", request(&[]))
+            .expect("key");
+        for refused in [
+            t.app.create_key(&bob, "team_a", request(&[])).map(drop),
+            t.app.list_keys(&bob, "team_a").map(drop),
+            t.app.revoke_key(&bob, "team_a", &key.id).map(drop),
+            t.app.rotate_key(&bob, "team_a", &key.id, None).map(drop),
+            t.app.key_usage(&bob, "team_a", &key.id, 1).map(drop),
+        ] {
+            assert!(
+                matches!(refused, Err(AppError::NotFound { kind: "team", .. })),
+                "{refused:?}"
+            );
+        }
+        assert!(
+            store
+                .get_key("team_a", &key.id)
+                .expect("get")
+                .is_some_and(|k| k.revoked_at.is_none()),
+            "nothing changed"
+        );
+    }
+
+    #[test]
+    fn usage_days_and_grace_periods_are_checked_both_ways() {
+        let t = app(options());
+        let op = Caller::Operator;
+        let (key, _) = t.app.create_key(&op, "team_a", request(&[])).expect("key");
+        for days in [1, RETENTION_DAYS] {
+            let report = t
+                .app
+                .key_usage(&op, "team_a", &key.id, days)
+                .expect("within");
+            assert_eq!(report.days.len(), days as usize);
+        }
+        for days in [0, RETENTION_DAYS + 1] {
+            let e = t
+                .app
+                .key_usage(&op, "team_a", &key.id, days)
+                .expect_err("over");
+            assert_eq!(field(e), "days");
+        }
+        let e = t
+            .app
+            .rotate_key(&op, "team_a", &key.id, Some(-1))
+            .expect_err("negative");
+        assert_eq!(field(e), "gracePeriodSeconds");
+        let rotated = t
+            .app
+            .rotate_key(&op, "team_a", &key.id, None)
+            .expect("the default grace");
+        assert_eq!(
+            rotated.old.expires_at,
+            Some(t.app.now_ms() + DEFAULT_ROTATION_GRACE_SECONDS as i64 * 1000)
+        );
+    }
+}

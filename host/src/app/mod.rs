@@ -179,3 +179,75 @@ impl App {
         usage::spawn_flusher(Arc::clone(&self.usage), Arc::clone(&self.store));
     }
 }
+
+/// Test support: an `App` over a fresh store on a manual clock, with teams `team_a` (project
+/// `proj_a`) and `team_b` (project `proj_b`) and the embedded default policy.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use billstack_keystore::clock::ManualClock;
+    use billstack_keystore::{Store, StoreOptions, TeamStore};
+
+    use super::{App, AppOptions};
+    use crate::policy::{PolicyEngine, PolicyLimits, PolicySet};
+
+    pub(crate) struct TestApp {
+        pub app: Arc<App>,
+        pub clock: Arc<ManualClock>,
+        pub _dir: tempfile::TempDir,
+    }
+
+    pub(crate) fn app(options: AppOptions) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::starting_now();
+        let store = Store::open_with(
+            dir.path().join("data"),
+            &StoreOptions {
+                clock: clock.clone(),
+                ..StoreOptions::default()
+            },
+        )
+        .expect("store");
+        for (team, project) in [("team_a", "proj_a"), ("team_b", "proj_b")] {
+            store
+                .create_team(Some(team), team, "test".into())
+                .expect("team");
+            store
+                .create_project(team, Some(project), project, "test".into())
+                .expect("project");
+        }
+        let engine = PolicyEngine::new(
+            PolicyLimits {
+                deadline: Duration::from_secs(5),
+                ..PolicyLimits::default()
+            },
+            Some(dir.path().join("cache")),
+        )
+        .expect("engine");
+        let policies = PolicySet::new(
+            engine
+                .load(crate::plugins::DEFAULT_PLUGIN)
+                .expect("default"),
+        );
+        TestApp {
+            app: Arc::new(App::new(
+                Arc::new(store),
+                Arc::new(policies),
+                engine,
+                &options,
+            )),
+            clock,
+            _dir: dir,
+        }
+    }
+
+    /// Default options: 100 failed keys per address per minute.
+    pub(crate) fn options() -> AppOptions {
+        AppOptions {
+            unknown_keys_per_address: 100,
+            throttle_window: Duration::from_secs(60),
+        }
+    }
+}

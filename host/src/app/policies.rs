@@ -139,3 +139,123 @@ impl App {
         Ok(Reloaded::Changed(plugin))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use billstack_keystore::{NewUser, Role};
+
+    use super::*;
+    use crate::app::keys::KeyRequest;
+    use crate::app::testing::{app, options};
+
+    #[test]
+    fn an_upload_is_validated_stored_and_activated_and_a_refusal_changes_nothing() {
+        let t = app(options());
+        let op = Caller::Operator;
+        let (_, before) = t.app.team_policy(&op, "team_a").expect("policy");
+        assert_eq!(before, PolicySource::Default);
+        let refused = t.app.upload_policy(&op, "team_a", b"not a component");
+        assert!(
+            matches!(refused, Err(AppError::InvalidPolicy(_))),
+            "{:?}",
+            refused.err()
+        );
+        assert!(
+            t.app
+                .store()
+                .get_team_policy("team_a")
+                .expect("get")
+                .is_none()
+        );
+        assert_eq!(
+            t.app.team_policy(&op, "team_a").expect("policy").1,
+            PolicySource::Default
+        );
+
+        t.app
+            .create_key(
+                &op,
+                "team_a",
+                KeyRequest {
+                    name: "writer".into(),
+                    scopes: vec!["customers:write".into()],
+                    ..KeyRequest::default()
+                },
+            )
+            .expect("key");
+        let bytes = billstack_test_artifacts::read(billstack_test_artifacts::EXAMPLE_READ_ONLY);
+        let uploaded = t.app.upload_policy(&op, "team_a", &bytes).expect("upload");
+        assert_eq!(
+            t.app.team_policy(&op, "team_a").expect("policy").1,
+            PolicySource::Team
+        );
+        assert_eq!(
+            uploaded.keys_with_undefined_scopes.len(),
+            1,
+            "the read-only policy defines no write scope"
+        );
+        assert_eq!(
+            t.app.team_policy(&op, "team_b").expect("policy").1,
+            PolicySource::Default,
+            "another team is untouched"
+        );
+        let (_, source) = t.app.reset_policy(&op, "team_a").expect("reset");
+        assert_eq!(source, PolicySource::Default);
+        assert!(
+            t.app
+                .store()
+                .get_team_policy("team_a")
+                .expect("get")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn only_owners_change_a_policy_and_the_size_cap_holds_both_ways() {
+        let t = app(options());
+        let member = t
+            .app
+            .store()
+            .create_user(
+                &NewUser {
+                    email: "m@a.test".into(),
+                    password: "member-password-1".into(),
+                    team_id: "team_a".into(),
+                    role: Role::Member,
+                },
+                "test".into(),
+            )
+            .expect("member");
+        let member = Caller::Account {
+            user_id: member.id,
+            source: "192.0.2.1".into(),
+        };
+        let bytes = billstack_test_artifacts::read(billstack_test_artifacts::EXAMPLE_INVOICES);
+        assert!(
+            t.app.team_policy(&member, "team_a").is_ok(),
+            "members may read it"
+        );
+        assert!(matches!(
+            t.app.upload_policy(&member, "team_a", &bytes),
+            Err(AppError::OwnersOnly(UPLOAD))
+        ));
+        assert!(matches!(
+            t.app.reset_policy(&member, "team_a"),
+            Err(AppError::OwnersOnly(UPLOAD))
+        ));
+        let max = t.app.engine().limits().max_plugin_bytes;
+        let over = vec![0u8; max + 1];
+        assert!(matches!(
+            t.app.upload_policy(&Caller::Operator, "team_a", &over),
+            Err(AppError::TooLarge(m)) if m == max
+        ));
+        let at_cap = vec![0u8; max];
+        assert!(
+            matches!(
+                t.app.upload_policy(&Caller::Operator, "team_a", &at_cap),
+                Err(AppError::InvalidPolicy(_))
+            ),
+            "at the cap it is read, and refused for what it is"
+        );
+    }
+}

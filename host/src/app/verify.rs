@@ -242,3 +242,154 @@ impl App {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use billstack_keystore::RateLimit;
+    use billstack_keystore::clock::Clock;
+
+    use super::*;
+    use crate::app::keys::KeyRequest;
+    use crate::app::testing::{TestApp, app, options};
+    use crate::app::{AppOptions, Caller};
+
+    const CUSTOMERS: &str = "/api/billstack/teams/team_a/projects/proj_a/customers";
+
+    fn key(t: &TestApp, rate_limit: Option<RateLimit>) -> String {
+        t.app
+            .create_key(
+                &Caller::Operator,
+                "team_a",
+                KeyRequest {
+                    name: "k".into(),
+                    rate_limit,
+                    ..KeyRequest::default()
+                },
+            )
+            .expect("key")
+            .1
+    }
+
+    fn ask(t: &TestApp, door: FrontDoor, client: [u8; 4], raw: &str) -> Checked {
+        let request = VerifyRequest {
+            door,
+            client: IpAddr::from(client),
+            credential: match door {
+                FrontDoor::JsonVerify => Presented::RawKey(raw.into()),
+                _ => Presented::AuthorizationHeader(Some(format!("Bearer {raw}"))),
+            },
+            method: "GET".into(),
+            target: CUSTOMERS.into(),
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(t.app.verify(request))
+    }
+
+    fn kind(c: &Checked) -> Option<DenyKind> {
+        match &c.decision {
+            Decision::Allow(_) => None,
+            Decision::Deny(d) => Some(d.kind),
+        }
+    }
+
+    #[test]
+    fn an_address_with_too_many_bad_keys_is_refused_but_keys_in_use_still_work() {
+        let t = app(AppOptions {
+            unknown_keys_per_address: 2,
+            ..options()
+        });
+        let good = key(&t, None);
+        // Warm the key cache, as a key in use is.
+        assert_eq!(
+            kind(&ask(&t, FrontDoor::ForwardAuth, [192, 0, 2, 9], &good)),
+            None
+        );
+        let bad = format!("bs_{}", "0".repeat(48));
+        let guesser = [192, 0, 2, 1];
+        for _ in 0..2 {
+            let c = ask(&t, FrontDoor::ForwardAuth, guesser, &bad);
+            assert_eq!(kind(&c), Some(DenyKind::InvalidKey), "within the limit");
+        }
+        let blocked = ask(&t, FrontDoor::Proxy, guesser, &bad);
+        assert_eq!(kind(&blocked), Some(DenyKind::RateLimited), "over it");
+        assert!(matches!(
+            blocked.budget,
+            Some(Budget::Address { limit: 2, .. })
+        ));
+        assert_eq!(
+            kind(&ask(&t, FrontDoor::ForwardAuth, guesser, &good)),
+            None,
+            "a key in use still works from that address"
+        );
+        assert_eq!(
+            kind(&ask(&t, FrontDoor::JsonVerify, guesser, &bad)),
+            Some(DenyKind::InvalidKey),
+            "JSON verify is never throttled by address"
+        );
+        // The window ends by the clock, not by waiting.
+        t.clock.advance(Duration::from_secs(60));
+        assert_eq!(
+            kind(&ask(&t, FrontDoor::ForwardAuth, guesser, &bad)),
+            Some(DenyKind::InvalidKey)
+        );
+    }
+
+    #[test]
+    fn a_keys_budget_refuses_over_it_until_its_window_ends() {
+        let t = app(options());
+        let raw = key(
+            &t,
+            Some(RateLimit {
+                limit: 2,
+                window_seconds: 10,
+            }),
+        );
+        for remaining in [1, 0] {
+            let c = ask(&t, FrontDoor::ForwardAuth, [192, 0, 2, 1], &raw);
+            assert_eq!(kind(&c), None);
+            match c.budget {
+                Some(Budget::Key(q)) => assert_eq!(q.remaining, remaining),
+                other => panic!("{other:?}"),
+            }
+        }
+        let over = ask(&t, FrontDoor::JsonVerify, [192, 0, 2, 1], &raw);
+        assert_eq!(kind(&over), Some(DenyKind::RateLimited));
+        assert_eq!(over.budget.and_then(|b| b.retry_after()), Some(10));
+        assert!(over.decision.identity().is_some(), "the key is still named");
+        t.clock.advance(Duration::from_secs(10));
+        assert_eq!(kind(&ask(&t, FrontDoor::Proxy, [192, 0, 2, 1], &raw)), None);
+    }
+
+    #[test]
+    fn decisions_are_counted_as_usage_of_the_key() {
+        let t = app(options());
+        let raw = key(&t, None);
+        ask(&t, FrontDoor::ForwardAuth, [192, 0, 2, 1], &raw);
+        let outside = VerifyRequest {
+            door: FrontDoor::JsonVerify,
+            client: IpAddr::from([192, 0, 2, 1]),
+            credential: Presented::RawKey(raw.clone()),
+            method: "GET".into(),
+            target: "/api/billstack/teams/team_b/projects/proj_b/customers".into(),
+        };
+        let refused = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(t.app.verify(outside));
+        assert_eq!(kind(&refused), Some(DenyKind::TeamMismatch));
+        let listed = t.app.list_keys(&Caller::Operator, "team_a").expect("list");
+        let report = t
+            .app
+            .key_usage(&Caller::Operator, "team_a", &listed[0].id, 1)
+            .expect("usage");
+        assert_eq!(report.last_used_at, Some(t.clock.now_ms()));
+        let (_, today) = report.days[0];
+        assert_eq!((today.allowed, today.denied), (1, 1));
+    }
+}
