@@ -80,11 +80,14 @@ pub fn session_expired(session: &Session, now_ms: i64) -> bool {
     idle || old
 }
 
-/// A successful sign-in: the account and its new session's raw token (for the cookie).
+/// A successful sign-in: the account, its teams, and its new session's raw token (for the
+/// cookie).
 #[derive(Debug)]
 pub struct SignedIn {
     /// The account.
     pub user: User,
+    /// The teams it belongs to, with its role in each.
+    pub teams: Vec<(Team, Role)>,
     /// The session token; only its hash is stored.
     pub token: String,
 }
@@ -129,7 +132,8 @@ impl App {
         self.metrics.login("success");
         tracing::info!(user = %user.id, client = %source, "signed in");
         let (token, _) = self.store.create_session(&user.id)?;
-        Ok(SignedIn { user, token })
+        let teams = self.store.user_teams(&user.id)?;
+        Ok(SignedIn { user, teams, token })
     }
 
     /// Ends a session (durably: the token never works again).

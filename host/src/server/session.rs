@@ -212,15 +212,11 @@ pub(super) async fn login(
         return Err(ApiError::csrf("cross-site sign-in refused"));
     }
     let source = ip.to_string();
-    let (signed_in, teams) = state
+    let signed_in = state
         .app
-        .run(move |app| {
-            let signed_in = app.sign_in(&body.email, &body.password, &source)?;
-            let teams = app.teams_of(&signed_in.user.id)?;
-            Ok((signed_in, teams))
-        })
+        .run(move |app| app.sign_in(&body.email, &body.password, &source))
         .await?;
-    let mut response = respond::ok_json(me_view(&signed_in.user, teams));
+    let mut response = respond::ok_json(me_view(&signed_in.user, signed_in.teams));
     response.headers_mut().insert(
         header::SET_COOKIE,
         session_cookie(&state, &signed_in.token, None),
