@@ -24,14 +24,15 @@ mod store_tests;
 pub use audit::{ANONYMOUS, Actor, AuditPage, MAX_AUDIT_PAGE};
 pub use backup::{BackupSummary, verify_backup};
 pub use records::{
-    AuditEvent, KeyRecord, Project, RateLimit, Role, Session, Team, TeamPolicy, User,
+    AuditEvent, KeyRecord, Member, Project, RateLimit, Role, Session, Team, TeamPolicy, User,
 };
 pub use storage::{
-    AuditStore, KeyStore, PolicyStore, SessionStore, Storage, TeamStore, UsageStore, UserStore,
+    AuditStore, KeyStore, MemberStore, PolicyStore, SessionStore, Storage, TeamStore, UsageStore,
+    UserStore,
 };
 pub use store::{
-    DailyUsage, KeyUsage, MAX_ROTATION_GRACE_SECONDS, NewApiKey, NewUser, Rotated, Store,
-    StoreOptions,
+    DailyUsage, INVITATION_LIFETIME_MS, Invited, KeyUsage, MAX_PASSWORD_LEN,
+    MAX_ROTATION_GRACE_SECONDS, MIN_PASSWORD_LEN, NewApiKey, NewUser, Rotated, Store, StoreOptions,
 };
 
 use std::path::PathBuf;
@@ -80,6 +81,15 @@ pub enum Error {
         /// `rate_limit`); callers translate it into their own vocabulary.
         field: &'static str,
         /// What is wrong with it.
+        message: String,
+    },
+    /// The change would break a rule of the data as a whole (`last_owner`: a team keeps an
+    /// owner; `project_in_use`: a project with keys stays); nothing was written.
+    #[error("{message}")]
+    Conflict {
+        /// A stable snake_case reason.
+        reason: &'static str,
+        /// What is in the way.
         message: String,
     },
     /// Argon2 failed to hash a password.

@@ -123,10 +123,14 @@ pub struct User {
     pub id: String,
     /// Email address, stored lower-cased.
     pub email: String,
-    /// Argon2id hash in PHC string format.
+    /// Argon2id hash in PHC string format; empty for an invited user who has not chosen a
+    /// password yet (no password matches it).
     pub password_hash: String,
     /// Creation time in Unix ms.
     pub created_at: i64,
+    /// A deployment administrator (may create teams).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 impl std::fmt::Debug for User {
@@ -135,6 +139,52 @@ impl std::fmt::Debug for User {
             .field("id", &self.id)
             .field("email", &self.email)
             .finish_non_exhaustive()
+    }
+}
+
+/// A member of a team, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// `user_…`
+    pub user_id: String,
+    /// Their email address.
+    pub email: String,
+    /// Their role in the team.
+    pub role: Role,
+    /// When they joined the team (Unix ms; for memberships older than this field, when the
+    /// account was made).
+    pub added_at: i64,
+}
+
+/// A membership as stored in the `members` tree: the role and when it was granted. Records
+/// written before `added_at` existed hold the role alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum StoredMembership {
+    /// Role and time.
+    #[serde(rename_all = "camelCase")]
+    Full {
+        /// The role.
+        role: Role,
+        /// When it was granted.
+        added_at: i64,
+    },
+    /// The role alone (older records).
+    Legacy(Role),
+}
+
+impl StoredMembership {
+    pub(crate) fn role(self) -> Role {
+        match self {
+            StoredMembership::Full { role, .. } | StoredMembership::Legacy(role) => role,
+        }
+    }
+
+    pub(crate) fn added_at(self) -> Option<i64> {
+        match self {
+            StoredMembership::Full { added_at, .. } => Some(added_at),
+            StoredMembership::Legacy(_) => None,
+        }
     }
 }
 
@@ -289,6 +339,7 @@ mod tests {
             email: "a@b.c".into(),
             password_hash: "$argon2id$secret".into(),
             created_at: 0,
+            admin: false,
         };
         assert!(!format!("{user:?}").contains("argon2id"));
     }

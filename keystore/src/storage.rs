@@ -34,13 +34,14 @@ use std::sync::Arc;
 use crate::audit::{Actor, AuditPage};
 use crate::backup::BackupSummary;
 use crate::clock::SharedClock;
-use crate::store::{DailyUsage, KeyUsage, NewApiKey, NewUser, Rotated};
-use crate::{KeyRecord, Project, Result, Role, Session, Team, TeamPolicy, User};
+use crate::store::{DailyUsage, Invited, KeyUsage, NewApiKey, NewUser, Rotated};
+use crate::{KeyRecord, Member, Project, Result, Role, Session, Team, TeamPolicy, User};
 
 /// Everything a backend provides: the entity operations plus the store-wide ones.
 pub trait Storage:
     TeamStore
     + UserStore
+    + MemberStore
     + SessionStore
     + KeyStore
     + UsageStore
@@ -85,6 +86,17 @@ pub trait TeamStore {
     fn get_project(&self, team_id: &str, project_id: &str) -> Result<Option<Project>>;
     /// The team's projects, by id.
     fn list_projects(&self, team_id: &str) -> Result<Vec<Project>>;
+    /// Renames a project (`NotFound` for no such project in the team).
+    fn rename_project(
+        &self,
+        team_id: &str,
+        project_id: &str,
+        name: &str,
+        actor: Actor<'_>,
+    ) -> Result<Project>;
+    /// Deletes a project; `Conflict` (`project_in_use`) while an unrevoked key is scoped to it
+    /// (checked and committed with no key creation for the team in between).
+    fn delete_project(&self, team_id: &str, project_id: &str, actor: Actor<'_>) -> Result<()>;
 }
 
 /// Accounts, passwords and team memberships.
@@ -106,10 +118,50 @@ pub trait UserStore {
     /// Checks a password. Takes about as long for an unknown email as for a wrong password, so
     /// the timing does not reveal which emails have accounts. CPU-heavy (tens of ms).
     fn verify_password(&self, email: &str, password: &str) -> Result<Option<User>>;
+    /// Replaces a user's password (the same rules as at creation) and ends every session of
+    /// theirs; returns how many ended.
+    fn set_password(&self, user_id: &str, password: &str, actor: Actor<'_>) -> Result<usize>;
+    /// Grants or takes away the deployment-wide admin flag (admins create teams).
+    fn set_admin(&self, user_id: &str, admin: bool, actor: Actor<'_>) -> Result<User>;
+    /// Invites `email` into a team with `role`. An unknown email becomes a user with no
+    /// password, and so does the answer's one-time token (stored hashed, valid
+    /// [`crate::INVITATION_LIFETIME_MS`]); a user who has not accepted an earlier invitation
+    /// gets a fresh token (the old one stops working); a user with a password is simply added.
+    /// `AlreadyExists` for someone already in the team.
+    fn invite(&self, team_id: &str, email: &str, role: Role, actor: Actor<'_>) -> Result<Invited>;
+    /// Sets the password of the invitation's user and uses the token up. `Invalid` (`token`)
+    /// for an unknown, used or expired token; nothing changes then.
+    fn accept_invitation(&self, token: &str, password: &str) -> Result<User>;
     /// The user's role in a team, or `None` if not a member.
     fn membership(&self, team_id: &str, user_id: &str) -> Result<Option<Role>>;
     /// The teams a user belongs to, with their role in each.
     fn user_teams(&self, user_id: &str) -> Result<Vec<(Team, Role)>>;
+}
+
+/// Who is in a team. A team always keeps at least one owner.
+pub trait MemberStore {
+    /// The team's members, oldest membership first (`NotFound` for no such team).
+    fn list_members(&self, team_id: &str) -> Result<Vec<Member>>;
+    /// Adds an existing user to a team (`AlreadyExists` if they are in it).
+    fn add_member(
+        &self,
+        team_id: &str,
+        user_id: &str,
+        role: Role,
+        actor: Actor<'_>,
+    ) -> Result<Member>;
+    /// Changes a member's role; `Conflict` (`last_owner`) when it would leave the team with
+    /// no owner; `NotFound` for someone not in the team.
+    fn change_role(
+        &self,
+        team_id: &str,
+        user_id: &str,
+        role: Role,
+        actor: Actor<'_>,
+    ) -> Result<Member>;
+    /// Takes a member out of the team; their sessions lose it at once (membership is read on
+    /// every request). `Conflict` (`last_owner`) for the last owner.
+    fn remove_member(&self, team_id: &str, user_id: &str, actor: Actor<'_>) -> Result<()>;
 }
 
 /// Dashboard sessions, stored by the SHA-256 of their token.

@@ -100,6 +100,8 @@ impl KeyStore for Store {
         let _writing = self.writing();
         let name = validate_name("name", &new.name)?;
         self.require_team(&new.team_id)?;
+        // A project-scoped key and the deletion of its project must not cross.
+        let structure = new.project_id.is_some().then(|| self.team_structure());
         if let Some(project) = &new.project_id
             && self.get_project(&new.team_id, project)?.is_none()
         {
@@ -157,6 +159,7 @@ impl KeyStore for Store {
                 Ok(())
             })
             .map_err(tx_err)?;
+        drop(structure);
         let raw = generated.raw;
         self.durable((record, raw))
     }

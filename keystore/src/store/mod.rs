@@ -36,20 +36,23 @@ use crate::{
 };
 
 mod audit_log;
+mod invitations;
 mod key_cache;
 mod keys;
+mod members;
 mod policies;
 mod sessions;
 mod teams;
 mod usage;
 mod users;
 
+pub use invitations::{INVITATION_LIFETIME_MS, Invited};
 pub use key_cache::DEFAULT_KEY_CACHE_CAPACITY;
 use key_cache::KeyCache;
 pub use keys::{MAX_ROTATION_GRACE_SECONDS, NewApiKey, Rotated};
 pub use usage::{DailyUsage, KeyUsage};
-pub use users::NewUser;
 use users::validate_email;
+pub use users::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, NewUser};
 
 /// Tunables for [`Store::open_with`].
 #[derive(Debug, Clone)]
@@ -94,12 +97,16 @@ pub struct Store {
     members: Tree,
     user_teams: Tree,
     sessions: Tree,
+    invitations: Tree,
     team_policy: Tree,
     /// Policy plugin bytes, as files (see [`crate::blobs`]).
     policy_files: BlobDir,
     /// Held by every change to team policies and by the deletion of unreferenced blobs, so a
     /// blob written for a change that has not committed yet is never taken for garbage.
     policy_changes: Mutex<()>,
+    /// Held by changes whose check needs a team's members, projects or keys as a whole (the
+    /// last owner, a project still in use), from the check to the commit.
+    team_structure: Mutex<()>,
     audit: Tree,
     key_usage: Tree,
     key_cache: KeyCache,
@@ -211,9 +218,11 @@ impl Store {
             members: tree("members")?,
             user_teams: tree("user_teams")?,
             sessions: tree("sessions")?,
+            invitations: tree("invitations")?,
             team_policy: tree("team_policy")?,
             policy_files: BlobDir::open(&path)?,
             policy_changes: Mutex::new(()),
+            team_structure: Mutex::new(()),
             audit: tree("audit")?,
             key_usage: tree("key_usage")?,
             key_cache: KeyCache::new(options.key_cache_capacity),
@@ -249,6 +258,13 @@ impl Store {
     /// The data directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Holds the team-structure lock (see the field).
+    fn team_structure(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.team_structure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Returns `value` once the write just made is on disk. Concurrent writers share one

@@ -105,6 +105,66 @@ impl TeamStore for Store {
             .transpose()
     }
 
+    fn rename_project(
+        &self,
+        team_id: &str,
+        project_id: &str,
+        name: &str,
+        actor: Actor<'_>,
+    ) -> Result<Project> {
+        let _writing = self.writing();
+        let name = validate_name("name", name)?;
+        let _structure = self.team_structure();
+        let mut project =
+            self.get_project(team_id, project_id)?
+                .ok_or_else(|| Error::NotFound {
+                    kind: "project",
+                    id: project_id.to_owned(),
+                })?;
+        project.name = name;
+        let (ak, av) = self.audit_event(Some(team_id), actor, "project.renamed", project_id)?;
+        let key = join(team_id, project_id);
+        (&self.projects, &self.audit)
+            .transaction(|(projects, audit)| {
+                projects.insert(key.as_slice(), encode(&project))?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        drop(_structure);
+        self.durable(project)
+    }
+
+    fn delete_project(&self, team_id: &str, project_id: &str, actor: Actor<'_>) -> Result<()> {
+        let _writing = self.writing();
+        let _structure = self.team_structure();
+        if self.get_project(team_id, project_id)?.is_none() {
+            return Err(Error::NotFound {
+                kind: "project",
+                id: project_id.to_owned(),
+            });
+        }
+        if self.project_in_use(team_id, project_id)? {
+            return Err(Error::Conflict {
+                reason: "project_in_use",
+                message: format!(
+                    "project {project_id} still has keys scoped to it; revoke them first"
+                ),
+            });
+        }
+        let (ak, av) = self.audit_event(Some(team_id), actor, "project.deleted", project_id)?;
+        let key = join(team_id, project_id);
+        (&self.projects, &self.audit)
+            .transaction(|(projects, audit)| {
+                projects.remove(key.as_slice())?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        drop(_structure);
+        self.durable(())
+    }
+
     fn list_projects(&self, team_id: &str) -> Result<Vec<Project>> {
         self.projects
             .scan_prefix(prefix(team_id))
@@ -115,6 +175,21 @@ impl TeamStore for Store {
 }
 
 impl Store {
+    /// Whether an unrevoked key of the team is scoped to the project.
+    fn project_in_use(&self, team_id: &str, project_id: &str) -> Result<bool> {
+        for key in self.team_keys.scan_prefix(prefix(team_id)).keys() {
+            let key = key?;
+            let key_id = decode_str("team key index", &key[team_id.len() + 1..])?;
+            if let Some(record) = self.get_key(team_id, &key_id)?
+                && record.revoked_at.is_none()
+                && record.project_id.as_deref() == Some(project_id)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     pub(super) fn require_team(&self, id: &str) -> Result<Team> {
         self.get_team(id)?.ok_or_else(|| Error::NotFound {
             kind: "team",

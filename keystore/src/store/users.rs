@@ -1,6 +1,8 @@
 //! Dashboard users, their passwords (Argon2id) and their team memberships.
 
+use super::invitations::Invited;
 use super::*;
+use crate::records::StoredMembership;
 
 /// What [`Store::create_user`] needs.
 #[derive(Clone)]
@@ -16,7 +18,7 @@ pub struct NewUser {
 }
 
 /// Shortest accepted dashboard password.
-pub const MIN_PASSWORD_LEN: usize = 8;
+pub const MIN_PASSWORD_LEN: usize = 12;
 /// Longest accepted dashboard password (bytes); bounds the hashing cost.
 pub const MAX_PASSWORD_LEN: usize = 1024;
 
@@ -50,6 +52,24 @@ pub(super) fn password_matches(password: &str, phc: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Checks a new password's length: [`MIN_PASSWORD_LEN`] characters to [`MAX_PASSWORD_LEN`]
+/// bytes.
+pub(super) fn validate_password(field: &'static str, password: &str) -> Result<()> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(invalid(
+            field,
+            format!("must be at least {MIN_PASSWORD_LEN} characters"),
+        ));
+    }
+    if password.len() > MAX_PASSWORD_LEN {
+        return Err(invalid(
+            field,
+            format!("must be at most {MAX_PASSWORD_LEN} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn validate_email(email: &str) -> Result<String> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
@@ -71,26 +91,16 @@ impl UserStore for Store {
     fn create_user(&self, new: &NewUser, actor: Actor<'_>) -> Result<User> {
         let _writing = self.writing();
         let email = validate_email(&new.email)?;
-        if new.password.chars().count() < MIN_PASSWORD_LEN {
-            return Err(invalid(
-                "password",
-                format!("must be at least {MIN_PASSWORD_LEN} characters"),
-            ));
-        }
-        if new.password.len() > MAX_PASSWORD_LEN {
-            return Err(invalid(
-                "password",
-                format!("must be at most {MAX_PASSWORD_LEN} bytes"),
-            ));
-        }
+        validate_password("password", &new.password)?;
         self.require_team(&new.team_id)?;
         let user = User {
             id: ids::new_id("user"),
             email: email.clone(),
             password_hash: hash_password(&new.password)?,
             created_at: self.clock.now_ms(),
+            admin: false,
         };
-        let role = encode(&new.role);
+        let role = self.membership_value(new.role);
         let (ak, av) = self.audit_event(Some(&new.team_id), actor, "user.created", &user.id)?;
         let team_id = new.team_id.as_str();
         (
@@ -140,7 +150,7 @@ impl UserStore for Store {
                 id: user_id.to_owned(),
             });
         }
-        let role = encode(&role);
+        let role = self.membership_value(role);
         let (ak, av) = self.audit_event(Some(team_id), actor, "member.set", user_id)?;
         (&self.members, &self.user_teams, &self.audit)
             .transaction(|(members, user_teams, audit)| {
@@ -173,8 +183,16 @@ impl UserStore for Store {
             return Ok(None);
         }
         match self.find_user_by_email(email)? {
-            Some(user) if password_matches(password, &user.password_hash) => Ok(Some(user)),
-            Some(_) => Ok(None),
+            Some(user) => {
+                // An invited user with no password yet costs the same hashing as anyone.
+                let has_password = !user.password_hash.is_empty();
+                let phc = if has_password {
+                    user.password_hash.as_str()
+                } else {
+                    dummy_password_hash()
+                };
+                Ok((password_matches(password, phc) && has_password).then_some(user))
+            }
             None => {
                 let _ = password_matches(password, dummy_password_hash());
                 Ok(None)
@@ -182,11 +200,65 @@ impl UserStore for Store {
         }
     }
 
+    fn set_password(&self, user_id: &str, password: &str, actor: Actor<'_>) -> Result<usize> {
+        validate_password("new_password", password)?;
+        let _writing = self.writing();
+        let mut user = self.get_user(user_id)?.ok_or_else(|| Error::NotFound {
+            kind: "user",
+            id: user_id.to_owned(),
+        })?;
+        user.password_hash = hash_password(password)?;
+        let (ak, av) = self.audit_event(None, actor, "user.password_changed", user_id)?;
+        (&self.users, &self.audit)
+            .transaction(|(users, audit)| {
+                users.insert(user.id.as_bytes(), encode(&user))?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        drop(_writing);
+        let ended = self.purge_sessions(&|s| s.user_id == user_id)?;
+        self.durable(ended)
+    }
+
+    fn set_admin(&self, user_id: &str, admin: bool, actor: Actor<'_>) -> Result<User> {
+        let _writing = self.writing();
+        let mut user = self.get_user(user_id)?.ok_or_else(|| Error::NotFound {
+            kind: "user",
+            id: user_id.to_owned(),
+        })?;
+        user.admin = admin;
+        let action = if admin {
+            "user.admin_granted"
+        } else {
+            "user.admin_revoked"
+        };
+        let (ak, av) = self.audit_event(None, actor, action, user_id)?;
+        (&self.users, &self.audit)
+            .transaction(|(users, audit)| {
+                users.insert(user.id.as_bytes(), encode(&user))?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.durable(user)
+    }
+
+    fn invite(&self, team_id: &str, email: &str, role: Role, actor: Actor<'_>) -> Result<Invited> {
+        self.invite_user(team_id, email, role, actor)
+    }
+
+    fn accept_invitation(&self, token: &str, password: &str) -> Result<User> {
+        self.accept(token, password)
+    }
+
     fn membership(&self, team_id: &str, user_id: &str) -> Result<Option<Role>> {
-        self.members
+        Ok(self
+            .members
             .get(join(team_id, user_id))?
-            .map(|v| decode("membership", &v))
-            .transpose()
+            .map(|v| decode::<StoredMembership>("membership", &v))
+            .transpose()?
+            .map(StoredMembership::role))
     }
 
     fn user_teams(&self, user_id: &str) -> Result<Vec<(Team, Role)>> {
@@ -194,7 +266,7 @@ impl UserStore for Store {
         for entry in self.user_teams.scan_prefix(prefix(user_id)) {
             let (k, v) = entry?;
             let team_id = decode_str("user team index", &k[user_id.len() + 1..])?;
-            let role = decode("membership", &v)?;
+            let role = decode::<StoredMembership>("membership", &v)?.role();
             if let Some(team) = self.get_team(&team_id)? {
                 out.push((team, role));
             }
