@@ -50,8 +50,8 @@ struct Answer {
 }
 
 impl World {
-    /// Team `team_a` (projects `proj_a`, `proj_a2`; Alice owns it, Carol is a member) and
-    /// `team_b` (Bob); the proxy forwards to an echo server.
+    /// Team `team_a` (projects `proj_a`, `proj_a2`; Alice owns it and administers the
+    /// deployment, Carol is a member) and `team_b` (Bob); the proxy forwards to an echo server.
     fn new() -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::starting_now();
@@ -82,7 +82,7 @@ impl World {
             (CAROL, "team_a", Role::Member),
             (BOB, "team_b", Role::Member),
         ] {
-            store
+            let user = store
                 .create_user(
                     &NewUser {
                         email: email.into(),
@@ -93,6 +93,11 @@ impl World {
                     "test".into(),
                 )
                 .expect("user");
+            if email == ALICE.0 {
+                store
+                    .set_admin(&user.id, true, "test".into())
+                    .expect("admin");
+            }
         }
         let engine = PolicyEngine::new(PolicyLimits::default(), Some(dir.path().join("cache")))
             .expect("engine");
@@ -491,4 +496,236 @@ fn every_documented_operation_is_routed() {
         }
     }
     assert!(checked >= 30, "only {checked} operations");
+}
+
+fn cookie_of(answer: &Answer) -> String {
+    answer.headers[header::SET_COOKIE]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string()
+}
+
+#[test]
+fn an_owner_invites_a_colleague_who_joins_works_and_is_demoted_then_removed() {
+    let w = World::new();
+    let alice = w.login(ALICE);
+    let members = "/api/billstack/teams/team_a/members";
+    let invited = w.call(
+        &alice,
+        "POST",
+        members,
+        Some(json!({"email": "Dana@Acme.test", "role": "owner"})),
+    );
+    assert_eq!(invited.status, StatusCode::CREATED, "{}", invited.body);
+    assert_eq!(invited.body["member"]["email"], "dana@acme.test");
+    let url = invited.body["inviteUrl"]
+        .as_str()
+        .expect("a link for a new person");
+    assert!(url.starts_with("http://keys.test/#invite="), "{url}");
+    let token = url.rsplit('=').next().expect("token").to_string();
+    let dana_id = invited.body["member"]["userId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // Dana cannot sign in before accepting; accepting signs her in, once.
+    assert_eq!(
+        w.sign_in("dana@acme.test", "dana-password-1").status,
+        StatusCode::UNAUTHORIZED
+    );
+    let accept = |password: &str| {
+        w.send(
+            Request::post("/api/auth/invitations/accept")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    json!({"token": token, "password": password}).to_string(),
+                ))
+                .expect("request"),
+        )
+    };
+    let short = accept("short");
+    assert_eq!(short.status, StatusCode::BAD_REQUEST);
+    assert_eq!(short.body["error"]["field"], "password");
+    let accepted = accept("dana-password-1");
+    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.body);
+    assert_eq!(accepted.body["teams"][0]["role"], "owner");
+    let dana = cookie_of(&accepted);
+    let again = accept("dana-password-2");
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    assert_eq!(again.body["error"]["code"], "invalid_invitation");
+    // She works in the team.
+    let created = w.create_key(&dana, json!({"name": "dana's"}));
+    assert_eq!(created.status, StatusCode::CREATED);
+    // Inviting her again is a conflict; listing shows both owners.
+    let twice = w.call(
+        &alice,
+        "POST",
+        members,
+        Some(json!({"email": "dana@acme.test", "role": "member"})),
+    );
+    assert_eq!(twice.status, StatusCode::CONFLICT);
+    let listed = w.call(&dana, "GET", members, None);
+    assert_eq!(listed.body["members"].as_array().expect("members").len(), 3);
+    // A member may not manage members; a bad role is a 400 naming the field.
+    let carol = w.login(CAROL);
+    let member_path = format!("{members}/{dana_id}");
+    assert_eq!(
+        w.call(
+            &carol,
+            "PATCH",
+            &member_path,
+            Some(json!({"role": "member"}))
+        )
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    let bad = w.call(&alice, "PATCH", &member_path, Some(json!({"role": "boss"})));
+    assert_eq!(bad.body["error"]["field"], "role");
+    // Demoted, then removed: her session loses the team at once.
+    let demoted = w.call(
+        &alice,
+        "PATCH",
+        &member_path,
+        Some(json!({"role": "member"})),
+    );
+    assert_eq!(demoted.status, StatusCode::OK);
+    assert_eq!(demoted.body["member"]["role"], "member");
+    assert_eq!(
+        w.call(&dana, "DELETE", "/api/billstack/teams/team_a/policy", None)
+            .status,
+        StatusCode::FORBIDDEN,
+        "a member now"
+    );
+    assert_eq!(
+        w.call(&alice, "DELETE", &member_path, None).status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        w.call(&dana, "GET", "/api/billstack/teams/team_a/api-keys", None)
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        w.call(&dana, "GET", "/api/auth/me", None).body["teams"],
+        json!([])
+    );
+}
+
+#[test]
+fn the_last_owner_stays() {
+    let w = World::new();
+    let alice = w.login(ALICE);
+    let me = w.call(&alice, "GET", "/api/auth/me", None);
+    let alice_id = me.body["user"]["id"].as_str().expect("id").to_string();
+    assert_eq!(me.body["user"]["admin"], true);
+    let path = format!("/api/billstack/teams/team_a/members/{alice_id}");
+    for (method, body) in [("PATCH", Some(json!({"role": "member"}))), ("DELETE", None)] {
+        let refused = w.call(&alice, method, &path, body);
+        assert_eq!(refused.status, StatusCode::CONFLICT, "{method}");
+        assert_eq!(refused.body["error"]["code"], "last_owner");
+    }
+    assert_eq!(
+        w.call(&alice, "GET", "/api/billstack/teams/team_a/audit-log", None)
+            .status,
+        StatusCode::OK,
+        "still the owner"
+    );
+}
+
+#[test]
+fn a_password_change_needs_the_current_one_and_ends_the_other_sessions() {
+    let w = World::new();
+    let here = w.login(ALICE);
+    let elsewhere = w.login(ALICE);
+    let change = |current: &str, new: &str| {
+        w.call(
+            &here,
+            "POST",
+            "/api/auth/password",
+            Some(json!({"currentPassword": current, "newPassword": new})),
+        )
+    };
+    let wrong = change("not-the-password", "a-new-password-1");
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+    assert_eq!(wrong.body["error"]["field"], "currentPassword");
+    let short = change(ALICE.1, "short-pass1");
+    assert_eq!(short.body["error"]["field"], "newPassword", "11 characters");
+    assert_eq!(
+        w.call(&elsewhere, "GET", "/api/auth/me", None).status,
+        StatusCode::OK
+    );
+    let changed = change(ALICE.1, "a-new-password-1");
+    assert_eq!(changed.status, StatusCode::NO_CONTENT);
+    let renewed = cookie_of(&changed);
+    for old in [&here, &elsewhere] {
+        assert_eq!(
+            w.call(old, "GET", "/api/auth/me", None).status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        w.call(&renewed, "GET", "/api/auth/me", None).status,
+        StatusCode::OK
+    );
+    assert_eq!(w.sign_in(ALICE.0, ALICE.1).status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        w.sign_in(ALICE.0, "a-new-password-1").status,
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn admins_create_teams_and_owners_create_projects() {
+    let w = World::new();
+    let alice = w.login(ALICE);
+    let carol = w.login(CAROL);
+    let refused = w.call(
+        &carol,
+        "POST",
+        "/api/billstack/teams",
+        Some(json!({"name": "Mine"})),
+    );
+    assert_eq!(
+        refused.status,
+        StatusCode::FORBIDDEN,
+        "not an administrator"
+    );
+    let team = w.call(
+        &alice,
+        "POST",
+        "/api/billstack/teams",
+        Some(json!({"name": "Labs"})),
+    );
+    assert_eq!(team.status, StatusCode::CREATED, "{}", team.body);
+    let team_id = team.body["team"]["id"].as_str().expect("id").to_string();
+    let teams = w.call(&alice, "GET", "/api/auth/me", None).body["teams"].clone();
+    assert!(
+        teams
+            .as_array()
+            .expect("teams")
+            .iter()
+            .any(|t| t["id"] == team_id.as_str() && t["role"] == "owner"),
+        "{teams}"
+    );
+    let projects = format!("/api/billstack/teams/{team_id}/projects");
+    let made = w.call(&alice, "POST", &projects, Some(json!({"name": "Web"})));
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    assert_eq!(made.body["project"]["name"], "Web");
+    let listed = w.call(&alice, "GET", &projects, None);
+    assert_eq!(listed.body["projects"][0]["name"], "Web");
+    assert_eq!(
+        w.call(
+            &carol,
+            "POST",
+            "/api/billstack/teams/team_a/projects",
+            Some(json!({"name": "X"}))
+        )
+        .status,
+        StatusCode::FORBIDDEN,
+        "members do not make projects"
+    );
+    let blank = w.call(&alice, "POST", &projects, Some(json!({"name": " "})));
+    assert_eq!(blank.body["error"]["field"], "name");
 }

@@ -395,7 +395,11 @@ fn session_operations(base: &str, ids: &[(&str, &str)]) -> Vec<(String, String)>
 fn sessions_are_new_at_each_sign_in_end_at_logout_and_every_change_needs_the_origin() {
     let (_dir, data) = setup();
     let owner = ("owner@acme.test", "owner-password-1");
-    common::create_user(&data, owner.0, owner.1, "team_a", "owner");
+    let out = common::create_user(&data, owner.0, owner.1, "team_a", "owner");
+    let owner_id = serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("user")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let created = json(
         &data,
         &["key", "create", "--team", "team_a", "--name", "kept"],
@@ -442,6 +446,7 @@ fn sessions_are_new_at_each_sign_in_end_at_logout_and_every_change_needs_the_ori
             ("teamId", "team_a"),
             ("keyId", &key_id),
             ("projectId", "proj_a"),
+            ("userId", &owner_id),
         ],
     );
     let changes: Vec<&(String, String)> = operations.iter().filter(|(m, _)| m != "GET").collect();

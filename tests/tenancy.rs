@@ -23,6 +23,8 @@ enum Access {
     Member,
     /// An owner of the team in the path.
     Owner,
+    /// A deployment administrator.
+    Admin,
     /// An API key of the team (and project) in the decided request: the front doors.
     Key,
 }
@@ -38,6 +40,14 @@ const ROWS: &[(&str, Access)] = &[
     ("rotateApiKey", Access::Member),
     ("getApiKeyUsage", Access::Member),
     ("listProjects", Access::Member),
+    ("createProject", Access::Owner),
+    ("listMembers", Access::Member),
+    ("addMember", Access::Owner),
+    ("changeMemberRole", Access::Owner),
+    ("removeMember", Access::Owner),
+    ("createTeam", Access::Admin),
+    ("changePassword", Access::Session),
+    ("acceptInvitation", Access::Public),
     ("getPolicy", Access::Member),
     ("uploadPolicy", Access::Owner),
     ("resetPolicy", Access::Owner),
@@ -66,6 +76,7 @@ struct World {
     _dir: tempfile::TempDir,
     server: Server,
     owner_a: String,
+    owner_a_id: String,
     member_a: String,
     owner_b: String,
     key_a: String,
@@ -90,12 +101,15 @@ fn world() -> World {
             );
         }
     }
+    let mut ids = Vec::new();
     for (email, team, role) in [
         ("owner@a.test", "team_a", "owner"),
         ("member@a.test", "team_a", "member"),
         ("owner@b.test", "team_b", "owner"),
     ] {
-        create_user(&data, email, "tenancy-password-1", team, role);
+        let out = create_user(&data, email, "tenancy-password-1", team, role);
+        let user: Value = serde_json::from_slice(&out.stdout).expect("user json");
+        ids.push(user["id"].as_str().expect("id").to_string());
     }
     let key = |team: &str, project: &str| {
         json(
@@ -118,6 +132,7 @@ fn world() -> World {
     let base = server.base.clone();
     World {
         owner_a: sign_in(&base, "owner@a.test", "tenancy-password-1"),
+        owner_a_id: ids[0].clone(),
         member_a: sign_in(&base, "member@a.test", "tenancy-password-1"),
         owner_b: sign_in(&base, "owner@b.test", "tenancy-password-1"),
         key_a: a["rawKey"].as_str().expect("raw").to_string(),
@@ -189,6 +204,16 @@ fn call(w: &World, method: &str, path: &str, caller: Caller<'_>) -> u16 {
         r#"{"email":"nobody@x.test","password":"wrong-password-1"}"#
     } else if method == "POST" && path.ends_with("/api-keys") {
         r#"{"name":"made by the tenancy matrix"}"#
+    } else if method == "POST" && path.ends_with("/members") {
+        r#"{"email":"new@tenancy.test","role":"member"}"#
+    } else if method == "PATCH" && path.contains("/members/") {
+        r#"{"role":"member"}"#
+    } else if method == "POST" && (path.ends_with("/projects") || path.ends_with("/teams")) {
+        r#"{"name":"made by the tenancy matrix"}"#
+    } else if path.ends_with("/password") {
+        r#"{"currentPassword":"wrong-password-1","newPassword":"a-new-password-1"}"#
+    } else if path.ends_with("/invitations/accept") {
+        r#"{"token":"not-a-token","password":"a-new-password-1"}"#
     } else {
         "{}"
     };
@@ -229,6 +254,7 @@ fn every_operation_answers_every_kind_of_caller_as_documented() {
                     .replace("{keyId}", &w.key_a_id)
                     .replace("{projectId}", "proj_a")
                     .replace("{resource}", "customers")
+                    .replace("{userId}", &w.owner_a_id)
             };
             let path = fill("team_a");
             let expect = |caller: Caller<'_>, wanted: &[u16], what: &str| {
@@ -240,10 +266,11 @@ fn every_operation_answers_every_kind_of_caller_as_documented() {
             };
             match access {
                 Access::Public => {
-                    expect(Caller::Nobody, &[200, 401], "nobody");
+                    // 400: an invitation token that is not one.
+                    expect(Caller::Nobody, &[200, 400, 401], "nobody");
                     cells += 1;
                 }
-                Access::Session | Access::Member | Access::Owner => {
+                Access::Session | Access::Member | Access::Owner | Access::Admin => {
                     expect(Caller::Nobody, &[401], "nobody");
                     expect(Caller::BadCookie, &[401], "a bad session");
                     expect(Caller::Key(&w.key_a), &[401], "an API key of the team");
@@ -257,6 +284,14 @@ fn every_operation_answers_every_kind_of_caller_as_documented() {
                             Caller::Cookie(&w.member_a),
                             &[403],
                             "a member, not an owner",
+                        );
+                        cells += 1;
+                    }
+                    if matches!(access, Access::Admin) {
+                        expect(
+                            Caller::Cookie(&w.owner_b),
+                            &[403],
+                            "an owner who is not an administrator",
                         );
                         cells += 1;
                     }

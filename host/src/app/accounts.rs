@@ -131,6 +131,11 @@ impl App {
         self.login_limiter.succeed(&keys[0].0);
         self.metrics.login("success");
         tracing::info!(user = %user.id, client = %source, "signed in");
+        self.start_session(user)
+    }
+
+    /// A new session for `user`, with their teams.
+    pub(super) fn start_session(&self, user: User) -> AppResult<SignedIn> {
         let (token, _) = self.store.create_session(&user.id)?;
         let teams = self.store.user_teams(&user.id)?;
         Ok(SignedIn { user, teams, token })

@@ -53,9 +53,13 @@ impl App {
             .create_project(team_id, id, name, caller.actor())?)
     }
 
-    /// The operator creates an account in a team.
-    pub fn create_user(&self, caller: &Caller, new: &NewUser) -> AppResult<User> {
-        Ok(self.store.create_user(new, caller.actor())?)
+    /// The operator creates an account in a team (an administrator when `admin`).
+    pub fn create_user(&self, caller: &Caller, new: &NewUser, admin: bool) -> AppResult<User> {
+        let user = self.store.create_user(new, caller.actor())?;
+        if admin {
+            return Ok(self.store.set_admin(&user.id, true, caller.actor())?);
+        }
+        Ok(user)
     }
 
     /// A page of the team's audit log (owners only): up to `limit` events older than
@@ -163,6 +167,8 @@ pub fn bootstrap(store: &dyn Storage) -> anyhow::Result<()> {
             "system".into(),
         )
         .context("cannot create the bootstrap account")?;
+    // The first account administers the deployment: it may create teams.
+    let user = store.set_admin(&user.id, true, "system".into())?;
     console::say(
         console::Level::Info,
         &format!(

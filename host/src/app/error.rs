@@ -29,6 +29,21 @@ pub enum AppError {
         /// The conflicting id or email.
         id: String,
     },
+    /// The change would break a rule of the data as a whole: `code` is stable (`last_owner`,
+    /// `project_in_use`).
+    #[error("{message}")]
+    Refused {
+        /// A stable snake_case code.
+        code: &'static str,
+        /// A sentence for people.
+        message: String,
+    },
+    /// An invitation token that is unknown, used or expired.
+    #[error("the invitation is unknown, used or expired; ask for a new one")]
+    InvalidInvitation,
+    /// Only a deployment administrator may do this; completes "only administrators can …".
+    #[error("only administrators can {0}")]
+    AdminsOnly(&'static str),
     /// The caller is known but may not do this; completes "only team owners can …".
     #[error("only team owners can {0}")]
     OwnersOnly(&'static str),
@@ -85,6 +100,7 @@ pub fn api_field(store_field: &'static str) -> &'static str {
         "rate_limit" => "rateLimit",
         "grace_seconds" => "gracePeriodSeconds",
         "data_dir" => "dataDir",
+        "new_password" => "newPassword",
         other => other,
     }
 }
@@ -102,6 +118,10 @@ impl From<billstack_keystore::Error> for AppError {
             }
             E::NotFound { kind, id } => AppError::NotFound { kind, id },
             E::AlreadyExists { kind, id } => AppError::Conflict { kind, id },
+            E::Conflict { reason, message } => AppError::Refused {
+                code: reason,
+                message,
+            },
             other => AppError::Store(other),
         }
     }

@@ -32,6 +32,7 @@ pub mod accounts;
 pub mod admin;
 mod error;
 pub mod keys;
+pub mod members;
 pub mod policies;
 pub mod usage;
 pub mod verify;

@@ -50,6 +50,7 @@ impl UserCommand {
             team,
             role,
             password_stdin: _,
+            admin,
         } = self;
         let role: Role = role.parse().map_err(anyhow::Error::msg)?;
         let password = read_password_line()?;
@@ -62,7 +63,8 @@ impl UserCommand {
                 team_id: team,
                 role,
             },
+            admin,
         )?;
-        print_json(&json!({"id": user.id, "email": user.email}))
+        print_json(&json!({"id": user.id, "email": user.email, "admin": user.admin}))
     }
 }

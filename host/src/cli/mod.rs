@@ -182,6 +182,9 @@ enum UserCommand {
         /// Read the password from stdin (required: passwords never go on the command line).
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// Make the user a deployment administrator (may create teams).
+        #[arg(long)]
+        admin: bool,
     },
 }
 

@@ -13,6 +13,7 @@ pub mod control;
 mod dashboard;
 mod front;
 mod keys;
+mod members;
 pub mod openapi;
 mod policies;
 mod projects;
@@ -113,11 +114,16 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(session::login))
         .routes(routes!(session::logout))
         .routes(routes!(session::me))
+        .routes(routes!(members::accept))
+        .routes(routes!(members::change_password))
+        .routes(routes!(members::create_team))
+        .routes(routes!(members::list, members::add))
+        .routes(routes!(members::change_role, members::remove))
         .routes(routes!(keys::create, keys::list))
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::rotate))
         .routes(routes!(keys::usage))
-        .routes(routes!(projects::list))
+        .routes(routes!(projects::list, members::create_project))
         .routes(routes!(audit::list))
         .routes(routes!(front::json_verify))
         .route(front::FORWARD_AUTH_PATH, any(front::forward_auth))

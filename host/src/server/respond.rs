@@ -177,7 +177,13 @@ impl From<AppError> for ApiError {
                 "conflict",
                 format!("that {kind} already exists"),
             ),
-            AppError::OwnersOnly(_) => {
+            AppError::Refused { code, message } => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
+            AppError::InvalidInvitation => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_invitation", e.to_string())
+            }
+            AppError::AdminsOnly(_) | AppError::OwnersOnly(_) => {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
             }
             AppError::Unauthenticated(message) => ApiError::unauthenticated(message),

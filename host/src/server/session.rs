@@ -118,7 +118,7 @@ impl FromRequestParts<Arc<AppState>> for SessionUser {
     }
 }
 
-fn session_cookie(state: &AppState, value: &str, max_age: Option<u64>) -> HeaderValue {
+pub(super) fn session_cookie(state: &AppState, value: &str, max_age: Option<u64>) -> HeaderValue {
     let mut cookie = format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/");
     if let Some(age) = max_age {
         cookie.push_str(&format!("; Max-Age={age}"));
@@ -146,6 +146,8 @@ pub struct UserView {
     pub id: String,
     /// Its email address (lower case).
     pub email: String,
+    /// A deployment administrator (may create teams).
+    pub admin: bool,
 }
 
 /// A team the account belongs to.
@@ -159,11 +161,12 @@ pub struct MembershipView {
     pub role: String,
 }
 
-fn me_view(user: &User, teams: Vec<(Team, Role)>) -> MeView {
+pub(super) fn me_view(user: &User, teams: Vec<(Team, Role)>) -> MeView {
     MeView {
         user: UserView {
             id: user.id.clone(),
             email: user.email.clone(),
+            admin: user.admin,
         },
         teams: teams
             .into_iter()
