@@ -729,3 +729,51 @@ fn admins_create_teams_and_owners_create_projects() {
     let blank = w.call(&alice, "POST", &projects, Some(json!({"name": " "})));
     assert_eq!(blank.body["error"]["field"], "name");
 }
+
+#[test]
+fn owners_rename_projects_and_delete_only_unused_ones_while_keys_still_proxy_below_them() {
+    let w = World::new();
+    let alice = w.login(ALICE);
+    let root = "/api/billstack/teams/team_a/projects/proj_a2";
+    let renamed = w.call(&alice, "PATCH", root, Some(json!({"name": "Storefront"})));
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+    assert_eq!(renamed.body["project"]["name"], "Storefront");
+    let carol = w.login(CAROL);
+    assert_eq!(
+        w.call(&carol, "PATCH", root, Some(json!({"name": "Mine"})))
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let scoped = w.create_key(&alice, json!({"name": "scoped", "projectId": "proj_a2"}));
+    let key_id = scoped.body["key"]["id"].as_str().expect("id").to_string();
+    let raw = scoped.body["rawKey"].as_str().expect("raw").to_string();
+    // Below the project root, requests are still proxied for the key.
+    let (forward, proxied, _) = w.doors(&raw, &format!("{root}/customers"));
+    assert_eq!((forward, proxied), (200, 200));
+    let in_use = w.call(&alice, "DELETE", root, None);
+    assert_eq!(in_use.status, StatusCode::CONFLICT);
+    assert_eq!(in_use.body["error"]["code"], "project_in_use");
+    assert_eq!(
+        w.call(
+            &alice,
+            "DELETE",
+            &format!("/api/billstack/teams/team_a/api-keys/{key_id}"),
+            None
+        )
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        w.call(&alice, "DELETE", root, None).status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        w.call(&alice, "DELETE", root, None).status,
+        StatusCode::NOT_FOUND
+    );
+    let listed = w.call(&alice, "GET", "/api/billstack/teams/team_a/projects", None);
+    assert_eq!(
+        listed.body["projects"].as_array().expect("projects").len(),
+        1
+    );
+}

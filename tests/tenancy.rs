@@ -41,6 +41,8 @@ const ROWS: &[(&str, Access)] = &[
     ("getApiKeyUsage", Access::Member),
     ("listProjects", Access::Member),
     ("createProject", Access::Owner),
+    ("renameProject", Access::Owner),
+    ("deleteProject", Access::Owner),
     ("listMembers", Access::Member),
     ("addMember", Access::Owner),
     ("changeMemberRole", Access::Owner),
@@ -208,7 +210,9 @@ fn call(w: &World, method: &str, path: &str, caller: Caller<'_>) -> u16 {
         r#"{"email":"new@tenancy.test","role":"member"}"#
     } else if method == "PATCH" && path.contains("/members/") {
         r#"{"role":"member"}"#
-    } else if method == "POST" && (path.ends_with("/projects") || path.ends_with("/teams")) {
+    } else if (method == "POST" && (path.ends_with("/projects") || path.ends_with("/teams")))
+        || (method == "PATCH" && path.ends_with("/projects/proj_a"))
+    {
         r#"{"name":"made by the tenancy matrix"}"#
     } else if path.ends_with("/password") {
         r#"{"currentPassword":"wrong-password-1","newPassword":"a-new-password-1"}"#

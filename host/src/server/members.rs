@@ -280,7 +280,7 @@ pub(super) struct NameBody {
         max_length = 100,
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
     )]
-    name: String,
+    pub(super) name: String,
 }
 
 /// A team.

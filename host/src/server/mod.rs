@@ -153,9 +153,18 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         ));
     // Proxied requests stream their bodies to the upstream, so no body limit or timeout here
     // beyond the upstream timeout in `front::proxy`.
+    // The project root also takes the owners' PATCH (rename) and DELETE (see `projects`); their
+    // JSON bodies are bounded like the rest of the API's (a proxied body streams, unbounded by
+    // this limit, which applies to extractors only).
     let proxied = OpenApiRouter::new()
-        .route(proxy::PROJECT_ROOT, any(proxy::proxy))
-        .route(proxy::BELOW_PROJECT, any(proxy::proxy));
+        .route(
+            proxy::PROJECT_ROOT,
+            axum::routing::patch(projects::rename)
+                .delete(projects::delete)
+                .fallback(proxy::proxy),
+        )
+        .route(proxy::BELOW_PROJECT, any(proxy::proxy))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
     api.merge(policy).merge(proxied)
 }
 

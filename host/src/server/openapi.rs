@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{front, proxy, respond};
+use super::{front, projects, proxy, respond};
 
 /// The document's definition.
 #[derive(OpenApi)]
@@ -24,7 +24,7 @@ use super::{front, proxy, respond};
     ),
     // Only the routes registered by hand (see `super::routes`); every other path comes from
     // the router itself.
-    paths(front::forward_auth, proxy::proxy),
+    paths(front::forward_auth, proxy::proxy, projects::rename, projects::delete),
     components(schemas(respond::ErrorBody)),
     modifiers(&Security),
     tags(
