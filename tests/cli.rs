@@ -1037,3 +1037,149 @@ fn json_logs_are_json_from_the_first_line_to_the_last() {
         );
     }
 }
+
+/// DESIGN.md § Accounts: the operator's commands work while a server holds the data
+/// directory, through its control socket, and take effect in that server at once.
+#[test]
+fn operator_commands_go_through_the_running_server() {
+    let (_dir, data) = setup();
+    let server = Server::start(&data, &[]);
+    let team = json(
+        &data,
+        &["team", "create", "--name", "Live", "--id", "team_live"],
+    );
+    assert_eq!(team, serde_json::json!({"id": "team_live", "name": "Live"}));
+    let project = json(
+        &data,
+        &[
+            "project",
+            "create",
+            "--team",
+            "team_live",
+            "--name",
+            "Web",
+            "--id",
+            "proj_live",
+        ],
+    );
+    assert_eq!(project["teamId"], "team_live");
+    let user = create_user(
+        &data,
+        "live@acme.test",
+        "live-password-1",
+        "team_live",
+        "owner",
+    );
+    assert!(
+        user.status.success(),
+        "{}",
+        String::from_utf8_lossy(&user.stderr)
+    );
+    let created = json(
+        &data,
+        &[
+            "key",
+            "create",
+            "--team",
+            "team_live",
+            "--name",
+            "online",
+            "--project",
+            "proj_live",
+            "--scope",
+            "customers:read",
+        ],
+    );
+    let raw = created["rawKey"].as_str().expect("raw").to_string();
+    let id = created["key"]["id"].as_str().expect("id").to_string();
+    let path = "/api/billstack/teams/team_live/projects/proj_live/customers";
+    assert_eq!(
+        forward_auth(&server, &raw, "GET", path).0,
+        200,
+        "usable at once"
+    );
+    // The account made through the server signs in to it; the same email again joins the
+    // existing account to another team (its password unchanged).
+    common::sign_in(&server.base, "live@acme.test", "live-password-1");
+    let joined = create_user(
+        &data,
+        "live@acme.test",
+        "ignored-password-1",
+        "team_a",
+        "member",
+    );
+    assert!(
+        joined.status.success(),
+        "{}",
+        String::from_utf8_lossy(&joined.stderr)
+    );
+    let cookie = common::sign_in(&server.base, "live@acme.test", "live-password-1");
+    let me: serde_json::Value = agent()
+        .get(&server.url("/api/auth/me"))
+        .header("Cookie", &cookie)
+        .call()
+        .expect("me")
+        .body_mut()
+        .read_json()
+        .expect("json");
+    assert_eq!(me["teams"].as_array().expect("teams").len(), 2, "{me}");
+    let listed = json(&data, &["key", "list", "--team", "team_live"]);
+    assert_eq!(listed["keys"][0]["id"], id.as_str());
+    let rotated = json(
+        &data,
+        &[
+            "key",
+            "rotate",
+            "--team",
+            "team_live",
+            &id,
+            "--grace-period-seconds",
+            "0",
+        ],
+    );
+    let new_raw = rotated["rawKey"].as_str().expect("raw").to_string();
+    assert_eq!(
+        forward_auth(&server, &raw, "GET", path).0,
+        401,
+        "the old key ended"
+    );
+    let new_id = rotated["key"]["id"].as_str().expect("id").to_string();
+    let revoked = json(&data, &["key", "revoke", "--team", "team_live", &new_id]);
+    assert_eq!(revoked["id"], new_id.as_str());
+    assert_eq!(
+        forward_auth(&server, &new_raw, "GET", path).0,
+        401,
+        "revoked through the server: refused at once"
+    );
+    // Refusals come back as the command's error, and change nothing.
+    for (args, needle) in [
+        (&["key", "list", "--team", "team_nope"][..], "team_nope"),
+        (
+            &[
+                "key",
+                "create",
+                "--team",
+                "team_live",
+                "--name",
+                "x",
+                "--scope",
+                "nope:never",
+            ][..],
+            "nope:never",
+        ),
+        (
+            &["team", "create", "--name", "Dup", "--id", "team_live"][..],
+            "already exists",
+        ),
+    ] {
+        let mut c = cmd(&data);
+        c.args(args);
+        let out = run(c, "");
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    let listed = json(&data, &["key", "list", "--team", "team_live"]);
+    assert_eq!(listed["keys"].as_array().expect("keys").len(), 0);
+}

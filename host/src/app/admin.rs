@@ -53,9 +53,18 @@ impl App {
             .create_project(team_id, id, name, caller.actor())?)
     }
 
-    /// The operator creates an account in a team (an administrator when `admin`).
+    /// The operator creates an account in a team (an administrator when `admin`). An email
+    /// that has an account already adds that account to the team (its password is kept; the
+    /// one given is not used).
     pub fn create_user(&self, caller: &Caller, new: &NewUser, admin: bool) -> AppResult<User> {
-        let user = self.store.create_user(new, caller.actor())?;
+        let user = match self.store.find_user_by_email(&new.email)? {
+            Some(existing) => {
+                self.store
+                    .add_member(&new.team_id, &existing.id, new.role, caller.actor())?;
+                existing
+            }
+            None => self.store.create_user(new, caller.actor())?,
+        };
         if admin {
             return Ok(self.store.set_admin(&user.id, true, caller.actor())?);
         }

@@ -33,6 +33,7 @@ pub mod admin;
 mod error;
 pub mod keys;
 pub mod members;
+pub mod operator;
 pub mod policies;
 pub mod usage;
 pub mod verify;

@@ -5,25 +5,14 @@ use super::*;
 impl TeamCommand {
     pub(super) fn run(self, settings: &Settings) -> anyhow::Result<()> {
         let TeamCommand::Create { name, id } = self;
-        let team = open_app(settings, StoreUse::MayStart, None)?.create_team(
-            &Caller::Operator,
-            id.as_deref(),
-            &name,
-        )?;
-        print_json(&json!({"id": team.id, "name": team.name}))
+        operate(settings, OperatorCommand::TeamCreate { name, id })
     }
 }
 
 impl ProjectCommand {
     pub(super) fn run(self, settings: &Settings) -> anyhow::Result<()> {
         let ProjectCommand::Create { team, name, id } = self;
-        let p = open_app(settings, StoreUse::Existing, None)?.create_project(
-            &Caller::Operator,
-            &team,
-            id.as_deref(),
-            &name,
-        )?;
-        print_json(&json!({"id": p.id, "name": p.name, "teamId": p.team_id}))
+        operate(settings, OperatorCommand::ProjectCreate { team, name, id })
     }
 }
 
@@ -54,17 +43,15 @@ impl UserCommand {
         } = self;
         let role: Role = role.parse().map_err(anyhow::Error::msg)?;
         let password = read_password_line()?;
-        let app = open_app(settings, StoreUse::Existing, None)?;
-        let user = app.create_user(
-            &Caller::Operator,
-            &NewUser {
+        operate(
+            settings,
+            OperatorCommand::UserCreate {
                 email,
-                password,
-                team_id: team,
+                team,
                 role,
+                password,
+                admin,
             },
-            admin,
-        )?;
-        print_json(&json!({"id": user.id, "email": user.email, "admin": user.admin}))
+        )
     }
 }

@@ -7,16 +7,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use billstack_keystore::{NewUser, RateLimit, Role, Storage, Store, clock};
+use billstack_keystore::{RateLimit, Role, Storage, Store, clock};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::app::keys::KeyRequest;
-use crate::app::{App, Caller};
+use crate::app::operator::OperatorCommand;
 use crate::config::{Overrides, Settings};
 use crate::policy::{PolicyEngine, PolicyLimits, ScopePolicy};
 use crate::startup::{self, read_plugin_arg};
-use crate::views::{CreatedKey, KeyView};
 
 mod admin;
 mod backup;
@@ -357,11 +355,34 @@ fn open_store(settings: &Settings, wanted: StoreUse) -> anyhow::Result<Store> {
     Ok(Store::open(&settings.data_dir)?)
 }
 
-/// The services over the data directory's store, for a command that acts as the operator
-/// (see [`startup::operator_app`]).
-fn open_app(settings: &Settings, wanted: StoreUse, team: Option<&str>) -> anyhow::Result<App> {
-    let store: Arc<dyn Storage> = Arc::new(open_store(settings, wanted)?);
-    startup::operator_app(settings, store, team)
+/// Runs an operator command and prints its answer: in this process when no server holds the
+/// data directory, otherwise in that server, through its control socket (so nothing needs the
+/// server stopped). A store held by a process with no control socket is refused plainly.
+fn operate(settings: &Settings, command: OperatorCommand) -> anyhow::Result<()> {
+    let wanted = if command.may_start_a_store() {
+        StoreUse::MayStart
+    } else {
+        StoreUse::Existing
+    };
+    let store = match open_store(settings, wanted) {
+        Ok(store) => store,
+        Err(e) => {
+            let locked = matches!(
+                e.downcast_ref::<billstack_keystore::Error>(),
+                Some(billstack_keystore::Error::Locked(_))
+            );
+            if locked && crate::server::control::answers(&settings.data_dir) {
+                return print_json(&crate::server::control::send_command(
+                    &settings.data_dir,
+                    &command,
+                )?);
+            }
+            return Err(e);
+        }
+    };
+    let team = command.policy_team().map(str::to_owned);
+    let app = startup::operator_app(settings, Arc::new(store), team.as_deref())?;
+    print_json(&command.execute(&app)?)
 }
 
 #[cfg(test)]
