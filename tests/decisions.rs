@@ -486,6 +486,8 @@ fn the_sandbox_has_no_environment_files_network_or_stdio() {
         hash: String::new(),
         rotated_to: None,
         rate_limit: None,
+        disabled: false,
+        created_by: None,
     };
     // The fixture allows only if every escape attempt failed, and names what leaked otherwise.
     let d = billstack_host::decision::decide_for_key(

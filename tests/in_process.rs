@@ -290,6 +290,12 @@ fn handlers_answer_each_outcome_with_its_status() {
         assert_eq!(refused.body["error"]["code"], "validation_error", "{body}");
         assert_eq!(refused.body["error"]["field"], field, "{body}");
     }
+    // A body must be a JSON object: serde would read `["x"]` as the struct's fields in order.
+    for body in [json!(["array-named key"]), json!(null), json!("x")] {
+        let refused = w.create_key(&alice, body.clone());
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(refused.body["error"]["code"], "invalid_json", "{body}");
+    }
     // Another team's member: 404, so the team's existence is not revealed.
     let bob = w.login(BOB);
     let hidden = w.call(&bob, "GET", keys, None);
@@ -776,4 +782,82 @@ fn owners_rename_projects_and_delete_only_unused_ones_while_keys_still_proxy_bel
         listed.body["projects"].as_array().expect("projects").len(),
         1
     );
+}
+
+/// DESIGN.md § Key life cycle: a PATCH holds on every front door from the moment its 200 is
+/// sent, even for a key the decision path has cached.
+#[test]
+fn a_key_change_holds_on_every_door_from_its_answer_on() {
+    let w = World::new();
+    let alice = w.login(ALICE);
+    let created = w.create_key(
+        &alice,
+        json!({"name": "ci", "scopes": ["customers:read"], "expiresAt": w.rfc3339_in(Duration::from_secs(30 * 24 * 3600))}),
+    );
+    let raw = created.body["rawKey"].as_str().expect("raw").to_string();
+    let id = created.body["key"]["id"].as_str().expect("id").to_string();
+    assert_eq!(created.body["key"]["status"], "active");
+    let path = format!("/api/billstack/teams/team_a/api-keys/{id}");
+    let patch = |body: Value| w.call(&alice, "PATCH", &path, Some(body));
+    assert_eq!(w.doors(&raw, CUSTOMERS), valid(), "warm in every cache");
+    // Switched off: refused like a revoked key; JSON verify says DISABLED.
+    let off = patch(json!({"enabled": false}));
+    assert_eq!(off.status, StatusCode::OK, "{}", off.body);
+    assert_eq!(off.body["key"]["status"], "disabled");
+    assert_eq!(w.doors(&raw, CUSTOMERS), (401, 401, "DISABLED".to_string()));
+    assert_eq!(
+        patch(json!({"enabled": true})).body["key"]["status"],
+        "active"
+    );
+    assert_eq!(w.doors(&raw, CUSTOMERS), valid());
+    // New scopes: the old route needs a scope the key no longer has, at once.
+    let scoped = patch(json!({"scopes": ["products:read"], "name": "products only"}));
+    assert_eq!(scoped.body["key"]["name"], "products only");
+    assert_eq!(
+        w.doors(&raw, CUSTOMERS),
+        (403, 403, "INSUFFICIENT_SCOPE".to_string())
+    );
+    // A budget, then none (null clears); an expiry, then none.
+    let budget = patch(json!({"rateLimit": {"limit": 1, "windowSeconds": 60}, "scopes": []}));
+    assert_eq!(budget.body["key"]["rateLimit"]["limit"], 1);
+    let (first, _, _) = w.doors(&raw, CUSTOMERS);
+    assert_eq!(first, 200);
+    assert_eq!(w.doors(&raw, CUSTOMERS).0, 429, "over the new budget");
+    let unlimited = patch(json!({"rateLimit": null, "expiresAt": null}));
+    assert!(
+        unlimited.body["key"].get("rateLimit").is_none(),
+        "{}",
+        unlimited.body
+    );
+    assert_eq!(unlimited.body["key"]["expiresAt"], Value::Null);
+    assert_eq!(w.doors(&raw, CUSTOMERS), valid());
+    // Expiring within a week shows as expiring.
+    let soon = patch(json!({"expiresAt": w.rfc3339_in(Duration::from_secs(3600))}));
+    assert_eq!(soon.body["key"]["status"], "expiring");
+    // Refusals name the field and change nothing.
+    for (body, field) in [
+        (json!({"scopes": ["nope:never"]}), "scopes"),
+        (json!({"name": ""}), "name"),
+        (json!({"expiresAt": "soon"}), "expiresAt"),
+        (
+            json!({"expiresAt": w.rfc3339_in(Duration::ZERO)}),
+            "expiresAt",
+        ),
+        (
+            json!({"rateLimit": {"limit": 0, "windowSeconds": 1}}),
+            "rateLimit",
+        ),
+    ] {
+        let refused = patch(body.clone());
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(refused.body["error"]["field"], field, "{body}");
+    }
+    assert_eq!(w.doors(&raw, CUSTOMERS), valid());
+    let bob = w.login(BOB);
+    assert_eq!(
+        w.call(&bob, "PATCH", &path, Some(json!({"enabled": false})))
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(w.doors(&raw, CUSTOMERS), valid());
 }

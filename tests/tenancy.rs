@@ -37,6 +37,7 @@ const ROWS: &[(&str, Access)] = &[
     ("createApiKey", Access::Member),
     ("listApiKeys", Access::Member),
     ("revokeApiKey", Access::Member),
+    ("updateApiKey", Access::Member),
     ("rotateApiKey", Access::Member),
     ("getApiKeyUsage", Access::Member),
     ("listProjects", Access::Member),
@@ -177,7 +178,7 @@ fn call(w: &World, method: &str, path: &str, caller: Caller<'_>) -> u16 {
         let body: Value = res.body_mut().read_json().expect("json");
         return match body["code"].as_str().expect("code") {
             "VALID" => 200,
-            "INVALID_KEY" | "EXPIRED" => 401,
+            "INVALID_KEY" | "EXPIRED" | "DISABLED" => 401,
             "TEAM_MISMATCH" | "PROJECT_MISMATCH" | "INSUFFICIENT_SCOPE" => 403,
             other => panic!("verify code {other}"),
         };

@@ -111,6 +111,8 @@ pub fn run_case(policy: &dyn ScopePolicy, case: &Case) -> CaseResult {
         hash: String::new(),
         rotated_to: None,
         rate_limit: None,
+        disabled: false,
+        created_by: None,
     };
     let decision = decide_for_key(&key, policy, &case.method, &target);
     let got_code = match &decision {

@@ -63,11 +63,38 @@ pub struct KeyView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub rate_limit: Option<RateLimitView>,
+    /// `active`; `expiring` (in a rotation's grace period, or expiring within 7 days);
+    /// `expired`; `disabled` (refused until switched on again).
+    #[schema(pattern = "^(active|expiring|expired|disabled)$")]
+    pub status: &'static str,
+    /// After a rotation: the key that replaced this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub rotated_to: Option<String>,
+}
+
+/// How close to its end a key is shown as `expiring`.
+pub const EXPIRING_WITHIN_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// A key's status at `now_ms` (see [`KeyView::status`]).
+pub fn key_status(k: &KeyRecord, now_ms: i64) -> &'static str {
+    if k.disabled {
+        "disabled"
+    } else if k.is_expired(now_ms) {
+        "expired"
+    } else if k.rotated_to.is_some()
+        || k.expires_at
+            .is_some_and(|at| at - now_ms <= EXPIRING_WITHIN_MS)
+    {
+        "expiring"
+    } else {
+        "active"
+    }
 }
 
 impl KeyView {
-    /// The create-response shape (no `lastUsedAt`).
-    pub fn created(k: &KeyRecord) -> KeyView {
+    /// The create-response shape (no `lastUsedAt`), as of `now_ms`.
+    pub fn created(k: &KeyRecord, now_ms: i64) -> KeyView {
         KeyView {
             id: k.id.clone(),
             name: k.name.clone(),
@@ -78,14 +105,16 @@ impl KeyView {
             created_at: clock::format_rfc3339(k.created_at),
             last_used_at: None,
             rate_limit: k.rate_limit.map(RateLimitView::from),
+            status: key_status(k, now_ms),
+            rotated_to: k.rotated_to.clone(),
         }
     }
 
-    /// The listing shape (with `lastUsedAt`, null when never used).
-    pub fn listed(k: &KeyRecord) -> KeyView {
+    /// The listing shape (with `lastUsedAt`, null when never used), as of `now_ms`.
+    pub fn listed(k: &KeyRecord, now_ms: i64) -> KeyView {
         KeyView {
             last_used_at: Some(k.last_used_at.map(clock::format_rfc3339)),
-            ..KeyView::created(k)
+            ..KeyView::created(k, now_ms)
         }
     }
 }

@@ -31,7 +31,7 @@ pub use storage::{
     UserStore,
 };
 pub use store::{
-    DailyUsage, INVITATION_LIFETIME_MS, Invited, KeyUsage, MAX_PASSWORD_LEN,
+    DailyUsage, INVITATION_LIFETIME_MS, Invited, KeyChanges, KeyUsage, MAX_PASSWORD_LEN,
     MAX_ROTATION_GRACE_SECONDS, MIN_PASSWORD_LEN, NewApiKey, NewUser, Rotated, Store, StoreOptions,
 };
 

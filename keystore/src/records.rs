@@ -43,6 +43,12 @@ pub struct KeyRecord {
     /// Most requests the key may make per window, or `None` for no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Switched off by a member: refused like a revoked key until switched on again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// Who created it (`user_…`, `cli`, `system`); `None` for keys older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
 }
 
 /// A key's request budget: at most `limit` requests per `window_seconds`.

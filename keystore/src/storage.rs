@@ -34,7 +34,7 @@ use std::sync::Arc;
 use crate::audit::{Actor, AuditPage};
 use crate::backup::BackupSummary;
 use crate::clock::SharedClock;
-use crate::store::{DailyUsage, Invited, KeyUsage, NewApiKey, NewUser, Rotated};
+use crate::store::{DailyUsage, Invited, KeyChanges, KeyUsage, NewApiKey, NewUser, Rotated};
 use crate::{KeyRecord, Member, Project, Result, Role, Session, Team, TeamPolicy, User};
 
 /// Everything a backend provides: the entity operations plus the store-wide ones.
@@ -198,6 +198,16 @@ pub trait KeyStore {
     /// Revokes a key of a team, atomically with its audit event, invalidating the key cache.
     /// `NotFound` for an unknown key, a key of another team, or one already revoked.
     fn revoke_key(&self, team_id: &str, key_id: &str, actor: Actor<'_>) -> Result<KeyRecord>;
+    /// Changes a key's name, scopes, expiry, budget or switch (`KeyChanges`), atomically with
+    /// its audit event, and invalidates the key cache before it returns: from then on every
+    /// lookup sees the change. `NotFound` as for revoke; `Invalid` as at creation.
+    fn update_key(
+        &self,
+        team_id: &str,
+        key_id: &str,
+        changes: &KeyChanges,
+        actor: Actor<'_>,
+    ) -> Result<KeyRecord>;
     /// Rotates a key: a new key with the same name, project, scopes, budget and expiry, and the
     /// old one ends `grace_seconds` from now (its expiry moves there unless it was sooner) or,
     /// with 0, is revoked — all in one atomic step. `NotFound` as for revoke; `Invalid`

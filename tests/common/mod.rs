@@ -141,7 +141,7 @@ pub fn create_user(data_dir: &Path, email: &str, password: &str, team: &str, rol
 }
 
 /// The fields of a key as create answers it (DESIGN's `CreatedKey.key`), in order.
-pub const CREATED_KEY_FIELDS: [&str; 7] = [
+pub const CREATED_KEY_FIELDS: [&str; 8] = [
     "id",
     "name",
     "prefix",
@@ -149,6 +149,7 @@ pub const CREATED_KEY_FIELDS: [&str; 7] = [
     "scopes",
     "expiresAt",
     "createdAt",
+    "status",
 ];
 
 /// A running `billstack serve`.

@@ -63,6 +63,10 @@ bearer = "$BEARER"
 include-operation-id = "createApiKey"
 checks.positive_data_acceptance.enabled = false
 
+[[operations]]
+include-operation-id = "updateApiKey"
+checks.positive_data_acceptance.enabled = false
+
 # Likewise a key can be rotated once, and not once it has expired. And a stateful sequence may
 # rotate a new key with no grace period (which revokes it) before revoking or rotating it
 # again: the 404 that follows is right, not a "created resource not found".

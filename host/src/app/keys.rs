@@ -1,7 +1,7 @@
 //! API keys: create (scopes checked against the team's active policy), list, revoke, rotate,
 //! and per-day usage.
 
-use billstack_keystore::{DailyUsage, KeyRecord, NewApiKey, RateLimit, Rotated};
+use billstack_keystore::{DailyUsage, KeyChanges, KeyRecord, NewApiKey, RateLimit, Rotated};
 
 use super::usage::RETENTION_DAYS;
 use super::{App, AppError, AppResult, Caller, Need};
@@ -96,6 +96,27 @@ impl App {
         self.authorize(caller, team_id, Need::Member)?;
         self.usage.flush(&*self.store)?;
         Ok(self.store.list_keys(team_id)?)
+    }
+
+    /// Changes a key's name, scopes (checked against the team's policy, as at creation),
+    /// expiry, budget or switch. Like revocation, the change holds on every front door from
+    /// the moment this returns.
+    pub fn update_key(
+        &self,
+        caller: &Caller,
+        team_id: &str,
+        key_id: &str,
+        changes: KeyChanges,
+    ) -> AppResult<KeyRecord> {
+        self.authorize(caller, team_id, Need::Member)?;
+        if let Some(scopes) = &changes.scopes {
+            self.check_scopes(team_id, scopes)?;
+        }
+        let record = self
+            .store
+            .update_key(team_id, key_id, &changes, caller.actor())?;
+        tracing::info!(team = %team_id, key = %key_id, fields = ?changes.fields(), actor = %caller.id(), "key updated");
+        Ok(record)
     }
 
     /// Revokes a key: it stops working before this returns.

@@ -169,7 +169,7 @@ impl OperatorCommand {
                     },
                 )?;
                 serde_json::to_value(CreatedKey {
-                    key: KeyView::created(&record),
+                    key: KeyView::created(&record, app.now_ms()),
                     raw_key,
                 })
                 .map_err(|e| super::AppError::Internal(e.to_string()))?
@@ -182,7 +182,7 @@ impl OperatorCommand {
                 let grace = i64::try_from(grace_period_seconds).unwrap_or(i64::MAX);
                 let rotated = app.rotate_key(&op, &team, &key_id, Some(grace))?;
                 serde_json::to_value(CreatedKey {
-                    key: KeyView::created(&rotated.new),
+                    key: KeyView::created(&rotated.new, app.now_ms()),
                     raw_key: rotated.raw_key,
                 })
                 .map_err(|e| super::AppError::Internal(e.to_string()))?
@@ -191,7 +191,7 @@ impl OperatorCommand {
                 let keys: Vec<KeyView> = app
                     .list_keys(&op, &team)?
                     .iter()
-                    .map(KeyView::listed)
+                    .map(|k| KeyView::listed(k, app.now_ms()))
                     .collect();
                 json!({"keys": keys})
             }

@@ -25,6 +25,8 @@ pub enum DenyKind {
     InvalidKey,
     /// The key has expired.
     ExpiredKey,
+    /// The key is switched off (refused like a revoked one until switched on).
+    DisabledKey,
     /// The method or path is malformed (traversal, encoded slash, ...).
     InvalidRequest,
     /// The path names another team.
@@ -50,6 +52,7 @@ impl DenyKind {
             DenyKind::MissingCredential => "missing_credential",
             DenyKind::InvalidKey => "invalid_key",
             DenyKind::ExpiredKey => "expired_key",
+            DenyKind::DisabledKey => "disabled_key",
             DenyKind::InvalidRequest => "invalid_request",
             DenyKind::TeamMismatch => "team_mismatch",
             DenyKind::ProjectMismatch => "project_mismatch",
@@ -275,6 +278,9 @@ fn check_credential(credential: Credential<'_>) -> Result<&str, Decision> {
 
 #[allow(clippy::result_large_err)]
 fn check_expiry(key: Arc<KeyRecord>, now_ms: i64) -> Result<Arc<KeyRecord>, Decision> {
+    if key.disabled {
+        return Err(deny(DenyKind::DisabledKey, "the API key is disabled", true));
+    }
     if key.is_expired(now_ms) {
         return Err(deny(DenyKind::ExpiredKey, "the API key has expired", true));
     }

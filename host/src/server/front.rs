@@ -29,6 +29,7 @@ pub fn verify_code(kind: DenyKind) -> &'static str {
     match kind {
         DenyKind::MissingCredential | DenyKind::InvalidKey | DenyKind::Internal => "INVALID_KEY",
         DenyKind::ExpiredKey => "EXPIRED",
+        DenyKind::DisabledKey => "DISABLED",
         DenyKind::InvalidRequest | DenyKind::UnknownRoute => "UNKNOWN_ROUTE",
         DenyKind::TeamMismatch => "TEAM_MISMATCH",
         DenyKind::ProjectMismatch => "PROJECT_MISMATCH",
@@ -184,7 +185,7 @@ fn ascii_json(text: &str) -> String {
 pub struct VerifyView {
     /// Whether the request would be allowed.
     pub valid: bool,
-    /// `VALID`, `INVALID_KEY`, `EXPIRED`, `TEAM_MISMATCH`, `PROJECT_MISMATCH`,
+    /// `VALID`, `INVALID_KEY`, `EXPIRED`, `DISABLED`, `TEAM_MISMATCH`, `PROJECT_MISMATCH`,
     /// `INSUFFICIENT_SCOPE`, `UNKNOWN_ROUTE`, `POLICY_ERROR` or `RATE_LIMITED`.
     pub code: String,
     /// For `INSUFFICIENT_SCOPE`: the scope that would allow it.

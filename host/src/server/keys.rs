@@ -9,7 +9,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
-use billstack_keystore::{RateLimit, clock};
+use billstack_keystore::{KeyChanges, RateLimit, clock};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -138,7 +138,7 @@ pub(super) async fn create(
         .run(move |app| app.create_key(&caller, &team_id, request))
         .await?;
     Ok(respond::created(CreatedKey {
-        key: KeyView::created(&record),
+        key: KeyView::created(&record, state.app.now_ms()),
         raw_key,
     }))
 }
@@ -158,7 +158,8 @@ pub(super) async fn list(
         .app
         .run(move |app| app.list_keys(&caller, &team_id))
         .await?;
-    let keys: Vec<KeyView> = records.iter().map(KeyView::listed).collect();
+    let now = state.app.now_ms();
+    let keys: Vec<KeyView> = records.iter().map(|k| KeyView::listed(k, now)).collect();
     Ok(Json(KeyListView { keys }))
 }
 
@@ -178,6 +179,94 @@ pub(super) async fn revoke(
         .run(move |app| app.revoke_key(&caller, &team_id, &key_id))
         .await?;
     Ok(respond::no_content())
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or a value.
+fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The body of a key change: only the fields present change.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct UpdateKey {
+    /// A new label, 1-100 characters, not blank, no control characters.
+    #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    name: Option<String>,
+    /// New scopes (the team's policy must define them); empty for full access.
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    /// A new expiry (RFC 3339, in the future), or null for none.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = DateTime, nullable)]
+    expires_at: Option<Option<String>>,
+    /// A new budget, or null for none.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RateLimitView>, nullable)]
+    rate_limit: Option<Option<serde_json::Value>>,
+    /// `false` switches the key off (refused like a revoked key), `true` on again.
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+/// `{"key": …}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyOneView {
+    /// The key as it now stands.
+    pub key: KeyView,
+}
+
+/// `PATCH /api/billstack/teams/{teamId}/api-keys/{keyId}`.
+#[utoipa::path(patch, path = "/api/billstack/teams/{teamId}/api-keys/{keyId}", operation_id = "updateApiKey", tag = "keys", security(("session" = [])),
+    params(("teamId" = String, Path, description = "The team, `team_…`"), ("keyId" = String, Path, description = "The key, `key_…`")), request_body = UpdateKey,
+    responses((status = 200, description = "Changed: every front door sees the change from now on", body = KeyOneView),
+        (status = 400, description = "Invalid field (see `field`)", body = ErrorBody), (status = 401, description = "No session", body = ErrorBody),
+        (status = 403, description = "CSRF", body = ErrorBody), (status = 404, description = "No such active key in the team", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody)))]
+pub(super) async fn update(
+    State(state): State<Arc<AppState>>,
+    session: SessionUser,
+    Path((team_id, key_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<UpdateKey>,
+) -> ApiResult<Json<KeyOneView>> {
+    let expires_at = match body.expires_at {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(text)) => Some(Some(clock::parse_rfc3339(&text).ok_or_else(|| {
+            ApiError::invalid(
+                "expiresAt",
+                "expiresAt must be an RFC 3339 time such as 2027-01-31T00:00:00Z, or null",
+            )
+        })?)),
+    };
+    let rate_limit = match body.rate_limit {
+        None => None,
+        Some(value) => Some(parse_rate_limit(value)?.map(RateLimit::from)),
+    };
+    let changes = KeyChanges {
+        name: body.name,
+        scopes: body.scopes,
+        expires_at,
+        rate_limit,
+        enabled: body.enabled,
+    };
+    let caller = session.caller();
+    let record = state
+        .app
+        .run(move |app| app.update_key(&caller, &team_id, &key_id, changes))
+        .await?;
+    Ok(Json(KeyOneView {
+        key: KeyView::listed(&record, state.app.now_ms()),
+    }))
 }
 
 /// The body of a rotation.
@@ -224,7 +313,10 @@ pub(super) async fn rotate(
         }
         let Json(RotateKey {
             grace_period_seconds,
-        }) = Json::<RotateKey>::from_bytes(&body)?;
+        }) = Json::<serde_json::Value>::from_bytes(&body)
+            .map_err(ApiError::from)
+            .and_then(|Json(v)| respond::object_body::<RotateKey>(v))
+            .map(Json)?;
         grace_period_seconds
     };
     let caller = session.caller();
@@ -233,7 +325,7 @@ pub(super) async fn rotate(
         .run(move |app| app.rotate_key(&caller, &team_id, &key_id, grace))
         .await?;
     Ok(respond::created(CreatedKey {
-        key: KeyView::created(&rotated.new),
+        key: KeyView::created(&rotated.new, state.app.now_ms()),
         raw_key: rotated.raw_key,
     }))
 }

@@ -207,9 +207,10 @@ impl IntoResponse for AppError {
 /// The status of a front-door refusal.
 pub fn deny_status(kind: DenyKind) -> StatusCode {
     match kind {
-        DenyKind::MissingCredential | DenyKind::InvalidKey | DenyKind::ExpiredKey => {
-            StatusCode::UNAUTHORIZED
-        }
+        DenyKind::MissingCredential
+        | DenyKind::InvalidKey
+        | DenyKind::ExpiredKey
+        | DenyKind::DisabledKey => StatusCode::UNAUTHORIZED,
         DenyKind::InvalidRequest => StatusCode::BAD_REQUEST,
         DenyKind::TeamMismatch | DenyKind::ProjectMismatch | DenyKind::InsufficientScope => {
             StatusCode::FORBIDDEN
@@ -246,7 +247,10 @@ impl IntoResponse for &Denied {
             DenyKind::MissingCredential if !d.credential_sent => {
                 Some("Bearer realm=\"billstack\"".to_string())
             }
-            DenyKind::MissingCredential | DenyKind::InvalidKey | DenyKind::ExpiredKey => {
+            DenyKind::MissingCredential
+            | DenyKind::InvalidKey
+            | DenyKind::ExpiredKey
+            | DenyKind::DisabledKey => {
                 Some("Bearer realm=\"billstack\", error=\"invalid_token\"".to_string())
             }
             DenyKind::InsufficientScope => Some(format!(
@@ -342,7 +346,36 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON body extractor whose failures have the API's error shape.
-#[derive(axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body extractor whose failures have the API's error shape. Every body the API takes
+/// is a JSON object: an array is refused even where serde would read it as a struct's fields
+/// in order.
 pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<serde_json::Value>::from_request(request, state).await?;
+        object_body(value).map(ApiJson)
+    }
+}
+
+/// A JSON value as the body type `T`, refusing anything but an object (400 `invalid_json`).
+pub fn object_body<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> ApiResult<T> {
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body must be a JSON object",
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("Failed to deserialize the JSON body into the target type: {e}"),
+        )
+    })
+}

@@ -113,6 +113,8 @@ mod tests {
             hash: String::new(),
             rotated_to: None,
             rate_limit: None,
+            disabled: false,
+            created_by: None,
         };
         ([n; 32], Arc::new(record))
     }

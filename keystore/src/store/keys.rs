@@ -95,6 +95,58 @@ pub struct Rotated {
     pub old: KeyRecord,
 }
 
+/// What [`KeyStore::update_key`] changes: each `Some` field is set (`Some(None)` clears an
+/// expiry or a budget); `None` leaves it as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyChanges {
+    /// A new label.
+    pub name: Option<String>,
+    /// New scopes (checked against the team's policy by the caller; here for form only).
+    pub scopes: Option<Vec<String>>,
+    /// A new expiry (in the future), or none.
+    pub expires_at: Option<Option<i64>>,
+    /// A new budget, or none.
+    pub rate_limit: Option<Option<RateLimit>>,
+    /// Switched on (`true`) or off.
+    pub enabled: Option<bool>,
+}
+
+impl KeyChanges {
+    /// The names of the fields it sets (for the audit log), in the API's words.
+    pub fn fields(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for (set, name) in [
+            (self.name.is_some(), "name"),
+            (self.scopes.is_some(), "scopes"),
+            (self.expires_at.is_some(), "expiresAt"),
+            (self.rate_limit.is_some(), "rateLimit"),
+            (self.enabled.is_some(), "enabled"),
+        ] {
+            if set {
+                out.push(name);
+            }
+        }
+        out
+    }
+}
+
+/// Scope names checked for form, in order, without duplicates.
+fn checked_scopes(scopes: &[String]) -> Result<Vec<String>> {
+    if scopes.len() > MAX_SCOPES {
+        return Err(invalid("scopes", format!("at most {MAX_SCOPES} scopes")));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(scopes.len());
+    for scope in scopes {
+        if !is_valid_scope_name(scope) {
+            return Err(invalid("scopes", format!("{scope:?} is not a scope name")));
+        }
+        if !out.contains(scope) {
+            out.push(scope.clone());
+        }
+    }
+    Ok(out)
+}
+
 impl KeyStore for Store {
     fn create_key(&self, new: &NewApiKey, actor: Actor<'_>) -> Result<(KeyRecord, String)> {
         let _writing = self.writing();
@@ -110,20 +162,9 @@ impl KeyStore for Store {
                 format!("project {project} is not in team {}", new.team_id),
             ));
         }
-        if new.scopes.len() > MAX_SCOPES {
-            return Err(invalid("scopes", format!("at most {MAX_SCOPES} scopes")));
-        }
+        let scopes = checked_scopes(&new.scopes)?;
         if let Some(limit) = &new.rate_limit {
             limit.validate()?;
-        }
-        let mut scopes: Vec<String> = Vec::with_capacity(new.scopes.len());
-        for scope in &new.scopes {
-            if !is_valid_scope_name(scope) {
-                return Err(invalid("scopes", format!("{scope:?} is not a scope name")));
-            }
-            if !scopes.contains(scope) {
-                scopes.push(scope.clone());
-            }
         }
         let now = self.clock.now_ms();
         if let Some(at) = new.expires_at
@@ -146,6 +187,8 @@ impl KeyStore for Store {
             hash: hex::encode(generated.hash),
             rotated_to: None,
             rate_limit: new.rate_limit,
+            disabled: false,
+            created_by: Some(actor.id.to_owned()),
         };
         let (ak, av) = self.audit_event(Some(&new.team_id), actor, "key.created", &record.id)?;
         let encoded = encode(&record);
@@ -241,6 +284,79 @@ impl KeyStore for Store {
         self.durable(record)
     }
 
+    fn update_key(
+        &self,
+        team_id: &str,
+        key_id: &str,
+        changes: &KeyChanges,
+        actor: Actor<'_>,
+    ) -> Result<KeyRecord> {
+        let _writing = self.writing();
+        let name = changes
+            .name
+            .as_deref()
+            .map(|n| validate_name("name", n))
+            .transpose()?;
+        let scopes = changes.scopes.as_deref().map(checked_scopes).transpose()?;
+        if let Some(Some(limit)) = &changes.rate_limit {
+            limit.validate()?;
+        }
+        let now = self.clock.now_ms();
+        if let Some(Some(at)) = changes.expires_at
+            && at <= now
+        {
+            return Err(invalid("expires_at", "must be in the future"));
+        }
+        let (ak, av) = self.audit_event(Some(team_id), actor, "key.updated", key_id)?;
+        let record = (&self.keys, &self.audit)
+            .transaction(|(keys, audit)| {
+                let Some(bytes) = keys.get(key_id.as_bytes())? else {
+                    return abort(Error::NotFound {
+                        kind: "key",
+                        id: key_id.to_owned(),
+                    });
+                };
+                let mut record: KeyRecord = decode("key", &bytes).or_else(abort)?;
+                if record.team_id != team_id || record.revoked_at.is_some() {
+                    return abort(Error::NotFound {
+                        kind: "key",
+                        id: key_id.to_owned(),
+                    });
+                }
+                if let Some(name) = &name {
+                    record.name = name.clone();
+                }
+                if let Some(scopes) = &scopes {
+                    record.scopes = scopes.clone();
+                }
+                if let Some(expires_at) = changes.expires_at {
+                    if record.rotated_to.is_some() {
+                        return abort(invalid(
+                            "expires_at",
+                            "the key was rotated: its end is the grace period's",
+                        ));
+                    }
+                    record.expires_at = expires_at;
+                }
+                if let Some(rate_limit) = changes.rate_limit {
+                    record.rate_limit = rate_limit;
+                }
+                if let Some(enabled) = changes.enabled {
+                    record.disabled = !enabled;
+                }
+                keys.insert(key_id.as_bytes(), encode(&record))?;
+                audit.insert(ak.as_slice(), av.as_slice())?;
+                Ok(record)
+            })
+            .map_err(tx_err)?;
+        // As for revocation: only after the commit, so no request that starts after this
+        // returns sees the key as it was.
+        if let Ok(hash) = stored_hash(&record) {
+            self.key_cache.invalidate(&hash);
+        }
+        self.durable(record)
+    }
+
     fn rotate_key(
         &self,
         team_id: &str,
@@ -293,6 +409,8 @@ impl KeyStore for Store {
                     hash: hex::encode(generated.hash),
                     rotated_to: None,
                     rate_limit: old.rate_limit,
+                    disabled: old.disabled,
+                    created_by: Some(actor.id.to_owned()),
                 };
                 if grace_seconds == 0 {
                     revoke_in(&mut old, now, key_hash, team_keys)?;

@@ -49,7 +49,7 @@ mod users;
 pub use invitations::{INVITATION_LIFETIME_MS, Invited};
 pub use key_cache::DEFAULT_KEY_CACHE_CAPACITY;
 use key_cache::KeyCache;
-pub use keys::{MAX_ROTATION_GRACE_SECONDS, NewApiKey, Rotated};
+pub use keys::{KeyChanges, MAX_ROTATION_GRACE_SECONDS, NewApiKey, Rotated};
 pub use usage::{DailyUsage, KeyUsage};
 use users::validate_email;
 pub use users::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, NewUser};

@@ -310,3 +310,119 @@ fn without_the_lookup_cache_lookups_and_revocation_still_work() {
         .expect("revoke");
     assert_eq!(store.lookup_key(&raw).expect("lookup"), None);
 }
+
+#[test]
+fn an_update_changes_only_what_it_names_and_every_lookup_sees_it_at_once() {
+    let (_dir, store, clock) = open_at_manual_time();
+    let (team, _) = team_and_project(&*store);
+    let (key, raw) = store
+        .create_key(
+            &NewApiKey {
+                scopes: vec!["customers:read".into()],
+                ..new_key(&team.id)
+            },
+            "user_1".into(),
+        )
+        .expect("create");
+    assert_eq!(key.created_by.as_deref(), Some("user_1"));
+    // Warm the cache, then change the key: the next lookup must not see the old record.
+    assert_eq!(
+        store
+            .lookup_key(&raw)
+            .expect("lookup")
+            .expect("key")
+            .scopes
+            .len(),
+        1
+    );
+    let changes = KeyChanges {
+        name: Some(" renamed ".into()),
+        scopes: Some(vec!["a:b".into(), "a:b".into(), "c".into()]),
+        rate_limit: Some(Some(RateLimit {
+            limit: 5,
+            window_seconds: 60,
+        })),
+        enabled: Some(false),
+        ..KeyChanges::default()
+    };
+    let updated = store
+        .update_key(&team.id, &key.id, &changes, "user_1".into())
+        .expect("update");
+    assert_eq!(updated.name, "renamed");
+    assert_eq!(updated.scopes, ["a:b", "c"]);
+    assert!(updated.disabled);
+    assert_eq!(updated.expires_at, None, "untouched");
+    let seen = store.lookup_key(&raw).expect("lookup").expect("key");
+    assert_eq!(*seen, updated, "no stale cache entry");
+    // Bad input changes nothing.
+    for (bad, field) in [
+        (
+            KeyChanges {
+                name: Some(" ".into()),
+                ..KeyChanges::default()
+            },
+            "name",
+        ),
+        (
+            KeyChanges {
+                expires_at: Some(Some(clock.now_ms())),
+                ..KeyChanges::default()
+            },
+            "expires_at",
+        ),
+        (
+            KeyChanges {
+                scopes: Some(vec!["Not A Scope".into()]),
+                ..KeyChanges::default()
+            },
+            "scopes",
+        ),
+        (
+            KeyChanges {
+                rate_limit: Some(Some(RateLimit {
+                    limit: 0,
+                    window_seconds: 1,
+                })),
+                ..KeyChanges::default()
+            },
+            "rate_limit",
+        ),
+    ] {
+        match store.update_key(&team.id, &key.id, &bad, "u".into()) {
+            Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        *store.lookup_key(&raw).expect("lookup").expect("key"),
+        updated
+    );
+    // Clearing: `Some(None)` removes the budget; switching back on.
+    let cleared = store
+        .update_key(
+            &team.id,
+            &key.id,
+            &KeyChanges {
+                rate_limit: Some(None),
+                enabled: Some(true),
+                expires_at: Some(Some(clock.now_ms() + 1)),
+                ..KeyChanges::default()
+            },
+            "u".into(),
+        )
+        .expect("clear");
+    assert_eq!(cleared.rate_limit, None);
+    assert!(!cleared.disabled);
+    // Another team's, unknown and revoked keys are not found.
+    assert!(matches!(
+        store.update_key("team_nope", &key.id, &KeyChanges::default(), "u".into()),
+        Err(Error::NotFound { .. })
+    ));
+    store
+        .revoke_key(&team.id, &key.id, "u".into())
+        .expect("revoke");
+    assert!(matches!(
+        store.update_key(&team.id, &key.id, &KeyChanges::default(), "u".into()),
+        Err(Error::NotFound { .. })
+    ));
+}
