@@ -62,18 +62,23 @@ pub fn spawn(app: Arc<App>, data_dir: &Path) {
         .unwrap_or_else(|e| tracing::warn!(error = %e, "cannot start the control thread"));
 }
 
-/// The client half: asks the server holding `data_dir` for a backup through its control
-/// socket and copies the whole answer to `out` (the caller checks it).
-pub fn fetch_backup(data_dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+/// Connects to the control socket of the server holding `data_dir`.
+fn connect(data_dir: &Path) -> anyhow::Result<UnixStream> {
     use anyhow::Context;
     let socket = socket_path(data_dir);
-    let mut stream = UnixStream::connect(&socket).with_context(|| {
+    UnixStream::connect(&socket).with_context(|| {
         format!(
             "the server holds {} but its control socket {} does not answer",
             data_dir.display(),
             socket.display()
         )
-    })?;
+    })
+}
+
+/// The client half: asks the server holding `data_dir` for a backup through its control
+/// socket and copies the whole answer to `out` (the caller checks it).
+pub fn fetch_backup(data_dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut stream = connect(data_dir)?;
     stream.write_all(b"backup\n")?;
     let mut reader = BufReader::new(stream);
     let mut status = String::new();
@@ -91,15 +96,7 @@ pub fn send_command(
     data_dir: &Path,
     command: &OperatorCommand,
 ) -> anyhow::Result<serde_json::Value> {
-    use anyhow::Context;
-    let socket = socket_path(data_dir);
-    let mut stream = UnixStream::connect(&socket).with_context(|| {
-        format!(
-            "the server holds {} but its control socket {} does not answer",
-            data_dir.display(),
-            socket.display()
-        )
-    })?;
+    let mut stream = connect(data_dir)?;
     let mut line = b"operator ".to_vec();
     serde_json::to_writer(&mut line, command)?;
     line.push(b'\n');

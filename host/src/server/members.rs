@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::client::ClientIp;
 use super::respond::{self, ApiError, ApiJson, ApiResult, ErrorBody};
-use super::session::{MeView, SessionUser, me_view, session_cookie};
+use super::session::{MeView, SessionUser, session_cookie, signed_in_response};
 
 /// One member of a team.
 #[derive(Debug, Serialize, ToSchema)]
@@ -222,12 +222,7 @@ pub(super) async fn accept(
         .app
         .run(move |app| app.accept_invitation(&body.token, &body.password))
         .await?;
-    let mut response = respond::ok_json(me_view(&signed_in.user, signed_in.teams));
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        session_cookie(&state, &signed_in.token, None),
-    );
-    Ok(response)
+    Ok(signed_in_response(&state, signed_in))
 }
 
 /// The body of a password change.

@@ -16,6 +16,7 @@ use super::AppState;
 use super::client::ClientIp;
 use super::respond::{self, ApiError, ApiJson, ApiResult, ErrorBody};
 use crate::app::Caller;
+use crate::app::accounts::SignedIn;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "billstack_session";
@@ -219,12 +220,18 @@ pub(super) async fn login(
         .app
         .run(move |app| app.sign_in(&body.email, &body.password, &source))
         .await?;
+    Ok(signed_in_response(&state, signed_in))
+}
+
+/// 200 with the account and its teams, and the new session's cookie: the answer to a sign-in
+/// and to an accepted invitation.
+pub(super) fn signed_in_response(state: &AppState, signed_in: SignedIn) -> Response {
     let mut response = respond::ok_json(me_view(&signed_in.user, signed_in.teams));
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie(&state, &signed_in.token, None),
+        session_cookie(state, &signed_in.token, None),
     );
-    Ok(response)
+    response
 }
 
 /// `POST /api/auth/logout`.
