@@ -79,6 +79,7 @@ fn teams_projects_users_and_keys_from_the_command_line() {
     assert_eq!(key["expiresAt"], "2099-01-01T00:00:00Z");
     let fields: Vec<&String> = key.as_object().expect("object").keys().collect();
     assert_eq!(fields, CREATED_KEY_FIELDS);
+    assert_eq!(key["createdBy"], serde_json::json!({"cli": true}));
 
     let listed = json(&data, &["key", "list", "--team", "team_a"]);
     let keys = listed["keys"].as_array().expect("keys");

@@ -861,3 +861,246 @@ fn a_key_change_holds_on_every_door_from_its_answer_on() {
     );
     assert_eq!(w.doors(&raw, CUSTOMERS), valid());
 }
+
+/// The keys of one list call (ids), and its `nextCursor`.
+fn page_of(answer: &Answer) -> (Vec<String>, Option<String>) {
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let ids = answer.body["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["id"].as_str().expect("id").to_string())
+        .collect();
+    (ids, answer.body["nextCursor"].as_str().map(str::to_string))
+}
+
+#[test]
+fn the_key_list_pages_filters_and_searches_newest_first() {
+    let w = World::new();
+    let alice = w.login(ALICE);
+    let mut created = Vec::new();
+    for (name, project, expires_in_days) in [
+        ("Production web", Some("proj_a"), None),
+        ("CI runner", None, Some(3)),
+        ("Staging web", Some("proj_a2"), Some(60)),
+        ("Batch jobs", None, None),
+        ("production worker", Some("proj_a"), Some(1)),
+    ] {
+        w.clock.advance(Duration::from_millis(5));
+        let mut body = json!({"name": name, "projectId": project});
+        if let Some(days) = expires_in_days {
+            body["expiresAt"] = json!(w.rfc3339_in(Duration::from_secs(days * 24 * 3600)));
+        }
+        let answer = w.create_key(&alice, body);
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        created.push(answer.body["key"].clone());
+    }
+    let id = |i: usize| created[i]["id"].as_str().expect("id").to_string();
+    let alice = std::cell::RefCell::new(alice);
+    let list = |query: &str| {
+        w.call(
+            &alice.borrow(),
+            "GET",
+            &format!("/api/billstack/teams/team_a/api-keys{query}"),
+            None,
+        )
+    };
+
+    // Newest first, two at a time, to the end and no further.
+    let (first, cursor) = page_of(&list("?limit=2"));
+    assert_eq!(first, [id(4), id(3)]);
+    let cursor = cursor.expect("a next page");
+    let (second, cursor) = page_of(&list(&format!("?limit=2&cursor={cursor}")));
+    assert_eq!(second, [id(2), id(1)]);
+    let (third, cursor) = page_of(&list(&format!("?limit=2&cursor={}", cursor.expect("more"))));
+    assert_eq!((third, cursor), (vec![id(0)], None));
+    // The default page holds them all, and says who made each.
+    let all = list("");
+    assert_eq!(page_of(&all), ((0..5).rev().map(id).collect(), None));
+    let alice_id = all.body["keys"][0]["createdBy"]["userId"]
+        .as_str()
+        .expect("created by an account")
+        .to_string();
+    assert!(alice_id.starts_with("user_"));
+    assert_eq!(
+        all.body["keys"][0]["createdBy"],
+        json!({"userId": alice_id, "email": ALICE.0})
+    );
+
+    // Filters and search, alone and together.
+    assert_eq!(page_of(&list("?projectId=proj_a")).0, [id(4), id(0)]);
+    assert_eq!(page_of(&list("?status=expiring")).0, [id(4), id(1)]);
+    assert_eq!(page_of(&list("?status=active")).0, [id(3), id(2), id(0)]);
+    assert_eq!(page_of(&list("?q=PRODUCTION")).0, [id(4), id(0)]);
+    assert_eq!(page_of(&list("?q=production&status=active")).0, [id(0)]);
+    let prefix = created[3]["prefix"].as_str().expect("prefix");
+    assert_eq!(page_of(&list(&format!("?q={prefix}"))).0, [id(3)]);
+    assert_eq!(page_of(&list("?q=Staging%20web")).0, [id(2)]);
+
+    // GET one key: the same view.
+    let one = w.call(
+        &alice.borrow(),
+        "GET",
+        &format!("/api/billstack/teams/team_a/api-keys/{}", id(2)),
+        None,
+    );
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(one.body["key"], all.body["keys"][2]);
+
+    // Ended keys: listed as expired for 30 days, then not at all (nor by id).
+    w.clock.advance(Duration::from_secs(2 * 24 * 3600));
+    *alice.borrow_mut() = w.login(ALICE);
+    assert_eq!(page_of(&list("?status=expired")).0, [id(4)]);
+    // 32 days on: the key that expired on day 1 has been gone since day 31; the one that
+    // expired on day 3 stays until day 33.
+    w.clock.advance(Duration::from_secs(30 * 24 * 3600));
+    *alice.borrow_mut() = w.login(ALICE);
+    assert_eq!(page_of(&list("?status=expired")).0, [id(1)]);
+    assert_eq!(
+        w.call(
+            &alice.borrow(),
+            "GET",
+            &format!("/api/billstack/teams/team_a/api-keys/{}", id(4)),
+            None
+        )
+        .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Limits, both ways; bad input names its parameter.
+    assert_eq!(list("?limit=1").status, StatusCode::OK);
+    assert_eq!(list("?limit=500").status, StatusCode::OK);
+    assert_eq!(
+        list(&format!("?q={}", "x".repeat(100))).status,
+        StatusCode::OK
+    );
+    for (query, field) in [
+        ("?limit=0", "limit"),
+        ("?limit=501", "limit"),
+        ("?limit=ten", "limit"),
+        ("?cursor=nonsense", "cursor"),
+        ("?status=revoked", "status"),
+        (&format!("?q={}", "x".repeat(101)) as &str, "q"),
+    ] {
+        let refused = list(query);
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(refused.body["error"]["field"], field, "{query}");
+    }
+    // Another team's member sees none of it.
+    let bob = w.login(BOB);
+    assert_eq!(
+        w.call(&bob, "GET", "/api/billstack/teams/team_a/api-keys", None)
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[test]
+fn the_audit_log_names_what_it_touched_and_says_what_changed() {
+    let w = World::new();
+    let alice = w.login(ALICE);
+    let created = w.create_key(&alice, json!({"name": "deploy bot"}));
+    let raw = created.body["rawKey"].as_str().expect("raw").to_string();
+    let id = created.body["key"]["id"].as_str().expect("id").to_string();
+    let key_path = format!("/api/billstack/teams/team_a/api-keys/{id}");
+    let patched = w.call(
+        &alice,
+        "PATCH",
+        &key_path,
+        Some(json!({"name": "deploy bot (old)", "enabled": false})),
+    );
+    assert_eq!(patched.status, StatusCode::OK);
+    let rotated = w.call(
+        &alice,
+        "POST",
+        &format!("{key_path}/rotate"),
+        Some(json!({"gracePeriodSeconds": 0})),
+    );
+    assert_eq!(rotated.status, StatusCode::CREATED, "{}", rotated.body);
+    let new_id = rotated.body["key"]["id"].as_str().expect("id").to_string();
+    let new_raw = rotated.body["rawKey"].as_str().expect("raw").to_string();
+    assert_eq!(
+        w.call(
+            &alice,
+            "DELETE",
+            &format!("/api/billstack/teams/team_a/api-keys/{new_id}"),
+            None
+        )
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    // A member's role change, named by email.
+    let members = w.call(&alice, "GET", "/api/billstack/teams/team_a/members", None);
+    let carol_id = members.body["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["email"] == CAROL.0)
+        .expect("carol")["userId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let promoted = w.call(
+        &alice,
+        "PATCH",
+        &format!("/api/billstack/teams/team_a/members/{carol_id}"),
+        Some(json!({"role": "owner"})),
+    );
+    assert_eq!(promoted.status, StatusCode::OK, "{}", promoted.body);
+    let log = w.call(&alice, "GET", "/api/billstack/teams/team_a/audit-log", None);
+    assert_eq!(log.status, StatusCode::OK);
+    let events = log.body["events"].as_array().expect("events");
+    let event = |action: &str, target: &str| {
+        events
+            .iter()
+            .find(|e| e["action"] == action && e["target"] == target)
+            .unwrap_or_else(|| panic!("no {action} of {target} in {}", log.body))
+    };
+    // Both keys are revoked now, and the log still names them.
+    let revoked = event("key.revoked", &new_id);
+    assert_eq!(revoked["targetName"], "deploy bot (old)");
+    assert_eq!(revoked["actor"]["email"], ALICE.0);
+    assert_eq!(
+        event("key.updated", &id)["details"],
+        json!({"changed": {"name": "deploy bot (old)", "enabled": false}})
+    );
+    assert_eq!(
+        event("key.rotated", &id)["details"],
+        json!({"newKeyId": new_id, "gracePeriodSeconds": 0})
+    );
+    assert_eq!(event("key.rotated", &id)["targetName"], "deploy bot (old)");
+    let role = event("member.role_changed", &carol_id);
+    assert_eq!(role["targetName"], CAROL.0);
+    assert_eq!(
+        role["details"],
+        json!({"email": CAROL.0, "from": "member", "role": "owner"})
+    );
+    let text = log.body.to_string();
+    assert!(!text.contains(&raw[3..]) && !text.contains(&new_raw[3..]));
+}
+
+#[test]
+fn usage_counts_refusals_by_reason() {
+    let w = World::new();
+    let alice = w.login(ALICE);
+    let created = w.create_key(
+        &alice,
+        json!({"name": "reader", "scopes": ["products:read"]}),
+    );
+    let raw = created.body["rawKey"].as_str().expect("raw").to_string();
+    let id = created.body["key"]["id"].as_str().expect("id").to_string();
+    // Three doors each: refused for scope, then allowed on a route the key may use.
+    w.doors(&raw, CUSTOMERS);
+    w.doors(&raw, "/api/billstack/teams/team_a/projects/proj_a/products");
+    let usage = w.call(
+        &alice,
+        "GET",
+        &format!("/api/billstack/teams/team_a/api-keys/{id}/usage?days=1"),
+        None,
+    );
+    assert_eq!(usage.status, StatusCode::OK, "{}", usage.body);
+    let today = &usage.body["days"][0];
+    assert_eq!(today["allowed"], 3);
+    assert_eq!(today["denied"], 3);
+    assert_eq!(today["refused"], json!({"insufficient_scope": 3}));
+}

@@ -36,6 +36,7 @@ const ROWS: &[(&str, Access)] = &[
     ("getMe", Access::Session),
     ("createApiKey", Access::Member),
     ("listApiKeys", Access::Member),
+    ("getApiKey", Access::Member),
     ("revokeApiKey", Access::Member),
     ("updateApiKey", Access::Member),
     ("rotateApiKey", Access::Member),

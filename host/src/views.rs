@@ -71,25 +71,51 @@ pub struct KeyView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub rotated_to: Option<String>,
+    /// Who created it: an account, or the operator's command line. Absent for keys created
+    /// before this was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub created_by: Option<CreatedByView>,
 }
 
-/// How close to its end a key is shown as `expiring`.
-pub const EXPIRING_WITHIN_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Who created a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum CreatedByView {
+    /// A team member (or an administrator), by id and email.
+    Account {
+        /// `user_…`
+        #[serde(rename = "userId")]
+        user_id: String,
+        /// The account's email (null if the account no longer exists).
+        #[schema(required)]
+        email: Option<String>,
+    },
+    /// The operator, with `billstack key create` (offline or through the control socket).
+    Cli {
+        /// Always `true`.
+        cli: bool,
+    },
+}
+
+impl CreatedByView {
+    /// The view of a recorded creator (`user_…` or an operator's id such as `cli`), given a
+    /// way to find an account's email.
+    pub fn of(actor: &str, email_of: impl FnOnce(&str) -> Option<String>) -> CreatedByView {
+        if actor.starts_with("user_") {
+            CreatedByView::Account {
+                user_id: actor.to_owned(),
+                email: email_of(actor),
+            }
+        } else {
+            CreatedByView::Cli { cli: true }
+        }
+    }
+}
 
 /// A key's status at `now_ms` (see [`KeyView::status`]).
 pub fn key_status(k: &KeyRecord, now_ms: i64) -> &'static str {
-    if k.disabled {
-        "disabled"
-    } else if k.is_expired(now_ms) {
-        "expired"
-    } else if k.rotated_to.is_some()
-        || k.expires_at
-            .is_some_and(|at| at - now_ms <= EXPIRING_WITHIN_MS)
-    {
-        "expiring"
-    } else {
-        "active"
-    }
+    k.status(now_ms).as_str()
 }
 
 impl KeyView {
@@ -107,7 +133,13 @@ impl KeyView {
             rate_limit: k.rate_limit.map(RateLimitView::from),
             status: key_status(k, now_ms),
             rotated_to: k.rotated_to.clone(),
+            created_by: None,
         }
+    }
+
+    /// The same view, naming its creator.
+    pub fn by(self, created_by: Option<CreatedByView>) -> KeyView {
+        KeyView { created_by, ..self }
     }
 
     /// The listing shape (with `lastUsedAt`, null when never used), as of `now_ms`.

@@ -24,14 +24,16 @@ mod store_tests;
 pub use audit::{ANONYMOUS, Actor, AuditPage, MAX_AUDIT_PAGE};
 pub use backup::{BackupSummary, verify_backup};
 pub use records::{
-    AuditEvent, KeyRecord, Member, Project, RateLimit, Role, Session, Team, TeamPolicy, User,
+    AuditEvent, EXPIRING_WITHIN_MS, KeyRecord, KeyStatus, LISTED_AFTER_EXPIRY_MS, Member, Project,
+    RateLimit, Role, Session, Team, TeamPolicy, User,
 };
 pub use storage::{
     AuditStore, KeyStore, MemberStore, PolicyStore, SessionStore, Storage, TeamStore, UsageStore,
     UserStore,
 };
 pub use store::{
-    DailyUsage, INVITATION_LIFETIME_MS, Invited, KeyChanges, KeyUsage, MAX_PASSWORD_LEN,
+    DEFAULT_KEY_PAGE, DailyUsage, INVITATION_LIFETIME_MS, Invited, KeyChanges, KeyCursor, KeyPage,
+    KeyQuery, KeyUsage, MAX_KEY_PAGE, MAX_KEY_SEARCH_LEN, MAX_KEYS_EXAMINED, MAX_PASSWORD_LEN,
     MAX_ROTATION_GRACE_SECONDS, MIN_PASSWORD_LEN, NewApiKey, NewUser, Rotated, Store, StoreOptions,
 };
 

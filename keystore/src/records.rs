@@ -93,6 +93,84 @@ impl KeyRecord {
     pub fn is_expired(&self, now_ms: i64) -> bool {
         self.expires_at.is_some_and(|at| at <= now_ms)
     }
+
+    /// The key's status at `now_ms` (a revoked key has none: it is not listed).
+    pub fn status(&self, now_ms: i64) -> KeyStatus {
+        if self.disabled {
+            KeyStatus::Disabled
+        } else if self.is_expired(now_ms) {
+            KeyStatus::Expired
+        } else if self.rotated_to.is_some()
+            || self
+                .expires_at
+                .is_some_and(|at| at - now_ms <= EXPIRING_WITHIN_MS)
+        {
+            KeyStatus::Expiring
+        } else {
+            KeyStatus::Active
+        }
+    }
+
+    /// Whether a listing at `now_ms` shows the key: unrevoked, and not expired for longer
+    /// than [`LISTED_AFTER_EXPIRY_MS`].
+    pub fn is_listed(&self, now_ms: i64) -> bool {
+        self.revoked_at.is_none()
+            && self
+                .expires_at
+                .is_none_or(|at| now_ms.saturating_sub(at) < LISTED_AFTER_EXPIRY_MS)
+    }
+}
+
+/// How close to its end a key is shown as [`KeyStatus::Expiring`]: 7 days.
+pub const EXPIRING_WITHIN_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// How long an expired (or rotated-out) key stays listed: 30 days.
+pub const LISTED_AFTER_EXPIRY_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Where a key is in its life cycle, as listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyStatus {
+    /// Works, and is not near its end.
+    Active,
+    /// Works, but ends soon: in a rotation's grace period, or expiring within 7 days.
+    Expiring,
+    /// Past its expiry (or its rotation's grace period).
+    Expired,
+    /// Switched off: refused like a revoked key until switched on.
+    Disabled,
+}
+
+impl KeyStatus {
+    /// Every status, in the API's order.
+    pub const ALL: [KeyStatus; 4] = [
+        KeyStatus::Active,
+        KeyStatus::Expiring,
+        KeyStatus::Expired,
+        KeyStatus::Disabled,
+    ];
+
+    /// The API's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Expiring => "expiring",
+            KeyStatus::Expired => "expired",
+            KeyStatus::Disabled => "disabled",
+        }
+    }
+
+    /// The status named by the API's word; `Invalid` (field `status`) otherwise.
+    pub fn parse(word: &str) -> Result<KeyStatus> {
+        KeyStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == word)
+            .ok_or_else(|| {
+                crate::invalid(
+                    "status",
+                    "must be one of active, expiring, expired, disabled",
+                )
+            })
+    }
 }
 
 /// A team.
@@ -273,6 +351,10 @@ pub struct AuditEvent {
     /// recorded before addresses were).
     #[serde(default)]
     pub source: Option<String>,
+    /// What changed, beyond the action and target: a JSON object (a rotation's new key and
+    /// grace period, a change's new values, the object's name at the time). Never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {

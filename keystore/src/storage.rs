@@ -34,7 +34,9 @@ use std::sync::Arc;
 use crate::audit::{Actor, AuditPage};
 use crate::backup::BackupSummary;
 use crate::clock::SharedClock;
-use crate::store::{DailyUsage, Invited, KeyChanges, KeyUsage, NewApiKey, NewUser, Rotated};
+use crate::store::{
+    DailyUsage, Invited, KeyChanges, KeyPage, KeyQuery, KeyUsage, NewApiKey, NewUser, Rotated,
+};
 use crate::{KeyRecord, Member, Project, Result, Role, Session, Team, TeamPolicy, User};
 
 /// Everything a backend provides: the entity operations plus the store-wide ones.
@@ -195,6 +197,10 @@ pub trait KeyStore {
     fn get_key(&self, team_id: &str, key_id: &str) -> Result<Option<KeyRecord>>;
     /// The team's unrevoked keys, oldest first (expired ones included).
     fn list_keys(&self, team_id: &str) -> Result<Vec<KeyRecord>>;
+    /// One page of the team's listed keys ([`KeyRecord::is_listed`]), newest first, filtered
+    /// by `query`; reads at most [`crate::MAX_KEYS_EXAMINED`] keys, however large the team.
+    /// `Invalid` (`limit`, `q`) for a query out of range.
+    fn list_keys_page(&self, team_id: &str, query: &KeyQuery) -> Result<KeyPage>;
     /// Revokes a key of a team, atomically with its audit event, invalidating the key cache.
     /// `NotFound` for an unknown key, a key of another team, or one already revoked.
     fn revoke_key(&self, team_id: &str, key_id: &str, actor: Actor<'_>) -> Result<KeyRecord>;

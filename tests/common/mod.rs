@@ -141,7 +141,7 @@ pub fn create_user(data_dir: &Path, email: &str, password: &str, team: &str, rol
 }
 
 /// The fields of a key as create answers it (DESIGN's `CreatedKey.key`), in order.
-pub const CREATED_KEY_FIELDS: [&str; 8] = [
+pub const CREATED_KEY_FIELDS: [&str; 9] = [
     "id",
     "name",
     "prefix",
@@ -150,6 +150,7 @@ pub const CREATED_KEY_FIELDS: [&str; 8] = [
     "expiresAt",
     "createdAt",
     "status",
+    "createdBy",
 ];
 
 /// A running `billstack serve`.

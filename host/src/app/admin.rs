@@ -11,13 +11,24 @@ use super::{App, AppResult, Caller, Need};
 use crate::console;
 use crate::policy::ScopePolicy;
 
-/// A page of a team's audit log, with the email of each actor that is an account.
+/// A page of a team's audit log, with the email of each actor that is an account and the name
+/// of each object acted on.
 pub struct AuditPageReport {
-    /// Events with the actor's email (`None` for `cli`, `system`, `anonymous` or a deleted
-    /// account), newest first.
-    pub events: Vec<(AuditEvent, Option<String>)>,
+    /// Events, newest first.
+    pub events: Vec<NamedEvent>,
     /// The cursor of the next (older) page, if there is one.
     pub next_before: Option<u64>,
+}
+
+/// An audit event with names for its ids.
+pub struct NamedEvent {
+    /// The event.
+    pub event: AuditEvent,
+    /// The actor's email (`None` for `cli`, `system`, `anonymous` or a deleted account).
+    pub actor_email: Option<String>,
+    /// What the target is called: a key's name (revoked keys too), an account's email, a
+    /// project's or team's name (as recorded when it was deleted); `None` when unknown.
+    pub target_name: Option<String>,
 }
 
 /// What `/readyz` reports.
@@ -82,23 +93,57 @@ impl App {
     ) -> AppResult<AuditPageReport> {
         self.authorize(caller, team_id, Need::Owner("read the audit log"))?;
         let page = self.store.list_audit(team_id, before, limit)?;
-        let mut emails: HashMap<String, Option<String>> = HashMap::new();
+        // Names are read once per page, however many events share them.
+        let mut names: HashMap<String, Option<String>> = HashMap::new();
         let mut events = Vec::with_capacity(page.events.len());
         for event in page.events {
-            let email = match emails.get(&event.actor) {
-                Some(email) => email.clone(),
-                None => {
-                    let email = self.store.get_user(&event.actor)?.map(|u| u.email);
-                    emails.insert(event.actor.clone(), email.clone());
-                    email
-                }
+            let actor_email = self.name_of(team_id, &event.actor, &mut names)?;
+            let recorded = event
+                .details
+                .as_ref()
+                .and_then(|d| d.get("name").or_else(|| d.get("email")))
+                .and_then(|n| n.as_str())
+                .map(str::to_owned);
+            let target_name = match self.name_of(team_id, &event.target, &mut names)? {
+                Some(name) => Some(name),
+                None => recorded,
             };
-            events.push((event, email));
+            events.push(NamedEvent {
+                event,
+                actor_email,
+                target_name,
+            });
         }
         Ok(AuditPageReport {
             events,
             next_before: page.next_before,
         })
+    }
+
+    /// What an id in the team's audit log is called now: a user's email, a key's name (revoked
+    /// keys keep their records), a project's or the team's name.
+    fn name_of(
+        &self,
+        team_id: &str,
+        id: &str,
+        names: &mut HashMap<String, Option<String>>,
+    ) -> AppResult<Option<String>> {
+        if let Some(name) = names.get(id) {
+            return Ok(name.clone());
+        }
+        let name = if id.starts_with("user_") {
+            self.store.get_user(id)?.map(|u| u.email)
+        } else if id.starts_with("key_") {
+            self.store.get_key(team_id, id)?.map(|k| k.name)
+        } else if id.starts_with("proj_") {
+            self.store.get_project(team_id, id)?.map(|p| p.name)
+        } else if id == team_id {
+            self.store.get_team(id)?.map(|t| t.name)
+        } else {
+            None
+        };
+        names.insert(id.to_owned(), name.clone());
+        Ok(name)
     }
 
     /// Whether the server can serve: the store answers and a default policy is loaded. A

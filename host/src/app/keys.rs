@@ -1,7 +1,13 @@
 //! API keys: create (scopes checked against the team's active policy), list, revoke, rotate,
 //! and per-day usage.
 
-use billstack_keystore::{DailyUsage, KeyChanges, KeyRecord, NewApiKey, RateLimit, Rotated};
+use std::collections::HashMap;
+
+use billstack_keystore::{
+    DailyUsage, KeyChanges, KeyPage, KeyQuery, KeyRecord, NewApiKey, RateLimit, Rotated,
+};
+
+use crate::views::{CreatedByView, KeyView};
 
 use super::usage::RETENTION_DAYS;
 use super::{App, AppError, AppResult, Caller, Need};
@@ -96,6 +102,68 @@ impl App {
         self.authorize(caller, team_id, Need::Member)?;
         self.usage.flush(&*self.store)?;
         Ok(self.store.list_keys(team_id)?)
+    }
+
+    /// One page of the team's keys, newest first, filtered by `query` (see
+    /// [`billstack_keystore::KeyStore::list_keys_page`]); uses still in memory are written
+    /// first, so `last_used_at` includes the latest requests.
+    pub fn list_keys_page(
+        &self,
+        caller: &Caller,
+        team_id: &str,
+        query: &KeyQuery,
+    ) -> AppResult<KeyPage> {
+        self.authorize(caller, team_id, Need::Member)?;
+        self.usage.flush(&*self.store)?;
+        Ok(self.store.list_keys_page(team_id, query)?)
+    }
+
+    /// Who created each key, in order (`None` where it was not recorded); each account is
+    /// read once however many of the keys it created.
+    pub fn creators(&self, keys: &[KeyRecord]) -> AppResult<Vec<Option<CreatedByView>>> {
+        let mut emails: HashMap<&str, Option<String>> = HashMap::new();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(actor) = key.created_by.as_deref() else {
+                out.push(None);
+                continue;
+            };
+            if actor.starts_with("user_") && !emails.contains_key(actor) {
+                let email = self.store.get_user(actor)?.map(|u| u.email);
+                emails.insert(actor, email);
+            }
+            out.push(Some(CreatedByView::of(actor, |id| {
+                emails.get(id).cloned().flatten()
+            })));
+        }
+        Ok(out)
+    }
+
+    /// The listing view of each key (with `lastUsedAt` and `createdBy`), as of now.
+    pub fn key_views(&self, keys: &[KeyRecord]) -> AppResult<Vec<KeyView>> {
+        let now = self.now_ms();
+        Ok(keys
+            .iter()
+            .zip(self.creators(keys)?)
+            .map(|(k, by)| KeyView::listed(k, now).by(by))
+            .collect())
+    }
+
+    /// The create-response view of a new key (no `lastUsedAt`; with `createdBy`).
+    pub fn new_key_view(&self, key: &KeyRecord) -> AppResult<KeyView> {
+        let by = self.creators(std::slice::from_ref(key))?.pop().flatten();
+        Ok(KeyView::created(key, self.now_ms()).by(by))
+    }
+
+    /// A key of the team that is still listed ([`KeyRecord::is_listed`]); `NotFound` for a
+    /// revoked key, a long-expired one, or another team's.
+    pub fn get_key(&self, caller: &Caller, team_id: &str, key_id: &str) -> AppResult<KeyRecord> {
+        self.authorize(caller, team_id, Need::Member)?;
+        self.usage.flush(&*self.store)?;
+        self.store
+            .get_key(team_id, key_id)?
+            .filter(|k| k.is_listed(self.now_ms()))
+            .ok_or_else(|| AppError::not_found("key", key_id))
     }
 
     /// Changes a key's name, scopes (checked against the team's policy, as at creation),

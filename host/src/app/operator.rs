@@ -169,7 +169,7 @@ impl OperatorCommand {
                     },
                 )?;
                 serde_json::to_value(CreatedKey {
-                    key: KeyView::created(&record, app.now_ms()),
+                    key: app.new_key_view(&record)?,
                     raw_key,
                 })
                 .map_err(|e| super::AppError::Internal(e.to_string()))?
@@ -182,17 +182,13 @@ impl OperatorCommand {
                 let grace = i64::try_from(grace_period_seconds).unwrap_or(i64::MAX);
                 let rotated = app.rotate_key(&op, &team, &key_id, Some(grace))?;
                 serde_json::to_value(CreatedKey {
-                    key: KeyView::created(&rotated.new, app.now_ms()),
+                    key: app.new_key_view(&rotated.new)?,
                     raw_key: rotated.raw_key,
                 })
                 .map_err(|e| super::AppError::Internal(e.to_string()))?
             }
             OperatorCommand::KeyList { team } => {
-                let keys: Vec<KeyView> = app
-                    .list_keys(&op, &team)?
-                    .iter()
-                    .map(|k| KeyView::listed(k, app.now_ms()))
-                    .collect();
+                let keys: Vec<KeyView> = app.key_views(&app.list_keys(&op, &team)?)?;
                 json!({"keys": keys})
             }
             OperatorCommand::KeyRevoke { team, key_id } => {

@@ -34,19 +34,21 @@ pub fn day_of(at_ms: i64) -> i64 {
 }
 
 impl UsageTracker {
-    /// Notes one decided request of `key_id` at `at_ms`.
-    pub fn note(&self, key_id: &str, at_ms: i64, allowed: bool) {
+    /// Notes one decided request of `key_id` at `at_ms`: allowed (`refused` is `None`), or
+    /// refused with that code.
+    pub fn note(&self, key_id: &str, at_ms: i64, refused: Option<&str>) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let entry = match pending.get_mut(key_id) {
             Some(entry) => entry,
             None => pending.entry(key_id.to_owned()).or_default(),
         };
         let day = entry.days.entry(day_of(at_ms)).or_default();
-        if allowed {
-            day.allowed = day.allowed.saturating_add(1);
-            entry.last_used_at = Some(entry.last_used_at.map_or(at_ms, |t| t.max(at_ms)));
-        } else {
-            day.denied = day.denied.saturating_add(1);
+        match refused {
+            None => {
+                day.allowed = day.allowed.saturating_add(1);
+                entry.last_used_at = Some(entry.last_used_at.map_or(at_ms, |t| t.max(at_ms)));
+            }
+            Some(reason) => day.add_refusal(reason),
         }
     }
 
@@ -79,7 +81,7 @@ impl UsageTracker {
         let entry = pending.entry(key_id.to_owned()).or_default();
         entry.last_used_at = entry.last_used_at.max(last_used_at);
         let d = entry.days.entry(day).or_default();
-        *d = d.plus(&counts);
+        *d = std::mem::take(d).plus(&counts);
     }
 }
 
@@ -132,10 +134,11 @@ mod tests {
         let tracker = UsageTracker::default();
         let day = 20_000;
         let t = day * DAY_MS;
-        tracker.note(&key.id, t + 10, true);
-        tracker.note(&key.id, t + 5, true);
-        tracker.note(&key.id, t + 20, false);
-        tracker.note(&key.id, t + DAY_MS, false);
+        tracker.note(&key.id, t + 10, None);
+        tracker.note(&key.id, t + 5, None);
+        tracker.note(&key.id, t + 20, Some("insufficient_scope"));
+        tracker.note(&key.id, t + 30, Some("insufficient_scope"));
+        tracker.note(&key.id, t + DAY_MS, Some("rate_limited"));
         tracker.flush(&store).expect("flush");
         tracker.flush(&store).expect("an empty flush");
         let usage = store.key_usage(&key.id, day + 1, 2).expect("usage");
@@ -146,14 +149,16 @@ mod tests {
                     day,
                     DailyUsage {
                         allowed: 2,
-                        denied: 1
+                        denied: 2,
+                        refused: [("insufficient_scope".to_owned(), 2)].into(),
                     }
                 ),
                 (
                     day + 1,
                     DailyUsage {
                         allowed: 0,
-                        denied: 1
+                        denied: 1,
+                        refused: [("rate_limited".to_owned(), 1)].into(),
                     }
                 ),
             ]

@@ -208,8 +208,11 @@ impl App {
             budget = Some(Budget::Key(quota));
         }
         if let Some(id) = decision.identity() {
-            let allowed = matches!(decision, Decision::Allow(_));
-            self.usage.note(&id.key_id, now, allowed);
+            let refused = match &decision {
+                Decision::Allow(_) => None,
+                Decision::Deny(d) => Some(d.kind.code()),
+            };
+            self.usage.note(&id.key_id, now, refused);
         }
         let outcome = match &decision {
             Decision::Allow(_) => "allow",
@@ -389,7 +392,12 @@ mod tests {
             .key_usage(&Caller::Operator, "team_a", &listed[0].id, 1)
             .expect("usage");
         assert_eq!(report.last_used_at, Some(t.clock.now_ms()));
-        let (_, today) = report.days[0];
+        let (_, today) = &report.days[0];
         assert_eq!((today.allowed, today.denied), (1, 1));
+        assert_eq!(
+            today.refused,
+            [("team_mismatch".to_owned(), 1)].into(),
+            "refusals are counted by reason"
+        );
     }
 }

@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use billstack_keystore::{AuditEvent, MAX_AUDIT_PAGE, clock};
+use billstack_keystore::{MAX_AUDIT_PAGE, clock};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::respond::{ApiError, ApiResult, ErrorBody};
 use super::session::SessionUser;
+use crate::app::admin::NamedEvent;
 
 /// Events per page when the request does not say.
 pub const DEFAULT_AUDIT_PAGE: usize = 50;
@@ -43,6 +44,16 @@ pub struct AuditEventView {
     pub actor: ActorView,
     /// The id of the object acted on (a key, a user, a policy's SHA-256, …).
     pub target: String,
+    /// What the object is called: a key's name (revoked keys too), an account's email, a
+    /// project's or the team's name; null when there is none.
+    #[schema(required)]
+    pub target_name: Option<String>,
+    /// What changed, when the action has more to say (a rotation's `newKeyId` and
+    /// `gracePeriodSeconds`; a key change's `changed` fields and their new values; a role
+    /// change's `from` and `role`). Never a secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    pub details: Option<serde_json::Value>,
     /// The client address, or null for offline (CLI) changes.
     #[schema(required)]
     pub source: Option<String>,
@@ -117,16 +128,17 @@ pub(super) async fn list(
         .run(move |app| app.audit_page(&caller, &team_id, before, limit))
         .await?;
     Ok(Json(AuditPageView {
-        events: page
-            .events
-            .into_iter()
-            .map(|(event, email)| view(event, email))
-            .collect(),
+        events: page.events.into_iter().map(view).collect(),
         next_cursor: page.next_before.map(|seq| seq.to_string()),
     }))
 }
 
-fn view(event: AuditEvent, email: Option<String>) -> AuditEventView {
+fn view(named: NamedEvent) -> AuditEventView {
+    let NamedEvent {
+        event,
+        actor_email: email,
+        target_name,
+    } = named;
     AuditEventView {
         id: event.seq.to_string(),
         at: clock::format_rfc3339(event.at),
@@ -136,6 +148,8 @@ fn view(event: AuditEvent, email: Option<String>) -> AuditEventView {
             email,
         },
         target: event.target,
+        target_name,
+        details: event.details,
         source: event.source,
     }
 }

@@ -9,7 +9,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
-use billstack_keystore::{KeyChanges, RateLimit, clock};
+use billstack_keystore::{
+    DEFAULT_KEY_PAGE, KeyChanges, KeyCursor, KeyQuery, KeyStatus, MAX_KEY_PAGE, RateLimit, clock,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -19,6 +21,7 @@ use super::session::SessionUser;
 use crate::app::keys::{DEFAULT_USAGE_DAYS, KeyRequest};
 use crate::app::usage::DAY_MS;
 use crate::views::{CreatedKey, KeyView, RateLimitView};
+use std::collections::BTreeMap;
 
 /// The body of a key creation.
 #[derive(Deserialize, ToSchema)]
@@ -47,11 +50,95 @@ pub(super) struct CreateKey {
     rate_limit: Option<serde_json::Value>,
 }
 
-/// A team's active keys.
+/// A page of a team's keys.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct KeyListView {
-    /// Oldest first.
+    /// Newest first.
     pub keys: Vec<KeyView>,
+    /// Pass as `cursor` for the next page; absent on the last one. A page may be shorter
+    /// than `limit` and still have a next one, when a filter matched few of the keys read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub next_cursor: Option<String>,
+}
+
+/// The list's query string.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
+    /// Keys per page (1-500, default 100).
+    #[serde(default)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    limit: Option<String>,
+    /// `nextCursor` of the previous page.
+    #[serde(default)]
+    #[param(pattern = "^[0-9a-f]{12}[.][A-Za-z0-9_-]{1,64}$")]
+    cursor: Option<String>,
+    /// Only keys with this status.
+    #[serde(default)]
+    #[param(pattern = "^(active|expiring|expired|disabled)$")]
+    status: Option<String>,
+    /// Only keys limited to this project.
+    #[serde(default)]
+    project_id: Option<String>,
+    /// Only keys whose name or prefix contains this text (any case; at most 100 characters).
+    #[serde(default)]
+    #[param(max_length = 100)]
+    q: Option<String>,
+}
+
+impl ListQuery {
+    fn parse(self) -> ApiResult<KeyQuery> {
+        let limit = match self.limit.as_deref() {
+            None => DEFAULT_KEY_PAGE,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_KEY_PAGE).contains(n))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "limit",
+                        format!("limit must be a whole number from 1 to {MAX_KEY_PAGE}"),
+                    )
+                })?,
+        };
+        let query = KeyQuery {
+            limit,
+            cursor: self
+                .cursor
+                .as_deref()
+                .map(KeyCursor::parse)
+                .transpose()
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "cursor",
+                        "cursor must be a nextCursor value from a previous page",
+                    )
+                })?,
+            status: self
+                .status
+                .as_deref()
+                .map(KeyStatus::parse)
+                .transpose()
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "status",
+                        "status must be one of active, expiring, expired, disabled",
+                    )
+                })?,
+            project_id: self.project_id.filter(|p| !p.is_empty()),
+            q: self.q.filter(|q| !q.is_empty()),
+        };
+        query.validate().map_err(|e| match e {
+            billstack_keystore::Error::Invalid { field, message } => {
+                ApiError::invalid(field, format!("{field} {message}"))
+            }
+            other => ApiError::invalid("query", other.to_string()),
+        })?;
+        Ok(query)
+    }
 }
 
 /// A key's requests per day.
@@ -79,6 +166,9 @@ pub struct DailyUsageView {
     pub denied: u64,
     /// `allowed + denied`.
     pub requests: u64,
+    /// Refused requests by reason (`insufficient_scope`, `rate_limited`, `expired_key`, …);
+    /// empty on days recorded before reasons were.
+    pub refused: BTreeMap<String, u64>,
 }
 
 /// `rateLimit` of a create request: null, or `{"limit": N, "windowSeconds": S}` in range.
@@ -133,34 +223,65 @@ pub(super) async fn create(
         rate_limit: parse_rate_limit(body.rate_limit)?.map(RateLimit::from),
     };
     let caller = session.caller();
-    let (record, raw_key) = state
+    let (key, raw_key) = state
         .app
-        .run(move |app| app.create_key(&caller, &team_id, request))
+        .run(move |app| {
+            let (record, raw_key) = app.create_key(&caller, &team_id, request)?;
+            Ok((app.new_key_view(&record)?, raw_key))
+        })
         .await?;
-    Ok(respond::created(CreatedKey {
-        key: KeyView::created(&record, state.app.now_ms()),
-        raw_key,
-    }))
+    Ok(respond::created(CreatedKey { key, raw_key }))
 }
 
-/// `GET /api/billstack/teams/{teamId}/api-keys`.
+/// `GET /api/billstack/teams/{teamId}/api-keys?limit=&cursor=&status=&projectId=&q=`: a page
+/// of the team's keys, newest first. Revoked keys are not listed; expired and rotated-out keys
+/// are, as `expired`, for 30 days.
 #[utoipa::path(get, path = "/api/billstack/teams/{teamId}/api-keys", operation_id = "listApiKeys", tag = "keys", security(("session" = [])),
-    params(("teamId" = String, Path, description = "The team, `team_…`")),
-    responses((status = 200, description = "The team's active keys", body = KeyListView),
+    params(("teamId" = String, Path, description = "The team, `team_…`"), ListQuery),
+    responses((status = 200, description = "A page of the team's keys, newest first", body = KeyListView),
+        (status = 400, description = "Invalid `limit`, `cursor`, `status` or `q`", body = ErrorBody),
         (status = 401, description = "No session", body = ErrorBody), (status = 404, description = "No such team (or not a member)", body = ErrorBody)))]
 pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     session: SessionUser,
     Path(team_id): Path<String>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<KeyListView>> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let query = query.parse()?;
     let caller = session.caller();
-    let records = state
+    let (keys, next_cursor) = state
         .app
-        .run(move |app| app.list_keys(&caller, &team_id))
+        .run(move |app| {
+            let page = app.list_keys_page(&caller, &team_id, &query)?;
+            Ok((app.key_views(&page.keys)?, page.next_cursor))
+        })
         .await?;
-    let now = state.app.now_ms();
-    let keys: Vec<KeyView> = records.iter().map(|k| KeyView::listed(k, now)).collect();
-    Ok(Json(KeyListView { keys }))
+    Ok(Json(KeyListView {
+        keys,
+        next_cursor: next_cursor.map(|c| c.encode()),
+    }))
+}
+
+/// `GET /api/billstack/teams/{teamId}/api-keys/{keyId}`: one listed key (as in the list).
+#[utoipa::path(get, path = "/api/billstack/teams/{teamId}/api-keys/{keyId}", operation_id = "getApiKey", tag = "keys", security(("session" = [])),
+    params(("teamId" = String, Path, description = "The team, `team_…`"), ("keyId" = String, Path, description = "The key, `key_…`")),
+    responses((status = 200, description = "The key", body = KeyOneView),
+        (status = 401, description = "No session", body = ErrorBody), (status = 404, description = "No such listed key in the team", body = ErrorBody)))]
+pub(super) async fn get(
+    State(state): State<Arc<AppState>>,
+    session: SessionUser,
+    Path((team_id, key_id)): Path<(String, String)>,
+) -> ApiResult<Json<KeyOneView>> {
+    let caller = session.caller();
+    let key = state
+        .app
+        .run(move |app| {
+            let record = app.get_key(&caller, &team_id, &key_id)?;
+            Ok(app.key_views(std::slice::from_ref(&record))?.remove(0))
+        })
+        .await?;
+    Ok(Json(KeyOneView { key }))
 }
 
 /// `DELETE /api/billstack/teams/{teamId}/api-keys/{keyId}`.
@@ -260,13 +381,14 @@ pub(super) async fn update(
         enabled: body.enabled,
     };
     let caller = session.caller();
-    let record = state
+    let key = state
         .app
-        .run(move |app| app.update_key(&caller, &team_id, &key_id, changes))
+        .run(move |app| {
+            let record = app.update_key(&caller, &team_id, &key_id, changes)?;
+            Ok(app.key_views(std::slice::from_ref(&record))?.remove(0))
+        })
         .await?;
-    Ok(Json(KeyOneView {
-        key: KeyView::listed(&record, state.app.now_ms()),
-    }))
+    Ok(Json(KeyOneView { key }))
 }
 
 /// The body of a rotation.
@@ -320,14 +442,14 @@ pub(super) async fn rotate(
         grace_period_seconds
     };
     let caller = session.caller();
-    let rotated = state
+    let (key, raw_key) = state
         .app
-        .run(move |app| app.rotate_key(&caller, &team_id, &key_id, grace))
+        .run(move |app| {
+            let rotated = app.rotate_key(&caller, &team_id, &key_id, grace)?;
+            Ok((app.new_key_view(&rotated.new)?, rotated.raw_key))
+        })
         .await?;
-    Ok(respond::created(CreatedKey {
-        key: KeyView::created(&rotated.new, state.app.now_ms()),
-        raw_key: rotated.raw_key,
-    }))
+    Ok(respond::created(CreatedKey { key, raw_key }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -376,6 +498,7 @@ pub(super) async fn usage(
             allowed: c.allowed,
             denied: c.denied,
             requests: c.allowed + c.denied,
+            refused: c.refused.clone(),
         })
         .collect();
     Ok(Json(UsageView {

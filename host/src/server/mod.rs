@@ -120,7 +120,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(members::list, members::add))
         .routes(routes!(members::change_role, members::remove))
         .routes(routes!(keys::create, keys::list))
-        .routes(routes!(keys::revoke, keys::update))
+        .routes(routes!(keys::get, keys::revoke, keys::update))
         .routes(routes!(keys::rotate))
         .routes(routes!(keys::usage))
         .routes(routes!(projects::list, members::create_project))

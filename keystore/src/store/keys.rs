@@ -1,6 +1,7 @@
 //! API keys: creation, lookup through the key cache, listing, revocation and rotation.
 
 use super::*;
+use crate::KeyStatus;
 
 /// What [`Store::create_key`] needs. Scope names must already be checked against the team's
 /// active policy by the caller; here they are only checked for form.
@@ -63,12 +64,136 @@ pub(super) fn revoke_in(
     now: i64,
     key_hash: &TransactionalTree,
     team_keys: &TransactionalTree,
+    by_age: &TransactionalTree,
 ) -> std::result::Result<(), ConflictableTransactionError<Error>> {
     let hash = stored_hash(record).or_else(abort)?;
     record.revoked_at = Some(now);
     key_hash.remove(&hash[..])?;
     team_keys.remove(join(&record.team_id, &record.id).as_slice())?;
+    by_age.remove(age_key(record).as_slice())?;
     Ok(())
+}
+
+/// The key's entry in the team's by-age index: `team/`, the creation time (8 bytes, big
+/// endian), the key id; so a team's keys sort by creation time, then id.
+pub(super) fn age_key(record: &KeyRecord) -> Vec<u8> {
+    age_position(&record.team_id, record.created_at, &record.id)
+}
+
+fn age_position(team_id: &str, created_at: i64, key_id: &str) -> Vec<u8> {
+    let mut k = prefix(team_id);
+    k.extend_from_slice(&u64::try_from(created_at).unwrap_or(0).to_be_bytes());
+    k.extend_from_slice(key_id.as_bytes());
+    k
+}
+
+/// Most index entries one page of [`KeyStore::list_keys_page`] examines: a filter that
+/// matches little answers a short page with a `next_cursor` instead of reading the whole team.
+pub const MAX_KEYS_EXAMINED: usize = 5_000;
+
+/// The default and the largest page of keys.
+pub const DEFAULT_KEY_PAGE: usize = 100;
+/// See [`DEFAULT_KEY_PAGE`].
+pub const MAX_KEY_PAGE: usize = 500;
+
+/// Longest search text.
+pub const MAX_KEY_SEARCH_LEN: usize = 100;
+
+/// Where a page of keys starts: after (older than) the key created at `created_at` with id
+/// `key_id`. Shown to clients as an opaque string ([`KeyCursor::encode`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCursor {
+    /// The last listed key's creation time (Unix ms).
+    pub created_at: i64,
+    /// The last listed key's id.
+    pub key_id: String,
+}
+
+impl KeyCursor {
+    /// The string clients pass back.
+    pub fn encode(&self) -> String {
+        format!("{:012x}.{}", self.created_at.max(0), self.key_id)
+    }
+
+    /// A string from [`KeyCursor::encode`]; `Invalid` (field `cursor`) for anything else.
+    pub fn parse(text: &str) -> Result<KeyCursor> {
+        let bad = || invalid("cursor", "is not a cursor from a previous page");
+        let (time, key_id) = text.split_once('.').ok_or_else(bad)?;
+        if time.len() != 12 || !ids::is_valid_id(key_id) {
+            return Err(bad());
+        }
+        let created_at = i64::from_str_radix(time, 16).map_err(|_| bad())?;
+        Ok(KeyCursor {
+            created_at,
+            key_id: key_id.to_owned(),
+        })
+    }
+}
+
+/// What [`KeyStore::list_keys_page`] lists: the listed keys ([`KeyRecord::is_listed`]) of a
+/// team, newest first, matching every filter that is set.
+#[derive(Debug, Clone, Default)]
+pub struct KeyQuery {
+    /// Most keys on the page (1 to [`MAX_KEY_PAGE`]).
+    pub limit: usize,
+    /// Start after this key (from the previous page's `next_cursor`).
+    pub cursor: Option<KeyCursor>,
+    /// Only keys with this status.
+    pub status: Option<KeyStatus>,
+    /// Only keys limited to this project.
+    pub project_id: Option<String>,
+    /// Only keys whose name or prefix contains this text (case-insensitive).
+    pub q: Option<String>,
+}
+
+impl KeyQuery {
+    /// A first page of `limit` keys with no filter.
+    pub fn first(limit: usize) -> KeyQuery {
+        KeyQuery {
+            limit,
+            ..KeyQuery::default()
+        }
+    }
+
+    /// Checks the limit and the search text's length.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=MAX_KEY_PAGE).contains(&self.limit) {
+            return Err(invalid(
+                "limit",
+                format!("must be from 1 to {MAX_KEY_PAGE}"),
+            ));
+        }
+        if let Some(q) = &self.q
+            && q.chars().count() > MAX_KEY_SEARCH_LEN
+        {
+            return Err(invalid(
+                "q",
+                format!("must be at most {MAX_KEY_SEARCH_LEN} characters"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn matches(&self, record: &KeyRecord, now: i64, q_lower: Option<&str>) -> bool {
+        record.is_listed(now)
+            && self.status.is_none_or(|s| record.status(now) == s)
+            && self
+                .project_id
+                .as_ref()
+                .is_none_or(|p| record.project_id.as_ref() == Some(p))
+            && q_lower
+                .is_none_or(|q| record.name.to_lowercase().contains(q) || record.prefix.contains(q))
+    }
+}
+
+/// One page of keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyPage {
+    /// Newest first.
+    pub keys: Vec<KeyRecord>,
+    /// Where the next page starts, when there may be more. A page can be shorter than the
+    /// limit and still have a next one, when a filter matched few of the keys examined.
+    pub next_cursor: Option<KeyCursor>,
 }
 
 /// A key record's SHA-256, as stored (hex); anything else is corruption.
@@ -112,6 +237,37 @@ pub struct KeyChanges {
 }
 
 impl KeyChanges {
+    /// The audit log's record of the change: `{"changed": {field: new value}}` in the API's
+    /// words (times in RFC 3339; `null` for a cleared expiry or budget).
+    pub fn audit_details(&self) -> serde_json::Value {
+        let mut changed = serde_json::Map::new();
+        if let Some(name) = &self.name {
+            changed.insert("name".into(), name.clone().into());
+        }
+        if let Some(scopes) = &self.scopes {
+            changed.insert("scopes".into(), scopes.clone().into());
+        }
+        if let Some(expires_at) = self.expires_at {
+            changed.insert(
+                "expiresAt".into(),
+                expires_at.map(crate::clock::format_rfc3339).into(),
+            );
+        }
+        if let Some(rate_limit) = self.rate_limit {
+            changed.insert(
+                "rateLimit".into(),
+                rate_limit.map_or(
+                    serde_json::Value::Null,
+                    |r| serde_json::json!({ "limit": r.limit, "windowSeconds": r.window_seconds }),
+                ),
+            );
+        }
+        if let Some(enabled) = self.enabled {
+            changed.insert("enabled".into(), enabled.into());
+        }
+        serde_json::json!({ "changed": changed })
+    }
+
     /// The names of the fields it sets (for the audit log), in the API's words.
     pub fn fields(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
@@ -190,14 +346,28 @@ impl KeyStore for Store {
             disabled: false,
             created_by: Some(actor.id.to_owned()),
         };
-        let (ak, av) = self.audit_event(Some(&new.team_id), actor, "key.created", &record.id)?;
+        let (ak, av) = self.audit_event_with(
+            Some(&new.team_id),
+            actor,
+            "key.created",
+            &record.id,
+            Some(serde_json::json!({ "name": record.name, "prefix": record.prefix })),
+        )?;
         let encoded = encode(&record);
         let team_key = join(&record.team_id, &record.id);
-        (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
-            .transaction(|(keys, key_hash, team_keys, audit)| {
+        let age = age_key(&record);
+        (
+            &self.keys,
+            &self.key_hash,
+            &self.team_keys,
+            &self.team_keys_by_age,
+            &self.audit,
+        )
+            .transaction(|(keys, key_hash, team_keys, by_age, audit)| {
                 keys.insert(record.id.as_bytes(), encoded.as_slice())?;
                 key_hash.insert(&generated.hash[..], record.id.as_bytes())?;
                 team_keys.insert(team_key.as_slice(), &[][..])?;
+                by_age.insert(age.as_slice(), &[][..])?;
                 audit.insert(ak.as_slice(), av.as_slice())?;
                 Ok(())
             })
@@ -263,14 +433,79 @@ impl KeyStore for Store {
         Ok(out)
     }
 
+    fn list_keys_page(&self, team_id: &str, query: &KeyQuery) -> Result<KeyPage> {
+        query.validate()?;
+        let now = self.clock.now_ms();
+        let q_lower = query.q.as_deref().map(str::to_lowercase);
+        let p = prefix(team_id);
+        let entries: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+            match &query.cursor {
+                None => Box::new(self.team_keys_by_age.scan_prefix(&p).rev()),
+                Some(c) => Box::new(
+                    self.team_keys_by_age
+                        .range(p.clone()..age_position(team_id, c.created_at, &c.key_id))
+                        .rev(),
+                ),
+            };
+        let mut keys = Vec::new();
+        let mut last: Option<KeyCursor> = None;
+        for (examined, entry) in entries.enumerate() {
+            if keys.len() == query.limit || examined == MAX_KEYS_EXAMINED {
+                // More may follow: the next page starts after the last key examined.
+                return Ok(KeyPage {
+                    keys,
+                    next_cursor: last,
+                });
+            }
+            let (k, _) = entry?;
+            let rest = &k[p.len()..];
+            let Some((time, id)) = rest.split_first_chunk::<8>() else {
+                return Err(Error::Corruption {
+                    what: "team key age index: short entry".into(),
+                });
+            };
+            let key_id = decode_str("team key age index", id)?;
+            let Some(bytes) = self.keys.get(key_id.as_bytes())? else {
+                return Err(Error::Corruption {
+                    what: format!("team key age index names missing key {key_id}"),
+                });
+            };
+            let record: KeyRecord = decode("key", &bytes)?;
+            last = Some(KeyCursor {
+                created_at: i64::try_from(u64::from_be_bytes(*time)).unwrap_or(i64::MAX),
+                key_id,
+            });
+            if query.matches(&record, now, q_lower.as_deref()) {
+                keys.push(record);
+            }
+        }
+        Ok(KeyPage {
+            keys,
+            next_cursor: None,
+        })
+    }
+
     fn revoke_key(&self, team_id: &str, key_id: &str, actor: Actor<'_>) -> Result<KeyRecord> {
         let _writing = self.writing();
         let now = self.clock.now_ms();
-        let (ak, av) = self.audit_event(Some(team_id), actor, "key.revoked", key_id)?;
-        let record = (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
-            .transaction(|(keys, key_hash, team_keys, audit)| {
+        let name = self.get_key(team_id, key_id)?.map(|k| k.name);
+        let (ak, av) = self.audit_event_with(
+            Some(team_id),
+            actor,
+            "key.revoked",
+            key_id,
+            name.map(|name| serde_json::json!({ "name": name })),
+        )?;
+        let record = (
+            &self.keys,
+            &self.key_hash,
+            &self.team_keys,
+            &self.team_keys_by_age,
+            &self.audit,
+        )
+            .transaction(|(keys, key_hash, team_keys, by_age, audit)| {
                 let mut record = active_key_in(keys, team_id, key_id)?;
-                revoke_in(&mut record, now, key_hash, team_keys)?;
+                revoke_in(&mut record, now, key_hash, team_keys, by_age)?;
                 keys.insert(key_id.as_bytes(), encode(&record))?;
                 audit.insert(ak.as_slice(), av.as_slice())?;
                 Ok(record)
@@ -307,7 +542,13 @@ impl KeyStore for Store {
         {
             return Err(invalid("expires_at", "must be in the future"));
         }
-        let (ak, av) = self.audit_event(Some(team_id), actor, "key.updated", key_id)?;
+        let (ak, av) = self.audit_event_with(
+            Some(team_id),
+            actor,
+            "key.updated",
+            key_id,
+            Some(changes.audit_details()),
+        )?;
         let record = (&self.keys, &self.audit)
             .transaction(|(keys, audit)| {
                 let Some(bytes) = keys.get(key_id.as_bytes())? else {
@@ -374,13 +615,34 @@ impl KeyStore for Store {
         let now = self.clock.now_ms();
         let generated = apikey::generate();
         let new_id = ids::new_id("key");
-        let (rk, rv) = self.audit_event(Some(team_id), actor, "key.rotated", key_id)?;
-        let (ck, cv) = self.audit_event(Some(team_id), actor, "key.created", &new_id)?;
+        let (rk, rv) = self.audit_event_with(
+            Some(team_id),
+            actor,
+            "key.rotated",
+            key_id,
+            Some(serde_json::json!({
+                "newKeyId": new_id,
+                "gracePeriodSeconds": grace_seconds,
+            })),
+        )?;
+        let (ck, cv) = self.audit_event_with(
+            Some(team_id),
+            actor,
+            "key.created",
+            &new_id,
+            Some(serde_json::json!({ "prefix": generated.prefix, "rotatedFrom": key_id })),
+        )?;
         let grace_ms = i64::try_from(grace_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
         let ends_at = now.saturating_add(grace_ms);
         let new_team_key = join(team_id, &new_id);
-        let (old, new) = (&self.keys, &self.key_hash, &self.team_keys, &self.audit)
-            .transaction(|(keys, key_hash, team_keys, audit)| {
+        let (old, new) = (
+            &self.keys,
+            &self.key_hash,
+            &self.team_keys,
+            &self.team_keys_by_age,
+            &self.audit,
+        )
+            .transaction(|(keys, key_hash, team_keys, by_age, audit)| {
                 let mut old = active_key_in(keys, team_id, key_id)?;
                 if old.is_expired(now) {
                     return abort(invalid(
@@ -413,7 +675,7 @@ impl KeyStore for Store {
                     created_by: Some(actor.id.to_owned()),
                 };
                 if grace_seconds == 0 {
-                    revoke_in(&mut old, now, key_hash, team_keys)?;
+                    revoke_in(&mut old, now, key_hash, team_keys, by_age)?;
                 } else {
                     old.expires_at = Some(old.expires_at.map_or(ends_at, |at| at.min(ends_at)));
                 }
@@ -422,6 +684,7 @@ impl KeyStore for Store {
                 keys.insert(new_id.as_bytes(), encode(&new))?;
                 key_hash.insert(&generated.hash[..], new_id.as_bytes())?;
                 team_keys.insert(new_team_key.as_slice(), &[][..])?;
+                by_age.insert(age_key(&new).as_slice(), &[][..])?;
                 audit.insert(rk.as_slice(), rv.as_slice())?;
                 audit.insert(ck.as_slice(), cv.as_slice())?;
                 Ok((old, new))

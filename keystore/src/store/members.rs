@@ -110,7 +110,13 @@ impl MemberStore for Store {
             });
         }
         let value = self.membership_value(role);
-        let audit = self.audit_event(Some(team_id), actor, "member.added", user_id)?;
+        let audit = self.audit_event_with(
+            Some(team_id),
+            actor,
+            "member.added",
+            user_id,
+            Some(serde_json::json!({ "email": user.email, "role": role.as_str() })),
+        )?;
         self.write_membership(team_id, user_id, Some(&value), audit)?;
         let added_at = self.clock.now_ms();
         drop(_structure);
@@ -144,7 +150,17 @@ impl MemberStore for Store {
         }
         let added_at = current.added_at().unwrap_or(user.created_at);
         let value = encode(&StoredMembership::Full { role, added_at });
-        let audit = self.audit_event(Some(team_id), actor, "member.role_changed", user_id)?;
+        let audit = self.audit_event_with(
+            Some(team_id),
+            actor,
+            "member.role_changed",
+            user_id,
+            Some(serde_json::json!({
+                "email": user.email,
+                "from": current.role().as_str(),
+                "role": role.as_str(),
+            })),
+        )?;
         self.write_membership(team_id, user_id, Some(&value), audit)?;
         drop(_structure);
         self.durable(Member {
@@ -167,7 +183,14 @@ impl MemberStore for Store {
         if current.role() == Role::Owner && self.owners(team_id)? <= 1 {
             return Err(Store::last_owner(team_id));
         }
-        let audit = self.audit_event(Some(team_id), actor, "member.removed", user_id)?;
+        let email = self.get_user(user_id)?.map(|u| u.email);
+        let audit = self.audit_event_with(
+            Some(team_id),
+            actor,
+            "member.removed",
+            user_id,
+            email.map(|email| serde_json::json!({ "email": email })),
+        )?;
         self.write_membership(team_id, user_id, None, audit)?;
         drop(_structure);
         self.durable(())

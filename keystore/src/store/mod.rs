@@ -49,7 +49,10 @@ mod users;
 pub use invitations::{INVITATION_LIFETIME_MS, Invited};
 pub use key_cache::DEFAULT_KEY_CACHE_CAPACITY;
 use key_cache::KeyCache;
-pub use keys::{KeyChanges, MAX_ROTATION_GRACE_SECONDS, NewApiKey, Rotated};
+pub use keys::{
+    DEFAULT_KEY_PAGE, KeyChanges, KeyCursor, KeyPage, KeyQuery, MAX_KEY_PAGE, MAX_KEY_SEARCH_LEN,
+    MAX_KEYS_EXAMINED, MAX_ROTATION_GRACE_SECONDS, NewApiKey, Rotated,
+};
 pub use usage::{DailyUsage, KeyUsage};
 use users::validate_email;
 pub use users::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, NewUser};
@@ -90,6 +93,8 @@ pub struct Store {
     keys: Tree,
     key_hash: Tree,
     team_keys: Tree,
+    /// A team's keys by creation time (`keys::age_key`), for paged listing.
+    team_keys_by_age: Tree,
     teams: Tree,
     projects: Tree,
     users: Tree,
@@ -170,6 +175,9 @@ pub(crate) const LEGACY_POLICY_BLOBS: &str = "policy_blobs";
 /// Marker (in sled's default tree) that the audit log is keyed `team/seq`.
 pub(crate) const AUDIT_KEYS_MIGRATED: &[u8] = b"meta/audit-keys-by-team";
 
+/// Marker (in sled's default tree) that `team_keys_by_age` indexes every listed key.
+pub(crate) const KEYS_BY_AGE_INDEXED: &[u8] = b"meta/team-keys-by-age";
+
 impl Store {
     /// Whether `dir` holds a store (of any version), without opening or creating anything.
     pub fn exists_in(dir: impl AsRef<Path>) -> bool {
@@ -211,6 +219,7 @@ impl Store {
             keys: tree("keys")?,
             key_hash: tree("key_hash")?,
             team_keys: tree("team_keys")?,
+            team_keys_by_age: tree("team_keys_by_age")?,
             teams: tree("teams")?,
             projects: tree("projects")?,
             users: tree("users")?,
@@ -235,6 +244,7 @@ impl Store {
             _lock: lock,
         };
         store.migrate_audit_keys()?;
+        store.index_keys_by_age()?;
         store.migrate_policy_blobs()?;
         store.gc_policy_blobs()?;
         Ok(store)
@@ -286,6 +296,18 @@ impl Store {
         action: &str,
         target: &str,
     ) -> Result<(Vec<u8>, Vec<u8>)> {
+        self.audit_event_with(team_id, actor, action, target, None)
+    }
+
+    /// [`Store::audit_event`] with details (a JSON object; never a secret).
+    fn audit_event_with(
+        &self,
+        team_id: Option<&str>,
+        actor: Actor<'_>,
+        action: &str,
+        target: &str,
+        details: Option<serde_json::Value>,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
         let seq = self.db.generate_id()?;
         let event = AuditEvent {
             seq,
@@ -295,6 +317,7 @@ impl Store {
             action: action.to_owned(),
             target: target.to_owned(),
             source: actor.source.map(str::to_owned),
+            details,
         };
         Ok((event_key(team_id, seq), encode(&event)))
     }
@@ -324,6 +347,36 @@ impl Store {
             self.db.flush()?;
         }
         self.db.insert(AUDIT_KEYS_MIGRATED, &[1u8])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Builds the by-age index of a store written before it existed, once (the marker
+    /// records that it is complete; a crash before the marker redoes the idempotent build).
+    fn index_keys_by_age(&self) -> Result<()> {
+        if self.db.get(KEYS_BY_AGE_INDEXED)?.is_some() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for entry in self.team_keys.iter() {
+            let (k, _) = entry?;
+            let Some(slash) = k.iter().position(|&b| b == b'/') else {
+                return Err(Error::Corruption {
+                    what: "team key index: entry without a team".into(),
+                });
+            };
+            let key_id = decode_str("team key index", &k[slash + 1..])?;
+            let Some(bytes) = self.keys.get(key_id.as_bytes())? else {
+                return Err(Error::Corruption {
+                    what: format!("team key index names missing key {key_id}"),
+                });
+            };
+            let record: KeyRecord = decode("key", &bytes)?;
+            batch.insert(keys::age_key(&record), &[][..]);
+        }
+        self.team_keys_by_age.apply_batch(batch)?;
+        self.db.flush()?;
+        self.db.insert(KEYS_BY_AGE_INDEXED, &[1u8])?;
         self.db.flush()?;
         Ok(())
     }

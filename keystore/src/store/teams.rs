@@ -18,7 +18,13 @@ impl TeamStore for Store {
             name,
             created_at: self.clock.now_ms(),
         };
-        let (ak, av) = self.audit_event(Some(&id), actor, "team.created", &id)?;
+        let (ak, av) = self.audit_event_with(
+            Some(&id),
+            actor,
+            "team.created",
+            &id,
+            Some(serde_json::json!({ "name": team.name })),
+        )?;
         (&self.teams, &self.audit)
             .transaction(|(teams, audit)| {
                 if teams.get(id.as_bytes())?.is_some() {
@@ -74,7 +80,13 @@ impl TeamStore for Store {
             created_at: self.clock.now_ms(),
         };
         let key = join(team_id, &id);
-        let (ak, av) = self.audit_event(Some(team_id), actor, "project.created", &id)?;
+        let (ak, av) = self.audit_event_with(
+            Some(team_id),
+            actor,
+            "project.created",
+            &id,
+            Some(serde_json::json!({ "name": project.name })),
+        )?;
         (&self.teams, &self.projects, &self.audit)
             .transaction(|(teams, projects, audit)| {
                 // Re-read the team inside the transaction so a concurrent delete cannot race us.
@@ -121,8 +133,15 @@ impl TeamStore for Store {
                     kind: "project",
                     id: project_id.to_owned(),
                 })?;
+        let details = serde_json::json!({ "from": project.name, "name": name });
         project.name = name;
-        let (ak, av) = self.audit_event(Some(team_id), actor, "project.renamed", project_id)?;
+        let (ak, av) = self.audit_event_with(
+            Some(team_id),
+            actor,
+            "project.renamed",
+            project_id,
+            Some(details),
+        )?;
         let key = join(team_id, project_id);
         (&self.projects, &self.audit)
             .transaction(|(projects, audit)| {
@@ -138,12 +157,12 @@ impl TeamStore for Store {
     fn delete_project(&self, team_id: &str, project_id: &str, actor: Actor<'_>) -> Result<()> {
         let _writing = self.writing();
         let _structure = self.team_structure();
-        if self.get_project(team_id, project_id)?.is_none() {
+        let Some(project) = self.get_project(team_id, project_id)? else {
             return Err(Error::NotFound {
                 kind: "project",
                 id: project_id.to_owned(),
             });
-        }
+        };
         if self.project_in_use(team_id, project_id)? {
             return Err(Error::Conflict {
                 reason: "project_in_use",
@@ -152,7 +171,13 @@ impl TeamStore for Store {
                 ),
             });
         }
-        let (ak, av) = self.audit_event(Some(team_id), actor, "project.deleted", project_id)?;
+        let (ak, av) = self.audit_event_with(
+            Some(team_id),
+            actor,
+            "project.deleted",
+            project_id,
+            Some(serde_json::json!({ "name": project.name })),
+        )?;
         let key = join(team_id, project_id);
         (&self.projects, &self.audit)
             .transaction(|(projects, audit)| {

@@ -1,5 +1,7 @@
 //! Per-key usage: `lastUsedAt` and request counts per day, written in batches.
 
+use std::collections::BTreeMap;
+
 use super::*;
 
 /// One key's uses since the last batch, for [`Store::record_key_usage`].
@@ -15,20 +17,38 @@ pub struct KeyUsage {
 
 /// One key's requests on one day: decided and allowed, or refused after the key was
 /// recognised (scope, project, route, rate limit).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DailyUsage {
     /// Allowed requests.
     pub allowed: u64,
     /// Refused requests.
     pub denied: u64,
+    /// Refused requests by reason (the refusal's code, such as `insufficient_scope`); they add
+    /// up to `denied` (days recorded before reasons were have none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, u64>,
 }
 
 impl DailyUsage {
     /// The sum of two counts.
-    pub fn plus(self, other: &DailyUsage) -> DailyUsage {
-        DailyUsage {
-            allowed: self.allowed.saturating_add(other.allowed),
-            denied: self.denied.saturating_add(other.denied),
+    pub fn plus(mut self, other: &DailyUsage) -> DailyUsage {
+        self.allowed = self.allowed.saturating_add(other.allowed);
+        self.denied = self.denied.saturating_add(other.denied);
+        for (reason, n) in &other.refused {
+            let count = self.refused.entry(reason.clone()).or_default();
+            *count = count.saturating_add(*n);
+        }
+        self
+    }
+
+    /// Counts one refusal for `reason`.
+    pub fn add_refusal(&mut self, reason: &str) {
+        self.denied = self.denied.saturating_add(1);
+        match self.refused.get_mut(reason) {
+            Some(n) => *n = n.saturating_add(1),
+            None => {
+                self.refused.insert(reason.to_owned(), 1);
+            }
         }
     }
 }

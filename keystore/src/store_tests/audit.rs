@@ -209,3 +209,83 @@ fn a_migrated_store_is_not_scanned_again_at_open() {
             .is_some()
     );
 }
+
+#[test]
+fn events_carry_what_changed_and_the_names_of_what_they_touched() {
+    let (_dir, store) = open();
+    let (team, project) = team_and_project(&*store);
+    let (key, raw) = store
+        .create_key(&NewApiKey::new(&team.id, "ci"), "user_a".into())
+        .expect("create");
+    store
+        .update_key(
+            &team.id,
+            &key.id,
+            &KeyChanges {
+                name: Some("ci (old)".into()),
+                rate_limit: Some(Some(RateLimit {
+                    limit: 10,
+                    window_seconds: 60,
+                })),
+                expires_at: Some(None),
+                enabled: Some(false),
+                ..KeyChanges::default()
+            },
+            "user_a".into(),
+        )
+        .expect("update");
+    let rotated = store
+        .rotate_key(&team.id, &key.id, 600, "user_a".into())
+        .expect("rotate");
+    store
+        .revoke_key(&team.id, &rotated.new.id, "user_a".into())
+        .expect("revoke");
+    store
+        .rename_project(&team.id, &project.id, "Shop", "user_a".into())
+        .expect("rename");
+
+    let events = store.list_audit(&team.id, None, 50).expect("audit").events;
+    let details = |action: &str, target: &str| {
+        events
+            .iter()
+            .find(|e| e.action == action && e.target == target)
+            .unwrap_or_else(|| panic!("no {action} of {target}"))
+            .details
+            .clone()
+            .unwrap_or_else(|| panic!("{action} has no details"))
+    };
+    assert_eq!(
+        details("key.created", &key.id),
+        serde_json::json!({"name": "ci", "prefix": key.prefix})
+    );
+    assert_eq!(
+        details("key.updated", &key.id),
+        serde_json::json!({"changed": {
+            "name": "ci (old)",
+            "expiresAt": null,
+            "rateLimit": {"limit": 10, "windowSeconds": 60},
+            "enabled": false,
+        }})
+    );
+    assert_eq!(
+        details("key.rotated", &key.id),
+        serde_json::json!({"newKeyId": rotated.new.id, "gracePeriodSeconds": 600})
+    );
+    assert_eq!(
+        details("key.created", &rotated.new.id),
+        serde_json::json!({"prefix": rotated.new.prefix, "rotatedFrom": key.id})
+    );
+    assert_eq!(
+        details("key.revoked", &rotated.new.id),
+        serde_json::json!({"name": "ci (old)"})
+    );
+    assert_eq!(
+        details("project.renamed", &project.id),
+        serde_json::json!({"from": "Web", "name": "Shop"})
+    );
+    // No secret in any of it.
+    let all = serde_json::to_string(&events.iter().map(|e| &e.details).collect::<Vec<_>>())
+        .expect("json");
+    assert!(!all.contains(&raw[3..]) && !all.contains(&rotated.raw_key[3..]));
+    assert!(!all.contains(&key.hash));
+}

@@ -69,6 +69,7 @@ fn new_key(team: &str) -> NewApiKey {
 mod accounts;
 mod audit;
 mod keys;
+mod listing;
 mod opening;
 mod policies;
 mod rotation_and_budgets;

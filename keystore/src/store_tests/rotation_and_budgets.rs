@@ -279,7 +279,11 @@ fn daily_usage_adds_up_per_key_and_day_with_zeros_between() {
     let (b, _) = store
         .create_key(&new_key(&team.id), "test".into())
         .expect("b");
-    let counts = |allowed, denied| DailyUsage { allowed, denied };
+    let counts = |allowed, denied| DailyUsage {
+        allowed,
+        denied,
+        ..DailyUsage::default()
+    };
     let today = 20_000;
     store
         .record_key_usage(&[
