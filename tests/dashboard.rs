@@ -1,22 +1,29 @@
 //! The dashboard in a real browser: Debian's Chromium, headless, driven through chromedriver
 //! (WebDriver) by fantoccini. `.ci/run` installs both. Screenshots land in
-//! `target/dashboard-screenshots/` for a person to look at.
+//! `target/dashboard-screenshots/` for a person to look at. One browser at a time: the tests
+//! take turns (`BROWSER`), so two Chromiums never share the two cores.
+//!
+//! `every_page_passes_axe_core` needs axe-core from npm (`npm ci` in `tests/axe`, which
+//! `.ci/run` does), so plain `cargo test` skips it (`--ignored` runs it).
 
 mod common;
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::api::forward_auth;
+use common::api::{forward_auth, login};
 use common::{Server, agent, create_user, json};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const EMAIL: &str = "owner@acme.test";
 const PASSWORD: &str = "dashboard-pass-1";
+
+/// Held by each test for as long as its browser runs.
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Driver(Child);
 
@@ -27,16 +34,22 @@ impl Drop for Driver {
     }
 }
 
-fn start_chromedriver() -> (Driver, String) {
+/// A chromedriver on a free port; `time_zone` (an IANA name) is the browser's zone.
+fn start_chromedriver_in(time_zone: Option<&str>) -> (Driver, String) {
     let port = TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
         .expect("addr")
         .port();
-    let child = Command::new("chromedriver")
+    let mut command = Command::new("chromedriver");
+    command
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(zone) = time_zone {
+        command.env("TZ", zone);
+    }
+    let child = command
         .spawn()
         .expect("chromedriver is not installed: apt-get install chromium chromium-driver (.ci/run does this)");
     let driver = Driver(child);
@@ -49,7 +62,11 @@ fn start_chromedriver() -> (Driver, String) {
     (driver, url)
 }
 
-async fn browser(webdriver: &str, profile: &std::path::Path, width: u32, height: u32) -> Client {
+fn start_chromedriver() -> (Driver, String) {
+    start_chromedriver_in(None)
+}
+
+async fn browser(webdriver: &str, profile: &Path, width: u32, height: u32) -> Client {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -81,22 +98,35 @@ fn screenshots() -> PathBuf {
     dir
 }
 
+async fn shot(c: &Client, name: &str) {
+    std::fs::write(
+        screenshots().join(format!("{name}.png")),
+        c.screenshot().await.expect("screenshot"),
+    )
+    .expect("save");
+}
+
 async fn sign_in(c: &Client) {
+    sign_in_as(c, EMAIL, PASSWORD).await;
+}
+
+async fn sign_in_as(c: &Client, email: &str, password: &str) {
     c.wait()
         .for_element(Locator::Id("email"))
         .await
         .expect("sign-in form");
-    let email = c.find(Locator::Id("email")).await.expect("email");
-    email.clear().await.expect("clear");
-    email.send_keys(EMAIL).await.expect("type email");
+    wait_visible(c, "#email").await;
+    let field = c.find(Locator::Id("email")).await.expect("email");
+    field.clear().await.expect("clear");
+    field.send_keys(email).await.expect("type email");
     c.find(Locator::Id("password"))
         .await
         .expect("password")
-        .send_keys(PASSWORD)
+        .send_keys(password)
         .await
         .expect("type password");
     click(c, Locator::Id("sign-in-submit")).await;
-    wait_visible(c, "#open-create").await;
+    wait_visible(c, "#app-view").await;
 }
 
 async fn wait_visible(c: &Client, css: &str) {
@@ -160,8 +190,68 @@ async fn wait_until(c: &Client, script: &str, what: &str) {
     }
 }
 
+/// Runs `script` (a function body) in the page and returns its value.
+async fn eval(c: &Client, script: &str) -> Value {
+    c.execute(script, vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{script}: {e}"))
+}
+
+/// Sets a form control's value as typing or choosing would (with its input and change events).
+async fn set_value(c: &Client, id: &str, value: &str) {
+    c.execute(
+        "const el = document.getElementById(arguments[0]); el.value = arguments[1]; \
+         el.dispatchEvent(new Event('input', {bubbles: true})); \
+         el.dispatchEvent(new Event('change', {bubbles: true}));",
+        vec![json!(id), json!(value)],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("set {id}: {e}"));
+}
+
+/// The focused element's id, or its aria-label when it has no id.
+async fn focused(c: &Client) -> String {
+    eval(
+        c,
+        "const a = document.activeElement; return a.id || a.getAttribute('aria-label') || a.tagName;",
+    )
+    .await
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
+/// Presses Tab until the element with `id` has the focus (at most `limit` times).
+async fn tab_to(c: &Client, id: &str, limit: usize) {
+    for _ in 0..limit {
+        if focused(c).await == id {
+            return;
+        }
+        press(c, Key::Tab).await;
+    }
+    assert_eq!(focused(c).await, id, "Tab never reached #{id}");
+}
+
+/// Opens a Team Settings page by its tab, as a person would.
+async fn open_page(c: &Client, page: &str) {
+    click(c, Locator::Css(&format!(".tabs a[data-page='{page}']"))).await;
+    wait_visible(c, &format!("#page-{page}")).await;
+}
+
+/// Whether the page scrolls sideways.
+async fn scrolls_sideways(c: &Client) -> bool {
+    eval(
+        c,
+        "return document.documentElement.scrollWidth > window.innerWidth + 1",
+    )
+    .await
+    .as_bool()
+    .expect("bool")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_use_and_revoke_a_key_in_the_browser() {
+    let _turn = BROWSER.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     // Scripts make the directory; only `serve` creates a missing one.
@@ -198,6 +288,13 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     c.goto(&server.url("/")).await.expect("open the dashboard");
     sign_in(&c).await;
     wait_visible(&c, "#keys-empty").await;
+    // After signing in, the focus is on the page's heading, not lost on <body>.
+    wait_until(
+        &c,
+        "return document.activeElement.id === 'keys-title'",
+        "focus on the heading",
+    )
+    .await;
     assert!(
         text_of(&c, Locator::Id("keys-empty"))
             .await
@@ -216,17 +313,13 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         .send_keys("Web shop backend")
         .await
         .expect("type");
-    c.execute(
-        "document.getElementById('key-expires').value = arguments[0]",
-        vec![json!("2001-01-01")],
-    )
-    .await
-    .expect("date");
+    set_value(&c, "key-expiry", "custom").await;
+    set_value(&c, "key-expires", "2001-01-01").await;
     click(&c, Locator::Id("create-submit")).await;
     wait_visible(&c, "#key-expires-error").await;
     let why = text_of(&c, Locator::Id("key-expires-error")).await;
-    assert!(why.contains("future"), "{why}");
-    click(&c, Locator::Css("#key-project option[value='proj_web']")).await;
+    assert!(why.contains("past"), "{why}");
+    set_value(&c, "key-project", "proj_web").await;
     for scope in ["customers:read", "products:read"] {
         click(
             &c,
@@ -234,12 +327,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         )
         .await;
     }
-    c.execute(
-        "document.getElementById('key-expires').value = arguments[0]",
-        vec![json!("2099-12-31")],
-    )
-    .await
-    .expect("date");
+    set_value(&c, "key-expires", "2099-12-31").await;
     // A rate limit: a bad number is caught next to the field, a good one is kept.
     let rate = c.find(Locator::Id("key-rate-limit")).await.expect("rate");
     rate.send_keys("0").await.expect("type");
@@ -247,7 +335,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     wait_visible(&c, "#key-rate-error").await;
     rate.clear().await.expect("clear");
     rate.send_keys("5000").await.expect("type");
-    click(&c, Locator::Css("#key-rate-window option[value='86400']")).await;
+    set_value(&c, "key-rate-window", "86400").await;
     click(&c, Locator::Id("create-submit")).await;
     wait_visible(&c, "#secret-value").await;
     let raw = c
@@ -290,8 +378,15 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         403
     );
 
-    // Closing the dialog removes the key from the page.
+    // Closing the dialog without copying asks first; then the key leaves the page.
     click(&c, Locator::Id("secret-done")).await;
+    wait_visible(&c, "#secret-confirm").await;
+    assert!(
+        text_of(&c, Locator::Id("secret-confirm"))
+            .await
+            .contains("Have you copied the key?")
+    );
+    click(&c, Locator::Id("secret-discard")).await;
     wait_until(
         &c,
         "return !document.getElementById('secret-dialog').open",
@@ -376,6 +471,14 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         .expect("value")
         .expect("a key");
     assert!(rotated.len() == 51 && rotated != raw, "{rotated}");
+    // Copied: Done closes at once.
+    click(&c, Locator::Id("secret-copy")).await;
+    wait_until(
+        &c,
+        "return document.getElementById('secret-copied').textContent.includes('Copied')",
+        "the copy",
+    )
+    .await;
     click(&c, Locator::Id("secret-done")).await;
     wait_until(
         &c,
@@ -422,8 +525,9 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         401
     );
 
-    // The owner uploads a policy in the policy panel: a refused one shows why, an accepted one
+    // The owner uploads a policy on the Policy page: a refused one shows why, an accepted one
     // replaces the scope list, and reset brings the default back.
+    open_page(&c, "policy").await;
     let upload = |path: &'static str| {
         let c = c.clone();
         async move {
@@ -474,6 +578,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     .await;
 
     // The owner's audit log lists what was just done, newest first.
+    open_page(&c, "audit").await;
     wait_until(
         &c,
         "const rows = [...document.querySelectorAll('#audit-body tr')].map((r) => r.dataset.action); \
@@ -489,6 +594,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     );
 
     // A session that ends mid-edit sends the person to sign-in and keeps what they typed.
+    open_page(&c, "keys").await;
     click(&c, Locator::Id("open-create")).await;
     wait_visible(&c, "#key-name").await;
     c.find(Locator::Id("key-name"))
@@ -524,8 +630,9 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     );
 
     // Keyboard alone: Escape closes the dialog; Tab reaches "Create API Key"; Enter opens it,
-    // typing fills the focused name field, Enter submits, and the one-time key dialog's Done
-    // button is reachable and closes it.
+    // typing fills the focused name field, Enter submits; in the one-time key dialog, Done
+    // asks "Have you copied the key?", Tab reaches "Close without copying", and the focus
+    // goes back to the Create button.
     press(&c, Key::Escape).await;
     wait_until(
         &c,
@@ -536,19 +643,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     c.execute("document.activeElement.blur()", vec![])
         .await
         .expect("blur");
-    let mut reached = false;
-    for _ in 0..12 {
-        press(&c, Key::Tab).await;
-        let id = c
-            .execute("return document.activeElement.id", vec![])
-            .await
-            .expect("id");
-        if id == json!("open-create") {
-            reached = true;
-            break;
-        }
-    }
-    assert!(reached, "Tab never reached Create API Key");
+    tab_to(&c, "open-create", 25).await;
     press(&c, Key::Enter).await;
     wait_until(
         &c,
@@ -559,9 +654,9 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     c.execute("document.getElementById('key-name').value = ''", vec![])
         .await
         .expect("clear draft");
-    let focused = c.active_element().await.expect("focus");
-    focused.send_keys("keyboard key").await.expect("type");
-    focused
+    let focus = c.active_element().await.expect("focus");
+    focus.send_keys("keyboard key").await.expect("type");
+    focus
         .send_keys(&char::from(Key::Enter).to_string())
         .await
         .expect("submit");
@@ -571,27 +666,25 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         "the one-time key",
     )
     .await;
-    let mut done = false;
-    for _ in 0..6 {
-        let id = c
-            .execute("return document.activeElement.id", vec![])
-            .await
-            .expect("id");
-        if id == json!("secret-done") {
-            press(&c, Key::Enter).await;
-            done = true;
-            break;
-        }
-        press(&c, Key::Tab).await;
-    }
-    assert!(done, "Tab never reached Done");
+    tab_to(&c, "secret-done", 6).await;
+    press(&c, Key::Enter).await;
     wait_until(
         &c,
-        "return !document.getElementById('secret-dialog').open",
-        "Done to close",
+        "return document.activeElement.id === 'secret-back'",
+        "the question",
     )
     .await;
-    wait_until(&c, "return [...document.querySelectorAll('#keys-body .key-name')].some(td => td.textContent === 'keyboard key')", "the new row").await;
+    press(&c, Key::Tab).await;
+    assert_eq!(focused(&c).await, "secret-discard");
+    press(&c, Key::Enter).await;
+    wait_until(
+        &c,
+        "return !document.getElementById('secret-dialog').open \
+           && document.activeElement.id === 'open-create'",
+        "the dialog to close and the focus to return",
+    )
+    .await;
+    wait_until(&c, "return [...document.querySelectorAll('#keys-body .key-name .name-text')].some(td => td.textContent === 'keyboard key')", "the new row").await;
     c.close().await.expect("close the browser");
 
     // Readable on a phone.
@@ -614,4 +707,1005 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     )
     .expect("save");
     phone.close().await.expect("close");
+}
+
+/// A server with team `team_a` (projects Web shop and Mobile) and its owner.
+fn acme() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir data");
+    json(
+        &data,
+        &["team", "create", "--name", "Acme", "--id", "team_a"],
+    );
+    for (name, id) in [("Web shop", "proj_web"), ("Mobile", "proj_mobile")] {
+        json(
+            &data,
+            &[
+                "project", "create", "--team", "team_a", "--name", name, "--id", id,
+            ],
+        );
+    }
+    create_user(&data, EMAIL, PASSWORD, "team_a", "owner");
+    let server = Server::start(&data, &[]);
+    (dir, server)
+}
+
+const COLLEAGUE: &str = "colleague@acme.test";
+const COLLEAGUE_PASSWORD: &str = "colleague-pass-1";
+
+/// The issue's "done when", in the browser: an owner invites a colleague, who accepts and
+/// creates a key; the owner demotes, then removes them. Also: the role badge, the last owner,
+/// and the password form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_invites_a_colleague_who_creates_a_key_then_is_demoted_and_removed() {
+    let _turn = BROWSER.lock().await;
+    let (dir, server) = acme();
+    let (_driver, webdriver) = start_chromedriver();
+    let owner = browser(&webdriver, &dir.path().join("owner"), 1440, 1000).await;
+    owner.goto(&server.url("/")).await.expect("open");
+    sign_in(&owner).await;
+    assert_eq!(text_of(&owner, Locator::Id("role-badge")).await, "Owner");
+
+    // Invite: a new email gets a link, shown once like a raw key.
+    open_page(&owner, "members").await;
+    wait_until(
+        &owner,
+        "return document.querySelectorAll('#members-body tr').length === 1",
+        "the owner's row",
+    )
+    .await;
+    set_value(&owner, "member-email", "not an email").await;
+    click(&owner, Locator::Id("member-add")).await;
+    wait_visible(&owner, "#member-email-error").await;
+    assert_eq!(
+        eval(
+            &owner,
+            "return document.getElementById('member-email').getAttribute('aria-invalid')"
+        )
+        .await,
+        "true"
+    );
+    set_value(&owner, "member-email", COLLEAGUE).await;
+    set_value(&owner, "member-role", "owner").await;
+    click(&owner, Locator::Id("member-add")).await;
+    wait_until(
+        &owner,
+        "return document.getElementById('secret-dialog').open",
+        "the invitation link",
+    )
+    .await;
+    assert_eq!(
+        text_of(&owner, Locator::Id("secret-title")).await,
+        "Invitation link"
+    );
+    let link = owner
+        .find(Locator::Id("secret-value"))
+        .await
+        .expect("link")
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("a link");
+    assert!(
+        link.starts_with(&format!("{}/#invite=", server.base)),
+        "{link}"
+    );
+    shot(&owner, "invitation-link-1440").await;
+    click(&owner, Locator::Id("secret-done")).await;
+    wait_visible(&owner, "#secret-confirm").await;
+    assert!(
+        text_of(&owner, Locator::Id("secret-confirm"))
+            .await
+            .contains("Have you copied the link?")
+    );
+    click(&owner, Locator::Id("secret-discard")).await;
+    wait_until(
+        &owner,
+        "return !document.getElementById('secret-dialog').open",
+        "the dialog to close",
+    )
+    .await;
+    let token = link.split("#invite=").nth(1).expect("token").to_string();
+    assert!(
+        !owner.source().await.expect("source").contains(&token),
+        "the link is gone from the page"
+    );
+    wait_until(
+        &owner,
+        &format!(
+            "return document.getElementById('members-body').textContent.includes('{COLLEAGUE}')"
+        ),
+        "the colleague's row",
+    )
+    .await;
+
+    // The colleague opens the link in their own browser and chooses a password.
+    let colleague = browser(&webdriver, &dir.path().join("colleague"), 1440, 1000).await;
+    colleague.goto(&link).await.expect("open the invitation");
+    wait_visible(&colleague, "#invite-form").await;
+    set_value(&colleague, "invite-password", "short").await;
+    click(&colleague, Locator::Id("invite-submit")).await;
+    wait_visible(&colleague, "#invite-error").await;
+    set_value(&colleague, "invite-password", COLLEAGUE_PASSWORD).await;
+    set_value(&colleague, "invite-password-again", "something-else-1").await;
+    click(&colleague, Locator::Id("invite-submit")).await;
+    wait_until(
+        &colleague,
+        "return document.getElementById('invite-error').textContent.includes('differ')",
+        "the mismatch",
+    )
+    .await;
+    set_value(&colleague, "invite-password-again", COLLEAGUE_PASSWORD).await;
+    click(&colleague, Locator::Id("invite-submit")).await;
+    wait_visible(&colleague, "#open-create").await;
+    assert_eq!(
+        eval(&colleague, "return location.hash").await,
+        "#keys",
+        "the spent token left the address bar"
+    );
+    assert_eq!(
+        text_of(&colleague, Locator::Id("role-badge")).await,
+        "Owner"
+    );
+    // The link works once.
+    let again = agent()
+        .post(&server.url("/api/auth/invitations/accept"))
+        .send_json(json!({"token": token, "password": "another-pass-12"}));
+    assert_eq!(again.map(|r| r.status().as_u16()).unwrap_or(0), 400);
+
+    // They create a key with a 7-day preset: it works, and shows as expiring.
+    click(&colleague, Locator::Id("open-create")).await;
+    wait_visible(&colleague, "#key-name").await;
+    set_value(&colleague, "key-name", "colleague key").await;
+    set_value(&colleague, "key-expiry", "7").await;
+    click(&colleague, Locator::Id("create-submit")).await;
+    wait_until(
+        &colleague,
+        "return document.getElementById('secret-value').value.startsWith('bs_')",
+        "the new key",
+    )
+    .await;
+    let raw = colleague
+        .find(Locator::Id("secret-value"))
+        .await
+        .expect("secret")
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("key");
+    click(&colleague, Locator::Id("secret-copy")).await;
+    click(&colleague, Locator::Id("secret-done")).await;
+    wait_until(
+        &colleague,
+        "const b = document.querySelector('#keys-body .badge'); return b !== null && b.textContent === 'Expiring'",
+        "the key's row, expiring within 7 days",
+    )
+    .await;
+    let customers = "/api/billstack/teams/team_a/projects/proj_web/customers";
+    assert_eq!(forward_auth(&server, &raw, "GET", customers).0, 200);
+
+    // The owner demotes them: the colleague's badge says Member, and the owner pages go.
+    owner.refresh().await.expect("reload");
+    wait_visible(&owner, "#page-members").await;
+    wait_until(
+        &owner,
+        "return document.querySelectorAll('#members-body tr select').length === 2",
+        "both members",
+    )
+    .await;
+    let colleague_row = eval(
+        &owner,
+        &format!(
+            "return [...document.querySelectorAll('#members-body tr')].find(r => r.textContent.includes('{COLLEAGUE}')).dataset.userId"
+        ),
+    )
+    .await;
+    let colleague_id = colleague_row.as_str().expect("user id").to_string();
+    let role_select = format!("#members-body tr[data-user-id='{colleague_id}'] select");
+    owner
+        .execute(
+            "const s = document.querySelector(arguments[0]); s.value = 'member'; \
+             s.dispatchEvent(new Event('change', {bubbles: true}));",
+            vec![json!(role_select)],
+        )
+        .await
+        .expect("demote");
+    let api = login(&server, (EMAIL, PASSWORD));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, members) = api.send("GET", "/api/billstack/teams/team_a/members", None);
+        let role = members["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .find(|m| m["email"] == COLLEAGUE)
+            .map(|m| m["role"].clone());
+        if role == Some(json!("member")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the demotion never landed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    colleague.refresh().await.expect("reload");
+    wait_visible(&colleague, "#open-create").await;
+    assert_eq!(
+        text_of(&colleague, Locator::Id("role-badge")).await,
+        "Member"
+    );
+    assert!(
+        !colleague
+            .find(Locator::Css(".tabs a[data-page='members']"))
+            .await
+            .expect("tab")
+            .is_displayed()
+            .await
+            .expect("displayed"),
+        "members see no Members page"
+    );
+
+    // The owner removes them: the colleague's next request finds no team.
+    owner
+        .find(Locator::Css(&format!(
+            "#members-body tr[data-user-id='{colleague_id}'] button.remove-member"
+        )))
+        .await
+        .expect("remove")
+        .click()
+        .await
+        .expect("click");
+    wait_visible(&owner, "#confirm-ok").await;
+    click(&owner, Locator::Id("confirm-ok")).await;
+    wait_until(
+        &owner,
+        &format!(
+            "return !document.getElementById('members-body').textContent.includes('{COLLEAGUE}')"
+        ),
+        "the row to go",
+    )
+    .await;
+    colleague.refresh().await.expect("reload");
+    wait_visible(&colleague, "#team-error").await;
+    assert!(
+        text_of(&colleague, Locator::Id("team-error"))
+            .await
+            .contains("not a member of any team")
+    );
+    // Their key is the team's, and keeps working.
+    assert_eq!(forward_auth(&server, &raw, "GET", customers).0, 200);
+    colleague.close().await.expect("close");
+
+    // The last owner cannot demote themselves; the page says why and keeps the role.
+    let me = eval(
+        &owner,
+        "return [...document.querySelectorAll('#members-body tr')][0].dataset.userId",
+    )
+    .await;
+    owner
+        .execute(
+            "const s = document.querySelector(`#members-body tr[data-user-id='${arguments[0]}'] select`); \
+             s.value = 'member'; s.dispatchEvent(new Event('change', {bubbles: true}));",
+            vec![me],
+        )
+        .await
+        .expect("demote self");
+    wait_visible(&owner, "#members-error").await;
+    assert!(
+        text_of(&owner, Locator::Id("members-error"))
+            .await
+            .contains("at least one owner")
+    );
+    assert_eq!(text_of(&owner, Locator::Id("role-badge")).await, "Owner");
+
+    // The password form: a wrong current password and a short new one are refused next to
+    // their fields; a good change keeps this session and works at the next sign-in.
+    click(&owner, Locator::Id("account-link")).await;
+    wait_visible(&owner, "#password-form").await;
+    set_value(&owner, "current-password", "not-my-password").await;
+    set_value(&owner, "new-password", "a-new-password-1").await;
+    click(&owner, Locator::Id("password-save")).await;
+    wait_visible(&owner, "#current-password-error").await;
+    set_value(&owner, "current-password", PASSWORD).await;
+    set_value(&owner, "new-password", "short").await;
+    click(&owner, Locator::Id("password-save")).await;
+    wait_visible(&owner, "#new-password-error").await;
+    set_value(&owner, "new-password", "a-new-password-1").await;
+    click(&owner, Locator::Id("password-save")).await;
+    wait_visible(&owner, "#password-result").await;
+    assert!(
+        text_of(&owner, Locator::Id("password-result"))
+            .await
+            .contains("Password changed")
+    );
+    let (status, _) = api.send("GET", "/api/auth/me", None);
+    assert_eq!(status, 401, "the owner's other session ended");
+    login(&server, (EMAIL, "a-new-password-1"));
+    owner.close().await.expect("close");
+}
+
+/// The id of the key named `name` in a page of `GET …/api-keys`.
+fn key_id_named(page: &Value, name: &str) -> String {
+    page["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["name"] == name)
+        .unwrap_or_else(|| panic!("no key named {name}"))["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
+/// Whether the element's whole box is inside the viewport (no scrolling needed to see it).
+async fn in_viewport(c: &Client, id: &str) -> bool {
+    c.execute(
+        "const r = document.getElementById(arguments[0]).getBoundingClientRect(); \
+         return r.width > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= window.innerHeight \
+           && r.right <= window.innerWidth;",
+        vec![json!(id)],
+    )
+    .await
+    .expect("measure")
+    .as_bool()
+    .expect("bool")
+}
+
+/// The key list, the key page and the create dialog: paging past 100 keys, search and
+/// filters, status badges and only the actions that can succeed, editing and switching a key,
+/// its usage by refusal reason, expiry presets, long names, focus, and the time zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_list_key_page_and_create_dialog_work_for_many_keys() {
+    let _turn = BROWSER.lock().await;
+    let (dir, server) = acme();
+    let api = login(&server, (EMAIL, PASSWORD));
+    for i in 0..120 {
+        let (status, body) = api.create_key("team_a", json!({"name": format!("bulk key {i}")}));
+        assert_eq!(status, 201, "{body}");
+    }
+    let long_name = "x".repeat(100);
+    for (name, scopes) in [
+        ("to rotate", json!([])),
+        ("Production", json!([])),
+        ("Production", json!([])),
+        (long_name.as_str(), json!([])),
+        ("reader", json!(["products:read"])),
+    ] {
+        let (status, body) = api.create_key("team_a", json!({"name": name, "scopes": scopes}));
+        assert_eq!(status, 201, "{body}");
+    }
+    let (_, page) = api.send("GET", "/api/billstack/teams/team_a/api-keys?limit=10", None);
+    let reader_id = key_id_named(&page, "reader");
+    let rotate_id = key_id_named(&page, "to rotate");
+    // A key rotated with a one-second grace period: expired soon after, and listed as such.
+    let (status, rotated) = api.send(
+        "POST",
+        &format!("/api/billstack/teams/team_a/api-keys/{rotate_id}/rotate"),
+        Some(json!({"gracePeriodSeconds": 1})),
+    );
+    assert_eq!(status, 201, "{rotated}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api
+        .send(
+            "GET",
+            "/api/billstack/teams/team_a/api-keys?status=expired",
+            None,
+        )
+        .1["keys"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(Instant::now() < deadline, "the rotated key never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The reader is refused once for scope: one request, refused.
+    let raw_reader = {
+        let (_, body) = api.create_key("team_a", json!({"name": "scratch"}));
+        body["rawKey"].as_str().expect("raw").to_string()
+    };
+    let _ = raw_reader;
+    let total = 120 + 6 + 1;
+
+    let (_driver, webdriver) = start_chromedriver();
+    let c = browser(&webdriver, &dir.path().join("wide"), 1440, 900).await;
+    c.goto(&server.url("/")).await.expect("open");
+    sign_in(&c).await;
+    wait_until(
+        &c,
+        "return document.querySelectorAll('#keys-body tr').length === 100",
+        "a first page of 100",
+    )
+    .await;
+    assert!(
+        !scrolls_sideways(&c).await,
+        "a 100-character name fits at 1440 px"
+    );
+    shot(&c, "keys-1440").await;
+
+    // Paging: the rest on page 2, and back.
+    click(&c, Locator::Id("keys-next")).await;
+    wait_until(
+        &c,
+        &format!(
+            "return document.querySelectorAll('#keys-body tr').length === {}",
+            total - 100
+        ),
+        "the second page",
+    )
+    .await;
+    assert_eq!(text_of(&c, Locator::Id("keys-page-info")).await, "Page 2");
+    click(&c, Locator::Id("keys-prev")).await;
+    wait_until(
+        &c,
+        "return document.querySelectorAll('#keys-body tr').length === 100 \
+           && document.getElementById('keys-next').hidden === false",
+        "the first page again",
+    )
+    .await;
+
+    // The rotated-out key: Expired, links to its successor, and offers no Rotate.
+    let old_row = format!("#keys-body tr[data-key-id='{rotate_id}']");
+    let old_text = text_of(&c, Locator::Css(&old_row)).await;
+    assert!(
+        old_text.contains("Expired") && old_text.contains("Rotated → new key"),
+        "{old_text}"
+    );
+    assert!(
+        c.find(Locator::Css(&format!("{old_row} button.rotate")))
+            .await
+            .is_err(),
+        "no Rotate on an expired key"
+    );
+    c.find(Locator::Css(&format!("{old_row} button.revoke")))
+        .await
+        .expect("Revoke is still offered");
+
+    // Two keys named alike have buttons that say which is which.
+    let labels = eval(
+        &c,
+        "return [...document.querySelectorAll('#keys-body button.revoke')] \
+           .map(b => b.getAttribute('aria-label')).filter(l => l.startsWith('Revoke Production ('))",
+    )
+    .await;
+    let labels = labels.as_array().expect("labels");
+    assert_eq!(labels.len(), 2);
+    assert_ne!(labels[0], labels[1]);
+
+    // Search and filters ask the server, and say when nothing matches.
+    set_value(&c, "keys-search", "production").await;
+    wait_until(
+        &c,
+        "return document.querySelectorAll('#keys-body tr').length === 2",
+        "the search",
+    )
+    .await;
+    assert!(
+        !c.find(Locator::Id("keys-next"))
+            .await
+            .expect("next")
+            .is_displayed()
+            .await
+            .expect("shown"),
+        "two matches fit on one page"
+    );
+    set_value(&c, "keys-search", "").await;
+    set_value(&c, "keys-status", "expired").await;
+    wait_until(
+        &c,
+        "return document.querySelectorAll('#keys-body tr').length === 1",
+        "the status filter",
+    )
+    .await;
+    set_value(&c, "keys-status", "disabled").await;
+    wait_visible(&c, "#keys-none-match").await;
+    set_value(&c, "keys-status", "").await;
+    wait_until(
+        &c,
+        "return document.querySelectorAll('#keys-body tr').length === 100",
+        "no filter",
+    )
+    .await;
+
+    // Closing a row's dialog gives the focus back to the button that opened it.
+    let production_rotate = eval(
+        &c,
+        "const b = [...document.querySelectorAll('#keys-body button.rotate')] \
+           .find(b => b.getAttribute('aria-label').startsWith('Rotate Production (')); \
+         b.scrollIntoView({block: 'center'}); b.focus(); return b.getAttribute('aria-label');",
+    )
+    .await;
+    press(&c, Key::Enter).await;
+    wait_visible(&c, "#rotate-cancel").await;
+    press(&c, Key::Escape).await;
+    wait_until(
+        &c,
+        "return !document.getElementById('rotate-dialog').open",
+        "the dialog to close",
+    )
+    .await;
+    assert_eq!(json!(focused(&c).await), production_rotate);
+
+    // A revocation that fails can be retried from the same dialog.
+    c.execute(
+        "const real = window.fetch; let failed = false; \
+         window.fetch = (path, options) => { \
+           if (!failed && options && options.method === 'DELETE') { failed = true; \
+             return Promise.resolve(new Response(JSON.stringify({error: {code: 'store_unavailable', message: 'the store is not answering; retry'}}), {status: 503})); } \
+           return real(path, options); };",
+        vec![],
+    )
+    .await
+    .expect("a failing network");
+    let victim = eval(
+        &c,
+        "const b = [...document.querySelectorAll('#keys-body button.revoke')] \
+           .find(b => b.getAttribute('aria-label').startsWith('Revoke Production (')); \
+         b.click(); return b.closest('tr').dataset.keyId;",
+    )
+    .await;
+    let victim = victim.as_str().expect("id").to_string();
+    wait_visible(&c, "#revoke-confirm").await;
+    click(&c, Locator::Id("revoke-confirm")).await;
+    wait_visible(&c, "#revoke-error").await;
+    assert!(
+        text_of(&c, Locator::Id("revoke-error"))
+            .await
+            .contains("not answering")
+    );
+    click(&c, Locator::Id("revoke-confirm")).await;
+    wait_until(
+        &c,
+        "return !document.getElementById('revoke-dialog').open",
+        "the retried revocation",
+    )
+    .await;
+    let (status, _) = api.send(
+        "GET",
+        &format!("/api/billstack/teams/team_a/api-keys/{victim}"),
+        None,
+    );
+    assert_eq!(status, 404, "revoked");
+
+    // One request: "1 request", not "1 requests".
+    let reader_raw = {
+        let (status, body) = api.send(
+            "POST",
+            &format!("/api/billstack/teams/team_a/api-keys/{reader_id}/rotate"),
+            Some(json!({"gracePeriodSeconds": 0})),
+        );
+        assert_eq!(status, 201, "{body}");
+        body
+    };
+    let reader_id = reader_raw["key"]["id"].as_str().expect("id").to_string();
+    let reader_raw = reader_raw["rawKey"].as_str().expect("raw").to_string();
+    let customers = "/api/billstack/teams/team_a/projects/proj_web/customers";
+    assert_eq!(forward_auth(&server, &reader_raw, "GET", customers).0, 403);
+    c.refresh().await.expect("reload");
+    wait_until(
+        &c,
+        &format!(
+            "const f = document.querySelector(`[data-usage-for='{reader_id}']`); \
+             return f !== null && f.getAttribute('aria-label') === '1 request in the last 14 days'"
+        ),
+        "one request, said once",
+    )
+    .await;
+
+    // The key page: facts, usage by refusal reason, edit, disable and enable.
+    click(
+        &c,
+        Locator::Css(&format!(
+            "#keys-body tr[data-key-id='{reader_id}'] button.open-key"
+        )),
+    )
+    .await;
+    wait_visible(&c, "#page-key").await;
+    wait_until(
+        &c,
+        "return document.getElementById('key-title').textContent === 'reader'",
+        "the key page",
+    )
+    .await;
+    assert_eq!(text_of(&c, Locator::Id("key-created-by")).await, EMAIL);
+    wait_until(
+        &c,
+        "return document.getElementById('key-usage-body').textContent.includes('missing scope: 1')",
+        "the refusal, by reason",
+    )
+    .await;
+    shot(&c, "key-page-1440").await;
+    set_value(&c, "edit-name", &"y".repeat(300)).await;
+    assert!(
+        text_of(&c, Locator::Id("edit-name-count"))
+            .await
+            .contains("200 characters over")
+    );
+    click(&c, Locator::Id("edit-save")).await;
+    wait_visible(&c, "#edit-name-error").await;
+    assert_eq!(
+        eval(
+            &c,
+            "return document.getElementById('edit-name').getAttribute('aria-invalid')"
+        )
+        .await,
+        "true"
+    );
+    set_value(&c, "edit-name", "reader v2").await;
+    set_value(&c, "edit-rate-limit", "10").await;
+    set_value(&c, "edit-rate-window", "60").await;
+    click(&c, Locator::Id("edit-save")).await;
+    wait_until(
+        &c,
+        "return document.getElementById('key-title').textContent === 'reader v2'",
+        "the saved name",
+    )
+    .await;
+    assert_eq!(text_of(&c, Locator::Id("key-rate")).await, "10 / minute");
+    let (_, one) = api.send(
+        "GET",
+        &format!("/api/billstack/teams/team_a/api-keys/{reader_id}"),
+        None,
+    );
+    assert_eq!(
+        one["key"]["rateLimit"],
+        json!({"limit": 10, "windowSeconds": 60})
+    );
+    click(&c, Locator::Id("key-toggle")).await;
+    wait_until(
+        &c,
+        "return document.getElementById('key-status').textContent === 'Disabled'",
+        "disabled",
+    )
+    .await;
+    let products = "/api/billstack/teams/team_a/projects/proj_web/products";
+    assert_eq!(forward_auth(&server, &reader_raw, "GET", products).0, 401);
+    click(&c, Locator::Id("key-toggle")).await;
+    wait_until(
+        &c,
+        "return document.getElementById('key-status').textContent !== 'Disabled'",
+        "enabled",
+    )
+    .await;
+    assert_eq!(forward_auth(&server, &reader_raw, "GET", products).0, 200);
+    click(&c, Locator::Id("key-back")).await;
+    wait_visible(&c, "#page-keys").await;
+
+    // The create dialog at 1280×800: its Create button in view, presets, a warning for no
+    // expiry, no past dates, and a long pasted name counted, refused and announced.
+    let c800 = browser(&webdriver, &dir.path().join("laptop"), 1280, 800).await;
+    c800.goto(&server.url("/")).await.expect("open");
+    sign_in(&c800).await;
+    click(&c800, Locator::Id("open-create")).await;
+    wait_visible(&c800, "#key-name").await;
+    assert!(
+        in_viewport(&c800, "create-submit").await,
+        "Create is visible at 1280×800"
+    );
+    set_value(&c800, "key-expiry", "none").await;
+    wait_visible(&c800, "#key-expiry-warning").await;
+    set_value(&c800, "key-expiry", "custom").await;
+    wait_visible(&c800, "#key-expires").await;
+    let today = eval(
+        &c800,
+        "const d = new Date(); return `${d.getFullYear()}-${String(d.getMonth()+1).padStart(2,'0')}-${String(d.getDate()).padStart(2,'0')}`",
+    )
+    .await;
+    assert_eq!(
+        eval(&c800, "return document.getElementById('key-expires').min").await,
+        today,
+        "the picker starts today"
+    );
+    assert!(
+        in_viewport(&c800, "create-submit").await,
+        "still visible with more fields"
+    );
+    set_value(&c800, "key-name", &"z".repeat(300)).await;
+    assert!(
+        text_of(&c800, Locator::Id("key-name-count"))
+            .await
+            .contains("200 characters over")
+    );
+    click(&c800, Locator::Id("create-submit")).await;
+    wait_visible(&c800, "#key-name-error").await;
+    assert_eq!(
+        eval(
+            &c800,
+            "return document.getElementById('key-name').getAttribute('aria-invalid')"
+        )
+        .await,
+        "true"
+    );
+    wait_until(
+        &c800,
+        "return document.getElementById('announcer').textContent.includes('shorten it to 100')",
+        "the error, announced",
+    )
+    .await;
+    assert_eq!(
+        eval(
+            &c800,
+            "return document.getElementById('key-name').value.length"
+        )
+        .await,
+        300,
+        "nothing was cut silently"
+    );
+    shot(&c800, "create-dialog-1280x800").await;
+    click(&c800, Locator::Id("create-cancel")).await;
+    wait_until(
+        &c800,
+        "return document.activeElement.id === 'open-create'",
+        "focus back on Create",
+    )
+    .await;
+    c800.close().await.expect("close");
+    c.close().await.expect("close");
+
+    // A phone: the long name wraps, and Create is in view in the dialog.
+    let phone = browser(&webdriver, &dir.path().join("phone"), 390, 844).await;
+    phone.goto(&server.url("/")).await.expect("open");
+    sign_in(&phone).await;
+    wait_until(
+        &phone,
+        "return document.querySelectorAll('#keys-body tr').length === 100",
+        "the list",
+    )
+    .await;
+    assert!(
+        !scrolls_sideways(&phone).await,
+        "no sideways scrolling at 390 px"
+    );
+    shot(&phone, "keys-390").await;
+    click(&phone, Locator::Id("open-create")).await;
+    wait_visible(&phone, "#key-name").await;
+    assert!(
+        in_viewport(&phone, "create-submit").await,
+        "Create is visible at 390×844"
+    );
+    shot(&phone, "create-dialog-390x844").await;
+    phone.close().await.expect("close");
+    drop(_driver);
+
+    // In Tokyo, the chosen day is the last day the key works there.
+    let (_tokyo_driver, tokyo_webdriver) = start_chromedriver_in(Some("Asia/Tokyo"));
+    let tokyo = browser(&tokyo_webdriver, &dir.path().join("tokyo"), 1440, 900).await;
+    tokyo.goto(&server.url("/")).await.expect("open");
+    sign_in(&tokyo).await;
+    click(&tokyo, Locator::Id("open-create")).await;
+    wait_visible(&tokyo, "#key-name").await;
+    set_value(&tokyo, "key-name", "tokyo key").await;
+    set_value(&tokyo, "key-expiry", "custom").await;
+    assert!(
+        text_of(&tokyo, Locator::Id("key-expires-help"))
+            .await
+            .contains("Asia/Tokyo")
+    );
+    set_value(&tokyo, "key-expires", "2099-06-15").await;
+    click(&tokyo, Locator::Id("create-submit")).await;
+    wait_until(
+        &tokyo,
+        "return document.getElementById('secret-dialog').open",
+        "the key",
+    )
+    .await;
+    click(&tokyo, Locator::Id("secret-copy")).await;
+    click(&tokyo, Locator::Id("secret-done")).await;
+    let (_, found) = api.send("GET", "/api/billstack/teams/team_a/api-keys?q=tokyo", None);
+    assert_eq!(found["keys"][0]["expiresAt"], "2099-06-15T14:59:59Z");
+    wait_until(
+        &tokyo,
+        "return [...document.querySelectorAll('#keys-body tr')].some(r => r.textContent.includes('tokyo key') && r.textContent.includes('Jun 15, 2099'))",
+        "the same day shown back",
+    )
+    .await;
+    tokyo.close().await.expect("close");
+}
+
+/// axe-core's own script, from `tests/axe` (`npm ci` there; `.ci/run` does it).
+fn axe_source() -> String {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/axe/node_modules/axe-core/axe.min.js");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}. Install it with `npm ci` in tests/axe (.ci/run does this).",
+            path.display()
+        )
+    })
+}
+
+/// Runs axe-core on the page as it is now and fails on any violation, naming each.
+async fn assert_accessible(c: &Client, axe: &str, what: &str) {
+    c.execute(&format!("{axe}\nreturn typeof window.axe;"), vec![])
+        .await
+        .expect("inject axe-core");
+    let found = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             axe.run(document, {resultTypes: ['violations']}) \
+               .then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help, \
+                 nodes: v.nodes.slice(0, 5).map(n => n.target.join(' '))})))) \
+               .catch(e => done([{id: 'axe-error', help: String(e), nodes: []}]));",
+            vec![],
+        )
+        .await
+        .expect("run axe-core");
+    let violations = found.as_array().expect("violations");
+    assert!(
+        violations.is_empty(),
+        "axe-core found {} violation(s) on {what}: {}",
+        violations.len(),
+        serde_json::to_string_pretty(&found).unwrap_or_default()
+    );
+}
+
+/// Every page and dialog, at 1440 and 390 px wide: zero axe-core violations, and a screenshot
+/// of each for a person to look at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs axe-core from npm (tests/axe); .ci/run installs it and runs this"]
+async fn every_page_passes_axe_core() {
+    let _turn = BROWSER.lock().await;
+    let axe = axe_source();
+    let (dir, server) = acme();
+    let api = login(&server, (EMAIL, PASSWORD));
+    let (_, created) = api.create_key(
+        "team_a",
+        json!({"name": "Production", "projectId": "proj_web", "scopes": ["customers:read"],
+               "rateLimit": {"limit": 100, "windowSeconds": 60}}),
+    );
+    let raw = created["rawKey"].as_str().expect("raw").to_string();
+    let key_id = created["key"]["id"].as_str().expect("id").to_string();
+    forward_auth(
+        &server,
+        &raw,
+        "GET",
+        "/api/billstack/teams/team_a/projects/proj_web/customers",
+    );
+    forward_auth(
+        &server,
+        &raw,
+        "GET",
+        "/api/billstack/teams/team_a/projects/proj_web/products",
+    );
+    api.create_key(
+        "team_a",
+        json!({"name": "CI", "expiresAt": "2099-01-01T00:00:00Z"}),
+    );
+    let (_, invited) = api.send(
+        "POST",
+        "/api/billstack/teams/team_a/members",
+        Some(json!({"email": "new@acme.test", "role": "member"})),
+    );
+    let invite = invited["inviteUrl"]
+        .as_str()
+        .expect("invite url")
+        .to_string();
+
+    let (_driver, webdriver) = start_chromedriver();
+    for (width, height) in [(1440, 1000), (390, 844)] {
+        let c = browser(
+            &webdriver,
+            &dir.path().join(format!("axe-{width}")),
+            width,
+            height,
+        )
+        .await;
+        c.goto(&server.url("/")).await.expect("open");
+        wait_visible(&c, "#sign-in-form").await;
+        // The check can fail: an image without a text alternative is found.
+        c.execute(
+            "const i = document.createElement('img'); i.id = 'axe-probe'; i.src = '/favicon.svg'; document.body.append(i);",
+            vec![],
+        )
+        .await
+        .expect("probe");
+        let probe = tokio::spawn({
+            let (c, axe) = (c.clone(), axe.clone());
+            async move { assert_accessible(&c, &axe, "the probe").await }
+        })
+        .await;
+        let why = probe
+            .expect_err("axe-core must find the probe")
+            .into_panic();
+        let why = why.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(why.contains("image-alt"), "{why}");
+        c.execute("document.getElementById('axe-probe').remove()", vec![])
+            .await
+            .expect("remove the probe");
+        assert_accessible(&c, &axe, "the sign-in page").await;
+        shot(&c, &format!("sign-in-{width}")).await;
+        c.goto(&invite).await.expect("open the invitation");
+        wait_visible(&c, "#invite-form").await;
+        assert_accessible(&c, &axe, "the invitation page").await;
+        shot(&c, &format!("invitation-{width}")).await;
+        c.goto(&server.url("/#keys")).await.expect("open");
+        sign_in(&c).await;
+        wait_until(
+            &c,
+            "const rows = document.querySelectorAll('#keys-body tr').length; \
+             return rows > 1 && document.querySelectorAll('#keys-body [data-total]').length === rows",
+            "the usage charts",
+        )
+        .await;
+        assert_accessible(&c, &axe, "API Keys").await;
+        shot(&c, &format!("keys-page-{width}")).await;
+        click(&c, Locator::Id("open-create")).await;
+        wait_visible(&c, "#key-name").await;
+        set_value(&c, "key-expiry", "none").await;
+        assert_accessible(&c, &axe, "the create dialog").await;
+        set_value(&c, "key-name", "axe key").await;
+        click(&c, Locator::Id("create-submit")).await;
+        wait_until(
+            &c,
+            "return document.getElementById('secret-dialog').open",
+            "the key",
+        )
+        .await;
+        assert_accessible(&c, &axe, "the one-time key dialog").await;
+        click(&c, Locator::Id("secret-done")).await;
+        wait_visible(&c, "#secret-confirm").await;
+        assert_accessible(&c, &axe, "the copied-key question").await;
+        click(&c, Locator::Id("secret-discard")).await;
+        c.execute(
+            "location.hash = arguments[0]",
+            vec![json!(format!("#key/{key_id}"))],
+        )
+        .await
+        .expect("open the key");
+        wait_until(
+            &c,
+            "return document.getElementById('key-title').textContent === 'Production'",
+            "the key page",
+        )
+        .await;
+        wait_until(
+            &c,
+            "return document.getElementById('key-usage-body').children.length === 1",
+            "its usage",
+        )
+        .await;
+        assert_accessible(&c, &axe, "a key's page").await;
+        shot(&c, &format!("key-page-{width}")).await;
+        click(&c, Locator::Id("key-rotate")).await;
+        wait_visible(&c, "#rotate-confirm").await;
+        assert_accessible(&c, &axe, "the rotate dialog").await;
+        click(&c, Locator::Id("rotate-cancel")).await;
+        click(&c, Locator::Id("key-revoke")).await;
+        wait_visible(&c, "#revoke-confirm").await;
+        assert_accessible(&c, &axe, "the revoke dialog").await;
+        click(&c, Locator::Id("revoke-cancel")).await;
+        for page in ["members", "projects", "policy", "audit"] {
+            open_page(&c, page).await;
+            if page == "members" {
+                wait_until(
+                    &c,
+                    "return document.querySelectorAll('#members-body tr').length === 2",
+                    "members",
+                )
+                .await;
+            }
+            if page == "audit" {
+                wait_until(
+                    &c,
+                    "return document.querySelectorAll('#audit-body tr').length > 3",
+                    "events",
+                )
+                .await;
+            }
+            assert_accessible(&c, &axe, page).await;
+            shot(&c, &format!("{page}-{width}")).await;
+        }
+        open_page(&c, "projects").await;
+        click(&c, Locator::Css(".rename-project")).await;
+        wait_visible(&c, "#rename-name").await;
+        assert_accessible(&c, &axe, "the rename dialog").await;
+        click(&c, Locator::Id("rename-cancel")).await;
+        click(&c, Locator::Id("account-link")).await;
+        wait_visible(&c, "#password-form").await;
+        assert_accessible(&c, &axe, "the password page").await;
+        shot(&c, &format!("password-{width}")).await;
+        assert!(
+            !scrolls_sideways(&c).await,
+            "no sideways scrolling at {width} px"
+        );
+        c.close().await.expect("close");
+    }
 }

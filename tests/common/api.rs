@@ -35,7 +35,7 @@ fn answer(res: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, V
 }
 
 impl Dashboard<'_> {
-    /// `GET`, `DELETE` or `POST` (JSON body, or none) with the session, and this server's
+    /// `GET`, `DELETE`, `POST` (JSON body, or none) or `PATCH` with the session, and this server's
     /// Origin on state changes.
     pub fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let http = agent();
@@ -58,6 +58,11 @@ impl Dashboard<'_> {
                     None => req.send_empty(),
                 }
             }
+            "PATCH" => http
+                .patch(&url)
+                .header("Cookie", &self.cookie)
+                .header("Origin", &origin)
+                .send_json(body.unwrap_or(Value::Null)),
             other => panic!("method {other}"),
         })
     }
