@@ -944,18 +944,31 @@ async fn an_owner_invites_a_colleague_who_creates_a_key_then_is_demoted_and_remo
         "members see no Members page"
     );
 
-    // The owner removes them: the colleague's next request finds no team.
+    // The owner removes them, with the keyboard alone: Enter on Remove, the question opens on
+    // Cancel, Tab reaches the confirmation, Enter confirms. The colleague's next request finds
+    // no team.
     owner
-        .find(Locator::Css(&format!(
-            "#members-body tr[data-user-id='{colleague_id}'] button.remove-member"
-        )))
+        .execute(
+            "document.querySelector(`#members-body tr[data-user-id='${arguments[0]}'] button.remove-member`).focus()",
+            vec![json!(colleague_id)],
+        )
         .await
-        .expect("remove")
-        .click()
-        .await
-        .expect("click");
-    wait_visible(&owner, "#confirm-ok").await;
-    click(&owner, Locator::Id("confirm-ok")).await;
+        .expect("focus Remove");
+    press(&owner, Key::Enter).await;
+    wait_until(
+        &owner,
+        "return document.getElementById('confirm-dialog').open && document.activeElement.id === 'confirm-cancel'",
+        "the question, on Cancel",
+    )
+    .await;
+    assert!(
+        text_of(&owner, Locator::Id("confirm-text"))
+            .await
+            .contains(COLLEAGUE)
+    );
+    press(&owner, Key::Tab).await;
+    assert_eq!(focused(&owner).await, "confirm-ok");
+    press(&owner, Key::Enter).await;
     wait_until(
         &owner,
         &format!(
@@ -1019,7 +1032,78 @@ async fn an_owner_invites_a_colleague_who_creates_a_key_then_is_demoted_and_remo
     );
     let (status, _) = api.send("GET", "/api/auth/me", None);
     assert_eq!(status, 401, "the owner's other session ended");
-    login(&server, (EMAIL, "a-new-password-1"));
+    let api = login(&server, (EMAIL, "a-new-password-1"));
+
+    // Projects, with the keyboard alone: rename one (Enter on Rename, type, Enter), create one,
+    // and a delete refused while a key is limited to the project says what to do.
+    open_page(&owner, "projects").await;
+    wait_visible(&owner, "#projects-body tr").await;
+    owner
+        .execute(
+            "document.querySelector(\"#projects-body tr[data-project-id='proj_mobile'] .rename-project\").focus()",
+            vec![],
+        )
+        .await
+        .expect("focus Rename");
+    press(&owner, Key::Enter).await;
+    wait_until(
+        &owner,
+        "return document.activeElement.id === 'rename-name'",
+        "the name field",
+    )
+    .await;
+    owner
+        .execute("document.getElementById('rename-name').select()", vec![])
+        .await
+        .expect("select");
+    let field = owner.active_element().await.expect("focus");
+    field.send_keys("Mobile apps").await.expect("type");
+    field
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .expect("submit");
+    wait_until(
+        &owner,
+        "return !document.getElementById('rename-dialog').open \
+           && document.getElementById('projects-body').textContent.includes('Mobile apps')",
+        "the renamed project",
+    )
+    .await;
+    let (_, projects) = api.send("GET", "/api/billstack/teams/team_a/projects", None);
+    assert!(projects.to_string().contains("Mobile apps"));
+    api.create_key(
+        "team_a",
+        json!({"name": "web only", "projectId": "proj_web"}),
+    );
+    owner
+        .execute(
+            "document.querySelector(\"#projects-body tr[data-project-id='proj_web'] .delete-project\").click()",
+            vec![],
+        )
+        .await
+        .expect("Delete");
+    wait_visible(&owner, "#confirm-ok").await;
+    click(&owner, Locator::Id("confirm-ok")).await;
+    wait_visible(&owner, "#confirm-error").await;
+    assert!(
+        text_of(&owner, Locator::Id("confirm-error"))
+            .await
+            .contains("Revoke them first")
+    );
+    click(&owner, Locator::Id("confirm-cancel")).await;
+    set_value(&owner, "project-name", "Partner portal").await;
+    click(&owner, Locator::Id("project-create")).await;
+    wait_until(
+        &owner,
+        "return document.getElementById('projects-body').textContent.includes('Partner portal')",
+        "the new project",
+    )
+    .await;
+    // Messages from the API are in people's words, never its field names.
+    assert_eq!(
+        eval(&owner, "return humanize('expiresAt must be in the future')").await,
+        "The expiration date must be in the future."
+    );
     owner.close().await.expect("close");
 }
 

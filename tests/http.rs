@@ -1550,3 +1550,113 @@ fn the_favicon_is_served_not_a_404() {
         assert!(body.starts_with("<svg"), "{body}");
     }
 }
+
+/// The "done when", over HTTP with the real server running: an owner invites a
+/// colleague (a one-time link), who accepts and creates a key; the owner demotes, then removes
+/// them. The key list pages, and the audit log names everyone and everything involved.
+#[test]
+fn an_owner_invites_a_colleague_who_creates_a_key_then_is_demoted_and_removed() {
+    let (_dir, data) = world();
+    let server = start(&data, &echo_upstream(100));
+    let alice = login(&server, ALICE);
+    let (status, added) = alice.send(
+        "POST",
+        "/api/billstack/teams/team_a/members",
+        Some(json!({"email": "carol@acme.test", "role": "owner"})),
+    );
+    assert_eq!(status, 201, "{added}");
+    let url = added["inviteUrl"]
+        .as_str()
+        .expect("a new email gets a link");
+    let token = url.split("#invite=").nth(1).expect("token");
+    let carol_id = added["member"]["userId"].as_str().expect("id").to_string();
+    // Accepting signs in; a second use of the link is refused.
+    let mut res = agent()
+        .post(&server.url("/api/auth/invitations/accept"))
+        .send_json(json!({"token": token, "password": "carol-password-1"}))
+        .expect("accept");
+    assert_eq!(res.status(), 200);
+    let cookie = common::session_cookie(&res);
+    let me: Value = res.body_mut().read_json().expect("json");
+    assert_eq!(me["teams"][0]["role"], "owner");
+    let again = agent()
+        .post(&server.url("/api/auth/invitations/accept"))
+        .send_json(json!({"token": token, "password": "carol-password-2"}));
+    assert_eq!(again.map(|r| r.status().as_u16()).unwrap_or(0), 400);
+    let carol = common::api::Dashboard {
+        server: &server,
+        cookie,
+    };
+    let (status, created) = carol.create_key("team_a", json!({"name": "carol's key"}));
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        created["key"]["createdBy"],
+        json!({"userId": carol_id, "email": "carol@acme.test"})
+    );
+    let raw = created["rawKey"].as_str().expect("raw").to_string();
+    let path = "/api/billstack/teams/team_a/projects/proj_a/customers";
+    assert_eq!(doors(&server, &raw, "GET", path).0, 200);
+
+    // Demoted: Carol is told her role, and owner-only routes refuse her.
+    let member_path = format!("/api/billstack/teams/team_a/members/{carol_id}");
+    let (status, demoted) = alice.send("PATCH", &member_path, Some(json!({"role": "member"})));
+    assert_eq!(
+        (status, demoted["member"]["role"].clone()),
+        (200, json!("member"))
+    );
+    let (_, me) = carol.send("GET", "/api/auth/me", None);
+    assert_eq!(me["teams"][0]["role"], "member");
+    assert_eq!(
+        carol
+            .send("GET", "/api/billstack/teams/team_a/audit-log", None)
+            .0,
+        403
+    );
+    // Removed: her session loses the team at once; the team's key keeps working.
+    assert_eq!(alice.send("DELETE", &member_path, None).0, 204);
+    assert_eq!(
+        carol
+            .send("GET", "/api/billstack/teams/team_a/api-keys", None)
+            .0,
+        404
+    );
+    assert_eq!(doors(&server, &raw, "GET", path).0, 200);
+
+    // Alice lists the team's keys a page at a time and sees who made Carol's.
+    for i in 0..4 {
+        alice.create_key("team_a", json!({"name": format!("k{i}")}));
+    }
+    let (_, first) = alice.send("GET", "/api/billstack/teams/team_a/api-keys?limit=2", None);
+    assert_eq!(first["keys"][0]["name"], "k3");
+    let cursor = first["nextCursor"].as_str().expect("cursor");
+    let (_, rest) = alice.send(
+        "GET",
+        &format!("/api/billstack/teams/team_a/api-keys?limit=10&cursor={cursor}"),
+        None,
+    );
+    let names: Vec<&str> = rest["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["k1", "k0", "carol's key"]);
+    assert!(rest.get("nextCursor").is_none());
+
+    // The audit log names Carol by email in each event about her.
+    let (_, log) = alice.send("GET", "/api/billstack/teams/team_a/audit-log", None);
+    let about_carol: Vec<&str> = log["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["target"] == carol_id.as_str())
+        .map(|e| {
+            assert_eq!(e["targetName"], "carol@acme.test", "{e}");
+            e["action"].as_str().expect("action")
+        })
+        .collect();
+    assert_eq!(
+        about_carol,
+        ["member.removed", "member.role_changed", "member.invited"]
+    );
+}
