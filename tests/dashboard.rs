@@ -106,6 +106,20 @@ async fn shot(c: &Client, name: &str) {
     .expect("save");
 }
 
+/// A browser of `width`×`height` on the dashboard, signed in as the owner.
+async fn signed_in(
+    webdriver: &str,
+    profile: &Path,
+    width: u32,
+    height: u32,
+    server: &Server,
+) -> Client {
+    let c = browser(webdriver, profile, width, height).await;
+    c.goto(&server.url("/")).await.expect("open the dashboard");
+    sign_in(&c).await;
+    c
+}
+
 async fn sign_in(c: &Client) {
     sign_in_as(c, EMAIL, PASSWORD).await;
 }
@@ -252,41 +266,10 @@ async fn scrolls_sideways(c: &Client) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_use_and_revoke_a_key_in_the_browser() {
     let _turn = BROWSER.lock().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    // Scripts make the directory; only `serve` creates a missing one.
-    std::fs::create_dir(&data).expect("mkdir data");
-    json(
-        &data,
-        &["team", "create", "--name", "Acme", "--id", "team_a"],
-    );
-    json(
-        &data,
-        &[
-            "project", "create", "--team", "team_a", "--name", "Web shop", "--id", "proj_web",
-        ],
-    );
-    json(
-        &data,
-        &[
-            "project",
-            "create",
-            "--team",
-            "team_a",
-            "--name",
-            "Mobile",
-            "--id",
-            "proj_mobile",
-        ],
-    );
-    create_user(&data, EMAIL, PASSWORD, "team_a", "owner");
-    let server = Server::start(&data, &[]);
+    let (dir, server) = acme();
     let (_driver, webdriver) = start_chromedriver();
-    let shots = screenshots();
 
-    let c = browser(&webdriver, &dir.path().join("profile"), 1440, 1000).await;
-    c.goto(&server.url("/")).await.expect("open the dashboard");
-    sign_in(&c).await;
+    let c = signed_in(&webdriver, &dir.path().join("profile"), 1440, 1000, &server).await;
     wait_visible(&c, "#keys-empty").await;
     // After signing in, the focus is on the page's heading, not lost on <body>.
     wait_until(
@@ -347,11 +330,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         .expect("value")
         .expect("a key");
     assert!(raw.starts_with("bs_") && raw.len() == 51, "{raw}");
-    std::fs::write(
-        shots.join("one-time-key-dialog.png"),
-        c.screenshot().await.expect("screenshot"),
-    )
-    .expect("save");
+    shot(&c, "one-time-key-dialog").await;
 
     // The key works where its scopes allow and nowhere else.
     let base = "/api/billstack/teams/team_a/projects";
@@ -434,11 +413,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     .await;
     let row = text_of(&c, Locator::Css("#keys-body tr")).await;
     assert!(!row.contains("Never\n4"), "last used is set: {row:?}");
-    std::fs::write(
-        shots.join("key-list.png"),
-        c.screenshot().await.expect("screenshot"),
-    )
-    .expect("save");
+    shot(&c, "key-list").await;
 
     // Rotate it with no grace period: the new key is shown once, the old one stops at once,
     // and the one row left has the new key's prefix.
@@ -564,11 +539,7 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
         "the new scope list",
     )
     .await;
-    std::fs::write(
-        shots.join("policy-panel.png"),
-        c.screenshot().await.expect("screenshot"),
-    )
-    .expect("save");
+    shot(&c, "policy-panel").await;
     click(&c, Locator::Id("policy-reset")).await;
     wait_until(
         &c,
@@ -688,24 +659,19 @@ async fn create_use_and_revoke_a_key_in_the_browser() {
     c.close().await.expect("close the browser");
 
     // Readable on a phone.
-    let phone = browser(&webdriver, &dir.path().join("profile-phone"), 375, 812).await;
-    phone.goto(&server.url("/")).await.expect("open");
-    sign_in(&phone).await;
-    let overflow: bool = phone
-        .execute(
-            "return document.documentElement.scrollWidth > window.innerWidth + 1",
-            vec![],
-        )
-        .await
-        .expect("measure")
-        .as_bool()
-        .expect("bool");
-    assert!(!overflow, "the page scrolls sideways at 375 px");
-    std::fs::write(
-        shots.join("phone-375px.png"),
-        phone.screenshot().await.expect("screenshot"),
+    let phone = signed_in(
+        &webdriver,
+        &dir.path().join("profile-phone"),
+        375,
+        812,
+        &server,
     )
-    .expect("save");
+    .await;
+    assert!(
+        !scrolls_sideways(&phone).await,
+        "the page scrolls sideways at 375 px"
+    );
+    shot(&phone, "phone-375px").await;
     phone.close().await.expect("close");
 }
 
@@ -742,9 +708,7 @@ async fn an_owner_invites_a_colleague_who_creates_a_key_then_is_demoted_and_remo
     let _turn = BROWSER.lock().await;
     let (dir, server) = acme();
     let (_driver, webdriver) = start_chromedriver();
-    let owner = browser(&webdriver, &dir.path().join("owner"), 1440, 1000).await;
-    owner.goto(&server.url("/")).await.expect("open");
-    sign_in(&owner).await;
+    let owner = signed_in(&webdriver, &dir.path().join("owner"), 1440, 1000, &server).await;
     assert_eq!(text_of(&owner, Locator::Id("role-badge")).await, "Owner");
 
     // Invite: a new email gets a link, shown once like a raw key.
@@ -1190,9 +1154,7 @@ async fn the_key_list_key_page_and_create_dialog_work_for_many_keys() {
     let total = 120 + 6 + 1;
 
     let (_driver, webdriver) = start_chromedriver();
-    let c = browser(&webdriver, &dir.path().join("wide"), 1440, 900).await;
-    c.goto(&server.url("/")).await.expect("open");
-    sign_in(&c).await;
+    let c = signed_in(&webdriver, &dir.path().join("wide"), 1440, 900, &server).await;
     wait_until(
         &c,
         "return document.querySelectorAll('#keys-body tr').length === 100",
@@ -1455,9 +1417,7 @@ async fn the_key_list_key_page_and_create_dialog_work_for_many_keys() {
 
     // The create dialog at 1280×800: its Create button in view, presets, a warning for no
     // expiry, no past dates, and a long pasted name counted, refused and announced.
-    let c800 = browser(&webdriver, &dir.path().join("laptop"), 1280, 800).await;
-    c800.goto(&server.url("/")).await.expect("open");
-    sign_in(&c800).await;
+    let c800 = signed_in(&webdriver, &dir.path().join("laptop"), 1280, 800, &server).await;
     click(&c800, Locator::Id("open-create")).await;
     wait_visible(&c800, "#key-name").await;
     assert!(
@@ -1525,9 +1485,7 @@ async fn the_key_list_key_page_and_create_dialog_work_for_many_keys() {
     c.close().await.expect("close");
 
     // A phone: the long name wraps, and Create is in view in the dialog.
-    let phone = browser(&webdriver, &dir.path().join("phone"), 390, 844).await;
-    phone.goto(&server.url("/")).await.expect("open");
-    sign_in(&phone).await;
+    let phone = signed_in(&webdriver, &dir.path().join("phone"), 390, 844, &server).await;
     wait_until(
         &phone,
         "return document.querySelectorAll('#keys-body tr').length === 100",
@@ -1551,9 +1509,14 @@ async fn the_key_list_key_page_and_create_dialog_work_for_many_keys() {
 
     // In Tokyo, the chosen day is the last day the key works there.
     let (_tokyo_driver, tokyo_webdriver) = start_chromedriver_in(Some("Asia/Tokyo"));
-    let tokyo = browser(&tokyo_webdriver, &dir.path().join("tokyo"), 1440, 900).await;
-    tokyo.goto(&server.url("/")).await.expect("open");
-    sign_in(&tokyo).await;
+    let tokyo = signed_in(
+        &tokyo_webdriver,
+        &dir.path().join("tokyo"),
+        1440,
+        900,
+        &server,
+    )
+    .await;
     click(&tokyo, Locator::Id("open-create")).await;
     wait_visible(&tokyo, "#key-name").await;
     set_value(&tokyo, "key-name", "tokyo key").await;

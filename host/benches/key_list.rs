@@ -28,13 +28,19 @@ const KEYS: usize = 100_000;
 const EMAIL: &str = "owner@bench.test";
 const PASSWORD: &str = "bench-password-1";
 
-fn send(runtime: &tokio::runtime::Runtime, router: &Router, mut request: Request<Body>) -> Vec<u8> {
+/// The request as a browser at 192.0.2.1 sends it to `keys.test`.
+fn from_client(mut request: Request<Body>) -> Request<Body> {
     request
         .extensions_mut()
         .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 40000))));
     request
         .headers_mut()
         .insert(header::HOST, "keys.test".parse().expect("host"));
+    request
+}
+
+fn send(runtime: &tokio::runtime::Runtime, router: &Router, request: Request<Body>) -> Vec<u8> {
+    let request = from_client(request);
     runtime.block_on(async {
         let response = router.clone().oneshot(request).await.expect("infallible");
         assert_eq!(response.status(), StatusCode::OK);
@@ -114,18 +120,14 @@ fn bench(c: &mut Criterion) {
         server::router(Arc::new(AppState::plain(app, None)))
     };
     let cookie = {
-        let mut request = Request::post("/api/auth/login")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(
-                serde_json::json!({"email": EMAIL, "password": PASSWORD}).to_string(),
-            ))
-            .expect("request");
-        request
-            .extensions_mut()
-            .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 40000))));
-        request
-            .headers_mut()
-            .insert(header::HOST, "keys.test".parse().expect("host"));
+        let request = from_client(
+            Request::post("/api/auth/login")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    serde_json::json!({"email": EMAIL, "password": PASSWORD}).to_string(),
+                ))
+                .expect("request"),
+        );
         let response = runtime
             .block_on(router.clone().oneshot(request))
             .expect("login");

@@ -356,13 +356,7 @@ impl KeyStore for Store {
         let encoded = encode(&record);
         let team_key = join(&record.team_id, &record.id);
         let age = age_key(&record);
-        (
-            &self.keys,
-            &self.key_hash,
-            &self.team_keys,
-            &self.team_keys_by_age,
-            &self.audit,
-        )
+        self.key_trees()
             .transaction(|(keys, key_hash, team_keys, by_age, audit)| {
                 keys.insert(record.id.as_bytes(), encoded.as_slice())?;
                 key_hash.insert(&generated.hash[..], record.id.as_bytes())?;
@@ -496,13 +490,8 @@ impl KeyStore for Store {
             key_id,
             name.map(|name| serde_json::json!({ "name": name })),
         )?;
-        let record = (
-            &self.keys,
-            &self.key_hash,
-            &self.team_keys,
-            &self.team_keys_by_age,
-            &self.audit,
-        )
+        let record = self
+            .key_trees()
             .transaction(|(keys, key_hash, team_keys, by_age, audit)| {
                 let mut record = active_key_in(keys, team_id, key_id)?;
                 revoke_in(&mut record, now, key_hash, team_keys, by_age)?;
@@ -635,13 +624,8 @@ impl KeyStore for Store {
         let grace_ms = i64::try_from(grace_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
         let ends_at = now.saturating_add(grace_ms);
         let new_team_key = join(team_id, &new_id);
-        let (old, new) = (
-            &self.keys,
-            &self.key_hash,
-            &self.team_keys,
-            &self.team_keys_by_age,
-            &self.audit,
-        )
+        let (old, new) = self
+            .key_trees()
             .transaction(|(keys, key_hash, team_keys, by_age, audit)| {
                 let mut old = active_key_in(keys, team_id, key_id)?;
                 if old.is_expired(now) {
@@ -703,6 +687,18 @@ impl KeyStore for Store {
 }
 
 impl Store {
+    /// The trees a key's creation, rotation or revocation changes together, in the order the
+    /// transactions name them: records, hash index, team index, age index, audit log.
+    fn key_trees(&self) -> (&Tree, &Tree, &Tree, &Tree, &Tree) {
+        (
+            &self.keys,
+            &self.key_hash,
+            &self.team_keys,
+            &self.team_keys_by_age,
+            &self.audit,
+        )
+    }
+
     pub(super) fn lookup_key_hash_uncached(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>> {
         let Some(id) = self.key_hash.get(hash)? else {
             return Ok(None);
