@@ -402,6 +402,11 @@ function renderKeys() {
   show($("keys-table"), !none);
   show($("keys-empty"), none && first && !filtering() && !state.keysNext);
   show($("keys-none-match"), none && (filtering() || !first || Boolean(state.keysNext)));
+  // A search of a large team reads a bounded number of keys per page: an empty page with more
+  // to read says so, rather than "no match".
+  $("keys-none-match").textContent = state.keysNext
+    ? "No match among the keys searched so far. Next page searches further."
+    : "No key matches. Change the search or the filters.";
   show($("keys-prev"), !first);
   show($("keys-next"), Boolean(state.keysNext));
   const pageNo = state.keysCursors.length;
