@@ -15,6 +15,7 @@ mod blobs;
 pub mod clock;
 mod group_flush;
 pub mod ids;
+pub mod pg;
 mod records;
 pub mod storage;
 mod store;
@@ -97,6 +98,21 @@ pub enum Error {
     /// Argon2 failed to hash a password.
     #[error("password hashing failed: {0}")]
     PasswordHash(String),
+    /// The database did not answer, or failed (PostgreSQL): nothing was written; retry later.
+    /// The message never carries a password.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The database's schema was migrated by a newer release than this one.
+    #[error(
+        "the database schema is at version {found}, newer than this release knows ({known}); \
+         run the newer release, or restore a backup into a new database"
+    )]
+    SchemaTooNew {
+        /// The newest migration found in the database.
+        found: i64,
+        /// The newest migration this binary has.
+        known: i64,
+    },
 }
 
 /// The store's result type.

@@ -1,0 +1,300 @@
+//! The PostgreSQL backend (DESIGN.md § Storage backends and replicas): `storage =
+//! "postgres://…"`. This module holds the connection pool, the runtime the synchronous
+//! [`crate::Storage`] calls run their queries on, and the schema's migrations; the entity
+//! operations follow the sled store's, file by file.
+//!
+//! # Calls from synchronous code
+//!
+//! The storage traits are synchronous (the host calls them on its blocking pool). `PgStore`
+//! owns a small tokio runtime of its own; each call spawns its query there and waits for the
+//! answer on a channel, so it works from any thread, whether or not that thread belongs to
+//! another runtime.
+//!
+//! # Migrations
+//!
+//! `migrations/V<n>__<name>.sql`, embedded in the binary (refinery), run at connect time under
+//! a PostgreSQL advisory lock, so replicas starting together migrate once. A database that has
+//! a migration this binary does not know (a newer release migrated it) is refused: the older
+//! binary would not know the schema it writes to.
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+
+use crate::{Error, Result};
+
+mod embedded {
+    refinery::embed_migrations!("src/pg/migrations");
+}
+
+/// The advisory lock key migrations hold (any constant shared by every replica): "bsk" +
+/// schema in ASCII.
+const MIGRATION_LOCK: i64 = 0x6273_6b5f_7363_6865;
+
+/// Connection settings for [`PgStore::connect`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// How long to wait for a connection to the database before failing the call.
+    pub connect_timeout: Duration,
+    /// The longest any one statement may run (PostgreSQL's `statement_timeout`).
+    pub statement_timeout: Duration,
+    /// Most connections the pool holds.
+    pub pool_size: usize,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            connect_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+            pool_size: 16,
+        }
+    }
+}
+
+/// A connection to a BillStack database on PostgreSQL.
+pub struct PgStore {
+    runtime: tokio::runtime::Runtime,
+    pool: Pool,
+    /// The URL without its password, for messages.
+    shown_url: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &self.shown_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// A database error as the store reports it: an unreachable or failing database is
+/// [`Error::Unavailable`] (retry later); the message never carries the URL's password.
+pub(crate) fn db_error(e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user[:password]@host[:port]/database[?options]`), checks
+    /// that the database answers, and brings its schema up to date. `Invalid` (`storage`) for
+    /// a URL that is not one; `Unavailable` when the database cannot be reached;
+    /// `SchemaTooNew` when a newer release has migrated it.
+    pub fn connect(url: &str, options: &PgOptions) -> Result<PgStore> {
+        let shown_url = redact_url(url);
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            crate::invalid(
+                "storage",
+                format!("{shown_url} is not a PostgreSQL URL: {e}"),
+            )
+        })?;
+        config.connect_timeout(options.connect_timeout);
+        config.options(format!(
+            "-c statement_timeout={}",
+            options.statement_timeout.as_millis()
+        ));
+        if config.get_application_name().is_none() {
+            config.application_name("billstack");
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("billstack-pg")
+            .enable_all()
+            .build()?;
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let wait = options.connect_timeout;
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(wait))
+            .create_timeout(Some(wait))
+            .recycle_timeout(Some(wait))
+            .build()
+            .map_err(db_error)?;
+        let store = PgStore {
+            runtime,
+            pool,
+            shown_url,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Runs `work` (given a pool handle) on the store's runtime and waits for its answer.
+    pub(crate) fn run<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Pool) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let future = work(self.pool.clone());
+        self.runtime.spawn(async move {
+            let _ = tx.send(future.await);
+        });
+        rx.recv()
+            .map_err(|_| Error::Unavailable("the database task ended without answering".into()))?
+    }
+
+    /// Applies the migrations this binary embeds, once, under the advisory lock.
+    fn migrate(&self) -> Result<()> {
+        self.run(|pool| async move {
+            let mut client = pool.get().await.map_err(db_error)?;
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+                .await
+                .map_err(db_error)?;
+            let outcome = embedded::migrations::runner()
+                .set_abort_missing(true)
+                .set_abort_divergent(true)
+                .run_async(&mut **client)
+                .await;
+            // Unlocked whatever happened (the lock would end with the session anyway).
+            let _ = client
+                .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+                .await;
+            outcome.map(drop).map_err(|e| match e.kind() {
+                refinery::error::Kind::MissingVersion(migration) => Error::SchemaTooNew {
+                    found: migration.version().into(),
+                    known: embedded::migrations::runner()
+                        .get_migrations()
+                        .iter()
+                        .map(|m| i64::from(m.version()))
+                        .max()
+                        .unwrap_or(0),
+                },
+                _ => db_error(e),
+            })
+        })
+    }
+
+    /// The newest migration applied to the database.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.run(|pool| async move {
+            let client = pool.get().await.map_err(db_error)?;
+            let row = client
+                .query_one(
+                    "SELECT COALESCE(MAX(version), 0)::bigint FROM refinery_schema_history",
+                    &[],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(row.get::<_, i64>(0))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use billstack_pg_cluster::PgCluster;
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/keys"),
+            "postgres://app:***@db:5432/keys"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/keys"),
+            "postgres://app@db/keys"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_by_field() {
+        match PgStore::connect("postgres://host:notaport/db", &PgOptions::default()) {
+            Err(Error::Invalid { field, .. }) => assert_eq!(field, "storage"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unreachable_database_fails_fast_as_unavailable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let started = std::time::Instant::now();
+        let outcome = PgStore::connect(
+            &format!("postgres://nobody:pw@127.0.0.1:{port}/none"),
+            &PgOptions::default(),
+        );
+        match outcome {
+            Err(Error::Unavailable(message)) => assert!(!message.contains("pw@"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn connecting_migrates_once_and_a_newer_schema_is_refused() {
+        let Some(cluster) = PgCluster::start() else {
+            eprintln!("PostgreSQL is not installed: skipped");
+            return;
+        };
+        let url = cluster.new_database();
+        // Replicas starting together: each migrates or finds it done.
+        let stores: Vec<PgStore> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| PgStore::connect(&url, &PgOptions::default())))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread").expect("connect"))
+                .collect()
+        });
+        let known = embedded::migrations::runner()
+            .get_migrations()
+            .iter()
+            .map(|m| i64::from(m.version()))
+            .max()
+            .expect("a migration");
+        for store in &stores {
+            assert_eq!(store.schema_version().expect("version"), known);
+        }
+        // A newer release's migration, as it would have recorded it.
+        stores[0]
+            .run(|pool| async move {
+                let client = pool.get().await.map_err(db_error)?;
+                client
+                    .execute(
+                        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+                         VALUES ($1, 'from_the_future', '2027-01-01T00:00:00Z', '0')",
+                        &[&i32::try_from(known + 1).expect("small")],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                Ok(())
+            })
+            .expect("insert");
+        match PgStore::connect(&url, &PgOptions::default()) {
+            Err(Error::SchemaTooNew { found, known: k }) => {
+                assert_eq!((found, k), (known + 1, known));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

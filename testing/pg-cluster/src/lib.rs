@@ -1,0 +1,301 @@
+//! Throwaway PostgreSQL clusters for the tests: each [`PgCluster`] is its own server on a free
+//! loopback port, in its own directory, stopped and deleted when dropped, so no test depends on
+//! a server someone else started.
+//!
+//! `initdb` runs once per test process into a template directory (about 1 s); each cluster
+//! copies it and starts its own `postgres` (about 0.15 s). `initdb` and `postgres` refuse to run
+//! as root, so when the tests run as root every step runs as the `postgres` user
+//! (`runuser -u postgres`), on directories that user owns. The server runs with `fsync=off`:
+//! the tests kill the clients, never the machine.
+//!
+//! [`PgCluster::start`] answers `None` when no PostgreSQL is installed (Debian's `postgresql`
+//! package: `.ci/run` installs it), so a test can say it was skipped; set
+//! `BILLSTACK_REQUIRE_POSTGRES=1` (as `.ci/run` does) to make that a failure instead.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The role the tests connect as (a superuser of the throwaway cluster, trust auth on loopback).
+pub const USER: &str = "billstack";
+
+/// A running throwaway cluster.
+pub struct PgCluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    as_postgres: bool,
+    databases: std::sync::atomic::AtomicUsize,
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` with `initdb`, or `pg_config --bindir`.
+fn bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Runs `program args` (as the postgres user when `as_postgres`), failing with its output.
+fn run(as_postgres: bool, program: &Path, args: &[&str]) -> Result<Output, String> {
+    let mut command = if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    let out = command
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", program.display()))?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "{} {}: {}\n{}{}",
+            program.display(),
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A directory the postgres user may write (a fresh temporary one, handed over when root).
+fn owned_dir(as_postgres: bool) -> Result<tempfile::TempDir, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("billstack-pg-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    if as_postgres {
+        let status = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("chown postgres {}", dir.path().display()));
+        }
+    }
+    Ok(dir)
+}
+
+/// The initdb'd template of this process (made once).
+fn template(bin: &Path, as_postgres: bool) -> Result<&'static Path, String> {
+    static TEMPLATE: OnceLock<Result<(tempfile::TempDir, PathBuf), String>> = OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            let dir = owned_dir(as_postgres)?;
+            let data = dir.path().join("template");
+            let data_text = data.to_str().ok_or("non-UTF-8 temporary directory")?;
+            run(
+                as_postgres,
+                &bin.join("initdb"),
+                &[
+                    "-D",
+                    data_text,
+                    "-U",
+                    USER,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ],
+            )?;
+            Ok((dir, data))
+        })
+        .as_ref()
+        .map(|(_, data)| data.as_path())
+        .map_err(Clone::clone)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl PgCluster {
+    /// Starts a new cluster, or `None` when PostgreSQL is not installed (a failure instead
+    /// when `BILLSTACK_REQUIRE_POSTGRES` is set). Panics when it is installed but will not start.
+    pub fn start() -> Option<PgCluster> {
+        let Some(bin) = bin_dir() else {
+            assert!(
+                std::env::var_os("BILLSTACK_REQUIRE_POSTGRES").is_none(),
+                "BILLSTACK_REQUIRE_POSTGRES is set but no PostgreSQL is installed \
+                 (apt-get install postgresql; .ci/run does this)"
+            );
+            return None;
+        };
+        let as_postgres = running_as_root();
+        let template = template(&bin, as_postgres).unwrap_or_else(|e| panic!("initdb: {e}"));
+        let dir = owned_dir(as_postgres).unwrap_or_else(|e| panic!("{e}"));
+        let data = dir.path().join("data");
+        let (data_text, template_text) = (
+            data.to_str().expect("UTF-8 path"),
+            template.to_str().expect("UTF-8 path"),
+        );
+        run(
+            as_postgres,
+            Path::new("cp"),
+            &["-a", template_text, data_text],
+        )
+        .unwrap_or_else(|e| panic!("copy the template: {e}"));
+        // A port found free may be taken before the server binds it: try a few.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let options = format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+                dir.path().display()
+            );
+            let log = dir.path().join("server.log");
+            match run(
+                as_postgres,
+                &bin.join("pg_ctl"),
+                &[
+                    "-D",
+                    data_text,
+                    "-o",
+                    &options,
+                    "-l",
+                    log.to_str().expect("UTF-8 path"),
+                    "-w",
+                    "-t",
+                    "30",
+                    "start",
+                ],
+            ) {
+                Ok(_) => {
+                    return Some(PgCluster {
+                        bin,
+                        dir,
+                        port,
+                        as_postgres,
+                        databases: std::sync::atomic::AtomicUsize::new(0),
+                    });
+                }
+                Err(e) => {
+                    last_error =
+                        format!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                }
+            }
+        }
+        panic!("PostgreSQL did not start: {last_error}");
+    }
+
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A connection URL for `database`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://{USER}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates a new, empty database and returns its URL.
+    pub fn new_database(&self) -> String {
+        let n = self
+            .databases
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("test_{n}");
+        let port = self.port.to_string();
+        run(
+            false,
+            &self.bin.join("createdb"),
+            &["-h", "127.0.0.1", "-p", &port, "-U", USER, &name],
+        )
+        .unwrap_or_else(|e| panic!("createdb: {e}"));
+        self.url(&name)
+    }
+
+    /// Stops the server at once (as a crash would: no shutdown checkpoint), keeping its files.
+    pub fn kill(&self) {
+        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+
+    /// Starts the server again on the same port after [`PgCluster::kill`]; waits until it
+    /// accepts connections.
+    pub fn restart(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log");
+        let log = log.to_str().expect("UTF-8 path").to_owned();
+        self.pg_ctl(&["-o", &options, "-l", &log, "-w", "-t", "30", "start"])
+            .unwrap_or_else(|e| panic!("restart: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not come back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<Output, String> {
+        let data = self.dir.path().join("data");
+        let mut all = vec!["-D", data.to_str().expect("UTF-8 path")];
+        all.extend_from_slice(args);
+        run(self.as_postgres, &self.bin.join("pg_ctl"), &all)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_starts_answers_and_stops() {
+        let Some(cluster) = PgCluster::start() else {
+            eprintln!("PostgreSQL is not installed: skipped");
+            return;
+        };
+        let url = cluster.new_database();
+        assert!(url.starts_with("postgres://billstack@127.0.0.1:"), "{url}");
+        let port = cluster.port();
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        let second = PgCluster::start().expect("a second cluster");
+        assert_ne!(second.port(), port, "each cluster has its own port");
+        cluster.kill();
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+        cluster.restart();
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        drop(cluster);
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "stopped when dropped"
+        );
+    }
+}
