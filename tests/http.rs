@@ -1622,26 +1622,50 @@ fn an_owner_invites_a_colleague_who_creates_a_key_then_is_demoted_and_removed() 
     );
     assert_eq!(doors(&server, &raw, "GET", path).0, 200);
 
-    // Alice lists the team's keys a page at a time and sees who made Carol's.
+    // Alice lists the team's keys a page at a time: the pages add up to the whole list, newest
+    // first (ties in the same millisecond by id), and show who made Carol's.
     for i in 0..4 {
         alice.create_key("team_a", json!({"name": format!("k{i}")}));
     }
-    let (_, first) = alice.send("GET", "/api/billstack/teams/team_a/api-keys?limit=2", None);
-    assert_eq!(first["keys"][0]["name"], "k3");
-    let cursor = first["nextCursor"].as_str().expect("cursor");
-    let (_, rest) = alice.send(
-        "GET",
-        &format!("/api/billstack/teams/team_a/api-keys?limit=10&cursor={cursor}"),
-        None,
+    let (_, whole) = alice.send("GET", "/api/billstack/teams/team_a/api-keys", None);
+    let whole = whole["keys"].as_array().expect("keys").clone();
+    assert_eq!(whole.len(), 5);
+    let order = |k: &Value| {
+        (
+            billstack_keystore::clock::parse_rfc3339(k["createdAt"].as_str().expect("createdAt"))
+                .expect("RFC 3339"),
+            k["id"].as_str().expect("id").to_string(),
+        )
+    };
+    assert!(
+        whole.windows(2).all(|w| order(&w[0]) > order(&w[1])),
+        "newest first"
     );
-    let names: Vec<&str> = rest["keys"]
-        .as_array()
-        .expect("keys")
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("?limit=2&cursor={c}"),
+            None => "?limit=2".to_string(),
+        };
+        let (status, page) = alice.send(
+            "GET",
+            &format!("/api/billstack/teams/team_a/api-keys{query}"),
+            None,
+        );
+        assert_eq!(status, 200, "{page}");
+        paged.extend(page["keys"].as_array().expect("keys").iter().cloned());
+        match page.get("nextCursor").and_then(Value::as_str) {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, whole);
+    let carols = whole
         .iter()
-        .map(|k| k["name"].as_str().expect("name"))
-        .collect();
-    assert_eq!(names, ["k1", "k0", "carol's key"]);
-    assert!(rest.get("nextCursor").is_none());
+        .find(|k| k["name"] == "carol's key")
+        .expect("carol's key");
+    assert_eq!(carols["createdBy"]["email"], "carol@acme.test");
 
     // The audit log names Carol by email in each event about her.
     let (_, log) = alice.send("GET", "/api/billstack/teams/team_a/audit-log", None);

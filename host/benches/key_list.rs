@@ -159,7 +159,6 @@ fn bench(c: &mut Criterion) {
     }
     let first = get("");
     assert_eq!(first["keys"].as_array().expect("keys").len(), 100);
-    assert_eq!(first["keys"][0]["name"], format!("key {}", KEYS - 1));
 
     let mut group = c.benchmark_group("key_list_100k");
     group.measurement_time(Duration::from_secs(5));

@@ -149,68 +149,6 @@ fn sign_ins_are_recorded_in_each_of_the_accounts_teams_without_the_password() {
 }
 
 #[test]
-fn audit_events_from_before_team_grouping_are_moved_at_open() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let store = Store::open(dir.path()).expect("open");
-        team_and_project(&store);
-        // Rewrite the log the way older versions stored it: under the bare sequence number.
-        let audit = store.raw_tree("audit");
-        let entries: Vec<_> = audit.iter().map(|e| e.expect("entry")).collect();
-        for (k, v) in entries {
-            let event: AuditEvent = records::decode("audit event", &v).expect("event");
-            audit.remove(k).expect("remove");
-            audit.insert(event.seq.to_be_bytes(), v).expect("insert");
-        }
-        // Older versions wrote no marker either.
-        assert!(store.db().get(AUDIT_KEYS_MIGRATED).expect("get").is_some());
-        store.db().remove(AUDIT_KEYS_MIGRATED).expect("remove");
-        assert!(
-            store
-                .list_audit("team_a", None, 10)
-                .expect("page")
-                .events
-                .is_empty()
-        );
-        store.flush().expect("flush");
-    }
-    let store = Store::open(dir.path()).expect("reopen");
-    let actions: Vec<String> = store
-        .list_audit("team_a", None, 10)
-        .expect("page")
-        .events
-        .into_iter()
-        .map(|e| e.action)
-        .collect();
-    assert_eq!(actions, ["project.created", "team.created"]);
-    assert!(store.db().get(AUDIT_KEYS_MIGRATED).expect("get").is_some());
-}
-
-#[test]
-fn a_migrated_store_is_not_scanned_again_at_open() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let store = Store::open(dir.path()).expect("open");
-        team_and_project(&store);
-        // A legacy-shaped key written after the marker: a later open must not look for it.
-        store
-            .raw_tree("audit")
-            .insert(99u64.to_be_bytes(), b"not an event".to_vec())
-            .expect("insert");
-        store.flush().expect("flush");
-    }
-    // Were the log scanned, the entry would fail to decode and the open would fail.
-    let store = Store::open(dir.path()).expect("reopen without a scan");
-    assert!(
-        store
-            .raw_tree("audit")
-            .get(99u64.to_be_bytes())
-            .expect("get")
-            .is_some()
-    );
-}
-
-#[test]
 fn events_carry_what_changed_and_the_names_of_what_they_touched() {
     let (_dir, store) = open();
     let (team, project) = team_and_project(&*store);

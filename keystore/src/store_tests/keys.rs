@@ -285,33 +285,6 @@ fn the_lookup_cache_never_outlives_a_revocation() {
 }
 
 #[test]
-fn without_the_lookup_cache_lookups_and_revocation_still_work() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open_with(
-        dir.path(),
-        &StoreOptions {
-            key_cache_capacity: 0,
-            ..StoreOptions::default()
-        },
-    )
-    .expect("open");
-    let (team, _) = team_and_project(&store);
-    let (record, raw) = store
-        .create_key(&new_key(&team.id), "test".into())
-        .expect("create");
-    for _ in 0..3 {
-        assert_eq!(
-            store.lookup_key(&raw).expect("lookup").as_deref(),
-            Some(&record)
-        );
-    }
-    store
-        .revoke_key(&team.id, &record.id, "test".into())
-        .expect("revoke");
-    assert_eq!(store.lookup_key(&raw).expect("lookup"), None);
-}
-
-#[test]
 fn an_update_changes_only_what_it_names_and_every_lookup_sees_it_at_once() {
     let (_dir, store, clock) = open_at_manual_time();
     let (team, _) = team_and_project(&*store);
