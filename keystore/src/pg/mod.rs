@@ -21,9 +21,16 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 
+use crate::audit::Actor;
+use crate::clock::SharedClock;
+use crate::store::key_cache::KeyCache;
 use crate::{Error, Result};
+
+mod accounts;
+#[cfg(test)]
+mod accounts_tests;
 
 mod embedded {
     refinery::embed_migrations!("src/pg/migrations");
@@ -42,6 +49,10 @@ pub struct PgOptions {
     pub statement_timeout: Duration,
     /// Most connections the pool holds.
     pub pool_size: usize,
+    /// Most active keys held in the in-memory lookup cache (0 turns it off).
+    pub key_cache_capacity: usize,
+    /// Where "now" comes from (the system clock unless a test moves time by hand).
+    pub clock: SharedClock,
 }
 
 impl Default for PgOptions {
@@ -50,6 +61,8 @@ impl Default for PgOptions {
             connect_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
             pool_size: 16,
+            key_cache_capacity: crate::store::DEFAULT_KEY_CACHE_CAPACITY,
+            clock: crate::clock::system(),
         }
     }
 }
@@ -58,6 +71,9 @@ impl Default for PgOptions {
 pub struct PgStore {
     runtime: tokio::runtime::Runtime,
     pool: Pool,
+    clock: SharedClock,
+    #[allow(dead_code)] // The key operations use it.
+    key_cache: KeyCache,
     /// The URL without its password, for messages.
     shown_url: String,
 }
@@ -82,6 +98,114 @@ pub fn redact_url(url: &str) -> String {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_owned(),
     }
+}
+
+/// An audit event to write in the transaction of its change (see [`write_event`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Event {
+    team_id: Option<String>,
+    actor: String,
+    source: Option<String>,
+    action: &'static str,
+    target: String,
+    details: Option<serde_json::Value>,
+}
+
+impl Event {
+    pub(crate) fn new(
+        team_id: Option<&str>,
+        actor: Actor<'_>,
+        action: &'static str,
+        target: &str,
+    ) -> Event {
+        Event {
+            team_id: team_id.map(str::to_owned),
+            actor: actor.id.to_owned(),
+            source: actor.source.map(str::to_owned),
+            action,
+            target: target.to_owned(),
+            details: None,
+        }
+    }
+
+    pub(crate) fn with(mut self, details: serde_json::Value) -> Event {
+        self.details = Some(details);
+        self
+    }
+}
+
+/// Writes `event` at `at` (Unix ms) through `client` (the change's transaction).
+pub(crate) async fn write_event(client: &impl GenericClient, at: i64, event: &Event) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO audit_log (seq, at, team_id, actor, action, target, source, details) \
+             VALUES (nextval('audit_seq'), $1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &at,
+                &event.team_id,
+                &event.actor,
+                &event.action,
+                &event.target,
+                &event.source,
+                &event.details,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// The kinds of change the feed carries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change {
+    /// A key was created, changed, rotated or revoked.
+    #[allow(dead_code)] // The key operations use it.
+    Key,
+    /// A team's policy changed.
+    #[allow(dead_code)] // The policy operations use it.
+    Policy,
+    /// A team's membership changed.
+    Membership,
+}
+
+/// Appends a change to the feed inside the writing transaction: the number comes from the
+/// counter row, which this transaction now holds until it commits, so numbers follow commit
+/// order with no gaps. The `NOTIFY` is delivered at commit and carries only the number.
+pub(crate) async fn append_change(
+    client: &impl GenericClient,
+    at: i64,
+    kind: Change,
+    team_id: &str,
+    subject: &str,
+) -> Result<i64> {
+    let kind = match kind {
+        Change::Key => "key",
+        Change::Policy => "policy",
+        Change::Membership => "membership",
+    };
+    let row = client
+        .query_one(
+            "UPDATE change_feed_head SET seq = seq + 1 RETURNING seq",
+            &[],
+        )
+        .await
+        .map_err(db_error)?;
+    let seq: i64 = row.get(0);
+    client
+        .execute(
+            "INSERT INTO change_feed (seq, at, kind, team_id, subject) VALUES ($1, $2, $3, $4, $5)",
+            &[&seq, &at, &kind, &team_id, &subject],
+        )
+        .await
+        .map_err(db_error)?;
+    client
+        .execute(
+            "SELECT pg_notify('billstack_changes', $1)",
+            &[&seq.to_string()],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(seq)
 }
 
 /// A database error as the store reports it: an unreachable or failing database is
@@ -135,6 +259,8 @@ impl PgStore {
         let store = PgStore {
             runtime,
             pool,
+            clock: std::sync::Arc::clone(&options.clock),
+            key_cache: KeyCache::new(options.key_cache_capacity),
             shown_url,
         };
         store.migrate()?;
@@ -155,6 +281,24 @@ impl PgStore {
         });
         rx.recv()
             .map_err(|_| Error::Unavailable("the database task ended without answering".into()))?
+    }
+
+    /// The store's "now".
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Runs `work` with a connection of the pool.
+    pub(crate) fn with_client<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        self.run(|pool| async move {
+            let client = pool.get().await.map_err(db_error)?;
+            work(client).await
+        })
     }
 
     /// Applies the migrations this binary embeds, once, under the advisory lock.

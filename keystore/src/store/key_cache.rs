@@ -12,7 +12,7 @@ use super::*;
 /// Revocation must never be undone by a stale fill: a lookup reads the generation before it
 /// reads sled and fills only if no invalidation happened since; every invalidation bumps the
 /// generation and removes the entry under the write lock, after the revocation committed.
-pub(super) struct KeyCache {
+pub(crate) struct KeyCache {
     inner: std::sync::RwLock<KeyCacheInner>,
     capacity: usize,
 }
@@ -26,12 +26,12 @@ struct KeyCacheInner {
 
 /// A cache answer: the record if cached, the generation seen, and whether the hit came from
 /// the older half (and should be moved to the recent one).
-pub(super) struct Cached {
+pub(crate) struct Cached {
     /// The key, when it is cached.
-    pub(super) record: Option<Arc<KeyRecord>>,
+    pub(crate) record: Option<Arc<KeyRecord>>,
     /// The cache's generation when it was read: a fill from a read older than an
     /// invalidation is refused.
-    pub(super) generation: u64,
+    pub(crate) generation: u64,
     from_older: bool,
 }
 
@@ -39,14 +39,14 @@ pub(super) struct Cached {
 pub const DEFAULT_KEY_CACHE_CAPACITY: usize = 50_000;
 
 impl KeyCache {
-    pub(super) fn new(capacity: usize) -> KeyCache {
+    pub(crate) fn new(capacity: usize) -> KeyCache {
         KeyCache {
             inner: std::sync::RwLock::default(),
             capacity,
         }
     }
 
-    pub(super) fn get(&self, hash: &[u8; 32]) -> Cached {
+    pub(crate) fn get(&self, hash: &[u8; 32]) -> Cached {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let (record, from_older) = match inner.recent.get(hash) {
             Some(r) => (Some(Arc::clone(r)), false),
@@ -60,7 +60,7 @@ impl KeyCache {
     }
 
     /// `get`, moving a hit in the older half back to the recent one.
-    pub(super) fn get_and_keep(&self, hash: &[u8; 32]) -> Cached {
+    pub(crate) fn get_and_keep(&self, hash: &[u8; 32]) -> Cached {
         let cached = self.get(hash);
         if let (true, Some(record)) = (cached.from_older, &cached.record) {
             self.fill(*hash, record, cached.generation);
@@ -68,7 +68,7 @@ impl KeyCache {
         cached
     }
 
-    pub(super) fn fill(&self, hash: [u8; 32], record: &Arc<KeyRecord>, seen_generation: u64) {
+    pub(crate) fn fill(&self, hash: [u8; 32], record: &Arc<KeyRecord>, seen_generation: u64) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if inner.generation != seen_generation || self.capacity == 0 {
             return;
@@ -80,7 +80,7 @@ impl KeyCache {
         inner.recent.insert(hash, Arc::clone(record));
     }
 
-    pub(super) fn invalidate(&self, hash: &[u8; 32]) {
+    pub(crate) fn invalidate(&self, hash: &[u8; 32]) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         inner.generation += 1;
         inner.recent.remove(hash);
@@ -88,7 +88,7 @@ impl KeyCache {
     }
 
     #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         inner.recent.len() + inner.older.len()
     }

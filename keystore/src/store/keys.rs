@@ -287,7 +287,7 @@ impl KeyChanges {
 }
 
 /// Scope names checked for form, in order, without duplicates.
-fn checked_scopes(scopes: &[String]) -> Result<Vec<String>> {
+pub(crate) fn checked_scopes(scopes: &[String]) -> Result<Vec<String>> {
     if scopes.len() > MAX_SCOPES {
         return Err(invalid("scopes", format!("at most {MAX_SCOPES} scopes")));
     }

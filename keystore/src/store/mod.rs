@@ -36,15 +36,15 @@ use crate::{
 };
 
 mod audit_log;
-mod invitations;
-mod key_cache;
-mod keys;
+pub(crate) mod invitations;
+pub(crate) mod key_cache;
+pub(crate) mod keys;
 mod members;
 mod policies;
 mod sessions;
 mod teams;
 mod usage;
-mod users;
+pub(crate) mod users;
 
 pub use invitations::{INVITATION_LIFETIME_MS, Invited};
 pub use key_cache::DEFAULT_KEY_CACHE_CAPACITY;
@@ -157,7 +157,7 @@ fn abort<T>(e: Error) -> std::result::Result<T, ConflictableTransactionError<Err
     Err(ConflictableTransactionError::Abort(e))
 }
 
-fn check_id(kind: &'static str, id: &str) -> Result<()> {
+pub(crate) fn check_id(kind: &'static str, id: &str) -> Result<()> {
     if ids::is_valid_id(id) {
         Ok(())
     } else {

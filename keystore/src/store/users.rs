@@ -22,7 +22,7 @@ pub const MIN_PASSWORD_LEN: usize = 12;
 /// Longest accepted dashboard password (bytes); bounds the hashing cost.
 pub const MAX_PASSWORD_LEN: usize = 1024;
 
-pub(super) fn dummy_password_hash() -> &'static str {
+pub(crate) fn dummy_password_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
     HASH.get_or_init(|| {
         let salt = SaltString::generate(&mut PhOsRng);
@@ -42,7 +42,7 @@ pub fn hash_password(password: &str) -> Result<String> {
         .map_err(|e| Error::PasswordHash(e.to_string()))
 }
 
-pub(super) fn password_matches(password: &str, phc: &str) -> bool {
+pub(crate) fn password_matches(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
         .map(|parsed| {
             Argon2::default()
@@ -54,7 +54,7 @@ pub(super) fn password_matches(password: &str, phc: &str) -> bool {
 
 /// Checks a new password's length: [`MIN_PASSWORD_LEN`] characters to [`MAX_PASSWORD_LEN`]
 /// bytes.
-pub(super) fn validate_password(field: &'static str, password: &str) -> Result<()> {
+pub(crate) fn validate_password(field: &'static str, password: &str) -> Result<()> {
     if password.chars().count() < MIN_PASSWORD_LEN {
         return Err(invalid(
             field,
@@ -70,7 +70,7 @@ pub(super) fn validate_password(field: &'static str, password: &str) -> Result<(
     Ok(())
 }
 
-pub(super) fn validate_email(email: &str) -> Result<String> {
+pub(crate) fn validate_email(email: &str) -> Result<String> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())

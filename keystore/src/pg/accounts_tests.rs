@@ -1,0 +1,403 @@
+//! The account half of the PostgreSQL backend against a real server: teams and projects,
+//! users and passwords, invitations, memberships and the last owner, sessions, the audit log,
+//! and the change feed's numbering under concurrent writers. (The whole conformance suite runs
+//! against this backend once every store operation is on it.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use billstack_pg_cluster::PgCluster;
+
+use super::*;
+use crate::clock::{Clock, ManualClock};
+use crate::storage::*;
+use crate::{NewUser, Role};
+
+/// A fresh database on a throwaway cluster (`None`: PostgreSQL is not installed).
+fn store() -> Option<(PgCluster, PgStore, Arc<ManualClock>)> {
+    let cluster = PgCluster::start()?;
+    let clock = ManualClock::starting_now();
+    let store = PgStore::connect(
+        &cluster.new_database(),
+        &PgOptions {
+            clock: clock.clone(),
+            ..PgOptions::default()
+        },
+    )
+    .expect("connect");
+    Some((cluster, store, clock))
+}
+
+fn new_user(email: &str, team: &str, role: Role) -> NewUser {
+    NewUser {
+        email: email.into(),
+        password: "a-password-of-12".into(),
+        team_id: team.into(),
+        role,
+    }
+}
+
+#[test]
+fn teams_and_projects_validate_refuse_duplicates_and_rename() {
+    let Some((_cluster, store, _clock)) = store() else {
+        return;
+    };
+    let team = store
+        .create_team(Some("team_a"), "  Acme  ", "test".into())
+        .expect("team");
+    assert_eq!(team.name, "Acme");
+    assert_eq!(store.get_team("team_a").expect("get"), Some(team.clone()));
+    assert!(matches!(
+        store.create_team(Some("team_a"), "Again", "test".into()),
+        Err(Error::AlreadyExists { kind: "team", .. })
+    ));
+    assert!(matches!(
+        store.create_team(Some("bad id"), "X", "test".into()),
+        Err(Error::Invalid { field: "id", .. })
+    ));
+    assert!(matches!(
+        store.create_team(None, "", "test".into()),
+        Err(Error::Invalid { field: "name", .. })
+    ));
+    let generated = store
+        .create_team(None, "Globex", "test".into())
+        .expect("team");
+    assert!(generated.id.starts_with("team_"));
+    assert_eq!(store.list_teams().expect("list").len(), 2);
+
+    let project = store
+        .create_project("team_a", Some("proj_a"), "Web", "test".into())
+        .expect("project");
+    assert!(matches!(
+        store.create_project("team_a", Some("proj_a"), "Web", "test".into()),
+        Err(Error::AlreadyExists {
+            kind: "project",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.create_project("team_none", None, "Web", "test".into()),
+        Err(Error::NotFound { kind: "team", .. })
+    ));
+    let renamed = store
+        .rename_project("team_a", "proj_a", "Shop", "test".into())
+        .expect("rename");
+    assert_eq!(
+        (renamed.name.as_str(), renamed.created_at),
+        ("Shop", project.created_at)
+    );
+    assert_eq!(
+        store.list_projects("team_a").expect("list"),
+        vec![renamed.clone()]
+    );
+    assert!(store.list_projects(&generated.id).expect("list").is_empty());
+    store
+        .delete_project("team_a", "proj_a", "test".into())
+        .expect("delete");
+    assert_eq!(store.get_project("team_a", "proj_a").expect("get"), None);
+    assert!(matches!(
+        store.delete_project("team_a", "proj_a", "test".into()),
+        Err(Error::NotFound {
+            kind: "project",
+            ..
+        })
+    ));
+    let actions: Vec<String> = store
+        .list_audit("team_a", None, 50)
+        .expect("audit")
+        .events
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "project.deleted",
+            "project.renamed",
+            "project.created",
+            "team.created"
+        ]
+    );
+}
+
+#[test]
+fn users_passwords_sessions_and_sign_ins() {
+    let Some((_cluster, store, clock)) = store() else {
+        return;
+    };
+    store
+        .create_team(Some("team_a"), "Acme", "test".into())
+        .expect("team");
+    let user = store
+        .create_user(
+            &new_user(" Ana@Acme.TEST ", "team_a", Role::Owner),
+            "test".into(),
+        )
+        .expect("user");
+    assert_eq!(user.email, "ana@acme.test");
+    assert!(matches!(
+        store.create_user(
+            &new_user("ana@acme.test", "team_a", Role::Member),
+            "test".into()
+        ),
+        Err(Error::AlreadyExists { kind: "user", .. })
+    ));
+    assert!(matches!(
+        store.create_user(
+            &NewUser {
+                password: "short".into(),
+                ..new_user("bo@acme.test", "team_a", Role::Member)
+            },
+            "test".into()
+        ),
+        Err(Error::Invalid {
+            field: "password",
+            ..
+        })
+    ));
+    assert_eq!(
+        store
+            .find_user_by_email("ANA@acme.test")
+            .expect("find")
+            .map(|u| u.id),
+        Some(user.id.clone())
+    );
+    assert!(
+        store
+            .verify_password("ana@acme.test", "a-password-of-12")
+            .expect("verify")
+            .is_some()
+    );
+    assert!(
+        store
+            .verify_password("ana@acme.test", "wrong-password-1")
+            .expect("verify")
+            .is_none()
+    );
+    assert_eq!(store.user_teams(&user.id).expect("teams")[0].1, Role::Owner);
+
+    let (token, session) = store.create_session(&user.id).expect("session");
+    let (other, _) = store.create_session(&user.id).expect("session");
+    assert_eq!(
+        store.get_session(&token).expect("get"),
+        Some(session.clone())
+    );
+    clock.advance(Duration::from_secs(60));
+    store.touch_session(&token, clock.now_ms()).expect("touch");
+    assert_eq!(
+        store
+            .get_session(&token)
+            .expect("get")
+            .map(|s| s.last_seen_at),
+        Some(clock.now_ms())
+    );
+    store.delete_session(&other).expect("logout");
+    assert_eq!(store.get_session(&other).expect("get"), None);
+    store
+        .touch_session(&other, clock.now_ms())
+        .expect("a touch after logout changes nothing");
+    assert_eq!(store.get_session(&other).expect("get"), None);
+    // A password change ends every session of the user.
+    assert_eq!(
+        store
+            .set_password(&user.id, "another-password", "test".into())
+            .expect("set"),
+        1
+    );
+    assert_eq!(store.get_session(&token).expect("get"), None);
+    assert!(
+        store
+            .verify_password("ana@acme.test", "another-password")
+            .expect("verify")
+            .is_some()
+    );
+    let (_old, _) = store.create_session(&user.id).expect("session");
+    let purged = store
+        .purge_sessions(&|s| s.user_id == user.id)
+        .expect("purge");
+    assert_eq!(purged, 1);
+    assert!(
+        store
+            .set_admin(&user.id, true, "test".into())
+            .expect("admin")
+            .admin
+    );
+
+    store
+        .record_sign_in("ana@acme.test", true, "192.0.2.1")
+        .expect("record");
+    store
+        .record_sign_in("nobody@acme.test", false, "192.0.2.9")
+        .expect("record");
+    let events = store.list_audit("team_a", None, 50).expect("audit").events;
+    let signed_in = events
+        .iter()
+        .find(|e| e.action == "auth.signed_in")
+        .expect("sign-in");
+    assert_eq!(
+        (signed_in.actor.as_str(), signed_in.source.as_deref()),
+        (user.id.as_str(), Some("192.0.2.1"))
+    );
+    // Paging: one at a time, newest first, to the end.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.list_audit("team_a", before, 1).expect("page");
+        seen.extend(page.events.iter().map(|e| e.seq));
+        match page.next_before {
+            Some(b) => before = Some(b),
+            None => break,
+        }
+    }
+    assert_eq!(seen, events.iter().map(|e| e.seq).collect::<Vec<_>>());
+}
+
+#[test]
+fn invitations_memberships_and_the_last_owner() {
+    let Some((_cluster, store, clock)) = store() else {
+        return;
+    };
+    store
+        .create_team(Some("team_a"), "Acme", "test".into())
+        .expect("team");
+    let owner = store
+        .create_user(
+            &new_user("owner@acme.test", "team_a", Role::Owner),
+            "test".into(),
+        )
+        .expect("owner");
+    assert!(matches!(
+        store.change_role("team_a", &owner.id, Role::Member, "test".into()),
+        Err(Error::Conflict {
+            reason: "last_owner",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.remove_member("team_a", &owner.id, "test".into()),
+        Err(Error::Conflict {
+            reason: "last_owner",
+            ..
+        })
+    ));
+    clock.advance(Duration::from_millis(1));
+    let invited = store
+        .invite("team_a", "New@Acme.test", Role::Owner, "test".into())
+        .expect("invite");
+    let token = invited.token.clone().expect("a new email gets a token");
+    assert!(matches!(
+        store.invite("team_a", "new@acme.test", Role::Owner, "test".into()),
+        Err(Error::AlreadyExists { kind: "member", .. })
+    ));
+    // A wrong token changes nothing; the right one works once.
+    assert!(matches!(
+        store.accept_invitation(&"0".repeat(64), "a-password-of-12"),
+        Err(Error::Invalid { field: "token", .. })
+    ));
+    let accepted = store
+        .accept_invitation(&token, "the-new-password")
+        .expect("accept");
+    assert_eq!(accepted.id, invited.member.user_id);
+    assert!(matches!(
+        store.accept_invitation(&token, "the-new-password"),
+        Err(Error::Invalid { field: "token", .. })
+    ));
+    // Two owners now: either may be demoted, not both.
+    store
+        .change_role("team_a", &owner.id, Role::Member, "test".into())
+        .expect("demote");
+    assert!(matches!(
+        store.change_role("team_a", &accepted.id, Role::Member, "test".into()),
+        Err(Error::Conflict { .. })
+    ));
+    let members = store.list_members("team_a").expect("members");
+    assert_eq!(
+        members
+            .iter()
+            .map(|m| (m.email.as_str(), m.role))
+            .collect::<Vec<_>>(),
+        [
+            ("owner@acme.test", Role::Member),
+            ("new@acme.test", Role::Owner)
+        ]
+    );
+    store
+        .remove_member("team_a", &owner.id, "test".into())
+        .expect("remove");
+    assert_eq!(store.membership("team_a", &owner.id).expect("role"), None);
+    assert!(matches!(
+        store.remove_member("team_a", &owner.id, "test".into()),
+        Err(Error::NotFound { kind: "member", .. })
+    ));
+    // An invitation expires after 7 days.
+    let late = store
+        .invite("team_a", "late@acme.test", Role::Member, "test".into())
+        .expect("invite");
+    clock.advance(Duration::from_millis(
+        u64::try_from(crate::INVITATION_LIFETIME_MS).expect("positive") + 1,
+    ));
+    assert!(matches!(
+        store.accept_invitation(&late.token.expect("token"), "a-password-of-12"),
+        Err(Error::Invalid { field: "token", .. })
+    ));
+    // An existing user is added, with no token.
+    store
+        .create_team(Some("team_b"), "Globex", "test".into())
+        .expect("team");
+    let added = store
+        .add_member("team_b", &accepted.id, Role::Member, "test".into())
+        .expect("add");
+    assert_eq!(added.email, "new@acme.test");
+    assert_eq!(store.user_teams(&accepted.id).expect("teams").len(), 2);
+}
+
+#[test]
+fn the_change_feed_is_numbered_without_gaps_under_concurrent_writers() {
+    let Some((_cluster, store, _clock)) = store() else {
+        return;
+    };
+    store
+        .create_team(Some("team_a"), "Acme", "test".into())
+        .expect("team");
+    store
+        .create_user(
+            &new_user("owner@acme.test", "team_a", Role::Owner),
+            "test".into(),
+        )
+        .expect("owner");
+    const WRITERS: usize = 8;
+    const EACH: usize = 10;
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let store = &store;
+            s.spawn(move || {
+                for i in 0..EACH {
+                    store
+                        .invite(
+                            "team_a",
+                            &format!("w{w}-{i}@acme.test"),
+                            Role::Member,
+                            "test".into(),
+                        )
+                        .expect("invite");
+                }
+            });
+        }
+    });
+    let seqs: Vec<i64> = store
+        .with_client(|client| async move {
+            Ok(client
+                .query("SELECT seq FROM change_feed ORDER BY seq", &[])
+                .await
+                .map_err(db_error)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
+        })
+        .expect("feed");
+    let expected: Vec<i64> = (1..=i64::try_from(WRITERS * EACH + 1).expect("small")).collect();
+    assert_eq!(
+        seqs, expected,
+        "one row per change, numbered 1, 2, 3… with no gap"
+    );
+}
