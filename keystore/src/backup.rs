@@ -70,11 +70,17 @@ impl<W: Write> Hashing<W> {
     }
 }
 
-impl Store {
-    /// Writes a consistent copy of the whole store to `out`. Writes wait while it runs (reads,
-    /// and so decisions, do not); the copy is the state after the last write that finished.
-    pub(crate) fn write_backup(&self, out: impl Write) -> Result<BackupSummary> {
-        let _quiet = self.quiesced();
+/// Writes the backup format: trees and their entries, then the end record. Used by every
+/// backend, so a backup of one restores into the other.
+pub(crate) struct BackupWriter<W: Write> {
+    w: Hashing<W>,
+    summary: BackupSummary,
+    in_keys: bool,
+}
+
+impl<W: Write> BackupWriter<W> {
+    /// Starts a backup on `out`.
+    pub(crate) fn new(out: W) -> Result<BackupWriter<W>> {
         let mut w = Hashing {
             inner: out,
             hash: Sha256::new(),
@@ -82,7 +88,52 @@ impl Store {
         };
         w.put(MAGIC)?;
         w.put(&[VERSION])?;
-        let mut summary = BackupSummary::default();
+        Ok(BackupWriter {
+            w,
+            summary: BackupSummary::default(),
+            in_keys: false,
+        })
+    }
+
+    /// Starts tree `name`; the entries written next belong to it.
+    pub(crate) fn tree(&mut self, name: &[u8]) -> Result<()> {
+        self.w.put(&[TREE])?;
+        self.w.put_field(name)?;
+        self.summary.trees += 1;
+        self.in_keys = name == b"keys";
+        Ok(())
+    }
+
+    /// One entry of the current tree.
+    pub(crate) fn entry(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.w.put(&[ENTRY])?;
+        self.w.put_field(key)?;
+        self.w.put_field(value)?;
+        self.summary.entries += 1;
+        if self.in_keys {
+            self.summary.keys += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends the backup: the entry count and the SHA-256 of everything before.
+    pub(crate) fn finish(mut self) -> Result<BackupSummary> {
+        self.w.put(&[END])?;
+        self.w.put(&self.summary.entries.to_be_bytes())?;
+        let digest = self.w.hash.clone().finalize();
+        self.w.inner.write_all(&digest)?;
+        self.w.inner.flush()?;
+        self.summary.bytes = self.w.bytes + digest.len() as u64;
+        Ok(self.summary)
+    }
+}
+
+impl Store {
+    /// Writes a consistent copy of the whole store to `out`. Writes wait while it runs (reads,
+    /// and so decisions, do not); the copy is the state after the last write that finished.
+    pub(crate) fn write_backup(&self, out: impl Write) -> Result<BackupSummary> {
+        let _quiet = self.quiesced();
+        let mut w = BackupWriter::new(out)?;
         let mut names = self.db().tree_names();
         names.sort();
         for name in names {
@@ -90,41 +141,22 @@ impl Store {
                 continue; // migrated to files at open; never present on an open store
             }
             let tree = self.db().open_tree(&name)?;
-            w.put(&[TREE])?;
-            w.put_field(&name)?;
-            summary.trees += 1;
+            w.tree(&name)?;
             for entry in tree.iter() {
                 let (k, v) = entry?;
-                w.put(&[ENTRY])?;
-                w.put_field(&k)?;
-                w.put_field(&v)?;
-                summary.entries += 1;
-                if &*name == b"keys" {
-                    summary.keys += 1;
-                }
+                w.entry(&k, &v)?;
             }
         }
         // Policy bytes live in files ([`crate::blobs`]); the backup carries them as the tree
         // they once were, so backups of every version restore the same way.
-        w.put(&[TREE])?;
-        w.put_field(LEGACY_POLICY_BLOBS.as_bytes())?;
-        summary.trees += 1;
+        w.tree(LEGACY_POLICY_BLOBS.as_bytes())?;
         for sha in self.policy_files().list()? {
             let Some(bytes) = self.policy_files().get(&sha)? else {
                 continue; // deleted since the listing: no policy names it
             };
-            w.put(&[ENTRY])?;
-            w.put_field(sha.as_bytes())?;
-            w.put_field(&bytes)?;
-            summary.entries += 1;
+            w.entry(sha.as_bytes(), &bytes)?;
         }
-        w.put(&[END])?;
-        w.put(&summary.entries.to_be_bytes())?;
-        let digest = w.hash.clone().finalize();
-        w.inner.write_all(&digest)?;
-        w.inner.flush()?;
-        summary.bytes = w.bytes + digest.len() as u64;
-        Ok(summary)
+        w.finish()
     }
 
     /// Restores a backup into `dir`, which must not hold a store yet (it may exist and be

@@ -31,6 +31,8 @@ use crate::{Error, Result};
 mod accounts;
 #[cfg(test)]
 mod accounts_tests;
+mod keys;
+mod storage;
 
 mod embedded {
     refinery::embed_migrations!("src/pg/migrations");
@@ -72,7 +74,6 @@ pub struct PgStore {
     runtime: tokio::runtime::Runtime,
     pool: Pool,
     clock: SharedClock,
-    #[allow(dead_code)] // The key operations use it.
     key_cache: KeyCache,
     /// The URL without its password, for messages.
     shown_url: String,
@@ -159,10 +160,8 @@ pub(crate) async fn write_event(client: &impl GenericClient, at: i64, event: &Ev
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Change {
     /// A key was created, changed, rotated or revoked.
-    #[allow(dead_code)] // The key operations use it.
     Key,
     /// A team's policy changed.
-    #[allow(dead_code)] // The policy operations use it.
     Policy,
     /// A team's membership changed.
     Membership,

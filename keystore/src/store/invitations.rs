@@ -20,9 +20,9 @@ pub struct Invited {
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Invitation {
-    user_id: String,
-    expires_at: i64,
+pub(crate) struct Invitation {
+    pub(crate) user_id: String,
+    pub(crate) expires_at: i64,
 }
 
 pub(crate) fn token_hash(token: &str) -> [u8; 32] {

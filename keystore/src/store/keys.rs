@@ -76,7 +76,7 @@ pub(super) fn revoke_in(
 
 /// The key's entry in the team's by-age index: `team/`, the creation time (8 bytes, big
 /// endian), the key id; so a team's keys sort by creation time, then id.
-pub(super) fn age_key(record: &KeyRecord) -> Vec<u8> {
+pub(crate) fn age_key(record: &KeyRecord) -> Vec<u8> {
     age_position(&record.team_id, record.created_at, &record.id)
 }
 
@@ -174,7 +174,7 @@ impl KeyQuery {
         Ok(())
     }
 
-    fn matches(&self, record: &KeyRecord, now: i64, q_lower: Option<&str>) -> bool {
+    pub(crate) fn matches(&self, record: &KeyRecord, now: i64, q_lower: Option<&str>) -> bool {
         record.is_listed(now)
             && self.status.is_none_or(|s| record.status(now) == s)
             && self

@@ -43,7 +43,7 @@ mod members;
 mod policies;
 mod sessions;
 mod teams;
-mod usage;
+pub(crate) mod usage;
 pub(crate) mod users;
 
 pub use invitations::{INVITATION_LIFETIME_MS, Invited};
@@ -133,7 +133,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn join(a: &str, b: &str) -> Vec<u8> {
+pub(crate) fn join(a: &str, b: &str) -> Vec<u8> {
     // Ids never contain '/', so it separates the parts of a composite key unambiguously.
     let mut k = Vec::with_capacity(a.len() + b.len() + 1);
     k.extend_from_slice(a.as_bytes());

@@ -55,7 +55,7 @@ impl DailyUsage {
 
 /// `key_id/day`, the day big-endian so that a key's days sort in order. Days before 1970 never
 /// occur, so the sign bit does not disturb the order.
-pub(super) fn usage_key(key_id: &str, day: i64) -> Vec<u8> {
+pub(crate) fn usage_key(key_id: &str, day: i64) -> Vec<u8> {
     let mut k = prefix(key_id);
     k.extend_from_slice(&day.to_be_bytes());
     k

@@ -2,10 +2,10 @@
 //!
 //! The files `accounts`, `audit`, `keys`, `listing`, `policies` and `rotation_and_budgets`
 //! talk to the store only through the storage seam ([`Storage`]). Each is compiled once per
-//! backend, inside that backend's module below (`on_sled`), where `open()` and
+//! backend, inside that backend's module (`on_sled`, `on_postgres`), where `open()` and
 //! `open_at_manual_time()` make a fresh store of that backend — as SpiceDB's and OpenFGA's
-//! datastore suites run one set of tests against every datastore. A second backend joins by
-//! adding its module with the same two functions and the same file list. `opening` is about
+//! datastore suites run one set of tests against every datastore. A backend joins by adding
+//! its module with the same two functions and the same file list. `opening` is about
 //! sled's own files and migrations, so it runs against sled alone.
 
 use crate::store::AUDIT_KEYS_MIGRATED;
@@ -31,6 +31,7 @@ fn open_sled_store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+mod on_postgres;
 mod on_sled;
 
 fn team_and_project(store: &dyn Storage) -> (Team, Project) {

@@ -1,6 +1,9 @@
 //! The conformance suite against sled: every backend-neutral file of `store_tests`, with
 //! `open()` and `open_at_manual_time()` making sled stores.
 
+// Each conformance file is compiled once per backend, on purpose.
+#![allow(clippy::duplicate_mod)]
+
 use super::*;
 
 /// A fresh store, with the system clock.

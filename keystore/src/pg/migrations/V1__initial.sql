@@ -48,8 +48,10 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_by_user ON sessions (user_id);
 
+-- Ids compare byte by byte ("C"), so ties in creation time page in the same order on every
+-- database, whatever its default collation, and as the sled store pages them.
 CREATE TABLE api_keys (
-    id                   text PRIMARY KEY,
+    id                   text COLLATE "C" PRIMARY KEY,
     team_id              text NOT NULL REFERENCES teams (id),
     project_id           text,
     name                 text NOT NULL,
