@@ -27,6 +27,9 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// Data directory (sled store, compile cache). Default `./billstack-data`.
     pub data_dir: Option<PathBuf>,
+    /// Where the records live: absent for the sled store in the data directory, or a
+    /// `postgres://user:password@host:port/database` URL.
+    pub storage: Option<String>,
     /// Upstream base URL for reverse-proxy mode, e.g. `http://127.0.0.1:9000`. Default: none.
     pub upstream: Option<String>,
     /// Forward the client's `Authorization` header to the upstream. Default `false`.
@@ -100,6 +103,44 @@ pub struct LimitsConfig {
     pub plugin_team_concurrency: Option<usize>,
 }
 
+/// Where the records live.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StorageChoice {
+    /// The embedded sled store in the data directory (the default).
+    Sled,
+    /// A PostgreSQL database, by URL (it may hold a password: never print it as is).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StorageChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageChoice::Sled => f.write_str("Sled"),
+            StorageChoice::Postgres(url) => f
+                .debug_tuple("Postgres")
+                .field(&billstack_keystore::pg::redact_url(url))
+                .finish(),
+        }
+    }
+}
+
+impl StorageChoice {
+    /// `storage` as written in the file or `BILLSTACK_STORAGE`: `sled` (or nothing) or a
+    /// PostgreSQL URL.
+    pub fn parse(text: Option<&str>) -> anyhow::Result<StorageChoice> {
+        match text.map(str::trim) {
+            None | Some("") | Some("sled") => Ok(StorageChoice::Sled),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StorageChoice::Postgres(url.to_owned()))
+            }
+            Some(other) => bail!(
+                "storage {:?} must be \"sled\" or a postgres:// URL",
+                billstack_keystore::pg::redact_url(other)
+            ),
+        }
+    }
+}
+
 /// Settings after the file, the environment and the command line are combined.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -107,6 +148,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// Where the records live.
+    pub storage: StorageChoice,
     /// Upstream for the reverse proxy.
     pub upstream: Option<String>,
     /// Forward `Authorization` to the upstream.
@@ -258,6 +301,8 @@ impl Settings {
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let storage =
+            StorageChoice::parse(env_var("BILLSTACK_STORAGE").or(file.storage).as_deref())?;
         let upstream = env_var("BILLSTACK_UPSTREAM").or(file.upstream);
         if let Some(u) = &upstream
             && !(u.starts_with("http://") || u.starts_with("https://"))
@@ -334,6 +379,7 @@ impl Settings {
         let settings = Settings {
             listen,
             data_dir,
+            storage,
             upstream,
             forward_authorization,
             cookie_secure,

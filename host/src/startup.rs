@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use billstack_keystore::pg::{PgOptions, PgStore, redact_url};
 use billstack_keystore::{Storage, Store, StoreOptions, TeamPolicy};
 
 use crate::app::{App, AppOptions};
-use crate::config::Settings;
+use crate::config::{Settings, StorageChoice};
 use crate::plugins::DEFAULT_PLUGIN;
 use crate::policy::{BrokenPolicy, Plugin, PolicyEngine, PolicySet};
 
@@ -121,10 +122,7 @@ pub fn app_options(settings: &Settings) -> AppOptions {
 pub fn serving_app(settings: &Settings) -> anyhow::Result<App> {
     let engine = engine_for(settings)?;
     let default_policy = load_default_policy(&engine, settings)?;
-    let store: Arc<dyn Storage> = Arc::new(Store::open_with(
-        &settings.data_dir,
-        &StoreOptions::default(),
-    )?);
+    let store = open_storage(settings)?;
     crate::app::admin::bootstrap(&*store)?;
     let policies = PolicySet::new(default_policy);
     load_team_policies(&engine, &policies, &*store)?;
@@ -134,6 +132,21 @@ pub fn serving_app(settings: &Settings) -> anyhow::Result<App> {
         engine,
         &app_options(settings),
     ))
+}
+
+/// The configured store: sled in the data directory (created if missing), or a connection to
+/// PostgreSQL (its schema migrated if needed).
+pub fn open_storage(settings: &Settings) -> anyhow::Result<Arc<dyn Storage>> {
+    Ok(match &settings.storage {
+        StorageChoice::Sled => Arc::new(Store::open_with(
+            &settings.data_dir,
+            &StoreOptions::default(),
+        )?),
+        StorageChoice::Postgres(url) => Arc::new(
+            PgStore::connect(url, &PgOptions::default())
+                .with_context(|| format!("storage {}", redact_url(url)))?,
+        ),
+    })
 }
 
 /// The services for a command acting as the operator on an opened store: the deployment

@@ -359,6 +359,21 @@ fn open_store(settings: &Settings, wanted: StoreUse) -> anyhow::Result<Store> {
 /// data directory, otherwise in that server, through its control socket (so nothing needs the
 /// server stopped). A store held by a process with no control socket is refused plainly.
 fn operate(settings: &Settings, command: OperatorCommand) -> anyhow::Result<()> {
+    if let crate::config::StorageChoice::Postgres(_) = &settings.storage {
+        // Any number of processes may write to PostgreSQL, but a running server keeps keys in
+        // memory: a change it does not make itself would reach it late. So a server that
+        // answers on this data directory's control socket makes the change.
+        if crate::server::control::answers(&settings.data_dir) {
+            return print_json(&crate::server::control::send_command(
+                &settings.data_dir,
+                &command,
+            )?);
+        }
+        let store = startup::open_storage(settings)?;
+        let team = command.policy_team().map(str::to_owned);
+        let app = startup::operator_app(settings, store, team.as_deref())?;
+        return print_json(&command.execute(&app)?);
+    }
     let wanted = if command.may_start_a_store() {
         StoreUse::MayStart
     } else {

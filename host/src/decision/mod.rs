@@ -41,6 +41,8 @@ pub enum DenyKind {
     PolicyError,
     /// Storage failed: fail closed.
     Internal,
+    /// The store (PostgreSQL) did not answer for a key not in memory: fail closed, retry soon.
+    StoreUnavailable,
     /// Over the key's request budget, or too many failed keys from the client's address.
     RateLimited,
 }
@@ -60,6 +62,7 @@ impl DenyKind {
             DenyKind::UnknownRoute => "unknown_route",
             DenyKind::PolicyError => "policy_error",
             DenyKind::Internal => "internal_error",
+            DenyKind::StoreUnavailable => "store_unavailable",
             DenyKind::RateLimited => "rate_limited",
         }
     }
@@ -304,6 +307,16 @@ pub fn authenticate(
                 "invalid API key: unknown or revoked",
                 true,
             ));
+        }
+        Err(billstack_keystore::Error::Unavailable(detail)) => {
+            return Err(Decision::Deny(Denied {
+                cause: Some(DenyCause::Internal(detail)),
+                ..Denied::new(
+                    DenyKind::StoreUnavailable,
+                    "the key store is not answering; retry shortly",
+                    true,
+                )
+            }));
         }
         Err(e) => return Err(internal(e.to_string())),
     };

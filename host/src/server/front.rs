@@ -27,7 +27,10 @@ pub(super) const FORWARD_AUTH_PATH: &str = "/auth/verify";
 /// The `code` of `POST /api/billstack/keys/verify` for a refusal.
 pub fn verify_code(kind: DenyKind) -> &'static str {
     match kind {
-        DenyKind::MissingCredential | DenyKind::InvalidKey | DenyKind::Internal => "INVALID_KEY",
+        DenyKind::MissingCredential
+        | DenyKind::InvalidKey
+        | DenyKind::Internal
+        | DenyKind::StoreUnavailable => "INVALID_KEY",
         DenyKind::ExpiredKey => "EXPIRED",
         DenyKind::DisabledKey => "DISABLED",
         DenyKind::InvalidRequest | DenyKind::UnknownRoute => "UNKNOWN_ROUTE",
@@ -251,7 +254,10 @@ pub(super) async fn json_verify(
         .await;
     let (code, required_scope) = match &decision {
         Decision::Allow(_) => ("VALID", None),
-        Decision::Deny(d) if d.kind == DenyKind::Internal => return d.into_response(),
+        // No answer to give: the caller gets the failure itself (500, or 503 to retry).
+        Decision::Deny(d) if matches!(d.kind, DenyKind::Internal | DenyKind::StoreUnavailable) => {
+            return d.into_response();
+        }
         Decision::Deny(d) => (verify_code(d.kind), d.required_scope.clone()),
     };
     let id = decision.identity();

@@ -48,6 +48,9 @@ pub struct ApiError {
     internal: Option<String>,
 }
 
+/// Seconds a client is asked to wait when the store (PostgreSQL) does not answer.
+pub const STORE_RETRY_AFTER_SECS: u64 = 1;
+
 /// Handler result.
 pub type ApiResult<T> = Result<T, ApiError>;
 
@@ -192,6 +195,15 @@ impl From<AppError> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_policy", message)
             }
             AppError::TooLarge(_) => ApiError::payload_too_large(e.to_string()),
+            AppError::Store(billstack_keystore::Error::Unavailable(detail)) => ApiError {
+                retry_after: Some(STORE_RETRY_AFTER_SECS),
+                internal: Some(detail),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store is not answering; nothing was changed; retry shortly",
+                )
+            },
             AppError::Store(e) => ApiError::internal(e),
             AppError::Internal(detail) => ApiError::internal(detail),
         }
@@ -216,7 +228,9 @@ pub fn deny_status(kind: DenyKind) -> StatusCode {
             StatusCode::FORBIDDEN
         }
         DenyKind::UnknownRoute => StatusCode::NOT_FOUND,
-        DenyKind::PolicyError | DenyKind::Internal => StatusCode::SERVICE_UNAVAILABLE,
+        DenyKind::PolicyError | DenyKind::Internal | DenyKind::StoreUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         DenyKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
     }
 }
@@ -259,6 +273,12 @@ impl IntoResponse for &Denied {
             )),
             _ => None,
         };
+        if d.kind == DenyKind::StoreUnavailable {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(STORE_RETRY_AFTER_SECS),
+            );
+        }
         if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, c);
         }

@@ -5,8 +5,10 @@
 //! `initdb` runs once per test process into a template directory (about 1 s); each cluster
 //! copies it and starts its own `postgres` (about 0.15 s). `initdb` and `postgres` refuse to run
 //! as root, so when the tests run as root every step runs as the `postgres` user
-//! (`runuser -u postgres`), on directories that user owns. The server runs with `fsync=off`:
-//! the tests kill the clients, never the machine.
+//! (`runuser -u postgres`), on directories that user owns. The server runs with `fsync=off`
+//! (the tests kill processes, never the machine, and the page cache survives a process) but
+//! with `synchronous_commit` on: a commit is in the WAL before it is acknowledged, so
+//! [`PgCluster::kill`] (a crash of PostgreSQL) loses nothing that was acknowledged.
 //!
 //! [`PgCluster::start`] answers `None` when no PostgreSQL is installed (Debian's `postgresql`
 //! package: `.ci/run` installs it), so a test can say it was skipped; set
@@ -169,7 +171,7 @@ impl PgCluster {
             let port = free_port();
             let options = format!(
                 "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+                 -c full_page_writes=off -c max_connections=200",
                 dir.path().display()
             );
             let log = dir.path().join("server.log");
@@ -242,7 +244,7 @@ impl PgCluster {
     /// accepts connections.
     pub fn restart(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
              -c full_page_writes=off -c max_connections=200",
             self.port,
             self.dir.path().display()
