@@ -3,10 +3,14 @@
 use super::*;
 
 /// `billstack backup`: from the store itself when no server holds it, otherwise from the
-/// server through its control socket. Written to a temporary file, checked in full, synced,
+/// server through its control socket; on PostgreSQL, from one consistent snapshot of the
+/// database (servers keep running). Written to a temporary file, checked in full, synced,
 /// then renamed into place, so FILE is either a complete backup or absent.
 pub(super) fn backup(settings: &Settings, output: &std::path::Path) -> anyhow::Result<()> {
-    check_data_dir(settings, StoreUse::Existing)?;
+    let postgres = matches!(settings.storage, crate::config::StorageChoice::Postgres(_));
+    if !postgres {
+        check_data_dir(settings, StoreUse::Existing)?;
+    }
     if output.exists() {
         bail!("{} already exists; choose a new file", output.display());
     }
@@ -22,6 +26,12 @@ pub(super) fn backup(settings: &Settings, output: &std::path::Path) -> anyhow::R
                 .open(&partial)
                 .with_context(|| format!("cannot create {}", partial.display()))?,
         );
+        if postgres {
+            startup::open_storage(settings)?.backup_to(&mut file)?;
+            let file = file.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            return Ok(true);
+        }
         let online = match Store::open(&settings.data_dir) {
             Ok(store) => {
                 store.backup_to(&mut file)?;
