@@ -213,3 +213,91 @@ fn a_storage_setting_that_is_not_a_database_url_is_refused_at_start() {
         "the password is never printed: {stderr}"
     );
 }
+
+/// `billstack migrate --to postgres://…` copies a running sled deployment into an empty
+/// database (through the server's control socket), checks every table, and leaves the sled
+/// store serving as before; a server on the database then decides every key the same way.
+#[test]
+fn migrate_copies_a_sled_store_into_postgres_and_checks_every_table() {
+    let Some(cluster) = PgCluster::start() else {
+        eprintln!("PostgreSQL is not installed: skipped");
+        return;
+    };
+    let url = cluster.new_database();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("sled");
+    let sled = Server::start(
+        &data,
+        &[
+            ("BILLSTACK_ADMIN_EMAIL", ADMIN.0),
+            ("BILLSTACK_ADMIN_PASSWORD", ADMIN.1),
+        ],
+    );
+    let (team, project) = team_and_project(&sled);
+    let customers = CUSTOMERS
+        .replace("{team}", &team)
+        .replace("{project}", &project);
+    let admin = login(&sled, ADMIN);
+    let keys = format!("/api/billstack/teams/{team}/api-keys");
+    let (_, kept) = admin.send(
+        "POST",
+        &keys,
+        Some(json!({"name": "kept", "scopes": ["customers:read"]})),
+    );
+    let kept_raw = kept["rawKey"].as_str().expect("raw").to_string();
+    let (_, gone) = admin.send("POST", &keys, Some(json!({"name": "gone"})));
+    let gone_raw = gone["rawKey"].as_str().expect("raw").to_string();
+    let gone_id = gone["key"]["id"].as_str().expect("id").to_string();
+    admin.send("DELETE", &format!("{keys}/{gone_id}"), None);
+    assert_eq!(forward_auth(&sled, &kept_raw, "GET", &customers).0, 200);
+
+    let migrate = |target: &str| {
+        let mut c = cmd(&data);
+        c.args(["migrate", "--to", target]);
+        run(c, "")
+    };
+    let out = migrate(&url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["checksumsMatch"], true, "{report}");
+    assert_eq!(report["migrated"]["keys"], 2);
+    assert!(
+        report["tables"]
+            .as_array()
+            .expect("tables")
+            .iter()
+            .any(|t| t["table"] == "keys" && t["expected"] == 2 && t["found"] == 2),
+        "{report}"
+    );
+    // Only into an empty database; and the sled deployment never stopped.
+    let again = migrate(&url);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(forward_auth(&sled, &kept_raw, "GET", &customers).0, 200);
+    assert_eq!(sled.stop().code(), Some(0));
+
+    let on_postgres = start(&dir.path().join("pg"), &url);
+    assert_eq!(
+        forward_auth(&on_postgres, &kept_raw, "GET", &customers).0,
+        200
+    );
+    assert_eq!(
+        forward_auth(&on_postgres, &gone_raw, "GET", &customers).0,
+        401
+    );
+    assert_eq!(
+        forward_auth(&on_postgres, &kept_raw, "POST", &customers).0,
+        403,
+        "the scopes came across"
+    );
+    login(&on_postgres, ADMIN);
+    assert_eq!(on_postgres.stop().code(), Some(0));
+}

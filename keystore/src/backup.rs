@@ -225,7 +225,7 @@ pub fn verify_backup(input: impl Read) -> Result<BackupSummary> {
     parse(input, |_, _, _| Ok(()))
 }
 
-fn bad(why: &str) -> Error {
+pub(crate) fn bad(why: &str) -> Error {
     Error::Corruption {
         what: format!("not a usable backup: {why}"),
     }
@@ -261,7 +261,7 @@ impl<R: Read> Reading<R> {
 
 /// Reads a whole backup, handing each entry (tree name, key, value) to `entry`, and checks
 /// its end; returns what it held.
-fn parse(
+pub(crate) fn parse(
     input: impl Read,
     mut entry: impl FnMut(&[u8], &[u8], &[u8]) -> Result<()>,
 ) -> Result<BackupSummary> {

@@ -123,12 +123,21 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         output: PathBuf,
     },
-    /// Restore a backup into a new, empty data directory (--data-dir); the file is checked in
-    /// full before anything is written.
+    /// Restore a backup into a new, empty data directory (--data-dir), or, with storage set to
+    /// a PostgreSQL URL, into an empty database; the file is checked in full before anything
+    /// is written, and a database restore is compared table by table afterwards.
     Restore {
         /// The backup file.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+    /// Copy the sled store of the data directory into an empty PostgreSQL database, in one
+    /// transaction, then compare every table's count and checksum; the sled store is left as
+    /// it was (it may be in use by a running server).
+    Migrate {
+        /// The target database, `postgres://user:password@host:port/database`.
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
     /// Print the OpenAPI 3.1 document of the HTTP API (as `GET /api/openapi.json` serves it),
     /// for client generators and validators.
@@ -281,8 +290,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(c) => c.run(&overrides),
         Command::Backup { output } => backup(&Settings::resolve(&overrides)?, &output),
         Command::Openapi => print_json(crate::server::openapi::document()),
+        Command::Migrate { to } => migrate(&Settings::resolve(&overrides)?, &to),
         Command::Restore { file } => {
             let settings = Settings::resolve(&overrides)?;
+            if let crate::config::StorageChoice::Postgres(url) = &settings.storage {
+                let store = billstack_keystore::pg::PgStore::connect(
+                    url,
+                    &billstack_keystore::pg::PgOptions::default(),
+                )?;
+                let (summary, tables) = store
+                    .restore_from(|| std::fs::File::open(&file).map(std::io::BufReader::new))
+                    .with_context(|| format!("cannot restore {}", file.display()))?;
+                return report_tables(json!({"restored": summary}), tables);
+            }
             let summary = Store::restore_from(&settings.data_dir, || {
                 std::fs::File::open(&file).map(std::io::BufReader::new)
             })
@@ -398,6 +418,68 @@ fn operate(settings: &Settings, command: OperatorCommand) -> anyhow::Result<()> 
     let team = command.policy_team().map(str::to_owned);
     let app = startup::operator_app(settings, Arc::new(store), team.as_deref())?;
     print_json(&command.execute(&app)?)
+}
+
+/// Prints a copy's summary with its per-table checks; an error if any table differs.
+fn report_tables(
+    mut out: serde_json::Value,
+    tables: Vec<billstack_keystore::pg::TableCheck>,
+) -> anyhow::Result<()> {
+    let differing: Vec<String> = tables
+        .iter()
+        .filter(|t| !t.matches())
+        .map(|t| format!("{} ({} of {} records)", t.table, t.found, t.expected))
+        .collect();
+    out["tables"] = json!(tables);
+    out["checksumsMatch"] = json!(differing.is_empty());
+    print_json(&out)?;
+    if !differing.is_empty() {
+        bail!(
+            "the copy differs from its source in: {}",
+            differing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `billstack migrate --to postgres://…`: the data directory's sled store, copied through the
+/// backup format (from a running server's control socket when one holds the store), into an
+/// empty database.
+fn migrate(settings: &Settings, to: &str) -> anyhow::Result<()> {
+    let crate::config::StorageChoice::Postgres(url) =
+        crate::config::StorageChoice::parse(Some(to))?
+    else {
+        bail!("--to must be a postgres:// URL");
+    };
+    check_data_dir(settings, StoreUse::Existing)?;
+    let mut backup = Vec::new();
+    match Store::open(&settings.data_dir) {
+        Ok(store) => {
+            store.backup_to(&mut backup)?;
+        }
+        Err(billstack_keystore::Error::Locked(_)) => {
+            crate::server::control::fetch_backup(&settings.data_dir, &mut backup)?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let target = billstack_keystore::pg::PgStore::connect(
+        &url,
+        &billstack_keystore::pg::PgOptions::default(),
+    )
+    .with_context(|| format!("cannot use {}", billstack_keystore::pg::redact_url(&url)))?;
+    let started = std::time::Instant::now();
+    let (summary, tables) = target
+        .restore_from(|| Ok(std::io::Cursor::new(backup.as_slice())))
+        .context("cannot migrate")?;
+    report_tables(
+        json!({
+            "from": settings.data_dir,
+            "to": billstack_keystore::pg::redact_url(&url),
+            "migrated": summary,
+            "seconds": started.elapsed().as_secs_f64(),
+        }),
+        tables,
+    )
 }
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ fn hash_bytes(record: &KeyRecord) -> Result<Vec<u8>> {
         })
 }
 
-async fn insert_key(client: &impl GenericClient, k: &KeyRecord) -> Result<()> {
+pub(crate) async fn insert_key(client: &impl GenericClient, k: &KeyRecord) -> Result<()> {
     let hash = hash_bytes(k)?;
     let limit = k
         .rate_limit

@@ -34,6 +34,8 @@ mod accounts_tests;
 mod keys;
 mod storage;
 
+pub use storage::TableCheck;
+
 mod embedded {
     refinery::embed_migrations!("src/pg/migrations");
 }
