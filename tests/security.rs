@@ -301,11 +301,71 @@ const UNTHROTTLED: (&str, &str) = ("BILLSTACK_UNKNOWN_KEYS_PER_ADDRESS", "100000
 
 #[test]
 fn acknowledged_creations_and_revocations_survive_sigkill_of_the_server() {
+    let (_dir, data) = setup();
+    common::create_user(&data, OWNER.0, OWNER.1, "team_a", "owner");
+    survive_sigkills(&data, &[UNTHROTTLED], "sled");
+}
+
+/// The same on PostgreSQL: an acknowledged change is committed, so no SIGKILL of the server
+/// loses one.
+#[test]
+fn acknowledged_creations_and_revocations_survive_sigkill_of_the_server_on_postgres() {
+    let Some(cluster) = billstack_pg_cluster::PgCluster::start() else {
+        eprintln!("PostgreSQL is not installed: skipped");
+        return;
+    };
+    let url = cluster.new_database();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    for args in [
+        &["team", "create", "--name", "Acme", "--id", "team_a"][..],
+        &[
+            "project", "create", "--team", "team_a", "--name", "A", "--id", "proj_a",
+        ][..],
+    ] {
+        let mut c = common::cmd(&data);
+        c.env("BILLSTACK_STORAGE", &url).args(args);
+        let out = common::run(c, "");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut c = common::cmd(&data);
+    c.env("BILLSTACK_STORAGE", &url).args([
+        "user",
+        "create",
+        "--email",
+        OWNER.0,
+        "--team",
+        "team_a",
+        "--role",
+        "owner",
+        "--password-stdin",
+    ]);
+    let out = common::run(c, &format!("{}\n", OWNER.1));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    survive_sigkills(
+        &data,
+        &[UNTHROTTLED, ("BILLSTACK_STORAGE", &url)],
+        "postgres",
+    );
+}
+
+const OWNER: (&str, &str) = ("owner@acme.test", "owner-password-1");
+
+/// Rounds of: start the server, check every acknowledged creation and revocation, write from
+/// several clients, SIGKILL the server at a random moment.
+fn survive_sigkills(data: &std::path::Path, envs: &[(&str, &str)], backend: &str) {
     const ROUNDS: usize = 20;
     const WRITERS: usize = 4;
-    let (_dir, data) = setup();
-    let owner = ("owner@acme.test", "owner-password-1");
-    common::create_user(&data, owner.0, owner.1, "team_a", "owner");
+    let owner = OWNER;
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
     let mut checked = 0usize;
 
@@ -327,7 +387,7 @@ fn acknowledged_creations_and_revocations_survive_sigkill_of_the_server() {
     };
 
     for round in 0..ROUNDS {
-        let mut server = Server::start(&data, &[UNTHROTTLED]);
+        let mut server = Server::start(data, envs);
         let base = server.base.clone();
         verify_all(&base, &acked.lock().expect("lock"), &mut checked);
         let cookie = common::sign_in(&base, owner.0, owner.1);
@@ -403,11 +463,11 @@ fn acknowledged_creations_and_revocations_survive_sigkill_of_the_server() {
             writer.join().expect("writer");
         }
     }
-    let server = Server::start(&data, &[UNTHROTTLED]);
+    let server = Server::start(data, envs);
     let acked = acked.lock().expect("lock");
     verify_all(&server.base, &acked, &mut checked);
     println!(
-        "crash safety: {ROUNDS} SIGKILL rounds, {WRITERS} writers; {} creations and {} revocations \
+        "crash safety ({backend}): {ROUNDS} SIGKILL rounds, {WRITERS} writers; {} creations and {} revocations \
          acknowledged, {} revocations cut off (not checked); {checked} key checks after restarts, \
          all as acknowledged",
         acked.created.len(),
