@@ -28,8 +28,10 @@ pub struct FileConfig {
     /// Data directory (sled store, compile cache). Default `./billstack-data`.
     pub data_dir: Option<PathBuf>,
     /// Where the records live: absent for the sled store in the data directory, or a
-    /// `postgres://user:password@host:port/database` URL.
+    /// `postgres://user:password@host:port/database` URL (add `?sslmode=require` for TLS).
     pub storage: Option<String>,
+    /// PEM certificates to trust for TLS to PostgreSQL besides the Mozilla roots.
+    pub storage_ca: Option<PathBuf>,
     /// Upstream base URL for reverse-proxy mode, e.g. `http://127.0.0.1:9000`. Default: none.
     pub upstream: Option<String>,
     /// Forward the client's `Authorization` header to the upstream. Default `false`.
@@ -150,6 +152,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Where the records live.
     pub storage: StorageChoice,
+    /// Extra trusted certificates for TLS to PostgreSQL.
+    pub storage_ca: Option<PathBuf>,
     /// Upstream for the reverse proxy.
     pub upstream: Option<String>,
     /// Forward `Authorization` to the upstream.
@@ -303,6 +307,9 @@ impl Settings {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let storage =
             StorageChoice::parse(env_var("BILLSTACK_STORAGE").or(file.storage).as_deref())?;
+        let storage_ca = env_var("BILLSTACK_STORAGE_CA")
+            .map(PathBuf::from)
+            .or(file.storage_ca);
         let upstream = env_var("BILLSTACK_UPSTREAM").or(file.upstream);
         if let Some(u) = &upstream
             && !(u.starts_with("http://") || u.starts_with("https://"))
@@ -380,6 +387,7 @@ impl Settings {
             listen,
             data_dir,
             storage,
+            storage_ca,
             upstream,
             forward_authorization,
             cookie_secure,

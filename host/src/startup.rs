@@ -143,8 +143,14 @@ pub fn open_storage(settings: &Settings) -> anyhow::Result<Arc<dyn Storage>> {
             &StoreOptions::default(),
         )?),
         StorageChoice::Postgres(url) => Arc::new(
-            PgStore::connect(url, &PgOptions::default())
-                .with_context(|| format!("storage {}", redact_url(url)))?,
+            PgStore::connect(
+                url,
+                &PgOptions {
+                    ca_file: settings.storage_ca.clone(),
+                    ..PgOptions::default()
+                },
+            )
+            .with_context(|| format!("storage {}", redact_url(url)))?,
         ),
     })
 }

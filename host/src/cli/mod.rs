@@ -296,7 +296,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if let crate::config::StorageChoice::Postgres(url) = &settings.storage {
                 let store = billstack_keystore::pg::PgStore::connect(
                     url,
-                    &billstack_keystore::pg::PgOptions::default(),
+                    &billstack_keystore::pg::PgOptions {
+                        ca_file: settings.storage_ca.clone(),
+                        ..billstack_keystore::pg::PgOptions::default()
+                    },
                 )?;
                 let (summary, tables) = store
                     .restore_from(|| std::fs::File::open(&file).map(std::io::BufReader::new))
@@ -464,7 +467,10 @@ fn migrate(settings: &Settings, to: &str) -> anyhow::Result<()> {
     }
     let target = billstack_keystore::pg::PgStore::connect(
         &url,
-        &billstack_keystore::pg::PgOptions::default(),
+        &billstack_keystore::pg::PgOptions {
+            ca_file: settings.storage_ca.clone(),
+            ..billstack_keystore::pg::PgOptions::default()
+        },
     )
     .with_context(|| format!("cannot use {}", billstack_keystore::pg::redact_url(&url)))?;
     let started = std::time::Instant::now();

@@ -57,6 +57,9 @@ pub struct PgOptions {
     pub key_cache_capacity: usize,
     /// Where "now" comes from (the system clock unless a test moves time by hand).
     pub clock: SharedClock,
+    /// PEM certificates to trust for TLS (`sslmode=require`) besides the Mozilla roots, for
+    /// a database whose certificate a private authority signed.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PgOptions {
@@ -67,6 +70,7 @@ impl Default for PgOptions {
             pool_size: 16,
             key_cache_capacity: crate::store::DEFAULT_KEY_CACHE_CAPACITY,
             clock: crate::clock::system(),
+            ca_file: None,
         }
     }
 }
@@ -209,10 +213,54 @@ pub(crate) async fn append_change(
     Ok(seq)
 }
 
+/// The TLS client settings: Mozilla's roots, plus the certificates of `ca_file` (PEM).
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let mut added = 0;
+        for cert in CertificateDer::pem_file_iter(path)
+            .map_err(|e| crate::invalid("storage_ca", format!("{}: {e}", path.display())))?
+        {
+            let cert =
+                cert.map_err(|e| crate::invalid("storage_ca", format!("{}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| crate::invalid("storage_ca", format!("{}: {e}", path.display())))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(crate::invalid(
+                "storage_ca",
+                format!("{} holds no PEM certificate", path.display()),
+            ));
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Unavailable(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// A database error as the store reports it: an unreachable or failing database is
 /// [`Error::Unavailable`] (retry later); the message never carries the URL's password.
-pub(crate) fn db_error(e: impl std::fmt::Display) -> Error {
-    Error::Unavailable(e.to_string())
+pub(crate) fn db_error(e: impl std::error::Error) -> Error {
+    // The whole chain: "error performing TLS handshake" says less than its cause does.
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    Error::Unavailable(message)
 }
 
 impl PgStore {
@@ -241,13 +289,21 @@ impl PgStore {
             .thread_name("billstack-pg")
             .enable_all()
             .build()?;
-        let manager = Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let recycling = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        // TLS when the URL asks for it (`sslmode=require`): the server's certificate and name
+        // are always verified. Otherwise plain, as on loopback or a private network.
+        let manager = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            let tls = tls_config(options.ca_file.as_deref())?;
+            Manager::from_config(
+                config,
+                tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+                recycling,
+            )
+        } else {
+            Manager::from_config(config, tokio_postgres::NoTls, recycling)
+        };
         let wait = options.connect_timeout;
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
@@ -392,6 +448,69 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// With `sslmode=require` the connection is TLS and the server must prove who it is: a
+    /// certificate from an authority not trusted is refused; trusted through `ca_file`, it works.
+    #[test]
+    fn tls_is_used_when_required_and_the_certificate_is_checked() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        let Some(cluster) = PgCluster::start_tls(&cert.pem(), &key.serialize_pem()) else {
+            eprintln!("PostgreSQL is not installed: skipped");
+            return;
+        };
+        let url = format!("{}?sslmode=require", cluster.new_database());
+        match PgStore::connect(&url, &PgOptions::default()) {
+            Err(Error::Unavailable(message)) => {
+                assert!(message.to_lowercase().contains("certificate"), "{message}");
+            }
+            other => panic!("an untrusted certificate was accepted: {other:?}"),
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, cert.pem()).expect("write");
+        let store = PgStore::connect(
+            &url,
+            &PgOptions {
+                ca_file: Some(ca),
+                ..PgOptions::default()
+            },
+        )
+        .expect("a trusted certificate");
+        let encrypted: bool = store
+            .with_client(|client| async move {
+                Ok(client
+                    .query_one(
+                        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                        &[],
+                    )
+                    .await
+                    .map_err(db_error)?
+                    .get(0))
+            })
+            .expect("query");
+        assert!(encrypted, "the connection is TLS");
+        let missing = PgStore::connect(
+            &url,
+            &PgOptions {
+                ca_file: Some(dir.path().join("none.pem")),
+                ..PgOptions::default()
+            },
+        );
+        assert!(
+            matches!(
+                missing,
+                Err(Error::Invalid {
+                    field: "storage_ca",
+                    ..
+                })
+            ),
+            "{missing:?}"
+        );
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct PgCluster {
     dir: tempfile::TempDir,
     port: u16,
     as_postgres: bool,
+    /// Server options beyond the defaults (TLS), kept for restarts.
+    extra: String,
     databases: std::sync::atomic::AtomicUsize,
 }
 
@@ -143,6 +145,16 @@ impl PgCluster {
     /// Starts a new cluster, or `None` when PostgreSQL is not installed (a failure instead
     /// when `BILLSTACK_REQUIRE_POSTGRES` is set). Panics when it is installed but will not start.
     pub fn start() -> Option<PgCluster> {
+        PgCluster::start_with(None)
+    }
+
+    /// [`PgCluster::start`] with TLS on: the server presents `cert_pem` (a PEM chain) with
+    /// `key_pem` and accepts TLS connections (plain ones too).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Option<PgCluster> {
+        PgCluster::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Option<PgCluster> {
         let Some(bin) = bin_dir() else {
             assert!(
                 std::env::var_os("BILLSTACK_REQUIRE_POSTGRES").is_none(),
@@ -155,6 +167,36 @@ impl PgCluster {
         let template = template(&bin, as_postgres).unwrap_or_else(|e| panic!("initdb: {e}"));
         let dir = owned_dir(as_postgres).unwrap_or_else(|e| panic!("{e}"));
         let data = dir.path().join("data");
+        let extra = match tls {
+            None => String::new(),
+            Some((cert, key)) => {
+                let (cert_path, key_path) =
+                    (dir.path().join("server.crt"), dir.path().join("server.key"));
+                std::fs::write(&cert_path, cert).expect("write the certificate");
+                std::fs::write(&key_path, key).expect("write the key");
+                // PostgreSQL refuses a key others can read, or one it does not own.
+                let status = Command::new("chmod")
+                    .arg("600")
+                    .arg(&key_path)
+                    .status()
+                    .expect("chmod");
+                assert!(status.success(), "chmod the key");
+                if as_postgres {
+                    let status = Command::new("chown")
+                        .arg("postgres:postgres")
+                        .arg(&cert_path)
+                        .arg(&key_path)
+                        .status()
+                        .expect("chown");
+                    assert!(status.success(), "chown the key");
+                }
+                format!(
+                    " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                    cert_path.display(),
+                    key_path.display()
+                )
+            }
+        };
         let (data_text, template_text) = (
             data.to_str().expect("UTF-8 path"),
             template.to_str().expect("UTF-8 path"),
@@ -171,7 +213,7 @@ impl PgCluster {
             let port = free_port();
             let options = format!(
                 "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-                 -c full_page_writes=off -c max_connections=200",
+                 -c full_page_writes=off -c max_connections=200{extra}",
                 dir.path().display()
             );
             let log = dir.path().join("server.log");
@@ -197,6 +239,7 @@ impl PgCluster {
                         dir,
                         port,
                         as_postgres,
+                        extra,
                         databases: std::sync::atomic::AtomicUsize::new(0),
                     });
                 }
@@ -245,9 +288,10 @@ impl PgCluster {
     pub fn restart(&self) {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c full_page_writes=off -c max_connections=200",
+             -c full_page_writes=off -c max_connections=200{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.extra
         );
         let log = self.dir.path().join("server.log");
         let log = log.to_str().expect("UTF-8 path").to_owned();
