@@ -117,6 +117,33 @@ async fn role_in(
         .transpose()
 }
 
+/// Inside a change's transaction: locks the team's row and reads `user_id`'s membership there
+/// (role, since when, email); `NotFound` (`member`) when the team or the membership is missing.
+async fn locked_member(
+    client: &impl GenericClient,
+    team_id: &str,
+    user_id: &str,
+) -> Result<(Role, i64, String)> {
+    let not_member = || Error::NotFound {
+        kind: "member",
+        id: user_id.to_owned(),
+    };
+    lock_team(client, team_id).await.map_err(|e| match e {
+        Error::NotFound { .. } => not_member(),
+        other => other,
+    })?;
+    let row = client
+        .query_opt(
+            "SELECT m.role, m.added_at, u.email FROM memberships m \
+             JOIN users u ON u.id = m.user_id WHERE m.team_id = $1 AND m.user_id = $2",
+            &[&team_id, &user_id],
+        )
+        .await
+        .map_err(db_error)?
+        .ok_or_else(not_member)?;
+    Ok((role(row.get(0))?, row.get(1), row.get(2)))
+}
+
 async fn owners(client: &impl GenericClient, team_id: &str) -> Result<i64> {
     Ok(client
         .query_one(
@@ -814,26 +841,8 @@ impl MemberStore for PgStore {
         let actor = Event::new(Some(&team_id), actor, "member.role_changed", &user_id);
         let at = self.now();
         self.with_client(move |mut client| async move {
-            let not_member = || Error::NotFound {
-                kind: "member",
-                id: user_id.clone(),
-            };
             let tx = client.transaction().await.map_err(db_error)?;
-            lock_team(&tx, &team_id).await.map_err(|e| match e {
-                Error::NotFound { .. } => not_member(),
-                other => other,
-            })?;
-            let row = tx
-                .query_opt(
-                    "SELECT m.role, m.added_at, u.email FROM memberships m \
-                     JOIN users u ON u.id = m.user_id WHERE m.team_id = $1 AND m.user_id = $2",
-                    &[&team_id, &user_id],
-                )
-                .await
-                .map_err(db_error)?
-                .ok_or_else(not_member)?;
-            let (current, added_at, email): (Role, i64, String) =
-                (self::role(row.get(0))?, row.get(1), row.get(2));
+            let (current, added_at, email) = locked_member(&tx, &team_id, &user_id).await?;
             if current == Role::Owner && role != Role::Owner && owners(&tx, &team_id).await? <= 1 {
                 return Err(last_owner(&team_id));
             }
@@ -865,18 +874,8 @@ impl MemberStore for PgStore {
         let actor = Event::new(Some(&team_id), actor, "member.removed", &user_id);
         let at = self.now();
         self.with_client(move |mut client| async move {
-            let not_member = || Error::NotFound {
-                kind: "member",
-                id: user_id.clone(),
-            };
             let tx = client.transaction().await.map_err(db_error)?;
-            lock_team(&tx, &team_id).await.map_err(|e| match e {
-                Error::NotFound { .. } => not_member(),
-                other => other,
-            })?;
-            let current = role_in(&tx, &team_id, &user_id)
-                .await?
-                .ok_or_else(not_member)?;
+            let (current, _, email) = locked_member(&tx, &team_id, &user_id).await?;
             if current == Role::Owner && owners(&tx, &team_id).await? <= 1 {
                 return Err(last_owner(&team_id));
             }
@@ -886,11 +885,7 @@ impl MemberStore for PgStore {
             )
             .await
             .map_err(db_error)?;
-            let event = match find_user(&tx, &user_id).await? {
-                Some(gone) => actor.with(serde_json::json!({ "email": gone.email })),
-                None => actor,
-            };
-            write_event(&tx, at, &event).await?;
+            write_event(&tx, at, &actor.with(serde_json::json!({ "email": email }))).await?;
             append_change(&tx, at, Change::Membership, &team_id, &user_id).await?;
             tx.commit().await.map_err(db_error)
         })

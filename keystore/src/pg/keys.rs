@@ -12,27 +12,41 @@ use tokio_postgres::Row;
 use super::{Change, Event, PgStore, append_change, db_error, write_event};
 use crate::audit::Actor;
 use crate::storage::*;
-use crate::store::keys::checked_scopes;
+use crate::store::keys::{cannot_rotate, successor};
 use crate::store::{
     DailyUsage, KeyChanges, KeyCursor, KeyPage, KeyQuery, KeyUsage, MAX_KEYS_EXAMINED,
     MAX_ROTATION_GRACE_SECONDS, NewApiKey, Rotated,
 };
-use crate::{Error, KeyRecord, RateLimit, Result, TeamPolicy, apikey, ids, invalid, validate_name};
+use crate::{Error, KeyRecord, RateLimit, Result, TeamPolicy, apikey, ids, invalid};
 
-const KEY: &str = "SELECT id, team_id, project_id, name, prefix, scopes, expires_at, created_at, \
+pub(crate) const KEY: &str = "SELECT id, team_id, project_id, name, prefix, scopes, expires_at, created_at, \
                    revoked_at, last_used_at, hash, rotated_to, rate_limit, rate_window_seconds, \
                    disabled, created_by FROM api_keys";
 
-fn key(row: &Row) -> Result<KeyRecord> {
-    let limit: Option<i32> = row.get(12);
-    let window: Option<i32> = row.get(13);
-    let rate_limit = match (limit, window) {
-        (Some(limit), Some(window)) => Some(RateLimit {
+/// A budget from its two columns (both or neither).
+fn rate_limit_of(limit: Option<i32>, window: Option<i32>) -> Result<Option<RateLimit>> {
+    match (limit, window) {
+        (Some(limit), Some(window)) => Ok(Some(RateLimit {
             limit: u32::try_from(limit).map_err(|_| corrupt("rate_limit"))?,
             window_seconds: u32::try_from(window).map_err(|_| corrupt("rate_window_seconds"))?,
-        }),
-        _ => None,
-    };
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// A budget as its two columns.
+fn rate_columns(k: &KeyRecord) -> (Option<i32>, Option<i32>) {
+    (
+        k.rate_limit
+            .map(|r| i32::try_from(r.limit).unwrap_or(i32::MAX)),
+        k.rate_limit
+            .map(|r| i32::try_from(r.window_seconds).unwrap_or(i32::MAX)),
+    )
+}
+
+/// A key record from a row of [`KEY`]'s columns (in that order).
+pub(crate) fn key(row: &Row) -> Result<KeyRecord> {
+    let rate_limit = rate_limit_of(row.get(12), row.get(13))?;
     Ok(KeyRecord {
         id: row.get(0),
         team_id: row.get(1),
@@ -76,12 +90,7 @@ fn hash_bytes(record: &KeyRecord) -> Result<Vec<u8>> {
 
 pub(crate) async fn insert_key(client: &impl GenericClient, k: &KeyRecord) -> Result<()> {
     let hash = hash_bytes(k)?;
-    let limit = k
-        .rate_limit
-        .map(|r| i32::try_from(r.limit).unwrap_or(i32::MAX));
-    let window = k
-        .rate_limit
-        .map(|r| i32::try_from(r.window_seconds).unwrap_or(i32::MAX));
+    let (limit, window) = rate_columns(k);
     client
         .execute(
             "INSERT INTO api_keys (id, team_id, project_id, name, prefix, scopes, expires_at, \
@@ -114,12 +123,7 @@ pub(crate) async fn insert_key(client: &impl GenericClient, k: &KeyRecord) -> Re
 
 /// Writes every mutable column of `k` back.
 async fn update_key_row(client: &impl GenericClient, k: &KeyRecord) -> Result<()> {
-    let limit = k
-        .rate_limit
-        .map(|r| i32::try_from(r.limit).unwrap_or(i32::MAX));
-    let window = k
-        .rate_limit
-        .map(|r| i32::try_from(r.window_seconds).unwrap_or(i32::MAX));
+    let (limit, window) = rate_columns(k);
     client
         .execute(
             "UPDATE api_keys SET name = $2, scopes = $3, expires_at = $4, revoked_at = $5, \
@@ -186,35 +190,8 @@ impl PgStore {
 
 impl KeyStore for PgStore {
     fn create_key(&self, new: &NewApiKey, actor: Actor<'_>) -> Result<(KeyRecord, String)> {
-        let name = validate_name("name", &new.name)?;
-        let scopes = checked_scopes(&new.scopes)?;
-        if let Some(limit) = &new.rate_limit {
-            limit.validate()?;
-        }
         let now = self.now();
-        if let Some(at) = new.expires_at
-            && at <= now
-        {
-            return Err(invalid("expires_at", "must be in the future"));
-        }
-        let generated = apikey::generate();
-        let record = KeyRecord {
-            id: ids::new_id("key"),
-            team_id: new.team_id.clone(),
-            project_id: new.project_id.clone(),
-            name,
-            prefix: generated.prefix.clone(),
-            scopes,
-            expires_at: new.expires_at,
-            created_at: now,
-            revoked_at: None,
-            last_used_at: None,
-            hash: hex::encode(generated.hash),
-            rotated_to: None,
-            rate_limit: new.rate_limit,
-            disabled: false,
-            created_by: Some(actor.id.to_owned()),
-        };
+        let (record, generated) = new.record(now, actor)?;
         let event = Event::new(Some(&new.team_id), actor, "key.created", &record.id)
             .with(serde_json::json!({ "name": record.name, "prefix": record.prefix }));
         let stored = record.clone();
@@ -412,48 +389,16 @@ impl KeyStore for PgStore {
         changes: &KeyChanges,
         actor: Actor<'_>,
     ) -> Result<KeyRecord> {
-        let name = changes
-            .name
-            .as_deref()
-            .map(|n| validate_name("name", n))
-            .transpose()?;
-        let scopes = changes.scopes.as_deref().map(checked_scopes).transpose()?;
-        if let Some(Some(limit)) = &changes.rate_limit {
-            limit.validate()?;
-        }
         let now = self.now();
-        if let Some(Some(at)) = changes.expires_at
-            && at <= now
-        {
-            return Err(invalid("expires_at", "must be in the future"));
-        }
+        // Checked here, so a refusal costs no round trip; applied below by the same code.
+        changes.checked(now)?;
         let event =
             Event::new(Some(team_id), actor, "key.updated", key_id).with(changes.audit_details());
         let (team_id, key_id, changes) = (team_id.to_owned(), key_id.to_owned(), changes.clone());
         let record = self.with_client(move |mut client| async move {
             let tx = client.transaction().await.map_err(db_error)?;
             let mut record = active_key_for_update(&tx, &team_id, &key_id).await?;
-            if let Some(name) = name {
-                record.name = name;
-            }
-            if let Some(scopes) = scopes {
-                record.scopes = scopes;
-            }
-            if let Some(expires_at) = changes.expires_at {
-                if record.rotated_to.is_some() {
-                    return Err(invalid(
-                        "expires_at",
-                        "the key was rotated: its end is the grace period's",
-                    ));
-                }
-                record.expires_at = expires_at;
-            }
-            if let Some(rate_limit) = changes.rate_limit {
-                record.rate_limit = rate_limit;
-            }
-            if let Some(enabled) = changes.enabled {
-                record.disabled = !enabled;
-            }
+            changes.checked(now)?.apply(&mut record)?;
             update_key_row(&tx, &record).await?;
             write_event(&tx, now, &event).await?;
             append_change(&tx, now, Change::Key, &team_id, &key_id).await?;
@@ -487,41 +432,21 @@ impl KeyStore for PgStore {
         let grace_ms = i64::try_from(grace_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
         let ends_at = now.saturating_add(grace_ms);
         let (team_id, key_id) = (team_id.to_owned(), key_id.to_owned());
-        let (prefix, hash) = (generated.prefix.clone(), hex::encode(generated.hash));
+        let raw_key = generated.raw.clone();
         let created_by = actor.id.to_owned();
         let (old, new) = self.with_client(move |mut client| async move {
             let tx = client.transaction().await.map_err(db_error)?;
             let mut old = active_key_for_update(&tx, &team_id, &key_id).await?;
-            if old.is_expired(now) {
-                return Err(invalid(
-                    "key_id",
-                    "the key has expired, so there is nothing to rotate; create a new key \
-                     instead",
-                ));
+            if let Some(refusal) = cannot_rotate(&old, now) {
+                return Err(refusal);
             }
-            if let Some(successor) = &old.rotated_to {
-                return Err(invalid(
-                    "key_id",
-                    format!("the key has already been rotated; rotate {successor} instead"),
-                ));
-            }
-            let new = KeyRecord {
-                id: new_id.clone(),
-                team_id: old.team_id.clone(),
-                project_id: old.project_id.clone(),
-                name: old.name.clone(),
-                prefix,
-                scopes: old.scopes.clone(),
-                expires_at: old.expires_at,
-                created_at: now,
-                revoked_at: None,
-                last_used_at: None,
-                hash,
-                rotated_to: None,
-                rate_limit: old.rate_limit,
-                disabled: old.disabled,
-                created_by: Some(created_by),
-            };
+            let new = successor(
+                &old,
+                &new_id,
+                &generated,
+                now,
+                Actor::from(created_by.as_str()),
+            );
             if grace_seconds == 0 {
                 old.revoked_at = Some(now);
             } else {
@@ -539,11 +464,7 @@ impl KeyStore for PgStore {
         })?;
         // The cached copy of the old key still has its old expiry (or is revoked now).
         self.forget_cached(&old);
-        Ok(Rotated {
-            new,
-            raw_key: generated.raw,
-            old,
-        })
+        Ok(Rotated { new, raw_key, old })
     }
 }
 

@@ -16,9 +16,7 @@ use crate::store::usage::usage_key;
 use crate::store::{
     AUDIT_KEYS_MIGRATED, DailyUsage, KEYS_BY_AGE_INDEXED, LEGACY_POLICY_BLOBS, join,
 };
-use crate::{
-    AuditEvent, Error, KeyRecord, Project, RateLimit, Result, Role, Session, Team, TeamPolicy, User,
-};
+use crate::{AuditEvent, Error, KeyRecord, Project, Result, Role, Session, Team, TeamPolicy, User};
 
 /// sled's default tree, where its markers live.
 const DEFAULT_TREE: &[u8] = b"__sled__default";
@@ -106,36 +104,9 @@ async fn snapshot(client: &mut deadpool_postgres::Object) -> Result<Trees> {
         };
         put("invitations", row.get(0), encode(&i));
     }
-    for row in q(
-        "SELECT id, team_id, project_id, name, prefix, scopes, expires_at, created_at, revoked_at, \
-         last_used_at, hash, rotated_to, rate_limit, rate_window_seconds, disabled, created_by \
-         FROM api_keys",
-    )
-    .await?
-    {
-        let limit: Option<i32> = row.get(12);
-        let window: Option<i32> = row.get(13);
+    for row in tx.query(super::keys::KEY, &[]).await.map_err(db_error)? {
+        let k = super::keys::key(&row)?;
         let hash: Vec<u8> = row.get(10);
-        let k = KeyRecord {
-            id: row.get(0),
-            team_id: row.get(1),
-            project_id: row.get(2),
-            name: row.get(3),
-            prefix: row.get(4),
-            scopes: row.get(5),
-            expires_at: row.get(6),
-            created_at: row.get(7),
-            revoked_at: row.get(8),
-            last_used_at: row.get(9),
-            hash: hex::encode(&hash),
-            rotated_to: row.get(11),
-            rate_limit: limit.zip(window).map(|(limit, window)| RateLimit {
-                limit: u32::try_from(limit).unwrap_or(0),
-                window_seconds: u32::try_from(window).unwrap_or(0),
-            }),
-            disabled: row.get(14),
-            created_by: row.get(15),
-        };
         // sled indexes only the keys that still work.
         if k.revoked_at.is_none() {
             put("key_hash", hash, k.id.as_bytes().to_vec());

@@ -36,6 +36,147 @@ impl NewApiKey {
     }
 }
 
+impl NewApiKey {
+    /// Checks the request (name, scope names, budget, expiry in the future at `now`) and
+    /// builds the key's record and its raw key: the same for every backend.
+    pub(crate) fn record(&self, now: i64, actor: Actor<'_>) -> Result<(KeyRecord, apikey::NewKey)> {
+        let name = validate_name("name", &self.name)?;
+        let scopes = checked_scopes(&self.scopes)?;
+        if let Some(limit) = &self.rate_limit {
+            limit.validate()?;
+        }
+        if let Some(at) = self.expires_at
+            && at <= now
+        {
+            return Err(invalid("expires_at", "must be in the future"));
+        }
+        let generated = apikey::generate();
+        let record = KeyRecord {
+            id: ids::new_id("key"),
+            team_id: self.team_id.clone(),
+            project_id: self.project_id.clone(),
+            name,
+            prefix: generated.prefix.clone(),
+            scopes,
+            expires_at: self.expires_at,
+            created_at: now,
+            revoked_at: None,
+            last_used_at: None,
+            hash: hex::encode(generated.hash),
+            rotated_to: None,
+            rate_limit: self.rate_limit,
+            disabled: false,
+            created_by: Some(actor.id.to_owned()),
+        };
+        Ok((record, generated))
+    }
+}
+
+/// A [`KeyChanges`] whose values have been checked, ready to apply to a key.
+pub(crate) struct CheckedChanges<'a> {
+    changes: &'a KeyChanges,
+    name: Option<String>,
+    scopes: Option<Vec<String>>,
+}
+
+impl KeyChanges {
+    /// Checks every value it sets as creation would (the expiry against `now`).
+    pub(crate) fn checked(&self, now: i64) -> Result<CheckedChanges<'_>> {
+        let name = self
+            .name
+            .as_deref()
+            .map(|n| validate_name("name", n))
+            .transpose()?;
+        let scopes = self.scopes.as_deref().map(checked_scopes).transpose()?;
+        if let Some(Some(limit)) = &self.rate_limit {
+            limit.validate()?;
+        }
+        if let Some(Some(at)) = self.expires_at
+            && at <= now
+        {
+            return Err(invalid("expires_at", "must be in the future"));
+        }
+        Ok(CheckedChanges {
+            changes: self,
+            name,
+            scopes,
+        })
+    }
+}
+
+impl CheckedChanges<'_> {
+    /// Applies the changes to `record`; `Invalid` (`expires_at`) for a new expiry on a rotated
+    /// key, whose end is its grace period's.
+    pub(crate) fn apply(&self, record: &mut KeyRecord) -> Result<()> {
+        if let Some(name) = &self.name {
+            record.name = name.clone();
+        }
+        if let Some(scopes) = &self.scopes {
+            record.scopes = scopes.clone();
+        }
+        if let Some(expires_at) = self.changes.expires_at {
+            if record.rotated_to.is_some() {
+                return Err(invalid(
+                    "expires_at",
+                    "the key was rotated: its end is the grace period's",
+                ));
+            }
+            record.expires_at = expires_at;
+        }
+        if let Some(rate_limit) = self.changes.rate_limit {
+            record.rate_limit = rate_limit;
+        }
+        if let Some(enabled) = self.changes.enabled {
+            record.disabled = !enabled;
+        }
+        Ok(())
+    }
+}
+
+/// The key that replaces `old` in a rotation at `now`: the same team, project, name, scopes,
+/// expiry, budget and switch, with a new secret.
+pub(crate) fn successor(
+    old: &KeyRecord,
+    new_id: &str,
+    generated: &apikey::NewKey,
+    now: i64,
+    actor: Actor<'_>,
+) -> KeyRecord {
+    KeyRecord {
+        id: new_id.to_owned(),
+        team_id: old.team_id.clone(),
+        project_id: old.project_id.clone(),
+        name: old.name.clone(),
+        prefix: generated.prefix.clone(),
+        scopes: old.scopes.clone(),
+        expires_at: old.expires_at,
+        created_at: now,
+        revoked_at: None,
+        last_used_at: None,
+        hash: hex::encode(generated.hash),
+        rotated_to: None,
+        rate_limit: old.rate_limit,
+        disabled: old.disabled,
+        created_by: Some(actor.id.to_owned()),
+    }
+}
+
+/// Why an old key cannot be rotated at `now` (expired, or rotated already), if so.
+pub(crate) fn cannot_rotate(old: &KeyRecord, now: i64) -> Option<Error> {
+    if old.is_expired(now) {
+        return Some(invalid(
+            "key_id",
+            "the key has expired, so there is nothing to rotate; create a new key instead",
+        ));
+    }
+    old.rotated_to.as_ref().map(|successor| {
+        invalid(
+            "key_id",
+            format!("the key has already been rotated; rotate {successor} instead"),
+        )
+    })
+}
+
 /// Inside a transaction: the team's unrevoked key `key_id`; `NotFound` for a missing key, a
 /// key of another team, or a revoked one.
 pub(super) fn active_key_in(
@@ -306,7 +447,7 @@ pub(crate) fn checked_scopes(scopes: &[String]) -> Result<Vec<String>> {
 impl KeyStore for Store {
     fn create_key(&self, new: &NewApiKey, actor: Actor<'_>) -> Result<(KeyRecord, String)> {
         let _writing = self.writing();
-        let name = validate_name("name", &new.name)?;
+        validate_name("name", &new.name)?;
         self.require_team(&new.team_id)?;
         // A project-scoped key and the deletion of its project must not cross.
         let structure = new.project_id.is_some().then(|| self.team_structure());
@@ -318,34 +459,7 @@ impl KeyStore for Store {
                 format!("project {project} is not in team {}", new.team_id),
             ));
         }
-        let scopes = checked_scopes(&new.scopes)?;
-        if let Some(limit) = &new.rate_limit {
-            limit.validate()?;
-        }
-        let now = self.clock.now_ms();
-        if let Some(at) = new.expires_at
-            && at <= now
-        {
-            return Err(invalid("expires_at", "must be in the future"));
-        }
-        let generated = apikey::generate();
-        let record = KeyRecord {
-            id: ids::new_id("key"),
-            team_id: new.team_id.clone(),
-            project_id: new.project_id.clone(),
-            name,
-            prefix: generated.prefix.clone(),
-            scopes,
-            expires_at: new.expires_at,
-            created_at: now,
-            revoked_at: None,
-            last_used_at: None,
-            hash: hex::encode(generated.hash),
-            rotated_to: None,
-            rate_limit: new.rate_limit,
-            disabled: false,
-            created_by: Some(actor.id.to_owned()),
-        };
+        let (record, generated) = new.record(self.clock.now_ms(), actor)?;
         let (ak, av) = self.audit_event_with(
             Some(&new.team_id),
             actor,
@@ -516,21 +630,7 @@ impl KeyStore for Store {
         actor: Actor<'_>,
     ) -> Result<KeyRecord> {
         let _writing = self.writing();
-        let name = changes
-            .name
-            .as_deref()
-            .map(|n| validate_name("name", n))
-            .transpose()?;
-        let scopes = changes.scopes.as_deref().map(checked_scopes).transpose()?;
-        if let Some(Some(limit)) = &changes.rate_limit {
-            limit.validate()?;
-        }
-        let now = self.clock.now_ms();
-        if let Some(Some(at)) = changes.expires_at
-            && at <= now
-        {
-            return Err(invalid("expires_at", "must be in the future"));
-        }
+        let checked = changes.checked(self.clock.now_ms())?;
         let (ak, av) = self.audit_event_with(
             Some(team_id),
             actor,
@@ -553,27 +653,7 @@ impl KeyStore for Store {
                         id: key_id.to_owned(),
                     });
                 }
-                if let Some(name) = &name {
-                    record.name = name.clone();
-                }
-                if let Some(scopes) = &scopes {
-                    record.scopes = scopes.clone();
-                }
-                if let Some(expires_at) = changes.expires_at {
-                    if record.rotated_to.is_some() {
-                        return abort(invalid(
-                            "expires_at",
-                            "the key was rotated: its end is the grace period's",
-                        ));
-                    }
-                    record.expires_at = expires_at;
-                }
-                if let Some(rate_limit) = changes.rate_limit {
-                    record.rate_limit = rate_limit;
-                }
-                if let Some(enabled) = changes.enabled {
-                    record.disabled = !enabled;
-                }
+                checked.apply(&mut record).or_else(abort)?;
                 keys.insert(key_id.as_bytes(), encode(&record))?;
                 audit.insert(ak.as_slice(), av.as_slice())?;
                 Ok(record)
@@ -628,36 +708,10 @@ impl KeyStore for Store {
             .key_trees()
             .transaction(|(keys, key_hash, team_keys, by_age, audit)| {
                 let mut old = active_key_in(keys, team_id, key_id)?;
-                if old.is_expired(now) {
-                    return abort(invalid(
-                        "key_id",
-                        "the key has expired, so there is nothing to rotate; create a new key \
-                         instead",
-                    ));
+                if let Some(refusal) = cannot_rotate(&old, now) {
+                    return abort(refusal);
                 }
-                if let Some(successor) = &old.rotated_to {
-                    return abort(invalid(
-                        "key_id",
-                        format!("the key has already been rotated; rotate {successor} instead"),
-                    ));
-                }
-                let new = KeyRecord {
-                    id: new_id.clone(),
-                    team_id: old.team_id.clone(),
-                    project_id: old.project_id.clone(),
-                    name: old.name.clone(),
-                    prefix: generated.prefix.clone(),
-                    scopes: old.scopes.clone(),
-                    expires_at: old.expires_at,
-                    created_at: now,
-                    revoked_at: None,
-                    last_used_at: None,
-                    hash: hex::encode(generated.hash),
-                    rotated_to: None,
-                    rate_limit: old.rate_limit,
-                    disabled: old.disabled,
-                    created_by: Some(actor.id.to_owned()),
-                };
+                let new = successor(&old, &new_id, &generated, now, actor);
                 if grace_seconds == 0 {
                     revoke_in(&mut old, now, key_hash, team_keys, by_age)?;
                 } else {
