@@ -215,6 +215,12 @@ fn bad_input_fails_clearly_and_changes_nothing() {
 
 #[test]
 fn offline_commands_refuse_a_store_held_by_another_process() {
+    if common::on_postgres() {
+        eprintln!(
+            "sled only: sled's lock on its data directory (PostgreSQL takes any number of writers)"
+        );
+        return;
+    }
     let (_dir, data) = setup();
     let held = billstack_keystore::Store::open(&data).expect("hold the store");
     let mut c = cmd(&data);
@@ -357,6 +363,12 @@ fn policy_check_and_export() {
 
 #[test]
 fn serve_bootstraps_and_answers_forward_auth_and_json_verify() {
+    if common::on_postgres() {
+        eprintln!(
+            "sled only: it reads the sled store's files after the server stops (tests/postgres.rs covers bootstrap and restart on PostgreSQL)"
+        );
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let server = Server::start(
@@ -488,6 +500,10 @@ fn serve_bootstraps_and_answers_forward_auth_and_json_verify() {
 
 #[test]
 fn the_config_file_is_read_and_unknown_keys_are_refused_by_name() {
+    if common::on_postgres() {
+        eprintln!("sled only: it checks where the sled store was made");
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let config = dir.path().join("billstack.toml");
@@ -682,6 +698,12 @@ fn version_names_the_wit_world_and_every_help_page_is_complete() {
 
 #[test]
 fn a_backup_taken_while_serving_restores_every_key_and_every_revocation() {
+    if common::on_postgres() {
+        eprintln!(
+            "sled only: it restores into a sled data directory and opens its files (tests/postgres.rs backs up PostgreSQL and restores into sled)"
+        );
+        return;
+    }
     let (dir, data) = setup();
     create_user(
         &data,
@@ -843,6 +865,12 @@ fn attempt(data: &std::path::Path, args: &[&str]) -> (bool, String) {
 /// may start one in an empty directory that exists.
 #[test]
 fn offline_commands_never_make_a_store_where_none_was_meant() {
+    if common::on_postgres() {
+        eprintln!(
+            "sled only: only a sled store lives in, and can be created by mistake in, a directory"
+        );
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("mistyped");
     let backup = dir.path().join("out.backup");

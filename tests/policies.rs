@@ -216,16 +216,20 @@ fn uploads_leave_only_the_active_policy_on_disk() {
     let (_dir, data) = world();
     let server = Server::start(&data, &[]);
     let owner = login(&server, OWNER);
+    // On PostgreSQL the plugin bytes are rows, not files (the keystore's conformance suite
+    // checks they are collected there too); the compile cache is local on both backends.
     let blobs = data.join("policies");
+    let on_disk = !common::on_postgres();
+    let blob_files = |want: usize| !on_disk || files_in(&blobs).len() == want;
     let compiled = data.join("plugin-cache");
-    assert!(files_in(&blobs).is_empty());
+    assert!(blob_files(0));
     assert_eq!(files_in(&compiled).len(), 1, "the default's");
     let base = billstack_host::plugins::DEFAULT_PLUGIN;
     for i in 0..6u8 {
         let distinct = with_custom_section(base, "padding", &vec![i; 2 << 20]);
         let (status, body) = owner.upload("team_a", "application/wasm", &distinct);
         assert_eq!(status, 200, "upload {i}: {body}");
-        assert_eq!(files_in(&blobs).len(), 1, "after upload {i}");
+        assert!(blob_files(1), "after upload {i}");
         assert_eq!(
             files_in(&compiled).len(),
             2,
@@ -244,12 +248,12 @@ fn uploads_leave_only_the_active_policy_on_disk() {
         "a refused upload leaves nothing"
     );
     assert_eq!(owner.reset("team_a").0, 200);
-    assert!(files_in(&blobs).is_empty());
+    assert!(blob_files(0));
     assert_eq!(files_in(&compiled).len(), 1);
     drop(owner);
     server.stop();
     let _server = Server::start(&data, &[]);
-    assert!(files_in(&blobs).is_empty());
+    assert!(blob_files(0));
     assert_eq!(files_in(&compiled).len(), 1);
 }
 

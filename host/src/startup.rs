@@ -137,6 +137,10 @@ pub fn serving_app(settings: &Settings) -> anyhow::Result<App> {
 /// The configured store: sled in the data directory (created if missing), or a connection to
 /// PostgreSQL (its schema migrated if needed).
 pub fn open_storage(settings: &Settings) -> anyhow::Result<Arc<dyn Storage>> {
+    match &settings.storage {
+        StorageChoice::Sled => tracing::info!(dir = %settings.data_dir.display(), "storage: sled"),
+        StorageChoice::Postgres(url) => tracing::info!(url = %redact_url(url), "storage: postgres"),
+    }
     Ok(match &settings.storage {
         StorageChoice::Sled => Arc::new(Store::open_with(
             &settings.data_dir,

@@ -18,6 +18,24 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_billstack")
 }
 
+/// Whether the black-box tests run on PostgreSQL (`BILLSTACK_TEST_BACKEND=postgres`, as
+/// `.ci/run` does for a second pass) instead of sled: every command and server of a data
+/// directory then uses a database of its own on a cluster of this test process.
+pub fn on_postgres() -> bool {
+    std::env::var("BILLSTACK_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// The storage setting for `data_dir` on this pass: a database named after the directory on
+/// PostgreSQL, nothing on sled.
+pub fn storage_for(data_dir: &Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let cluster = billstack_pg_cluster::PgCluster::for_this_process()
+        .expect("BILLSTACK_TEST_BACKEND=postgres needs PostgreSQL installed");
+    Some(cluster.database_for(&data_dir.to_string_lossy()))
+}
+
 /// A `billstack` command against `data_dir`, isolated from the caller's environment and from
 /// any `billstack.toml` in the working directory.
 pub fn cmd(data_dir: &Path) -> Command {
@@ -31,6 +49,9 @@ pub fn cmd(data_dir: &Path) -> Command {
         // (tests/decisions.rs). A test may still remove or override this.
         .env("BILLSTACK_PLUGIN_DEADLINE_MS", "1000")
         .current_dir(data_dir.parent().unwrap_or(data_dir));
+    if let Some(url) = storage_for(data_dir) {
+        c.env("BILLSTACK_STORAGE", url);
+    }
     c
 }
 
@@ -195,6 +216,12 @@ impl Server {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(url) = listening_url(&line) {
+                        if on_postgres() {
+                            assert!(
+                                !data_dir.join("db").exists(),
+                                "the server made a sled store on the PostgreSQL pass"
+                            );
+                        }
                         return Server {
                             child,
                             base: url,

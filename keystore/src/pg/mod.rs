@@ -77,7 +77,8 @@ impl Default for PgOptions {
 
 /// A connection to a BillStack database on PostgreSQL.
 pub struct PgStore {
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
     clock: SharedClock,
     key_cache: KeyCache,
@@ -90,6 +91,16 @@ impl std::fmt::Debug for PgStore {
         f.debug_struct("PgStore")
             .field("url", &self.shown_url)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgStore {
+    /// The store may be dropped anywhere, an async task included, where a runtime must not be
+    /// shut down by waiting: its threads are let go instead (the connections close with them).
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -314,7 +325,7 @@ impl PgStore {
             .build()
             .map_err(db_error)?;
         let store = PgStore {
-            runtime,
+            runtime: Some(runtime),
             pool,
             clock: std::sync::Arc::clone(&options.clock),
             key_cache: KeyCache::new(options.key_cache_capacity),
@@ -333,7 +344,10 @@ impl PgStore {
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let future = work(self.pool.clone());
-        self.runtime.spawn(async move {
+        let Some(runtime) = &self.runtime else {
+            return Err(Error::Unavailable("the store is closed".into()));
+        };
+        runtime.spawn(async move {
             let _ = tx.send(future.await);
         });
         rx.recv()

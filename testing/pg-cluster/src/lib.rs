@@ -252,6 +252,78 @@ impl PgCluster {
         panic!("PostgreSQL did not start: {last_error}");
     }
 
+    /// A cluster for the whole test process, started on first use and shared; it is stopped
+    /// and deleted when the process ends (a watcher process waits for it to exit), since a
+    /// process-wide value is never dropped. `None` as for [`PgCluster::start`].
+    pub fn for_this_process() -> Option<&'static PgCluster> {
+        static SHARED: OnceLock<Option<PgCluster>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                let cluster = PgCluster::start()?;
+                let data = cluster.dir.path().join("data");
+                let pg_ctl = cluster.bin.join("pg_ctl");
+                let stop = if cluster.as_postgres {
+                    format!(
+                        "runuser -u postgres -- {} -D {} -m immediate stop",
+                        pg_ctl.display(),
+                        data.display()
+                    )
+                } else {
+                    format!(
+                        "{} -D {} -m immediate stop",
+                        pg_ctl.display(),
+                        data.display()
+                    )
+                };
+                let script = format!(
+                    "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; \
+                     rm -rf {dir}",
+                    pid = std::process::id(),
+                    dir = cluster.dir.path().display()
+                );
+                Command::new("sh")
+                    .args(["-c", &script])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start the cluster's watcher");
+                Some(cluster)
+            })
+            .as_ref()
+    }
+
+    /// A database of this cluster named after `key` (created on first use, then the same).
+    pub fn database_for(&self, key: &str) -> String {
+        static MADE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let name: String = format!(
+            "t_{}",
+            key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+        );
+        let mut made = MADE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !made.contains(&name) {
+            let port = self.port.to_string();
+            run(
+                false,
+                &self.bin.join("createdb"),
+                &["-h", "127.0.0.1", "-p", &port, "-U", USER, &name],
+            )
+            .unwrap_or_else(|e| panic!("createdb: {e}"));
+            made.push(name.clone());
+        }
+        self.url(&name)
+    }
+
+    /// The directory holding the cluster's files (its data directory is `data` below it), for
+    /// tests that search what is stored at rest.
+    pub fn directory(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The loopback port it listens on.
     pub fn port(&self) -> u16 {
         self.port
