@@ -281,6 +281,8 @@ impl PgCluster {
                     pid = std::process::id(),
                     dir = cluster.dir.path().display()
                 );
+                // Never waited for on purpose: it outlives this process (init reaps it).
+                #[allow(clippy::zombie_processes)]
                 Command::new("sh")
                     .args(["-c", &script])
                     .stdin(Stdio::null())
