@@ -104,12 +104,31 @@ fn owned_dir(as_postgres: bool) -> Result<tempfile::TempDir, String> {
     Ok(dir)
 }
 
-/// The initdb'd template of this process (made once).
+/// Runs `then` (a shell command) once this process has ended, from a watcher process: for
+/// what a process-wide value holds, which is never dropped.
+fn when_this_process_ends(then: &str) {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {then}",
+        pid = std::process::id()
+    );
+    // Never waited for on purpose: it outlives this process (init reaps it).
+    #[allow(clippy::zombie_processes)]
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a watcher");
+}
+
+/// The initdb'd template of this process (made once, deleted when the process ends).
 fn template(bin: &Path, as_postgres: bool) -> Result<&'static Path, String> {
     static TEMPLATE: OnceLock<Result<(tempfile::TempDir, PathBuf), String>> = OnceLock::new();
     TEMPLATE
         .get_or_init(|| {
             let dir = owned_dir(as_postgres)?;
+            when_this_process_ends(&format!("rm -rf {} >/dev/null 2>&1", dir.path().display()));
             let data = dir.path().join("template");
             let data_text = data.to_str().ok_or("non-UTF-8 temporary directory")?;
             run(
@@ -275,21 +294,10 @@ impl PgCluster {
                         data.display()
                     )
                 };
-                let script = format!(
-                    "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; \
-                     rm -rf {dir}",
-                    pid = std::process::id(),
-                    dir = cluster.dir.path().display()
-                );
-                // Never waited for on purpose: it outlives this process (init reaps it).
-                #[allow(clippy::zombie_processes)]
-                Command::new("sh")
-                    .args(["-c", &script])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start the cluster's watcher");
+                when_this_process_ends(&format!(
+                    "{stop} >/dev/null 2>&1; rm -rf {}",
+                    cluster.dir.path().display()
+                ));
                 Some(cluster)
             })
             .as_ref()
