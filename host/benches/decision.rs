@@ -104,6 +104,47 @@ fn bench(c: &mut Criterion) {
 
     javascript(c, &request);
     isolation(c, &store, &header, target);
+    backends(c, &store, &header, &*wasm);
+}
+
+/// Issue 18's figure: the whole decision for a cached key on sled and on PostgreSQL, same run
+/// and same plugin. A cached key needs no database round trip on either, so the two should be
+/// within a few percent. PostgreSQL comes from a throwaway cluster (skipped, with a message,
+/// when PostgreSQL is not installed).
+fn backends(c: &mut Criterion, sled: &Store, sled_header: &str, wasm: &dyn ScopePolicy) {
+    let Some(cluster) = billstack_pg_cluster::PgCluster::start() else {
+        eprintln!("decision_by_backend skipped: PostgreSQL is not installed");
+        return;
+    };
+    let pg = billstack_keystore::pg::PgStore::connect(
+        &cluster.new_database(),
+        &billstack_keystore::pg::PgOptions::default(),
+    )
+    .expect("PostgreSQL store");
+    let pg_raw = team_with_key(
+        &pg,
+        "team_a",
+        "proj_a",
+        true,
+        &["customers:read", "products:read"],
+    );
+    let pg_header = format!("Bearer {pg_raw}");
+    // The first use fills the cache; every measured call after it is a hit.
+    decide_allowed(&pg, &pg_header, wasm);
+    decide_allowed(sled, sled_header, wasm);
+
+    let mut group = c.benchmark_group("decision_by_backend");
+    group.measurement_time(Duration::from_secs(5));
+    // Alternate the two several times so drift on a shared machine hits both alike.
+    for round in 0..3 {
+        group.bench_function(format!("sled_cached/{round}"), |b| {
+            b.iter(|| decide_allowed(sled, sled_header, wasm))
+        });
+        group.bench_function(format!("postgres_cached/{round}"), |b| {
+            b.iter(|| decide_allowed(&pg, &pg_header, wasm))
+        });
+    }
+    group.finish();
 }
 
 /// A JavaScript plugin (componentize-js, SpiderMonkey inside) against the Rust one, same

@@ -31,7 +31,7 @@ pub fn bench_store(dir: &Path) -> (Store, String) {
 
 /// The whole decision for `GET` [`TARGET`] (bearer parse, SHA-256, lookup, host checks, the
 /// policy), which must allow it.
-pub fn decide_allowed(store: &Store, header: &str, policy: &dyn ScopePolicy) -> Decision {
+pub fn decide_allowed(store: &dyn Storage, header: &str, policy: &dyn ScopePolicy) -> Decision {
     let key = authenticate(
         store,
         Credential::AuthorizationHeader(Some(black_box(header))),
@@ -119,7 +119,7 @@ impl ScopePolicy for NativeTable {
 /// Creates `team` with `project` in `store` and one key with `scopes` (limited to `project`
 /// when `project_scoped`); returns the raw key.
 pub fn team_with_key(
-    store: &Store,
+    store: &dyn Storage,
     team: &str,
     project: &str,
     project_scoped: bool,

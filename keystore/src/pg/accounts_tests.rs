@@ -402,6 +402,53 @@ fn the_change_feed_is_numbered_without_gaps_under_concurrent_writers() {
     );
 }
 
+/// A cache miss reads the key and the feed position in one snapshot: a key created at feed
+/// position N is read at N or later, by a store that never wrote it; a miss that finds no key
+/// records the position too.
+#[test]
+fn a_cache_miss_reads_the_feed_position_with_the_key() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let url = cluster.new_database();
+    let connect = || PgStore::connect(&url, &PgOptions::default()).expect("connect");
+    let store = connect();
+    store
+        .create_team(Some("team_a"), "Acme", "test".into())
+        .expect("team");
+    let (_, raw) = store
+        .create_key(&crate::store::NewApiKey::new("team_a", "ci"), "test".into())
+        .expect("key");
+    let head = |store: &PgStore| -> i64 {
+        store
+            .with_client(|client| async move {
+                Ok(client
+                    .query_one("SELECT seq FROM change_feed_head", &[])
+                    .await
+                    .map_err(db_error)?
+                    .get(0))
+            })
+            .expect("head")
+    };
+    let created_at = head(&store);
+    assert!(created_at >= 1, "the key's creation appended a change");
+
+    // A second store on the same database: its cache is cold.
+    let other = connect();
+    assert_eq!(other.feed_position_read(), 0, "nothing read yet");
+    assert!(other.lookup_key(&raw).expect("lookup").is_some());
+    assert_eq!(other.feed_position_read(), created_at);
+
+    // A later change moves the position a miss reads at, whether or not it finds a key.
+    store
+        .invite("team_a", "new@acme.test", Role::Member, "test".into())
+        .expect("invite");
+    let missing = format!("bs_{}", "0".repeat(48));
+    assert!(other.lookup_key(&missing).expect("lookup").is_none());
+    assert_eq!(other.feed_position_read(), head(&store));
+    assert!(other.feed_position_read() > created_at);
+}
+
 /// A backup taken from PostgreSQL is in the format sled restores: every account, key (by
 /// hash), policy and audit event comes back, and the keys still decide the same way.
 #[test]

@@ -19,9 +19,25 @@ use crate::store::{
 };
 use crate::{Error, KeyRecord, RateLimit, Result, TeamPolicy, apikey, ids, invalid};
 
-pub(crate) const KEY: &str = "SELECT id, team_id, project_id, name, prefix, scopes, expires_at, created_at, \
-                   revoked_at, last_used_at, hash, rotated_to, rate_limit, rate_window_seconds, \
-                   disabled, created_by FROM api_keys";
+/// The columns [`key`] reads, in its order.
+macro_rules! key_columns {
+    () => {
+        "id, team_id, project_id, name, prefix, scopes, expires_at, created_at, revoked_at, \
+         last_used_at, hash, rotated_to, rate_limit, rate_window_seconds, disabled, created_by"
+    };
+}
+
+pub(crate) const KEY: &str = concat!("SELECT ", key_columns!(), " FROM api_keys");
+
+/// A cache miss: the active key with this hash, if any, and the change feed's position in the
+/// same snapshot (one statement, one round trip). Always one row: the key's columns are null
+/// when there is no such key, and the position (column 16) is always there.
+const KEY_AND_FEED_POSITION: &str = concat!(
+    "SELECT ",
+    key_columns!(),
+    ", head.seq FROM change_feed_head head \
+     LEFT JOIN api_keys ON hash = $1 AND revoked_at IS NULL"
+);
 
 /// A budget from its two columns (both or neither).
 fn rate_limit_of(limit: Option<i32>, window: Option<i32>) -> Result<Option<RateLimit>> {
@@ -172,19 +188,23 @@ impl PgStore {
         }
     }
 
+    /// Reads a key that is not cached, and records the feed position its snapshot had seen.
     fn uncached_key(&self, hash: [u8; 32]) -> Result<Option<KeyRecord>> {
-        self.with_client(move |client| async move {
-            client
-                .query_opt(
-                    &format!("{KEY} WHERE hash = $1 AND revoked_at IS NULL"),
-                    &[&&hash[..]],
-                )
+        let (found, position) = self.with_client(move |client| async move {
+            let row = client
+                .query_one(KEY_AND_FEED_POSITION, &[&&hash[..]])
                 .await
-                .map_err(db_error)?
-                .as_ref()
-                .map(key)
-                .transpose()
-        })
+                .map_err(db_error)?;
+            let position: i64 = row.get(16);
+            let found = match row.get::<_, Option<String>>(0) {
+                Some(_) => Some(key(&row)?),
+                None => None,
+            };
+            Ok((found, position))
+        })?;
+        self.feed_position_read
+            .fetch_max(position, std::sync::atomic::Ordering::Relaxed);
+        Ok(found)
     }
 }
 

@@ -82,6 +82,9 @@ pub struct PgStore {
     pool: Pool,
     clock: SharedClock,
     key_cache: KeyCache,
+    /// The highest change-feed position a cache miss's snapshot has seen: every record read
+    /// from the database reflects at least the changes up to it.
+    feed_position_read: std::sync::atomic::AtomicI64,
     /// The URL without its password, for messages.
     shown_url: String,
 }
@@ -329,6 +332,7 @@ impl PgStore {
             pool,
             clock: std::sync::Arc::clone(&options.clock),
             key_cache: KeyCache::new(options.key_cache_capacity),
+            feed_position_read: std::sync::atomic::AtomicI64::new(0),
             shown_url,
         };
         store.migrate()?;
@@ -402,6 +406,13 @@ impl PgStore {
                 _ => db_error(e),
             })
         })
+    }
+
+    /// The highest change-feed position any cache miss has read at: every key record this
+    /// store has cached reflects every change up to it.
+    pub fn feed_position_read(&self) -> i64 {
+        self.feed_position_read
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The newest migration applied to the database.
