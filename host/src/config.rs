@@ -32,6 +32,9 @@ pub struct FileConfig {
     pub storage: Option<String>,
     /// PEM certificates to trust for TLS to PostgreSQL besides the Mozilla roots.
     pub storage_ca: Option<PathBuf>,
+    /// With PostgreSQL: how long a replica may decide from its cache after it last confirmed
+    /// the change feed (ms). Default 1000; 600 to 60000.
+    pub replica_lease_ms: Option<u64>,
     /// Upstream base URL for reverse-proxy mode, e.g. `http://127.0.0.1:9000`. Default: none.
     pub upstream: Option<String>,
     /// Forward the client's `Authorization` header to the upstream. Default `false`.
@@ -154,6 +157,8 @@ pub struct Settings {
     pub storage: StorageChoice,
     /// Extra trusted certificates for TLS to PostgreSQL.
     pub storage_ca: Option<PathBuf>,
+    /// A replica's lease on its cache (PostgreSQL only).
+    pub replica_lease: Duration,
     /// Upstream for the reverse proxy.
     pub upstream: Option<String>,
     /// Forward `Authorization` to the upstream.
@@ -262,6 +267,12 @@ fn parse_bool(name: &str, value: &str) -> anyhow::Result<bool> {
     }
 }
 
+/// The shortest lease: two polls of the feed and a margin.
+const MIN_REPLICA_LEASE_MS: u64 = 600;
+/// The longest lease: a revocation may take this long to hold on a replica that lost the
+/// database.
+const MAX_REPLICA_LEASE_MS: u64 = 60_000;
+
 fn env_u64(name: &str) -> anyhow::Result<Option<u64>> {
     env_var(name)
         .map(|v| {
@@ -310,6 +321,16 @@ impl Settings {
         let storage_ca = env_var("BILLSTACK_STORAGE_CA")
             .map(PathBuf::from)
             .or(file.storage_ca);
+        let replica_lease_ms = env_u64("BILLSTACK_REPLICA_LEASE_MS")?
+            .or(file.replica_lease_ms)
+            .unwrap_or(billstack_keystore::pg::DEFAULT_LEASE_MS);
+        if !(MIN_REPLICA_LEASE_MS..=MAX_REPLICA_LEASE_MS).contains(&replica_lease_ms) {
+            bail!(
+                "replica_lease_ms = {replica_lease_ms} is out of range: it must be \
+                 {MIN_REPLICA_LEASE_MS} to {MAX_REPLICA_LEASE_MS} (the feed is polled every 250 ms)"
+            );
+        }
+        let replica_lease = Duration::from_millis(replica_lease_ms);
         let upstream = env_var("BILLSTACK_UPSTREAM").or(file.upstream);
         if let Some(u) = &upstream
             && !(u.starts_with("http://") || u.starts_with("https://"))
@@ -388,6 +409,7 @@ impl Settings {
             data_dir,
             storage,
             storage_ca,
+            replica_lease,
             upstream,
             forward_authorization,
             cookie_secure,

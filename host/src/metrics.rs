@@ -104,6 +104,16 @@ pub struct Metrics {
     decision_seconds: Histogram,
     plugin_errors: Family<CauseLabels, Counter>,
     logins: Family<OutcomeLabels, Counter>,
+    /// Only on a replica (PostgreSQL): where it is in the change feed.
+    replica: Option<ReplicaGauges>,
+}
+
+/// A replica's position in the change feed, set from its status when scraped.
+struct ReplicaGauges {
+    applied: Gauge,
+    lag_changes: Gauge,
+    lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    lease_valid: Gauge,
 }
 
 impl Default for Metrics {
@@ -169,7 +179,60 @@ impl Default for Metrics {
             decision_seconds,
             plugin_errors,
             logins,
+            replica: None,
         }
+    }
+}
+
+impl Metrics {
+    /// The metrics of a replica following a change feed: the default ones plus its position.
+    pub fn for_replica() -> Metrics {
+        let mut metrics = Metrics::default();
+        let gauges = ReplicaGauges {
+            applied: Gauge::default(),
+            lag_changes: Gauge::default(),
+            lag_seconds: Gauge::default(),
+            lease_valid: Gauge::default(),
+        };
+        let r = &mut metrics.registry;
+        r.register(
+            "replica_applied_sequence",
+            "The last change-feed position this replica has applied to its caches",
+            gauges.applied.clone(),
+        );
+        r.register(
+            "replica_lag_changes",
+            "Changes committed (as of the last poll) that this replica has not applied",
+            gauges.lag_changes.clone(),
+        );
+        r.register(
+            "replica_lag_seconds",
+            "How long ago this replica's last complete poll of the change feed began: how stale its cache may be",
+            gauges.lag_seconds.clone(),
+        );
+        r.register(
+            "replica_lease_valid",
+            "1 while this replica may decide from its cache (its lease holds), else 0",
+            gauges.lease_valid.clone(),
+        );
+        metrics.replica = Some(gauges);
+        metrics
+    }
+
+    /// Sets the replica gauges from `status` (before a scrape).
+    pub fn replica_status(&self, status: &billstack_keystore::pg::ReplicaStatus) {
+        let Some(g) = &self.replica else {
+            return;
+        };
+        g.applied.set(status.applied_seq);
+        g.lag_changes
+            .set(status.head_seq.saturating_sub(status.applied_seq).max(0));
+        g.lag_seconds.set(
+            status
+                .confirmed_ms_ago
+                .map_or(f64::INFINITY, |ms| ms as f64 / 1000.0),
+        );
+        g.lease_valid.set(i64::from(status.lease_valid));
     }
 }
 

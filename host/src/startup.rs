@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use billstack_keystore::pg::{PgOptions, PgStore, redact_url};
+use billstack_keystore::pg::{PgOptions, PgStore, ReplicaOptions, redact_url};
 use billstack_keystore::{Storage, Store, StoreOptions, TeamPolicy};
 
 use crate::app::{App, AppOptions};
@@ -122,21 +122,33 @@ pub fn app_options(settings: &Settings) -> AppOptions {
 pub fn serving_app(settings: &Settings) -> anyhow::Result<App> {
     let engine = engine_for(settings)?;
     let default_policy = load_default_policy(&engine, settings)?;
-    let store = open_storage(settings)?;
+    let store = open_storage_as(settings, Opened::Serving)?;
     crate::app::admin::bootstrap(&*store)?;
     let policies = PolicySet::new(default_policy);
     load_team_policies(&engine, &policies, &*store)?;
-    Ok(App::new(
-        store,
-        Arc::new(policies),
-        engine,
-        &app_options(settings),
-    ))
+    let app = App::new(store, Arc::new(policies), engine, &app_options(settings));
+    app.follow_policy_changes();
+    Ok(app)
+}
+
+/// Who opens the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// `billstack serve`: on PostgreSQL, a replica following the change feed, with a key
+    /// cache bounded by its lease.
+    Serving,
+    /// A command that reads or writes and exits: no cache, no replica row.
+    Command,
+}
+
+/// The configured store for a command (see [`open_storage_as`]).
+pub fn open_storage(settings: &Settings) -> anyhow::Result<Arc<dyn Storage>> {
+    open_storage_as(settings, Opened::Command)
 }
 
 /// The configured store: sled in the data directory (created if missing), or a connection to
 /// PostgreSQL (its schema migrated if needed).
-pub fn open_storage(settings: &Settings) -> anyhow::Result<Arc<dyn Storage>> {
+pub fn open_storage_as(settings: &Settings, opened: Opened) -> anyhow::Result<Arc<dyn Storage>> {
     match &settings.storage {
         StorageChoice::Sled => tracing::info!(dir = %settings.data_dir.display(), "storage: sled"),
         StorageChoice::Postgres(url) => tracing::info!(url = %redact_url(url), "storage: postgres"),
@@ -151,6 +163,10 @@ pub fn open_storage(settings: &Settings) -> anyhow::Result<Arc<dyn Storage>> {
                 url,
                 &PgOptions {
                     ca_file: settings.storage_ca.clone(),
+                    replica: (opened == Opened::Serving).then(|| ReplicaOptions {
+                        lease: settings.replica_lease,
+                        ..ReplicaOptions::default()
+                    }),
                     ..PgOptions::default()
                 },
             )

@@ -66,6 +66,30 @@ pub trait Storage:
     /// Writes a consistent copy of every record (in the BillStack backup format) to `out`;
     /// writes wait while it runs, reads do not.
     fn backup_to(&self, out: &mut dyn std::io::Write) -> Result<BackupSummary>;
+
+    /// Runs `work` while no other process sharing this store runs its own `while_alone` (the
+    /// first-start bootstrap, so replicas starting together on an empty database bootstrap
+    /// once). sled is opened by one process only, so there it simply runs `work`.
+    fn while_alone(&self, work: &mut dyn FnMut()) -> Result<()> {
+        work();
+        Ok(())
+    }
+
+    /// This process as a replica following other processes' changes (`None` for a store only
+    /// this process writes, such as sled).
+    fn replica_status(&self) -> Option<crate::pg::ReplicaStatus> {
+        None
+    }
+
+    /// The server is stopping: a replica stops following and leaves, so no writer waits for
+    /// it. Nothing for a store only this process writes.
+    fn leave(&self) {}
+
+    /// Calls `listener` for every change another process may have made (a replica's feed);
+    /// never called for a store only this process writes.
+    fn on_change(&self, listener: crate::pg::ChangeListener) {
+        let _ = listener;
+    }
 }
 
 /// Teams and their projects.

@@ -162,6 +162,29 @@ impl App {
                 false
             }
         };
+        let mut ready = store_ok;
+        if let Some(replica) = self.store.replica_status() {
+            let state = if !replica.caught_up {
+                ready = false;
+                "catching up with the change feed"
+            } else if !replica.lease_valid {
+                ready = false;
+                "lease expired: cannot confirm the change feed, refusing until it can"
+            } else {
+                "ok"
+            };
+            lines.push(format!(
+                "replica {}: {state} (applied {} of {}, confirmed {} ago, lease {} ms)",
+                replica.id,
+                replica.applied_seq,
+                replica.head_seq,
+                replica
+                    .confirmed_ms_ago
+                    .map_or_else(|| "never".to_string(), |ms| format!("{ms} ms")),
+                replica.lease_ms
+            ));
+        }
+        let store_ok = ready;
         let default = self.policies.default_policy();
         lines.push(format!(
             "default policy: ok ({} {}, sha256 {})",
@@ -197,8 +220,16 @@ fn random_password() -> String {
 }
 
 /// On an empty store: a team, a project and an owner account. The password comes from
-/// `BILLSTACK_ADMIN_PASSWORD` or is generated and printed once on stderr.
+/// `BILLSTACK_ADMIN_PASSWORD` or is generated and printed once on stderr. Replicas starting
+/// together on one empty database bootstrap once: the check and the creation run while no
+/// other replica runs its own ([`Storage::while_alone`]).
 pub fn bootstrap(store: &dyn Storage) -> anyhow::Result<()> {
+    let mut outcome = Ok(());
+    store.while_alone(&mut || outcome = bootstrap_if_empty(store))?;
+    outcome
+}
+
+fn bootstrap_if_empty(store: &dyn Storage) -> anyhow::Result<()> {
     if !store.is_empty()? {
         return Ok(());
     }

@@ -109,6 +109,11 @@ impl App {
         engine: Arc<PolicyEngine>,
         options: &AppOptions,
     ) -> App {
+        let metrics = if store.replica_status().is_some() {
+            Metrics::for_replica()
+        } else {
+            Metrics::default()
+        };
         App {
             clock: store.clock(),
             store,
@@ -121,7 +126,7 @@ impl App {
                 options.throttle_window,
             ),
             login_limiter: LoginLimiter::default(),
-            metrics: Metrics::default(),
+            metrics,
             decisions: Semaphore::new(MAX_CONCURRENT_DECISIONS),
         }
     }
@@ -172,6 +177,7 @@ impl App {
     pub fn shut_down(&self) -> AppResult<()> {
         self.usage.flush(&*self.store)?;
         self.store.flush()?;
+        self.store.leave();
         Ok(())
     }
 

@@ -140,6 +140,103 @@ impl App {
     }
 }
 
+impl App {
+    /// With replicas on PostgreSQL: a policy uploaded or reset through another replica becomes
+    /// active here too. The feed's policy changes go to a worker thread that reads the team's
+    /// stored policy, compiles it off the request path (or finds it already active) and swaps
+    /// it in when ready; the compiled code stays in this replica's own compile cache. Changes
+    /// are handled in feed order, each reading what is stored now, so the last one wins. A
+    /// store that no other process writes (sled) sends no changes, and the worker ends.
+    pub fn follow_policy_changes(&self) {
+        use billstack_keystore::pg::FeedChange;
+
+        let (tx, rx) = std::sync::mpsc::channel::<Option<String>>();
+        let tx = std::sync::Mutex::new(tx);
+        self.store.on_change(Arc::new(move |change: &FeedChange| {
+            let team = match change {
+                FeedChange::Policy { team_id } => Some(team_id.clone()),
+                FeedChange::Everything => None,
+                _ => return,
+            };
+            let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(team);
+        }));
+        let (store, policies, engine) = (
+            Arc::clone(&self.store),
+            Arc::clone(&self.policies),
+            Arc::clone(&self.engine),
+        );
+        let worker = move || {
+            while let Ok(first) = rx.recv() {
+                let mut teams = std::collections::BTreeSet::new();
+                let mut everything = false;
+                for change in std::iter::once(first).chain(rx.try_iter()) {
+                    match change {
+                        Some(team) => {
+                            teams.insert(team);
+                        }
+                        None => everything = true,
+                    }
+                }
+                if everything {
+                    teams.extend(policies.team_ids());
+                    match store.list_team_policies() {
+                        Ok(stored) => teams.extend(stored.into_iter().map(|p| p.team_id)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "policies: cannot list stored team policies")
+                        }
+                    }
+                }
+                for team in &teams {
+                    sync_team_policy(&*store, &policies, &engine, team);
+                }
+                engine.retain_compiled(&policies.loaded_sha256s());
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("policy-follower".into())
+            .spawn(worker)
+        {
+            tracing::error!(error = %e, "policies: cannot start the thread that follows other replicas' policy changes");
+        }
+    }
+}
+
+/// Makes `team`'s active policy what the store holds now, retrying while the store does not
+/// answer (the replica refuses requests meanwhile, once its lease runs out).
+fn sync_team_policy(
+    store: &dyn billstack_keystore::Storage,
+    policies: &crate::policy::PolicySet,
+    engine: &Arc<crate::policy::PolicyEngine>,
+    team: &str,
+) {
+    let mut wait = std::time::Duration::from_millis(50);
+    loop {
+        match store.get_team_policy(team) {
+            Ok(Some((meta, _))) => {
+                let (active, source) = policies.for_team(team);
+                if source == PolicySource::Team && active.sha256_hex() == meta.sha256 {
+                    return;
+                }
+                crate::startup::load_team_policy(engine, policies, store, &meta);
+                tracing::info!(team = %team, sha256 = %meta.sha256, "policies: activated the team's policy changed through another replica");
+                return;
+            }
+            Ok(None) => {
+                if policies.for_team(team).1 == PolicySource::Team {
+                    policies.clear_team(team);
+                    tracing::info!(team = %team, "policies: the team went back to the deployment default through another replica");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(team = %team, error = %e, "policies: cannot read the team's policy; retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(2));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use billstack_keystore::{NewUser, Role};

@@ -298,6 +298,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     url,
                     &billstack_keystore::pg::PgOptions {
                         ca_file: settings.storage_ca.clone(),
+                        replica: None,
                         ..billstack_keystore::pg::PgOptions::default()
                     },
                 )?;
@@ -469,6 +470,7 @@ fn migrate(settings: &Settings, to: &str) -> anyhow::Result<()> {
         &url,
         &billstack_keystore::pg::PgOptions {
             ca_file: settings.storage_ca.clone(),
+            replica: None,
             ..billstack_keystore::pg::PgOptions::default()
         },
     )

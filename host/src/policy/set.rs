@@ -190,6 +190,16 @@ impl PolicySet {
         out
     }
 
+    /// The teams with a policy of their own (loaded or broken).
+    pub fn team_ids(&self) -> Vec<String> {
+        self.teams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// The SHA-256 of every loaded plugin (the default's and the teams'): what the compile
     /// cache must keep.
     pub fn loaded_sha256s(&self) -> HashSet<[u8; 32]> {

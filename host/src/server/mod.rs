@@ -283,6 +283,9 @@ async fn metrics_text(
             .get(axum::http::header::ACCEPT)
             .and_then(|v| v.to_str().ok()),
     );
+    if let Some(status) = state.app.store().replica_status() {
+        state.app.metrics().replica_status(&status);
+    }
     (
         [(axum::http::header::CONTENT_TYPE, format.content_type())],
         state.app.metrics().render(format),

@@ -253,6 +253,11 @@ impl KeyStore for PgStore {
     }
 
     fn lookup_key_hash(&self, hash: &[u8; 32]) -> Result<Option<Arc<KeyRecord>>> {
+        if self.follower.is_none() {
+            // A command that does not follow the feed keeps no cache: every read is fresh.
+            return Ok(self.uncached_key(*hash)?.map(Arc::new));
+        }
+        self.check_lease()?;
         let cached = self.key_cache.get_and_keep(hash);
         if cached.record.is_some() {
             return Ok(cached.record);
@@ -265,6 +270,9 @@ impl KeyStore for PgStore {
     }
 
     fn cached_key(&self, raw: &str) -> Option<Arc<KeyRecord>> {
+        if self.follower.is_none() || !self.lease_valid() {
+            return None;
+        }
         self.key_cache.get_and_keep(&apikey::hash(raw)).record
     }
 
@@ -381,7 +389,7 @@ impl KeyStore for PgStore {
         let (team_id, key_id) = (team_id.to_owned(), key_id.to_owned());
         let actor = Event::new(Some(&team_id), actor, "key.revoked", &key_id);
         let now = self.now();
-        let record = self.with_client(move |mut client| async move {
+        let (record, seq) = self.with_client(move |mut client| async move {
             let tx = client.transaction().await.map_err(db_error)?;
             let mut record = active_key_for_update(&tx, &team_id, &key_id).await?;
             record.revoked_at = Some(now);
@@ -392,13 +400,15 @@ impl KeyStore for PgStore {
                 &actor.with(serde_json::json!({ "name": record.name })),
             )
             .await?;
-            append_change(&tx, now, Change::Key, &team_id, &key_id).await?;
+            let seq = append_change(&tx, now, Change::Key, &team_id, &key_id).await?;
             tx.commit().await.map_err(db_error)?;
-            Ok(record)
+            Ok((record, seq))
         })?;
         // Only after the commit: a lookup racing with us either saw the key before the
-        // revocation (and answered before DELETE returned) or finds it gone.
+        // revocation (and answered before DELETE returned) or finds it gone. Then every other
+        // replica confirms, or stops allowing by itself.
         self.forget_cached(&record);
+        self.confirm(seq);
         Ok(record)
     }
 
@@ -415,17 +425,18 @@ impl KeyStore for PgStore {
         let event =
             Event::new(Some(team_id), actor, "key.updated", key_id).with(changes.audit_details());
         let (team_id, key_id, changes) = (team_id.to_owned(), key_id.to_owned(), changes.clone());
-        let record = self.with_client(move |mut client| async move {
+        let (record, seq) = self.with_client(move |mut client| async move {
             let tx = client.transaction().await.map_err(db_error)?;
             let mut record = active_key_for_update(&tx, &team_id, &key_id).await?;
             changes.checked(now)?.apply(&mut record)?;
             update_key_row(&tx, &record).await?;
             write_event(&tx, now, &event).await?;
-            append_change(&tx, now, Change::Key, &team_id, &key_id).await?;
+            let seq = append_change(&tx, now, Change::Key, &team_id, &key_id).await?;
             tx.commit().await.map_err(db_error)?;
-            Ok(record)
+            Ok((record, seq))
         })?;
         self.forget_cached(&record);
+        self.confirm(seq);
         Ok(record)
     }
 
@@ -454,7 +465,7 @@ impl KeyStore for PgStore {
         let (team_id, key_id) = (team_id.to_owned(), key_id.to_owned());
         let raw_key = generated.raw.clone();
         let created_by = actor.id.to_owned();
-        let (old, new) = self.with_client(move |mut client| async move {
+        let (old, new, seq) = self.with_client(move |mut client| async move {
             let tx = client.transaction().await.map_err(db_error)?;
             let mut old = active_key_for_update(&tx, &team_id, &key_id).await?;
             if let Some(refusal) = cannot_rotate(&old, now) {
@@ -477,13 +488,14 @@ impl KeyStore for PgStore {
             insert_key(&tx, &new).await?;
             write_event(&tx, now, &rotated_event).await?;
             write_event(&tx, now, &created_event).await?;
-            append_change(&tx, now, Change::Key, &team_id, &key_id).await?;
+            let seq = append_change(&tx, now, Change::Key, &team_id, &key_id).await?;
             append_change(&tx, now, Change::Key, &team_id, &new_id).await?;
             tx.commit().await.map_err(db_error)?;
-            Ok((old, new))
+            Ok((old, new, seq))
         })?;
         // The cached copy of the old key still has its old expiry (or is revoked now).
         self.forget_cached(&old);
+        self.confirm(seq);
         Ok(Rotated { new, raw_key, old })
     }
 }

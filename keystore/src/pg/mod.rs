@@ -31,9 +31,11 @@ use crate::{Error, Result};
 mod accounts;
 #[cfg(test)]
 mod accounts_tests;
+mod follower;
 mod keys;
 mod storage;
 
+pub use follower::{ChangeListener, DEFAULT_LEASE_MS, FeedChange, ReplicaOptions, ReplicaStatus};
 pub use storage::TableCheck;
 
 mod embedded {
@@ -43,6 +45,9 @@ mod embedded {
 /// The advisory lock key migrations hold (any constant shared by every replica): "bsk" +
 /// schema in ASCII.
 const MIGRATION_LOCK: i64 = 0x6273_6b5f_7363_6865;
+
+/// The advisory lock the first-start bootstrap holds ("bsk_boot" in ASCII).
+const BOOTSTRAP_LOCK: i64 = 0x6273_6b5f_626f_6f74;
 
 /// Connection settings for [`PgStore::connect`].
 #[derive(Debug, Clone)]
@@ -60,6 +65,9 @@ pub struct PgOptions {
     /// PEM certificates to trust for TLS (`sslmode=require`) besides the Mozilla roots, for
     /// a database whose certificate a private authority signed.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Follow the change feed as a replica (a serving process), or `None` for a short-lived
+    /// command, which keeps no key cache and registers no replica.
+    pub replica: Option<ReplicaOptions>,
 }
 
 impl Default for PgOptions {
@@ -71,6 +79,7 @@ impl Default for PgOptions {
             key_cache_capacity: crate::store::DEFAULT_KEY_CACHE_CAPACITY,
             clock: crate::clock::system(),
             ca_file: None,
+            replica: Some(ReplicaOptions::default()),
         }
     }
 }
@@ -81,7 +90,10 @@ pub struct PgStore {
     runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
     clock: SharedClock,
-    key_cache: KeyCache,
+    key_cache: std::sync::Arc<KeyCache>,
+    /// This process as a replica following the change feed (`None`: not following, so no
+    /// key is cached).
+    follower: Option<std::sync::Arc<follower::Follower>>,
     /// The highest change-feed position a cache miss's snapshot has seen: every record read
     /// from the database reflects at least the changes up to it.
     feed_position_read: std::sync::atomic::AtomicI64,
@@ -101,6 +113,7 @@ impl Drop for PgStore {
     /// The store may be dropped anywhere, an async task included, where a runtime must not be
     /// shut down by waiting: its threads are let go instead (the connections close with them).
     fn drop(&mut self) {
+        self.leave();
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
@@ -308,15 +321,19 @@ impl PgStore {
         };
         // TLS when the URL asks for it (`sslmode=require`): the server's certificate and name
         // are always verified. Otherwise plain, as on loopback or a private network.
-        let manager = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        let connector = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
             let tls = tls_config(options.ca_file.as_deref())?;
-            Manager::from_config(
-                config,
-                tokio_postgres_rustls::MakeRustlsConnect::new(tls),
-                recycling,
-            )
+            follower::Connector::Tls(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
         } else {
-            Manager::from_config(config, tokio_postgres::NoTls, recycling)
+            follower::Connector::Plain
+        };
+        let manager = match &connector {
+            follower::Connector::Tls(tls) => {
+                Manager::from_config(config.clone(), tls.clone(), recycling)
+            }
+            follower::Connector::Plain => {
+                Manager::from_config(config.clone(), tokio_postgres::NoTls, recycling)
+            }
         };
         let wait = options.connect_timeout;
         let pool = Pool::builder(manager)
@@ -331,11 +348,18 @@ impl PgStore {
             runtime: Some(runtime),
             pool,
             clock: std::sync::Arc::clone(&options.clock),
-            key_cache: KeyCache::new(options.key_cache_capacity),
+            key_cache: std::sync::Arc::new(KeyCache::new(options.key_cache_capacity)),
+            follower: options
+                .replica
+                .clone()
+                .map(|o| std::sync::Arc::new(follower::Follower::new(o))),
             feed_position_read: std::sync::atomic::AtomicI64::new(0),
             shown_url,
         };
         store.migrate()?;
+        if let Some(follower) = &store.follower {
+            store.start_following(follower, config, connector, options.connect_timeout)?;
+        }
         Ok(store)
     }
 
@@ -406,6 +430,161 @@ impl PgStore {
                 _ => db_error(e),
             })
         })
+    }
+
+    /// Starts the follower at the feed's head (nothing is cached yet, so nothing is behind)
+    /// and waits, up to `wait` past one lease, for its first complete poll, so a server that
+    /// has just connected can decide at once. If it has not caught up by then, the store
+    /// still opens: lookups answer `Unavailable` and `/readyz` says why until it does.
+    fn start_following(
+        &self,
+        follower: &std::sync::Arc<follower::Follower>,
+        config: tokio_postgres::Config,
+        connector: follower::Connector,
+        wait: Duration,
+    ) -> Result<()> {
+        let head: i64 = self.with_client(|client| async move {
+            Ok(client
+                .query_one("SELECT seq FROM change_feed_head", &[])
+                .await
+                .map_err(db_error)?
+                .get(0))
+        })?;
+        follower.start_at(head);
+        let task = follower::follow(
+            std::sync::Arc::clone(follower),
+            std::sync::Arc::clone(&self.key_cache),
+            config,
+            connector,
+        );
+        if let Some(runtime) = &self.runtime {
+            runtime.spawn(task);
+        }
+        let deadline = std::time::Instant::now() + wait + follower.options.lease;
+        let mut step = Duration::from_millis(1);
+        while !follower.status().caught_up && std::time::Instant::now() < deadline {
+            std::thread::sleep(step);
+            step = (step * 2).min(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Stops following the feed and leaves the `replicas` table, so no writer waits for this
+    /// process any more (a clean shutdown; a crashed replica is waited for until its lease
+    /// would have ended). Idempotent.
+    pub fn leave(&self) {
+        let (Some(follower), Some(runtime)) = (&self.follower, &self.runtime) else {
+            return;
+        };
+        if follower.stop() {
+            return;
+        }
+        let (pool, id) = (self.pool.clone(), follower.id.clone());
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            if let Ok(client) = pool.get().await {
+                let _ = client
+                    .execute("DELETE FROM replicas WHERE id = $1", &[&id])
+                    .await;
+            }
+            let _ = tx.send(());
+        });
+        let _ = rx.recv_timeout(Duration::from_secs(1));
+    }
+
+    /// This replica's state (`None` when the store does not follow the feed).
+    pub fn replica_status(&self) -> Option<ReplicaStatus> {
+        self.follower.as_ref().map(|f| f.status())
+    }
+
+    /// Calls `listener` for every change this replica applies from the feed (its own writes
+    /// included), on the store's runtime: it must not block.
+    pub fn on_change(&self, listener: ChangeListener) {
+        if let Some(follower) = &self.follower {
+            follower.add_listener(listener);
+        }
+    }
+
+    /// Whether cached keys may decide: always for a store that keeps no cache; for a replica,
+    /// while its lease holds.
+    pub(crate) fn lease_valid(&self) -> bool {
+        self.follower.as_ref().is_none_or(|f| f.lease_valid())
+    }
+
+    /// `Unavailable` when this replica's lease has run out: it may have missed a revocation,
+    /// so it decides nothing until it has caught up with the feed.
+    pub(crate) fn check_lease(&self) -> Result<()> {
+        match &self.follower {
+            Some(f) if !f.lease_valid() => Err(Error::Unavailable(format!(
+                "this replica has not caught up with the change feed within its lease \
+                 ({} ms); it refuses until it has",
+                f.options.lease.as_millis()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits until every other replica with a live heartbeat has applied feed position `seq`,
+    /// or until the longest of their leases has passed since the change committed: a replica
+    /// that has not applied it by then refuses by itself (see `follower`). Never fails: the
+    /// change is committed, and if the database cannot be asked, the lease still bounds it.
+    pub(crate) fn confirm(&self, seq: i64) {
+        let committed = std::time::Instant::now();
+        let own = self
+            .follower
+            .as_ref()
+            .map(|f| f.id.clone())
+            .unwrap_or_default();
+        let own_lease = self
+            .follower
+            .as_ref()
+            .map_or(Duration::from_millis(follower::DEFAULT_LEASE_MS), |f| {
+                f.options.lease
+            });
+        // Clocks run at slightly different rates; 5 % covers far more than any real drift.
+        let bound = |lease: Duration| committed + lease + lease / 20;
+        let mut deadline = bound(own_lease);
+        let mut step = Duration::from_micros(500);
+        let check = format!(
+            "SELECT count(*) FILTER (WHERE applied_seq < $2), COALESCE(max(lease_ms), 0)::bigint \
+             FROM replicas WHERE id <> $1 AND heartbeat_at > {} - lease_ms",
+            follower::DB_NOW_MS
+        );
+        loop {
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            let (own, check) = (own.clone(), check.clone());
+            let answer = self.run(move |pool| async move {
+                let asked = async {
+                    let client = pool.get().await.map_err(db_error)?;
+                    let row = client
+                        .query_one(&check, &[&own, &seq])
+                        .await
+                        .map_err(db_error)?;
+                    Ok::<_, Error>((row.get::<_, i64>(0), row.get::<_, i64>(1)))
+                };
+                tokio::time::timeout(remaining, asked)
+                    .await
+                    .unwrap_or_else(|_| Err(Error::Unavailable("timed out".into())))
+            });
+            match answer {
+                Ok((0, _)) => return,
+                Ok((_, lease_ms)) => {
+                    let longest = Duration::from_millis(u64::try_from(lease_ms).unwrap_or(0));
+                    deadline = deadline.max(bound(longest));
+                }
+                Err(_) => {}
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    seq,
+                    "replicas: not every replica confirmed change {seq} within its lease; those that did not have stopped allowing from their caches"
+                );
+                return;
+            }
+            std::thread::sleep(step.min(deadline - now));
+            step = (step * 2).min(Duration::from_millis(4));
+        }
     }
 
     /// The highest change-feed position any cache miss has read at: every key record this

@@ -211,6 +211,39 @@ impl Storage for PgStore {
         }
         w.finish()
     }
+
+    /// Under a session advisory lock on a connection taken out of the pool: if this process
+    /// dies holding it, the connection closes and the lock goes with it.
+    fn while_alone(&self, work: &mut dyn FnMut()) -> Result<()> {
+        let client = self.run(|pool| async move {
+            let client = pool.get().await.map_err(db_error)?;
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&super::BOOTSTRAP_LOCK])
+                .await
+                .map_err(db_error)?;
+            Ok(deadpool_postgres::Object::take(client))
+        })?;
+        work();
+        self.run(move |_| async move {
+            let _ = client
+                .execute("SELECT pg_advisory_unlock($1)", &[&super::BOOTSTRAP_LOCK])
+                .await;
+            drop(client);
+            Ok(())
+        })
+    }
+
+    fn replica_status(&self) -> Option<crate::pg::ReplicaStatus> {
+        PgStore::replica_status(self)
+    }
+
+    fn leave(&self) {
+        PgStore::leave(self);
+    }
+
+    fn on_change(&self, listener: crate::pg::ChangeListener) {
+        PgStore::on_change(self, listener);
+    }
 }
 
 /// One table's count and checksum after a restore, compared with the backup it came from.

@@ -87,6 +87,14 @@ impl KeyCache {
         inner.older.remove(hash);
     }
 
+    /// Forgets every key (when changes may have been missed and cannot be told apart).
+    pub(crate) fn clear(&self) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner.generation += 1;
+        inner.recent.clear();
+        inner.older.clear();
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());

@@ -360,6 +360,30 @@ impl PgCluster {
         self.url(&name)
     }
 
+    /// Runs `sql` in `database` with `psql` and returns its output, unaligned, tuples only
+    /// (panics when psql fails).
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let port = self.port.to_string();
+        let out = run(
+            false,
+            &self.bin.join("psql"),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                USER,
+                "-d",
+                database,
+                "-XtAc",
+                sql,
+            ],
+        )
+        .unwrap_or_else(|e| panic!("psql: {e}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// Stops the server at once (as a crash would: no shutdown checkpoint), keeping its files.
     pub fn kill(&self) {
         let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
