@@ -93,6 +93,18 @@ impl Admin {
                 .header("Cookie", &self.cookie)
                 .header("Origin", base)
                 .send_json(body.unwrap_or(Value::Null)),
+            "PUT_WASM" => {
+                self.http
+                    .put(&url)
+                    .header("Cookie", &self.cookie)
+                    .header("Origin", base)
+                    .header("Content-Type", "application/wasm")
+                    .send(
+                        &billstack_test_artifacts::read(
+                            billstack_test_artifacts::EXAMPLE_READ_ONLY,
+                        )[..],
+                    )
+            }
             other => panic!("method {other}"),
         };
         let mut res = res.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
@@ -469,6 +481,133 @@ fn three_replicas_behind_nginx_never_allow_a_revoked_key_through_failures() {
             &mut quiet
         )
     );
+
+    // A policy uploaded through replica a decides on b and c too (each compiles it off the
+    // request path and swaps it in); a reset through b reaches every replica the same way.
+    let policy_path = format!("/api/billstack/teams/{team}/policy");
+    let write = |base: &str| -> u16 {
+        http()
+            .get(&format!("{base}/auth/verify"))
+            .header("X-Forwarded-Method", "POST")
+            .header("X-Forwarded-Uri", &target)
+            .header("Authorization", &format!("Bearer {live}"))
+            .call()
+            .map_or(0, |mut r| {
+                let _ = r.body_mut().read_to_string();
+                r.status().as_u16()
+            })
+    };
+    for base in &bases {
+        assert_eq!(write(base), 200, "full access under the default policy");
+    }
+    let (status, body) = admin.send(&bases[0], "PUT_WASM", &policy_path, None);
+    assert_eq!(status, 200, "{body}");
+    let uploaded = Instant::now();
+    for base in &bases {
+        until(
+            "the uploaded policy decides on every replica",
+            Duration::from_secs(30),
+            || write(base) == 403,
+        );
+        assert_eq!(
+            verify(&http(), base, &live, &target),
+            200,
+            "reads still pass"
+        );
+    }
+    eprintln!(
+        "policy uploaded through replica a: active on all three {:?} later",
+        uploaded.elapsed()
+    );
+    let (status, body) = admin.send(&bases[1], "DELETE", &policy_path, None);
+    assert!(status == 200 || status == 204, "{status} {body}");
+    for base in &bases {
+        until(
+            "the reset reaches every replica",
+            Duration::from_secs(30),
+            || write(base) == 200,
+        );
+    }
+
+    // A budget of 1,000 requests a minute, spent through all three replicas at once: at most
+    // 1.1 × the limit is admitted (docs/deployment.md gives the bound), and at least the limit.
+    let (status, body) = admin.send(
+        &lb,
+        "POST",
+        &keys_path,
+        Some(json!({"name": "budgeted", "rateLimit": {"limit": 1000, "windowSeconds": 60}})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let budgeted = body["rawKey"].as_str().expect("raw").to_string();
+    let minute = |at: std::time::SystemTime| {
+        at.duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+            / 60
+    };
+    // The window is the clock's minute: start early in one, so the test stays inside it.
+    let now = std::time::SystemTime::now();
+    let into_minute = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+        % 60.0;
+    if into_minute > 30.0 {
+        std::thread::sleep(Duration::from_secs_f64(60.0 - into_minute + 0.05));
+    }
+    let began = std::time::SystemTime::now();
+    let sent = AtomicUsize::new(0);
+    let admitted = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..6 {
+            let (sent, admitted, bases, budgeted, target) =
+                (&sent, &admitted, &bases, &budgeted, &target);
+            s.spawn(move || {
+                let http = http();
+                while sent.fetch_add(1, Ordering::SeqCst) < 3_000 {
+                    let status = verify(&http, &bases[t % 3], budgeted, target);
+                    if status == 200 {
+                        admitted.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        assert_eq!(status, 429, "over the budget the answer is 429");
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(
+        minute(began),
+        minute(std::time::SystemTime::now()),
+        "the budget test ran across a minute boundary; it must fit in one window"
+    );
+    let admitted = admitted.into_inner();
+    assert!(
+        (1_000..=1_100).contains(&admitted),
+        "{admitted} of 3,000 requests admitted for a budget of 1,000 across 3 replicas"
+    );
+    eprintln!("budget of 1,000 a minute across 3 replicas: {admitted} of 3,000 admitted");
+
+    // Sign-in throttles are shared: five wrong passwords for one account from one address,
+    // spread over the replicas, and the sixth try is refused on any of them.
+    let sign_in = |base: &str| -> u16 {
+        http()
+            .post(&format!("{base}/api/auth/login"))
+            .send_json(json!({"email": "ghost@acme.test", "password": "not-the-password"}))
+            .map_or(0, |mut r| {
+                let _ = r.body_mut().read_to_string();
+                r.status().as_u16()
+            })
+    };
+    for i in 0..5 {
+        assert_eq!(
+            sign_in(&bases[i % 3]),
+            401,
+            "failure {i} is within the limit"
+        );
+    }
+    for base in &bases {
+        assert_eq!(sign_in(base), 429, "over the limit on {base}");
+    }
 
     // Replica b's database connections are cut: it reconnects by itself and follows again.
     let cut = sql(

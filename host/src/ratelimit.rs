@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use billstack_keystore::RateLimit;
+use billstack_keystore::storage::{CounterAdd, SharedCounters};
 
 /// Independent locks, so that concurrent requests for different keys rarely wait on each other.
 const SHARDS: usize = 16;
@@ -194,9 +195,299 @@ impl AddressThrottle {
     }
 }
 
+/// Per-key budgets among replicas (PostgreSQL), after Unkey's design: each replica decides
+/// locally and adds its counts to the shared counters in the background
+/// ([`SharedKeyBudgets::sync`], every [`SHARED_SYNC_EVERY`]); near the limit, and after a
+/// local count would pass its share, it asks the database before answering
+/// ([`SharedKeyBudgets::check_shared`]). Windows are aligned to the clock (they start at
+/// multiples of the window's length), so every replica counts the same window.
+///
+/// # The bound
+///
+/// A replica answers from memory only while the total it knows plus its own unsent count stays
+/// within 90 % of the limit, and its unsent count stays below `limit / 20`; past either, every
+/// request is counted in the database before it is answered, which is exact. What can be
+/// admitted beyond the limit is what other replicas admitted from memory and had not sent yet:
+/// at most `limit / 20` each, so with N replicas at most `limit × (1 + (N − 1) / 20)` — 1.1 ×
+/// the limit with 3 replicas. Every request counts, allowed or not, as on one server.
+pub struct SharedKeyBudgets {
+    shards: Vec<Mutex<HashMap<(String, i64), SharedWindow>>>,
+    hasher: RandomState,
+}
+
+/// How often a replica adds its local counts to the shared counters.
+pub const SHARED_SYNC_EVERY: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy)]
+struct SharedWindow {
+    window_ms: i64,
+    /// The total the database last reported for this window (every replica's counts).
+    known_total: u64,
+    /// Requests counted here and not yet added to the database.
+    pending: u64,
+}
+
+/// What a replica can answer from memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalBudget {
+    /// Decided (and counted) here.
+    Decided(Quota),
+    /// Near the limit: ask the database ([`SharedKeyBudgets::check_shared`]).
+    Ask,
+}
+
+impl Default for SharedKeyBudgets {
+    fn default() -> Self {
+        SharedKeyBudgets {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+fn aligned(limit: &RateLimit, now_ms: i64) -> (i64, i64) {
+    let window_ms = (i64::from(limit.window_seconds) * 1000).max(1);
+    (now_ms - now_ms.rem_euclid(window_ms), window_ms)
+}
+
+fn quota(limit: &RateLimit, total: u64, ends_ms: i64, now_ms: i64) -> Quota {
+    let used = u32::try_from(total).unwrap_or(u32::MAX);
+    Quota {
+        limit: limit.limit,
+        remaining: limit.limit.saturating_sub(used),
+        reset_seconds: seconds_until(ends_ms, now_ms),
+        allowed: total <= u64::from(limit.limit),
+    }
+}
+
+fn counter_name(key_id: &str) -> String {
+    format!("key:{key_id}")
+}
+
+impl SharedKeyBudgets {
+    fn shard(
+        &self,
+        key: &(String, i64),
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, i64), SharedWindow>> {
+        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one request of `key_id` from memory when that is safe (see the type's bound).
+    pub fn check_local(&self, key_id: &str, limit: &RateLimit, now_ms: i64) -> LocalBudget {
+        let (start, window_ms) = aligned(limit, now_ms);
+        let key = (key_id.to_string(), start);
+        let mut map = self.shard(&key);
+        if !map.contains_key(&key) && map.len() >= MAX_ENTRIES_PER_SHARD {
+            map.retain(|(_, s), w| s + w.window_ms > now_ms);
+        }
+        let w = map.entry(key).or_insert(SharedWindow {
+            window_ms,
+            known_total: 0,
+            pending: 0,
+        });
+        let limit_n = u64::from(limit.limit);
+        let ends = start + window_ms;
+        if w.known_total >= limit_n {
+            // Counts only grow within a window: refused for sure.
+            w.pending += 1;
+            return LocalBudget::Decided(quota(limit, w.known_total + w.pending, ends, now_ms));
+        }
+        let estimate = w.known_total + w.pending + 1;
+        if w.pending < limit_n / 20 && estimate * 10 <= limit_n * 9 {
+            w.pending += 1;
+            return LocalBudget::Decided(quota(limit, estimate, ends, now_ms));
+        }
+        LocalBudget::Ask
+    }
+
+    /// Counts one request of `key_id` in the database (with what this replica had not sent)
+    /// and answers from the total. Blocking. If the database cannot be asked, the request is
+    /// counted here and judged on what this replica knows.
+    pub fn check_shared(
+        &self,
+        counters: &dyn SharedCounters,
+        key_id: &str,
+        limit: &RateLimit,
+        now_ms: i64,
+    ) -> Quota {
+        let (start, window_ms) = aligned(limit, now_ms);
+        let key = (key_id.to_string(), start);
+        let pending = {
+            let mut map = self.shard(&key);
+            let w = map.entry(key.clone()).or_insert(SharedWindow {
+                window_ms,
+                known_total: 0,
+                pending: 0,
+            });
+            std::mem::take(&mut w.pending)
+        };
+        let add = CounterAdd {
+            name: counter_name(key_id),
+            window_start: start,
+            window_ms,
+            delta: pending + 1,
+        };
+        let ends = start + window_ms;
+        match counters.add_counts(std::slice::from_ref(&add)) {
+            Ok(totals) => {
+                let total = totals.first().copied().unwrap_or(0);
+                let mut map = self.shard(&key);
+                if let Some(w) = map.get_mut(&key) {
+                    w.known_total = w.known_total.max(total);
+                }
+                quota(limit, total, ends, now_ms)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "rate limit: cannot reach the shared counters; judged locally");
+                let mut map = self.shard(&key);
+                let w = map.entry(key).or_insert(SharedWindow {
+                    window_ms,
+                    known_total: 0,
+                    pending: 0,
+                });
+                w.pending += pending + 1;
+                quota(limit, w.known_total + w.pending, ends, now_ms)
+            }
+        }
+    }
+
+    /// Adds every count not yet sent to the shared counters and learns the totals; drops
+    /// windows that have ended. Blocking; counts that cannot be sent are kept for next time.
+    pub fn sync(&self, counters: &dyn SharedCounters, now_ms: i64) {
+        let mut adds = Vec::new();
+        for shard in &self.shards {
+            let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|(_, start), w| start + w.window_ms > now_ms || w.pending > 0);
+            for ((key_id, start), w) in map.iter_mut() {
+                if w.pending > 0 {
+                    adds.push(CounterAdd {
+                        name: counter_name(key_id),
+                        window_start: *start,
+                        window_ms: w.window_ms,
+                        delta: std::mem::take(&mut w.pending),
+                    });
+                }
+            }
+        }
+        if adds.is_empty() {
+            return;
+        }
+        let totals = counters.add_counts(&adds);
+        for (i, add) in adds.iter().enumerate() {
+            let key = (
+                add.name.trim_start_matches("key:").to_string(),
+                add.window_start,
+            );
+            let mut map = self.shard(&key);
+            let Some(w) = map.get_mut(&key) else { continue };
+            match &totals {
+                Ok(totals) => {
+                    w.known_total = w.known_total.max(totals.get(i).copied().unwrap_or(0));
+                }
+                Err(_) => w.pending += add.delta,
+            }
+        }
+        if let Err(e) = totals {
+            tracing::debug!(error = %e, "rate limit: cannot reach the shared counters; kept for the next sync");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The database's side of the shared counters, in memory.
+    #[derive(Default)]
+    struct Counters(Mutex<HashMap<(String, i64), u64>>);
+
+    impl SharedCounters for Counters {
+        fn add_counts(&self, adds: &[CounterAdd]) -> billstack_keystore::Result<Vec<u64>> {
+            let mut map = self.0.lock().expect("lock");
+            Ok(adds
+                .iter()
+                .map(|a| {
+                    let total = map.entry((a.name.clone(), a.window_start)).or_default();
+                    *total += a.delta;
+                    *total
+                })
+                .collect())
+        }
+
+        fn reset_count(&self, name: &str) -> billstack_keystore::Result<()> {
+            self.0.lock().expect("lock").retain(|(n, _), _| n != name);
+            Ok(())
+        }
+    }
+
+    /// Requests from three replicas in turn, each syncing every `sync_every` of its requests:
+    /// how many were allowed.
+    fn admitted(limit: u32, requests: u32, sync_every: u32) -> u32 {
+        let db = Counters::default();
+        let replicas: Vec<SharedKeyBudgets> = (0..3).map(|_| SharedKeyBudgets::default()).collect();
+        let budget = RateLimit {
+            limit,
+            window_seconds: 60,
+        };
+        let now = 60_000 * 1_000;
+        let mut allowed = 0;
+        for i in 0..requests {
+            let r = &replicas[(i % 3) as usize];
+            let quota = match r.check_local("key_a", &budget, now) {
+                LocalBudget::Decided(q) => q,
+                LocalBudget::Ask => r.check_shared(&db, "key_a", &budget, now),
+            };
+            allowed += u32::from(quota.allowed);
+            if i % sync_every == 0 {
+                r.sync(&db, now);
+            }
+        }
+        allowed
+    }
+
+    #[test]
+    fn replicas_admit_within_a_tenth_over_a_shared_limit() {
+        // Within the limit: every request passes, whatever the sync rate.
+        assert_eq!(admitted(1_000, 900, 1_000_000), 900);
+        assert_eq!(admitted(1_000, 1_000, 7), 1_000);
+        // Over it: at least the limit and at most 1.1 × it, even when replicas never sync in
+        // the background (the bound comes from the checks near the limit).
+        for sync_every in [1, 7, 50, 1_000_000] {
+            let n = admitted(1_000, 5_000, sync_every);
+            assert!(
+                (1_000..=1_100).contains(&n),
+                "{n} admitted, sync every {sync_every}"
+            );
+        }
+        // A small limit is counted exactly: every request asks the database.
+        assert_eq!(admitted(3, 30, 1_000_000), 3);
+    }
+
+    #[test]
+    fn shared_windows_are_aligned_to_the_clock_and_reset_together() {
+        let db = Counters::default();
+        let budgets = SharedKeyBudgets::default();
+        let budget = RateLimit {
+            limit: 2,
+            window_seconds: 10,
+        };
+        let ask = |now: i64| match budgets.check_local("key_a", &budget, now) {
+            LocalBudget::Decided(q) => q,
+            LocalBudget::Ask => budgets.check_shared(&db, "key_a", &budget, now),
+        };
+        let start = 1_000_000; // a multiple of 10 s
+        assert!(ask(start + 9_000).allowed);
+        let second = ask(start + 9_500);
+        assert_eq!((second.allowed, second.reset_seconds), (true, 1));
+        assert!(!ask(start + 9_900).allowed, "the third in the window");
+        // The next window starts at the clock's 10 s mark, not 10 s after the first request.
+        let next = ask(start + 10_000);
+        assert_eq!(
+            (next.allowed, next.remaining, next.reset_seconds),
+            (true, 1, 10)
+        );
+    }
 
     const LIMIT: RateLimit = RateLimit {
         limit: 3,

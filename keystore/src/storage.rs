@@ -81,6 +81,12 @@ pub trait Storage:
         None
     }
 
+    /// Counters shared by every process using this store (replicas on PostgreSQL), or `None`
+    /// when one process uses it and counting in its memory is exact.
+    fn shared_counters(&self) -> Option<&dyn SharedCounters> {
+        None
+    }
+
     /// The server is stopping: a replica stops following and leaves, so no writer waits for
     /// it. Nothing for a store only this process writes.
     fn leave(&self) {}
@@ -90,6 +96,30 @@ pub trait Storage:
     fn on_change(&self, listener: crate::pg::ChangeListener) {
         let _ = listener;
     }
+}
+
+/// One addition to a shared counter: `delta` to counter `name` in the window that starts at
+/// `window_start` (a multiple of `window_ms`, so every replica names the same window).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterAdd {
+    /// What is counted (`key:ID`, `login:…`).
+    pub name: String,
+    /// The window's start, Unix ms.
+    pub window_start: i64,
+    /// The window's length, ms.
+    pub window_ms: i64,
+    /// How much to add (0 reads the total).
+    pub delta: u64,
+}
+
+/// Counters shared by replicas: request budgets and sign-in throttles. Counts are advisory
+/// (a crash may lose a few); windows that have ended are pruned.
+pub trait SharedCounters: Send + Sync {
+    /// Adds each of `adds`, in one transaction, and returns each counter's total after it.
+    fn add_counts(&self, adds: &[CounterAdd]) -> Result<Vec<u64>>;
+
+    /// Forgets counter `name` in every window (a successful sign-in clears its failures).
+    fn reset_count(&self, name: &str) -> Result<()>;
 }
 
 /// Teams and their projects.

@@ -73,6 +73,41 @@ impl LoginLimiter {
     }
 }
 
+/// A sign-in throttle's counter among replicas.
+fn shared_login_name(key: &str) -> String {
+    format!("login:{key}")
+}
+
+/// The sign-in throttle among replicas (PostgreSQL): the same limits, counted in the shared
+/// counters in windows of [`FAILURE_WINDOW`] aligned to the clock, so an address guessing
+/// through several replicas gets no more tries than through one. Adds `delta` (0 to read, 1
+/// for a failure) and answers as [`LoginLimiter::check`] does.
+fn shared_login_check(
+    counters: &dyn billstack_keystore::storage::SharedCounters,
+    keys: &[(String, u32)],
+    now_ms: i64,
+    delta: u64,
+) -> AppResult<Result<(), u64>> {
+    let window_ms = ms(FAILURE_WINDOW);
+    let window_start = now_ms - now_ms.rem_euclid(window_ms);
+    let adds: Vec<_> = keys
+        .iter()
+        .map(|(key, _)| billstack_keystore::storage::CounterAdd {
+            name: shared_login_name(key),
+            window_start,
+            window_ms,
+            delta,
+        })
+        .collect();
+    let totals = counters.add_counts(&adds)?;
+    let over = keys
+        .iter()
+        .zip(&totals)
+        .any(|((_, limit), total)| *total >= u64::from(*limit));
+    let retry_after = u64::try_from((window_start + window_ms - now_ms) / 1000 + 1).unwrap_or(1);
+    Ok(if over { Err(retry_after) } else { Ok(()) })
+}
+
 /// Whether a session has ended at `now_ms`: idle too long, or older than the absolute limit.
 pub fn session_expired(session: &Session, now_ms: i64) -> bool {
     let idle = now_ms - session.last_seen_at > ms(IDLE_TIMEOUT);
@@ -115,7 +150,12 @@ impl App {
             ),
             (format!("ip:{source}"), MAX_FAILURES_PER_IP),
         ];
-        if let Err(retry_after) = self.login_limiter.check(&keys, self.now_ms()) {
+        let shared = self.store.shared_counters();
+        let checked = match shared {
+            Some(counters) => shared_login_check(counters, &keys, self.now_ms(), 0)?,
+            None => self.login_limiter.check(&keys, self.now_ms()),
+        };
+        if let Err(retry_after) = checked {
             self.metrics.login("rate_limited");
             return Err(AppError::RateLimited { retry_after });
         }
@@ -123,12 +163,20 @@ impl App {
         self.store
             .record_sign_in(&email, verified.is_some(), source)?;
         let Some(user) = verified else {
-            self.login_limiter.fail(&keys, self.now_ms());
+            match shared {
+                Some(counters) => {
+                    shared_login_check(counters, &keys, self.now_ms(), 1)?.ok();
+                }
+                None => self.login_limiter.fail(&keys, self.now_ms()),
+            }
             self.metrics.login("failure");
             tracing::info!(client = %source, "sign-in failed");
             return Err(AppError::Unauthenticated("wrong email or password"));
         };
-        self.login_limiter.succeed(&keys[0].0);
+        match shared {
+            Some(counters) => counters.reset_count(&shared_login_name(&keys[0].0))?,
+            None => self.login_limiter.succeed(&keys[0].0),
+        }
         self.metrics.login("success");
         tracing::info!(user = %user.id, client = %source, "signed in");
         self.start_session(user)

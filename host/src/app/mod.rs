@@ -95,6 +95,8 @@ pub struct App {
     clock: SharedClock,
     usage: Arc<UsageTracker>,
     key_limiter: KeyLimiter,
+    /// Per-key budgets among replicas, when the store is shared (PostgreSQL).
+    shared_budgets: Arc<crate::ratelimit::SharedKeyBudgets>,
     address_throttle: AddressThrottle,
     login_limiter: LoginLimiter,
     metrics: Metrics,
@@ -121,6 +123,7 @@ impl App {
             engine,
             usage: Arc::new(UsageTracker::default()),
             key_limiter: KeyLimiter::default(),
+            shared_budgets: Arc::default(),
             address_throttle: AddressThrottle::new(
                 options.unknown_keys_per_address,
                 options.throttle_window,
@@ -185,6 +188,23 @@ impl App {
     /// every few seconds.
     pub fn spawn_background(&self) {
         usage::spawn_flusher(Arc::clone(&self.usage), Arc::clone(&self.store));
+        if self.store.shared_counters().is_some() {
+            let (budgets, store) = (Arc::clone(&self.shared_budgets), Arc::clone(&self.store));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(crate::ratelimit::SHARED_SYNC_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let (b, s) = (Arc::clone(&budgets), Arc::clone(&store));
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Some(counters) = s.shared_counters() {
+                            b.sync(counters, s.clock().now_ms());
+                        }
+                    })
+                    .await;
+                }
+            });
+        }
     }
 }
 

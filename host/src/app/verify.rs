@@ -198,7 +198,27 @@ impl App {
         if let Some(id) = decision.identity()
             && let Some(limit) = &id.rate_limit
         {
-            let quota = self.key_limiter.check(&id.key_id, limit, now);
+            let quota = if self.store.shared_counters().is_none() {
+                self.key_limiter.check(&id.key_id, limit, now)
+            } else {
+                match self.shared_budgets.check_local(&id.key_id, limit, now) {
+                    crate::ratelimit::LocalBudget::Decided(quota) => quota,
+                    crate::ratelimit::LocalBudget::Ask => {
+                        let (app, key_id, budget) = (Arc::clone(self), id.key_id.clone(), *limit);
+                        tokio::task::spawn_blocking(move || {
+                            let counters = app.store.shared_counters()?;
+                            Some(
+                                app.shared_budgets
+                                    .check_shared(counters, &key_id, &budget, now),
+                            )
+                        })
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| self.key_limiter.check(&id.key_id, limit, now))
+                    }
+                }
+            };
             if !quota.allowed {
                 decision = rate_limited(
                     "the API key has used its request budget for this window; retry later",

@@ -449,6 +449,58 @@ fn a_cache_miss_reads_the_feed_position_with_the_key() {
     assert!(other.feed_position_read() > created_at);
 }
 
+/// A replica that starts preloads the keys used in the last day: they decide from memory at
+/// once, while a key nobody used is read on its first use.
+#[test]
+fn a_starting_replica_preloads_recently_used_keys() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let url = cluster.new_database();
+    let first = PgStore::connect(&url, &PgOptions::default()).expect("connect");
+    first
+        .create_team(Some("team_a"), "Acme", "test".into())
+        .expect("team");
+    let create = |name: &str| {
+        first
+            .create_key(&crate::store::NewApiKey::new("team_a", name), "test".into())
+            .expect("key")
+    };
+    let (used, used_raw) = create("used");
+    let (_, idle_raw) = create("idle");
+    first
+        .record_key_usage(&[crate::store::KeyUsage {
+            key_id: used.id.clone(),
+            last_used_at: Some(first.now()),
+            days: Vec::new(),
+        }])
+        .expect("usage");
+    let second = PgStore::connect(&url, &PgOptions::default()).expect("connect");
+    assert!(second.cached_key(&used_raw).is_some(), "preloaded");
+    assert!(
+        second.cached_key(&idle_raw).is_none(),
+        "not used, not preloaded"
+    );
+    assert!(second.lookup_key(&idle_raw).expect("lookup").is_some());
+    // A command (no replica) keeps no cache at all.
+    let command = PgStore::connect(
+        &url,
+        &PgOptions {
+            replica: None,
+            ..PgOptions::default()
+        },
+    )
+    .expect("connect");
+    assert!(command.lookup_key(&used_raw).expect("lookup").is_some());
+    assert!(command.cached_key(&used_raw).is_none());
+    assert!(command.replica_status().is_none());
+    assert!(
+        second
+            .replica_status()
+            .is_some_and(|s| s.caught_up && s.lease_valid)
+    );
+}
+
 /// A backup taken from PostgreSQL is in the format sled restores: every account, key (by
 /// hash), policy and audit event comes back, and the keys still decide the same way.
 #[test]

@@ -218,6 +218,21 @@ fn poll_statement() -> String {
     )
 }
 
+/// How often a replica prunes what no replica needs any more.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
+
+/// Rows of replicas silent for 10 minutes (crashed ones: a clean stop removes its own row);
+/// feed rows older than an hour (a replica further behind than that sees the gap and reloads
+/// everything); counter windows that ended a minute ago. Each statement is cheap and
+/// idempotent, so replicas running it at once do no harm.
+fn maintenance_statements() -> String {
+    format!(
+        "DELETE FROM replicas WHERE heartbeat_at < {DB_NOW_MS} - 600000; \
+         DELETE FROM change_feed WHERE at < {DB_NOW_MS} - 3600000; \
+         DELETE FROM shared_counters WHERE window_start + window_ms < {DB_NOW_MS} - 60000;"
+    )
+}
+
 fn register_statement() -> String {
     format!(
         "INSERT INTO replicas (id, host, applied_seq, heartbeat_at, started_at, lease_ms) \
@@ -326,7 +341,12 @@ async fn session(
     bounded(limit, client.batch_execute("LISTEN billstack_changes")).await?;
     register(follower, &client).await?;
     let poll = bounded(limit, client.prepare(&poll_statement())).await?;
+    let mut maintained: Option<Instant> = None;
     while !follower.stopped() {
+        if maintained.is_none_or(|at| at.elapsed() >= MAINTENANCE_EVERY) {
+            maintained = Some(Instant::now());
+            bounded(limit, client.batch_execute(&maintenance_statements())).await?;
+        }
         // Notifications that arrived before this poll are answered by it.
         while woken.try_recv().is_ok() {}
         let more = poll_once(follower, cache, &client, &poll).await?;

@@ -188,6 +188,44 @@ impl PgStore {
         }
     }
 
+    /// Fills the cache with the active keys used most recently (at most `most`, used within
+    /// the last day), so a replica that starts in front of traffic answers its callers' keys
+    /// from memory at once. Returns how many were loaded.
+    pub(crate) fn preload_recent(&self, most: usize) -> Result<usize> {
+        let generation = self.key_cache.get(&[0; 32]).generation;
+        let since = self.now().saturating_sub(24 * 3600 * 1000);
+        let most = i64::try_from(most).unwrap_or(i64::MAX);
+        let rows = self.with_client(move |client| async move {
+            client
+                .query(
+                    &format!(
+                        "{KEY} WHERE revoked_at IS NULL AND last_used_at > $1 \
+                         ORDER BY last_used_at DESC LIMIT $2"
+                    ),
+                    &[&since, &most],
+                )
+                .await
+                .map_err(db_error)
+        })?;
+        let now = self.now();
+        let mut loaded = 0;
+        for row in &rows {
+            let record = key(row)?;
+            if record.expires_at.is_some_and(|at| at <= now) {
+                continue;
+            }
+            let Ok(hash) = hash_bytes(&record) else {
+                continue;
+            };
+            let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
+                continue;
+            };
+            self.key_cache.fill(hash, &Arc::new(record), generation);
+            loaded += 1;
+        }
+        Ok(loaded)
+    }
+
     /// Reads a key that is not cached, and records the feed position its snapshot had seen.
     fn uncached_key(&self, hash: [u8; 32]) -> Result<Option<KeyRecord>> {
         let (found, position) = self.with_client(move |client| async move {

@@ -31,6 +31,7 @@ use crate::{Error, Result};
 mod accounts;
 #[cfg(test)]
 mod accounts_tests;
+mod counters;
 mod follower;
 mod keys;
 mod storage;
@@ -451,6 +452,11 @@ impl PgStore {
                 .get(0))
         })?;
         follower.start_at(head);
+        // Keys in use elsewhere are likely to be used here next; changes committed after the
+        // head read above are applied by the follower (and a fill older than an invalidation
+        // is dropped by the cache).
+        let preloaded = self.preload_recent(self.key_cache.capacity() / 2)?;
+        tracing::debug!(preloaded, "replica: preloaded recently used keys");
         let task = follower::follow(
             std::sync::Arc::clone(follower),
             std::sync::Arc::clone(&self.key_cache),

@@ -241,6 +241,10 @@ impl Storage for PgStore {
         PgStore::leave(self);
     }
 
+    fn shared_counters(&self) -> Option<&dyn crate::storage::SharedCounters> {
+        Some(self)
+    }
+
     fn on_change(&self, listener: crate::pg::ChangeListener) {
         PgStore::on_change(self, listener);
     }

@@ -87,6 +87,11 @@ impl KeyCache {
         inner.older.remove(hash);
     }
 
+    /// Most keys held.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Forgets every key (when changes may have been missed and cannot be told apart).
     pub(crate) fn clear(&self) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());

@@ -12,3 +12,14 @@ CREATE TABLE replicas (
     started_at    bigint NOT NULL,
     lease_ms      integer NOT NULL CHECK (lease_ms > 0)
 );
+
+-- Counters every replica adds to: per-key request budgets and sign-in throttles, in windows
+-- aligned to the clock (window_start is a multiple of window_ms). A replica counts locally and
+-- adds its counts here often; near a limit it adds each request at once (host/src/ratelimit.rs).
+CREATE TABLE shared_counters (
+    name          text NOT NULL,
+    window_start  bigint NOT NULL,
+    window_ms     bigint NOT NULL CHECK (window_ms > 0),
+    count         bigint NOT NULL CHECK (count >= 0),
+    PRIMARY KEY (name, window_start)
+);
