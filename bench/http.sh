@@ -55,6 +55,7 @@ PIDS+=($!)
 BARE_URL=$(wait_for_url "$WORK/bare.log" "listening on ")
 
 DATA="$WORK/data"
+mkdir -p "$DATA"
 "$BIN" --data-dir "$DATA" team create --name Bench --id team_a >/dev/null
 "$BIN" --data-dir "$DATA" project create --team team_a --name Web --id proj_a >/dev/null
 KEY=$("$BIN" --data-dir "$DATA" key create --team team_a --name bench --scope customers:read |

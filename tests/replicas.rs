@@ -790,6 +790,15 @@ fn three_replicas_behind_nginx_never_allow_a_revoked_key_through_failures() {
         sql("SELECT count(*) FROM api_keys WHERE name LIKE 'k%' AND revoked_at IS NULL"),
         "0"
     );
+    // What confirmation costs: the same DELETEs with replica a alone (b stopped cleanly, so it
+    // left the table; c's row is stale, so no one waits for it).
+    let b = servers[1].take().expect("replica b");
+    assert_eq!(b.stop().code(), Some(0));
+    let mut alone: Vec<Duration> = (0..100).map(|_| delete_via(&bases[0])).collect();
+    eprintln!(
+        "{}",
+        describe("DELETE on a replica alone, no other load", &mut alone)
+    );
     for server in servers.into_iter().flatten() {
         assert_eq!(server.stop().code(), Some(0));
     }

@@ -50,7 +50,11 @@ pub fn cmd(data_dir: &Path) -> Command {
         .env("BILLSTACK_PLUGIN_DEADLINE_MS", "1000")
         .current_dir(data_dir.parent().unwrap_or(data_dir));
     if let Some(url) = storage_for(data_dir) {
-        c.env("BILLSTACK_STORAGE", url);
+        // Likewise the replica lease (1 s) is wall clock: on the PostgreSQL pass, which tests
+        // the API's behaviour, a descheduled poll must not turn into a 503. The lease has its
+        // own tests (tests/replicas.rs, tests/postgres.rs), at the default.
+        c.env("BILLSTACK_STORAGE", url)
+            .env("BILLSTACK_REPLICA_LEASE_MS", "10000");
     }
     c
 }

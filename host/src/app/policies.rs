@@ -186,10 +186,13 @@ impl App {
                         }
                     }
                 }
+                let mut changed = false;
                 for team in &teams {
-                    sync_team_policy(&*store, &policies, &engine, team);
+                    changed |= sync_team_policy(&*store, &policies, &engine, team);
                 }
-                engine.retain_compiled(&policies.loaded_sha256s());
+                if changed {
+                    engine.retain_compiled_older_than(&policies.loaded_sha256s(), PRUNE_GRACE);
+                }
             }
         };
         if let Err(e) = std::thread::Builder::new()
@@ -201,32 +204,38 @@ impl App {
     }
 }
 
+/// Compiled code younger than this is kept by the follower's pruning: an upload on this
+/// replica may have compiled it and not activated it yet.
+const PRUNE_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Makes `team`'s active policy what the store holds now, retrying while the store does not
-/// answer (the replica refuses requests meanwhile, once its lease runs out).
+/// answer (the replica refuses requests meanwhile, once its lease runs out). Whether it
+/// changed the active policy.
 fn sync_team_policy(
     store: &dyn billstack_keystore::Storage,
     policies: &crate::policy::PolicySet,
     engine: &Arc<crate::policy::PolicyEngine>,
     team: &str,
-) {
+) -> bool {
     let mut wait = std::time::Duration::from_millis(50);
     loop {
         match store.get_team_policy(team) {
             Ok(Some((meta, _))) => {
                 let (active, source) = policies.for_team(team);
                 if source == PolicySource::Team && active.sha256_hex() == meta.sha256 {
-                    return;
+                    return false;
                 }
                 crate::startup::load_team_policy(engine, policies, store, &meta);
                 tracing::info!(team = %team, sha256 = %meta.sha256, "policies: activated the team's policy changed through another replica");
-                return;
+                return true;
             }
             Ok(None) => {
                 if policies.for_team(team).1 == PolicySource::Team {
                     policies.clear_team(team);
                     tracing::info!(team = %team, "policies: the team went back to the deployment default through another replica");
+                    return true;
                 }
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::warn!(team = %team, error = %e, "policies: cannot read the team's policy; retrying");

@@ -390,7 +390,20 @@ async fn poll_once(
     let limit = follower.options.lease;
     let sent = Instant::now();
     let applied = follower.applied.load(Ordering::Acquire);
+    let previous = follower.confirmed_at.load(Ordering::Acquire);
+    let since_previous = follower.nanos_since_base(sent).saturating_sub(previous) / 1_000_000;
+    if previous != 0 && since_previous * 2 > limit.as_millis() as u64 {
+        tracing::warn!(replica = %follower.id, since_previous_ms = since_previous,
+            lease_ms = limit.as_millis() as u64,
+            "replica: the change feed was last confirmed over half a lease ago (is this process starved of CPU?)");
+    }
     let rows = bounded(limit, client.query(poll, &[&follower.id, &applied, &BATCH])).await?;
+    let took = sent.elapsed();
+    if took * 4 > limit {
+        tracing::warn!(replica = %follower.id, took_ms = took.as_millis() as u64,
+            lease_ms = limit.as_millis() as u64,
+            "replica: a poll of the change feed took over a quarter of the lease");
+    }
     let first = rows
         .first()
         .ok_or_else(|| crate::Error::Unavailable("the change feed has no head".into()))?;

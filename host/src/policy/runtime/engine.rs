@@ -203,6 +203,18 @@ impl PolicyEngine {
     /// left), so the cache holds what the active policies use and no more. Returns how many
     /// cache files it deleted.
     pub fn retain_compiled(&self, live: &std::collections::HashSet<[u8; 32]>) -> usize {
+        self.retain_compiled_older_than(live, std::time::Duration::ZERO)
+    }
+
+    /// [`PolicyEngine::retain_compiled`], keeping cache files written within `grace`: for a
+    /// pruner that runs beside uploads it does not know of (a replica following another
+    /// replica's changes), so it never deletes the file an upload here has just compiled and
+    /// not yet activated. A later prune removes them once they are old and unused.
+    pub fn retain_compiled_older_than(
+        &self,
+        live: &std::collections::HashSet<[u8; 32]>,
+        grace: std::time::Duration,
+    ) -> usize {
         self.compiled
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -223,8 +235,16 @@ impl PolicyEngine {
         let mut deleted = 0;
         for entry in entries.flatten() {
             let name = entry.file_name();
+            let recent = !grace.is_zero()
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|at| at.elapsed().ok())
+                    .is_none_or(|age| age < grace);
             if name.to_str().is_some_and(|n| !keep.contains(n))
                 && entry.file_type().is_ok_and(|t| t.is_file())
+                && !recent
             {
                 match std::fs::remove_file(entry.path()) {
                     Ok(()) => deleted += 1,
