@@ -555,6 +555,27 @@ mod tests {
     }
 
     #[test]
+    fn the_replica_lease_is_checked_both_ways() {
+        let default =
+            Settings::from_file(FileConfig::default(), &Overrides::default()).expect("valid");
+        assert_eq!(default.replica_lease, Duration::from_millis(1_000));
+        for (text, ms) in [("600", 600), ("60000", 60_000)] {
+            let file: FileConfig =
+                toml::from_str(&format!("replica_lease_ms = {text}\n")).expect("parses");
+            let s = Settings::from_file(file, &Overrides::default()).expect("valid");
+            assert_eq!(s.replica_lease, Duration::from_millis(ms));
+        }
+        for bad in ["599", "60001", "0"] {
+            let file: FileConfig =
+                toml::from_str(&format!("replica_lease_ms = {bad}\n")).expect("parses");
+            let error = Settings::from_file(file, &Overrides::default())
+                .expect_err(bad)
+                .to_string();
+            assert!(error.contains("replica_lease_ms"), "{error}");
+        }
+    }
+
+    #[test]
     fn tls_needs_both_files_and_makes_cookies_secure() {
         let both: FileConfig =
             toml::from_str("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").expect("parses");
