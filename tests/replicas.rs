@@ -93,6 +93,12 @@ impl Admin {
                 .header("Cookie", &self.cookie)
                 .header("Origin", base)
                 .send_json(body.unwrap_or(Value::Null)),
+            "PATCH" => self
+                .http
+                .patch(&url)
+                .header("Cookie", &self.cookie)
+                .header("Origin", base)
+                .send_json(body.unwrap_or(Value::Null)),
             "PUT_WASM" => {
                 self.http
                     .put(&url)
@@ -471,6 +477,48 @@ fn three_replicas_behind_nginx_never_allow_a_revoked_key_through_failures() {
         }
         took
     };
+
+    // Disabling (PATCH) and rotating without grace hold across replicas the same way: once
+    // the answer is sent, no replica allows the old state.
+    let in_use_everywhere = |name: &str| -> (String, String) {
+        let (id, raw) = create(name.into());
+        for b in &bases {
+            assert_eq!(verify(&http(), b, &raw, &target), 200);
+        }
+        (id, raw)
+    };
+    let (id, raw) = in_use_everywhere("to disable");
+    let (status, body) = admin.send(
+        &bases[0],
+        "PATCH",
+        &format!("{keys_path}/{id}"),
+        Some(json!({"enabled": false})),
+    );
+    assert_eq!(status, 200, "{body}");
+    for b in &bases {
+        assert_eq!(verify(&http(), b, &raw, &target), 401, "disabled, on {b}");
+    }
+    let (id, raw) = in_use_everywhere("to rotate");
+    let (status, body) = admin.send(
+        &bases[1],
+        "POST",
+        &format!("{keys_path}/{id}/rotate"),
+        Some(json!({"gracePeriodSeconds": 0})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let successor = body["rawKey"].as_str().expect("raw").to_string();
+    for b in &bases {
+        assert_eq!(
+            verify(&http(), b, &raw, &target),
+            401,
+            "rotated out, on {b}"
+        );
+        assert_eq!(
+            verify(&http(), b, &successor, &target),
+            200,
+            "its successor, on {b}"
+        );
+    }
 
     // The same without the clients' load: what a DELETE costs with 3 healthy replicas.
     let mut quiet: Vec<Duration> = (0..200).map(|i| delete_via(&bases[i % 3])).collect();
