@@ -48,19 +48,8 @@ if [ "$(id -u)" -eq 0 ]; then chown postgres "$WORK/pg"; fi
 "$PG_BIN/createdb" -h 127.0.0.1 -p "$PORT" -U billstack bench
 export BILLSTACK_STORAGE_URL="postgres://billstack@127.0.0.1:$PORT/bench"
 
-wait_for_url() {
-    local file=$1 pattern=$2
-    for _ in $(seq 1 300); do
-        if grep -q "$pattern" "$file" 2>/dev/null; then
-            grep -o "$pattern[^ ]*" "$file" | head -1 | sed "s|$pattern||"
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "timed out waiting for '$pattern' in $file:" >&2
-    cat "$file" >&2
-    return 1
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 # The same team, project and key shape on both backends.
 make_key() {

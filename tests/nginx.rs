@@ -6,9 +6,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use common::front_proxy::{ProxyWorld, Running, find_program, free_port, rewrite_example};
+use common::front_proxy::{ProxyWorld, Running, free_port, rewrite_example, run_nginx};
 
 /// Starts nginx with the example configuration, its three addresses rewritten; waits (with a
 /// deadline) until it accepts connections.
@@ -23,29 +22,8 @@ fn start_nginx(dir: &Path, billstack: &str, upstream: &str) -> (Running, String)
             ("listen 127.0.0.1:8000", &listen, "nginx's listen address"),
         ],
     );
-    let prefix = dir.join("nginx");
-    std::fs::create_dir_all(prefix.join("logs")).expect("logs dir");
-    let conf = prefix.join("nginx.conf");
-    std::fs::write(&conf, rewritten).expect("write conf");
-    let pid = prefix.join("nginx.pid");
-    let log = prefix.join("logs/error.log");
-    let child = Command::new(find_program("nginx", "NGINX", &["/usr/sbin"], "nginx"))
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-c")
-        .arg(&conf)
-        .arg("-e")
-        .arg(&log)
-        .arg("-g")
-        .arg(format!(
-            "daemon off; master_process off; pid {};",
-            pid.display()
-        ))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start nginx");
     (
-        Running(child).wait_listening(port, &log),
+        run_nginx(&dir.join("nginx"), &rewritten, port),
         format!("http://127.0.0.1:{port}"),
     )
 }

@@ -31,18 +31,7 @@ fn start(data: &std::path::Path, url: &str) -> Server {
 /// The bootstrap team and project of the signed-in admin.
 fn team_and_project(server: &Server) -> (String, String) {
     let admin = login(server, ADMIN);
-    let (_, me) = admin.send("GET", "/api/auth/me", None);
-    let team = me["teams"][0]["id"].as_str().expect("team").to_string();
-    let (_, projects) = admin.send(
-        "GET",
-        &format!("/api/billstack/teams/{team}/projects"),
-        None,
-    );
-    let project = projects["projects"][0]["id"]
-        .as_str()
-        .expect("project")
-        .to_string();
-    (team, project)
+    common::api::first_team_and_project(|path| admin.send("GET", path, None).1)
 }
 
 #[test]

@@ -14,13 +14,12 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use billstack_pg_cluster::PgCluster;
-use common::front_proxy::{Running, find_program, free_port};
+use common::front_proxy::{Running, free_port, run_nginx};
 use common::{Server, agent_with_timeout, session_cookie};
 use serde_json::{Value, json};
 
@@ -133,40 +132,17 @@ fn start_nginx(dir: &Path, replicas: &[&str]) -> (Running, String) {
             )
         })
         .collect();
-    let prefix = dir.join("nginx");
-    std::fs::create_dir_all(prefix.join("logs")).expect("logs dir");
-    let conf = prefix.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes 1;\nevents {{ worker_connections 1024; }}\nhttp {{\n\
+    let conf = format!(
+        "worker_processes 1;\nevents {{ worker_connections 1024; }}\nhttp {{\n\
              access_log off;\nupstream billstack {{\n{servers}keepalive 32;\n}}\n\
              server {{\nlisten 127.0.0.1:{port};\nlocation / {{\n\
              proxy_pass http://billstack;\nproxy_http_version 1.1;\n\
              proxy_set_header Connection \"\";\nproxy_set_header Host $http_host;\n\
              proxy_next_upstream error timeout http_503;\nproxy_connect_timeout 1s;\n\
              }}\n}}\n}}\n"
-        ),
-    )
-    .expect("write conf");
-    let log = prefix.join("logs/error.log");
-    let child = Command::new(find_program("nginx", "NGINX", &["/usr/sbin"], "nginx"))
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-c")
-        .arg(&conf)
-        .arg("-e")
-        .arg(&log)
-        .arg("-g")
-        .arg(format!(
-            "daemon off; master_process off; pid {};",
-            prefix.join("nginx.pid").display()
-        ))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start nginx");
+    );
     (
-        Running(child).wait_listening(port, &log),
+        run_nginx(&dir.join("nginx"), &conf, port),
         format!("http://127.0.0.1:{port}"),
     )
 }
@@ -356,18 +332,8 @@ fn three_replicas_behind_nginx_never_allow_a_revoked_key_through_failures() {
     }
 
     let admin = Admin::login(&lb);
-    let (_, me) = admin.send(&lb, "GET", "/api/auth/me", None);
-    let team = me["teams"][0]["id"].as_str().expect("team").to_string();
-    let (_, projects) = admin.send(
-        &lb,
-        "GET",
-        &format!("/api/billstack/teams/{team}/projects"),
-        None,
-    );
-    let project = projects["projects"][0]["id"]
-        .as_str()
-        .expect("project")
-        .to_string();
+    let (team, project) =
+        common::api::first_team_and_project(|path| admin.send(&lb, "GET", path, None).1);
     let keys_path = format!("/api/billstack/teams/{team}/api-keys");
     let target = format!("/api/billstack/teams/{team}/projects/{project}/customers");
     let create = |name: String| -> (String, String) {

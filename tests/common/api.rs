@@ -239,3 +239,17 @@ pub fn doors(server: &Server, key: &str, method: &str, path: &str) -> (u16, u16,
 pub fn project_path(team: &str, project: &str, rest: &str) -> String {
     format!("/api/billstack/teams/{team}/projects/{project}{rest}")
 }
+
+/// The first team of the signed-in account and that team's first project (the bootstrap
+/// ones on a fresh deployment), through `get` (a `GET` returning the JSON body).
+#[allow(dead_code)]
+pub fn first_team_and_project(get: impl Fn(&str) -> Value) -> (String, String) {
+    let me = get("/api/auth/me");
+    let team = me["teams"][0]["id"].as_str().expect("team").to_string();
+    let projects = get(&format!("/api/billstack/teams/{team}/projects"));
+    let project = projects["projects"][0]["id"]
+        .as_str()
+        .expect("project")
+        .to_string();
+    (team, project)
+}

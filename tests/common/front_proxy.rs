@@ -82,6 +82,32 @@ impl Running {
     }
 }
 
+/// Runs nginx (in the foreground, one process) with the configuration `conf` under `prefix`
+/// and waits until it listens on `port`.
+#[allow(dead_code)]
+pub fn run_nginx(prefix: &Path, conf: &str, port: u16) -> Running {
+    std::fs::create_dir_all(prefix.join("logs")).expect("logs dir");
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("write conf");
+    let log = prefix.join("logs/error.log");
+    let child = std::process::Command::new(find_program("nginx", "NGINX", &["/usr/sbin"], "nginx"))
+        .arg("-p")
+        .arg(prefix)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg(&log)
+        .arg("-g")
+        .arg(format!(
+            "daemon off; master_process off; pid {};",
+            prefix.join("nginx.pid").display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    Running(child).wait_listening(port, &log)
+}
+
 /// One answer: status, JSON body, and the headers a client acts on.
 #[derive(Debug, PartialEq)]
 pub struct Answer {
