@@ -647,6 +647,44 @@ fn example_policies_add_scopes_or_forbid_writes() {
             .contains("read-only"),
         "{body}"
     );
+    // The plugin's own deny code reaches the caller, at every door; with no scope to name,
+    // the challenge names none (no empty `scope=""`).
+    assert_eq!(body["error"]["code"], "read_only", "{body}");
+    assert!(body["error"].get("requiredScope").is_none(), "{body}");
+    let write = project_path("team_a", "proj_a", "/customers");
+    let answers = common::api::door_answers(&server, &full, "POST", &write);
+    for (status, headers, body) in &answers[..2] {
+        assert_eq!(*status, 403, "{body}");
+        assert_eq!(body["error"]["code"], "read_only", "{body}");
+        let challenge = headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .expect("a challenge");
+        assert_eq!(
+            challenge,
+            "Bearer realm=\"billstack\", error=\"insufficient_scope\""
+        );
+    }
+    let (_, _, verified) = &answers[2];
+    assert_eq!(verified["code"], "INSUFFICIENT_SCOPE", "{verified}");
+    assert_eq!(verified["denialCode"], "read_only", "{verified}");
+    // A refusal for a missing scope still names it, in the body and the challenge.
+    let reader = owner.key("team_a", &["products:read"]);
+    let answers = common::api::door_answers(&server, &reader, "GET", &write);
+    let (status, headers, body) = &answers[0];
+    assert_eq!(*status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_scope");
+    assert_eq!(
+        headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer realm=\"billstack\", error=\"insufficient_scope\", scope=\"customers:read\"")
+    );
+    assert_eq!(answers[2].2["denialCode"], "insufficient_scope");
+    // A refusal before the policy has no policy code.
+    let (_, refused) =
+        common::api::json_verify(&server, &format!("bs_{}", "0".repeat(48)), "GET", &write);
+    assert!(refused.get("denialCode").is_none(), "{refused}");
 }
 
 /// The JavaScript example (`examples/policies/javascript`), built by `.ci/run` with npm and

@@ -9,7 +9,7 @@
 //! path = "/customers"                # below the project, or a full /api/billstack/… path
 //! scopes = ["customers:read"]        # the key's scopes; omitted or [] = full access
 //! project = "proj_other"             # optional: the key's project restriction
-//! expect = "allow"                   # "allow", or a deny code such as "insufficient_scope"
+//! expect = "allow"                   # "allow", or the deny code the caller sees: "insufficient_scope", "unknown_route", or the plugin's own such as "read_only"
 //! required_scope = "customers:read"  # optional, checked when given
 //! ```
 
@@ -69,11 +69,11 @@ fn describe(decision: &Decision) -> String {
     match decision {
         Decision::Allow(_) => "allow".to_string(),
         Decision::Deny(d) => match (&d.required_scope, &d.cause) {
-            (Some(s), _) => format!("{} (requires {s})", d.kind.code()),
+            (Some(s), _) => format!("{} (requires {s})", d.code()),
             // A local test is for the plugin's author: show why the plugin failed, which
             // callers of a real server never see.
-            (None, Some(cause)) => format!("{}: {}", d.kind.code(), cause),
-            (None, None) => format!("{}: {}", d.kind.code(), d.message),
+            (None, Some(cause)) => format!("{}: {}", d.code(), cause),
+            (None, None) => format!("{}: {}", d.code(), d.message),
         },
     }
 }
@@ -117,7 +117,7 @@ pub fn run_case(policy: &dyn ScopePolicy, case: &Case) -> CaseResult {
     let decision = decide_for_key(&key, policy, &case.method, &target);
     let got_code = match &decision {
         Decision::Allow(_) => "allow",
-        Decision::Deny(d) => d.kind.code(),
+        Decision::Deny(d) => d.code(),
     };
     let mut failure = None;
     if got_code != case.expect {
@@ -144,4 +144,48 @@ pub fn parse_cases(text: &str) -> anyhow::Result<CasesFile> {
         anyhow::bail!("the cases file has no [[case]] entries");
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{PolicyEngine, PolicyLimits};
+
+    fn read_only() -> std::sync::Arc<crate::policy::Plugin> {
+        let engine = PolicyEngine::new(PolicyLimits::default(), None).expect("engine");
+        engine
+            .load(&billstack_test_artifacts::read(
+                billstack_test_artifacts::EXAMPLE_READ_ONLY,
+            ))
+            .expect("the read-only example loads")
+    }
+
+    fn case(method: &str, scopes: &[&str], expect: &str) -> Case {
+        parse_cases(&format!(
+            "[[case]]\nmethod = \"{method}\"\npath = \"/customers\"\nscopes = {scopes:?}\nexpect = \"{expect}\"\n"
+        ))
+        .expect("parses")
+        .cases
+        .remove(0)
+    }
+
+    #[test]
+    fn a_case_expects_the_plugins_own_deny_code() {
+        let policy = read_only();
+        // The read-only example refuses a write with its own code, whatever the scopes.
+        let passed = run_case(&*policy, &case("POST", &["customers:write"], "read_only"));
+        assert_eq!(passed.failure, None);
+        let failed = run_case(
+            &*policy,
+            &case("POST", &["customers:write"], "insufficient_scope"),
+        );
+        let failure = failed.failure.expect("the code differs");
+        assert!(failure.contains("got read_only"), "{failure}");
+        // Its conventional codes are expected as before.
+        let scoped = run_case(
+            &*policy,
+            &case("GET", &["products:read"], "insufficient_scope"),
+        );
+        assert_eq!(scoped.failure, None);
+    }
 }

@@ -98,6 +98,9 @@ pub struct Denied {
     pub credential_sent: bool,
     /// For `policy_error`/`internal_error`: the cause, for logs and metrics only.
     pub cause: Option<DenyCause>,
+    /// For a refusal by the policy: the plugin's deny code (snake_case, validated by the
+    /// runtime): its own, such as `read_only`, or the conventional one of `kind`.
+    pub policy_code: Option<String>,
 }
 
 /// Why a request failed closed: for logs and metrics, never for the caller.
@@ -157,7 +160,14 @@ impl Denied {
             identity: None,
             credential_sent,
             cause: None,
+            policy_code: None,
         }
+    }
+
+    /// The code the caller sees: the plugin's own deny code for a refusal by the policy
+    /// (`read_only`, `invoices_frozen`), else the stable code of `kind`.
+    pub fn code(&self) -> &str {
+        self.policy_code.as_deref().unwrap_or(self.kind.code())
     }
 }
 
@@ -352,10 +362,11 @@ pub fn decide_for_key(
         scopes: effective_scopes(key, policy),
         rate_limit: key.rate_limit,
     };
-    let refuse = |kind: DenyKind,
-                  message: String,
-                  required_scope: Option<String>,
-                  cause: Option<DenyCause>| {
+    let refuse_with_code = |kind: DenyKind,
+                            message: String,
+                            required_scope: Option<String>,
+                            cause: Option<DenyCause>,
+                            code: Option<String>| {
         Decision::Deny(Denied {
             kind,
             message,
@@ -363,7 +374,14 @@ pub fn decide_for_key(
             identity: Some(identity.clone()),
             credential_sent: true,
             cause,
+            policy_code: code,
         })
+    };
+    let refuse = |kind: DenyKind,
+                  message: String,
+                  required_scope: Option<String>,
+                  cause: Option<DenyCause>| {
+        refuse_with_code(kind, message, required_scope, cause, None)
     };
     if !valid_method(method) {
         return refuse(
@@ -416,16 +434,26 @@ pub fn decide_for_key(
     };
     match policy.authorize(&request) {
         Ok(PolicyDecision::Allow) => Decision::Allow(identity),
+        // The plugin's status picks the kind (and so the HTTP status, the metrics outcome and
+        // the usage reason, all bounded); its own code is what the caller reads.
         Ok(PolicyDecision::Deny {
             status: 404,
             message,
+            code,
             ..
-        }) => refuse(DenyKind::UnknownRoute, message, None, None),
+        }) => refuse_with_code(DenyKind::UnknownRoute, message, None, None, Some(code)),
         Ok(PolicyDecision::Deny {
             message,
             required_scope,
+            code,
             ..
-        }) => refuse(DenyKind::InsufficientScope, message, required_scope, None),
+        }) => refuse_with_code(
+            DenyKind::InsufficientScope,
+            message,
+            required_scope,
+            None,
+            Some(code),
+        ),
         Err(e) => refuse(
             DenyKind::PolicyError,
             "the scope policy failed; the request is refused".into(),

@@ -191,6 +191,12 @@ pub struct VerifyView {
     /// `VALID`, `INVALID_KEY`, `EXPIRED`, `DISABLED`, `TEAM_MISMATCH`, `PROJECT_MISMATCH`,
     /// `INSUFFICIENT_SCOPE`, `UNKNOWN_ROUTE`, `POLICY_ERROR` or `RATE_LIMITED`.
     pub code: String,
+    /// For a refusal by the policy: its deny code, the one the HTTP doors give in their error
+    /// body: the plugin's own (`read_only`, `invoices_frozen`) or the conventional
+    /// `insufficient_scope`/`unknown_route`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub denial_code: Option<String>,
     /// For `INSUFFICIENT_SCOPE`: the scope that would allow it.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -252,18 +258,23 @@ pub(super) async fn json_verify(
             target: body.path,
         })
         .await;
-    let (code, required_scope) = match &decision {
-        Decision::Allow(_) => ("VALID", None),
+    let (code, required_scope, denial_code) = match &decision {
+        Decision::Allow(_) => ("VALID", None, None),
         // No answer to give: the caller gets the failure itself (500, or 503 to retry).
         Decision::Deny(d) if matches!(d.kind, DenyKind::Internal | DenyKind::StoreUnavailable) => {
             return d.into_response();
         }
-        Decision::Deny(d) => (verify_code(d.kind), d.required_scope.clone()),
+        Decision::Deny(d) => (
+            verify_code(d.kind),
+            d.required_scope.clone(),
+            d.policy_code.clone(),
+        ),
     };
     let id = decision.identity();
     let out = VerifyView {
         valid: matches!(decision, Decision::Allow(_)),
         code: code.to_string(),
+        denial_code,
         required_scope,
         key_id: id.map(|i| i.key_id.clone()),
         team_id: id.map(|i| i.team_id.clone()),

@@ -250,7 +250,7 @@ impl IntoResponse for &Denied {
         }
         let body = ErrorBody {
             error: ErrorDetail {
-                code: d.kind.code().to_string(),
+                code: d.code().to_string(),
                 message: d.message.clone(),
                 field: None,
                 required_scope: d.required_scope.clone(),
@@ -267,10 +267,14 @@ impl IntoResponse for &Denied {
             | DenyKind::DisabledKey => {
                 Some("Bearer realm=\"billstack\", error=\"invalid_token\"".to_string())
             }
-            DenyKind::InsufficientScope => Some(format!(
-                "Bearer realm=\"billstack\", error=\"insufficient_scope\", scope=\"{}\"",
-                d.required_scope.as_deref().unwrap_or_default()
-            )),
+            // RFC 6750 § 3: `scope` names what would be enough; a policy that refuses for
+            // another reason (a read-only team, say) names none, and then there is no `scope`.
+            DenyKind::InsufficientScope => Some(match &d.required_scope {
+                Some(scope) => format!(
+                    "Bearer realm=\"billstack\", error=\"insufficient_scope\", scope=\"{scope}\""
+                ),
+                None => "Bearer realm=\"billstack\", error=\"insufficient_scope\"".to_string(),
+            }),
             _ => None,
         };
         if d.kind == DenyKind::StoreUnavailable {
