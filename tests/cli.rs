@@ -252,6 +252,75 @@ fn policy_test(dir: &std::path::Path, plugin: &str, cases: &[&str]) -> (bool, St
     )
 }
 
+/// `policy diff`: the same plugin twice differs nowhere; the read-only example against the
+/// default differs exactly on the writes (every route of the default table is probed when no
+/// cases are given), and with a cases file only its cases are compared.
+#[test]
+fn policy_diff_prints_every_request_decided_differently() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let diff = |args: &[&str]| -> String {
+        let mut c = cmd(&dir.path().join("data"));
+        c.args(["policy", "diff"]).args(args);
+        let out = run(c, "");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let same = diff(&["default", "default"]);
+    let last = same.lines().last().expect("a summary");
+    assert!(last.ends_with(" same, 0 different"), "{same}");
+    assert_eq!(same.lines().count(), 1, "{same}");
+
+    let read_only = billstack_test_artifacts::EXAMPLE_READ_ONLY;
+    let out = diff(&["default", read_only]);
+    let lines: Vec<&str> = out.lines().collect();
+    let (summary, changes) = lines.split_last().expect("a summary");
+    assert!(!changes.is_empty());
+    for line in changes {
+        assert!(!line.starts_with("GET "), "reads are unchanged: {line}");
+        assert!(line.contains("-> read_only"), "{line}");
+    }
+    assert!(
+        changes
+            .iter()
+            .any(|l| l.starts_with("POST /customers, full-access key: allow -> read_only")),
+        "{out}"
+    );
+    let different = changes.len();
+    assert!(
+        summary.ends_with(&format!(", {different} different")),
+        "{out}"
+    );
+
+    // Only the cases given: one write and one read.
+    let cases = dir.path().join("cases.toml");
+    std::fs::write(
+        &cases,
+        "[[case]]\nmethod = \"GET\"\npath = \"/customers\"\nexpect = \"allow\"\n\n\
+         [[case]]\nmethod = \"DELETE\"\npath = \"/customers/cus_1\"\nscopes = [\"customers:write\"]\nexpect = \"allow\"\n",
+    )
+    .expect("write cases");
+    let out = diff(&["default", read_only, cases.to_str().expect("utf-8")]);
+    assert_eq!(
+        out,
+        "DELETE /customers/cus_1, key with customers:write: allow -> read_only: this team's keys are read-only; DELETE is not allowed\n1 same, 1 different\n"
+    );
+
+    // A plugin that does not load is an error naming it.
+    let mut c = cmd(&dir.path().join("data"));
+    c.args(["policy", "diff", "default"]).arg(&cases);
+    let out = run(c, "");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cases.toml"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn policy_test_runs_the_cases_file_against_the_default_plugin() {
     let dir = tempfile::tempdir().expect("tempdir");

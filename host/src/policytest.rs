@@ -56,6 +56,46 @@ pub struct Case {
     pub required_scope: Option<String>,
 }
 
+/// A case for `policy diff`: `method path` with `scopes` (empty: full access).
+pub fn probe(method: &str, path: &str, scopes: &[&str]) -> Case {
+    Case {
+        name: None,
+        method: method.to_string(),
+        path: path.to_string(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        project: None,
+        team: None,
+        expect: String::new(),
+        required_scope: None,
+    }
+}
+
+/// The default table's route set as `policy diff` probes it when no cases are given: every
+/// example row of the table with a full-access key, with exactly its scope, and with every
+/// other scope of the table but not its own.
+pub fn default_table_probes() -> Vec<Case> {
+    use billstack_scope_table::{EXAMPLES, SCOPES};
+    let mut probes = Vec::new();
+    for (method, path, scope) in EXAMPLES {
+        let others: Vec<&str> = SCOPES
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| name != scope)
+            .collect();
+        let named = |label: String, scopes: &[&str]| Case {
+            name: Some(format!("{method} {path}, {label}")),
+            ..probe(method, path, scopes)
+        };
+        probes.push(named("full-access key".into(), &[]));
+        probes.push(named(format!("key with {scope}"), &[scope]));
+        probes.push(named(format!("key with every scope but {scope}"), &others));
+    }
+    // Routes the table does not know, and a malformed one.
+    probes.push(probe("GET", "/unknown", &[]));
+    probes.push(probe("GET", "/customers/cus_1/unknown", &[]));
+    probes
+}
+
 /// The outcome of one case.
 #[derive(Debug)]
 pub struct CaseResult {
@@ -65,25 +105,8 @@ pub struct CaseResult {
     pub failure: Option<String>,
 }
 
-fn describe(decision: &Decision) -> String {
-    match decision {
-        Decision::Allow(_) => "allow".to_string(),
-        Decision::Deny(d) => match (&d.required_scope, &d.cause) {
-            (Some(s), _) => format!("{} (requires {s})", d.code()),
-            // A local test is for the plugin's author: show why the plugin failed, which
-            // callers of a real server never see.
-            (None, Some(cause)) => format!("{}: {}", d.code(), cause),
-            (None, None) => format!("{}: {}", d.code(), d.message),
-        },
-    }
-}
-
-/// Runs one case against `policy`.
-pub fn run_case(policy: &dyn ScopePolicy, case: &Case) -> CaseResult {
-    let name = case
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("{} {}", case.method, case.path));
+/// The whole decision (as the server makes it for a key of the case's shape) of one case.
+pub fn decide_case(policy: &dyn ScopePolicy, case: &Case) -> Decision {
     let target = if case.path.starts_with("/api/billstack/") {
         case.path.clone()
     } else {
@@ -114,7 +137,44 @@ pub fn run_case(policy: &dyn ScopePolicy, case: &Case) -> CaseResult {
         disabled: false,
         created_by: None,
     };
-    let decision = decide_for_key(&key, policy, &case.method, &target);
+    decide_for_key(&key, policy, &case.method, &target)
+}
+
+/// A decision in brief: `allow`, or the code the caller sees with the scope it names (or why
+/// the plugin failed).
+pub fn describe(decision: &Decision) -> String {
+    match decision {
+        Decision::Allow(_) => "allow".to_string(),
+        Decision::Deny(d) => match (&d.required_scope, &d.cause) {
+            (Some(s), _) => format!("{} (requires {s})", d.code()),
+            // A local test is for the plugin's author: show why the plugin failed, which
+            // callers of a real server never see.
+            (None, Some(cause)) => format!("{}: {}", d.code(), cause),
+            (None, None) => format!("{}: {}", d.code(), d.message),
+        },
+    }
+}
+
+/// What `policy diff` compares: allow, or the deny code with the scope it names (messages are
+/// prose and may change freely).
+pub fn outcome(decision: &Decision) -> (String, Option<String>) {
+    match decision {
+        Decision::Allow(_) => ("allow".to_string(), None),
+        Decision::Deny(d) => (d.code().to_string(), d.required_scope.clone()),
+    }
+}
+
+/// The case's name as reports show it.
+pub fn case_name(case: &Case) -> String {
+    case.name
+        .clone()
+        .unwrap_or_else(|| format!("{} {}", case.method, case.path))
+}
+
+/// Runs one case against `policy`.
+pub fn run_case(policy: &dyn ScopePolicy, case: &Case) -> CaseResult {
+    let name = case_name(case);
+    let decision = decide_case(policy, case);
     let got_code = match &decision {
         Decision::Allow(_) => "allow",
         Decision::Deny(d) => d.code(),

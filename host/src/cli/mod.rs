@@ -261,6 +261,17 @@ enum PolicyCommand {
         #[arg(required = true)]
         cases: Vec<PathBuf>,
     },
+    /// Decide the same requests with two plugins and print every one they decide differently;
+    /// ends with `N same, N different`. Without cases files, the default table's routes are
+    /// probed with a full-access key, a key with the route's scope, and one with every other.
+    Diff {
+        /// The policy in force: OLD.wasm or `default`.
+        old: String,
+        /// The candidate: NEW.wasm or `default`.
+        new: String,
+        /// Cases files (TOML, as for `policy test`; `expect` is not used here).
+        cases: Vec<PathBuf>,
+    },
     /// Write a plugin (only `default`) to a file, as a starting point.
     Export {
         /// `default`.

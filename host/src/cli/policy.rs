@@ -64,6 +64,54 @@ impl PolicyCommand {
                 }
                 Ok(())
             }
+            PolicyCommand::Diff { old, new, cases } => {
+                let mut probes = Vec::new();
+                for path in &cases {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    let file = crate::policytest::parse_cases(&text)
+                        .with_context(|| format!("invalid cases file {}", path.display()))?;
+                    probes.extend(file.cases);
+                }
+                if probes.is_empty() {
+                    probes = crate::policytest::default_table_probes();
+                }
+                let engine = offline_engine(overrides)?;
+                let load = |plugin: &str| {
+                    let bytes = read_plugin_arg(plugin)?;
+                    engine
+                        .load(&bytes)
+                        .with_context(|| format!("{plugin} is not a usable policy"))
+                };
+                let (before, after) = (load(&old)?, load(&new)?);
+                let (mut same, mut different) = (0usize, 0usize);
+                let mut out = std::io::stdout().lock();
+                for probe in &probes {
+                    let was = crate::policytest::decide_case(&*before, probe);
+                    let now = crate::policytest::decide_case(&*after, probe);
+                    if crate::policytest::outcome(&was) == crate::policytest::outcome(&now) {
+                        same += 1;
+                        continue;
+                    }
+                    different += 1;
+                    let mut name = crate::policytest::case_name(probe);
+                    if probe.name.is_none() {
+                        name.push_str(&if probe.scopes.is_empty() {
+                            ", full-access key".to_string()
+                        } else {
+                            format!(", key with {}", probe.scopes.join(" "))
+                        });
+                    }
+                    writeln!(
+                        out,
+                        "{name}: {} -> {}",
+                        crate::policytest::describe(&was),
+                        crate::policytest::describe(&now)
+                    )?;
+                }
+                writeln!(out, "{same} same, {different} different")?;
+                Ok(())
+            }
             PolicyCommand::Export { plugin, output } => {
                 if plugin != startup::DEFAULT_PLUGIN_NAME {
                     bail!(
