@@ -42,6 +42,7 @@ pub struct FileConfig {
     /// Mark the session cookie `Secure`. Default `false` (set it behind TLS).
     pub cookie_secure: Option<bool>,
     /// Path of a policy component that replaces the embedded default. Default: the embedded one.
+    /// A relative path is relative to the config file's directory.
     pub policy: Option<PathBuf>,
     /// Addresses of reverse proxies whose `X-Forwarded-For` is believed (for the audit log's
     /// source addresses and per-address throttling). Default: none.
@@ -55,6 +56,9 @@ pub struct FileConfig {
     /// Serve HTTPS.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// The directory of the file this was read from (relative paths in it resolve there).
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
 }
 
 /// `[tls]` in the config file: both or neither.
@@ -287,7 +291,14 @@ impl FileConfig {
     pub fn read(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+        let mut file: FileConfig = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        file.base_dir = Some(
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        );
+        Ok(file)
     }
 }
 
@@ -364,9 +375,14 @@ impl Settings {
         }
         // Over HTTPS the session cookie never travels in clear.
         let cookie_secure = cookie_secure || tls.is_some();
-        let policy = env_var("BILLSTACK_POLICY")
-            .map(PathBuf::from)
-            .or(file.policy);
+        // From the environment, relative to the working directory, as a shell user expects;
+        // from the file, relative to the file, so the file works from any directory.
+        let policy = env_var("BILLSTACK_POLICY").map(PathBuf::from).or_else(|| {
+            file.policy.map(|p| match &file.base_dir {
+                Some(base) if p.is_relative() => base.join(p),
+                _ => p,
+            })
+        });
         let trusted_proxies = match env_var("BILLSTACK_TRUSTED_PROXIES") {
             Some(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
             None => file.trusted_proxies.unwrap_or_default(),
@@ -552,6 +568,34 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_relative_policy_in_the_file_is_relative_to_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("conf").join("billstack.toml");
+        std::fs::create_dir_all(config.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&config, "policy = \"policies/mine.wasm\"\n").expect("write");
+        let s = Settings::from_file(
+            FileConfig::read(&config).expect("reads"),
+            &Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            s.policy,
+            Some(dir.path().join("conf").join("policies/mine.wasm"))
+        );
+        std::fs::write(&config, "policy = \"/abs/mine.wasm\"\n").expect("write");
+        let s = Settings::from_file(
+            FileConfig::read(&config).expect("reads"),
+            &Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(s.policy, Some(PathBuf::from("/abs/mine.wasm")));
+        // Parsed from text with no file, a relative path stays as written.
+        let file: FileConfig = toml::from_str("policy = \"mine.wasm\"\n").expect("parses");
+        let s = Settings::from_file(file, &Overrides::default()).expect("valid");
+        assert_eq!(s.policy, Some(PathBuf::from("mine.wasm")));
     }
 
     #[test]

@@ -39,8 +39,13 @@ pub fn load_default_policy(
 ) -> anyhow::Result<Arc<Plugin>> {
     match &settings.policy {
         Some(path) => {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("cannot read policy {}", path.display()))?;
+            let bytes = std::fs::read(path).with_context(|| {
+                format!(
+                    "cannot read policy {} (a relative `policy` in the config file is relative \
+                     to the file's directory; BILLSTACK_POLICY, to the working directory)",
+                    path.display()
+                )
+            })?;
             engine
                 .load(&bytes)
                 .with_context(|| format!("the configured policy {} was refused", path.display()))
@@ -120,12 +125,30 @@ pub fn app_options(settings: &Settings) -> AppOptions {
 /// leaves no store behind), then the store (created and bootstrapped when empty), every team's
 /// policy, and the services over them. Blocking: compiles plugins and opens the store.
 pub fn serving_app(settings: &Settings) -> anyhow::Result<App> {
+    use crate::policy::ScopePolicy as _;
     let engine = engine_for(settings)?;
     let default_policy = load_default_policy(&engine, settings)?;
     let store = open_storage_as(settings, Opened::Serving)?;
     crate::app::admin::bootstrap(&*store)?;
+    let source = settings
+        .policy
+        .as_ref()
+        .map_or_else(|| "embedded".to_string(), |path| path.display().to_string());
+    tracing::info!(
+        name = %default_policy.info().name,
+        version = %default_policy.info().version,
+        sha256 = %default_policy.sha256_hex(),
+        source = %source,
+        "policy: deployment default {} {} from {source}",
+        default_policy.info().name,
+        default_policy.info().version,
+    );
     let policies = PolicySet::new(default_policy);
     load_team_policies(&engine, &policies, &*store)?;
+    let teams = policies.team_ids().len();
+    if teams > 0 {
+        tracing::info!(teams, "policy: {teams} team(s) with a policy of their own");
+    }
     let app = App::new(store, Arc::new(policies), engine, &app_options(settings));
     app.follow_policy_changes();
     Ok(app)

@@ -214,6 +214,20 @@ impl App {
                 )
             })?,
         };
+        // The successor gets the old key's scopes: like a new key, only scopes the team's
+        // policy defines now (a key made before a policy change may hold others).
+        if let Some(old) = self.store.get_key(team_id, key_id)? {
+            self.check_scopes(team_id, &old.scopes)
+                .map_err(|e| match e {
+                    AppError::Invalid { message, .. } => AppError::invalid(
+                        "scopes",
+                        format!(
+                            "the key cannot be rotated: {message}; change its scopes (PATCH) first"
+                        ),
+                    ),
+                    other => other,
+                })?;
+        }
         let rotated = self
             .store
             .rotate_key(team_id, key_id, grace, caller.actor())?;

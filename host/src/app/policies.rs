@@ -32,6 +32,16 @@ pub struct Uploaded {
     pub keys_with_undefined_scopes: Vec<(KeyRecord, Vec<String>)>,
 }
 
+/// The outcome of a reset.
+pub struct Reset {
+    /// The team's policy from now on (the deployment default).
+    pub policy: ActivePolicy,
+    /// Where it comes from.
+    pub source: PolicySource,
+    /// The team's keys holding scopes the default does not define, with those scopes.
+    pub keys_with_undefined_scopes: Vec<(KeyRecord, Vec<String>)>,
+}
+
 /// The outcome of reloading the deployment default.
 pub enum Reloaded {
     /// A different plugin is now the default.
@@ -90,8 +100,23 @@ impl App {
         };
         self.store.put_team_policy(team_id, bytes, caller.actor())?;
         self.activate(Activation::Team(team_id, Arc::clone(&plugin)));
-        let catalogue = plugin.scope_names();
-        let keys_with_undefined_scopes = self
+        let keys_with_undefined_scopes =
+            self.keys_with_undefined_scopes(team_id, plugin.scope_names())?;
+        tracing::info!(team = %team_id, sha256 = %plugin.sha256_hex(), actor = %caller.id(), "team policy uploaded");
+        Ok(Uploaded {
+            plugin,
+            keys_with_undefined_scopes,
+        })
+    }
+
+    /// The team's keys holding scopes `catalogue` does not define, with those scopes: what an
+    /// upload or a reset tells the owner, since such scopes now allow nothing.
+    fn keys_with_undefined_scopes(
+        &self,
+        team_id: &str,
+        catalogue: &[String],
+    ) -> AppResult<Vec<(KeyRecord, Vec<String>)>> {
+        Ok(self
             .store
             .list_keys(team_id)?
             .into_iter()
@@ -104,24 +129,23 @@ impl App {
                     .collect();
                 (!undefined.is_empty()).then_some((k, undefined))
             })
-            .collect();
-        tracing::info!(team = %team_id, sha256 = %plugin.sha256_hex(), actor = %caller.id(), "team policy uploaded");
-        Ok(Uploaded {
-            plugin,
-            keys_with_undefined_scopes,
-        })
+            .collect())
     }
 
-    /// An owner's reset: the team goes back to the deployment default.
-    pub fn reset_policy(
-        &self,
-        caller: &Caller,
-        team_id: &str,
-    ) -> AppResult<(ActivePolicy, PolicySource)> {
+    /// An owner's reset: the team goes back to the deployment default. Like an upload, it
+    /// names the keys holding scopes the default does not define.
+    pub fn reset_policy(&self, caller: &Caller, team_id: &str) -> AppResult<Reset> {
         self.authorize(caller, team_id, Need::Owner(UPLOAD))?;
         self.store.delete_team_policy(team_id, caller.actor())?;
         self.activate(Activation::ResetTeam(team_id));
-        Ok(self.policies.for_team(team_id))
+        let (policy, source) = self.policies.for_team(team_id);
+        let keys_with_undefined_scopes =
+            self.keys_with_undefined_scopes(team_id, ScopePolicy::scope_names(policy.as_policy()))?;
+        Ok(Reset {
+            policy,
+            source,
+            keys_with_undefined_scopes,
+        })
     }
 
     /// The operator's new deployment default (from the configured file), validated exactly
@@ -305,14 +329,61 @@ mod tests {
             PolicySource::Default,
             "another team is untouched"
         );
-        let (_, source) = t.app.reset_policy(&op, "team_a").expect("reset");
-        assert_eq!(source, PolicySource::Default);
+        // A key made under the read-only policy may only hold its scopes; rotating the writer
+        // is refused, since its successor would hold a scope that policy does not define.
+        let writer = t.app.store().list_keys("team_a").expect("keys")[0]
+            .id
+            .clone();
+        let refused = t.app.rotate_key(&op, "team_a", &writer, Some(0));
+        assert!(
+            matches!(&refused, Err(AppError::Invalid { field, message })
+                if *field == "scopes" && message.contains("customers:write")),
+            "{:?}",
+            refused.err()
+        );
+        let reset = t.app.reset_policy(&op, "team_a").expect("reset");
+        assert_eq!(reset.source, PolicySource::Default);
+        assert!(
+            reset.keys_with_undefined_scopes.is_empty(),
+            "the default defines customers:write"
+        );
         assert!(
             t.app
                 .store()
                 .get_team_policy("team_a")
                 .expect("get")
                 .is_none()
+        );
+        // Under the default again, the writer rotates.
+        t.app
+            .rotate_key(&op, "team_a", &writer, Some(0))
+            .expect("rotates");
+
+        // A key holding a scope only the team's policy defined is named by the reset.
+        let invoices = billstack_test_artifacts::read(billstack_test_artifacts::EXAMPLE_INVOICES);
+        t.app
+            .upload_policy(&op, "team_a", &invoices)
+            .expect("upload");
+        t.app
+            .create_key(
+                &op,
+                "team_a",
+                KeyRequest {
+                    name: "billing".into(),
+                    scopes: vec!["invoices:read".into()],
+                    ..KeyRequest::default()
+                },
+            )
+            .expect("key");
+        let reset = t.app.reset_policy(&op, "team_a").expect("reset");
+        let named: Vec<(String, Vec<String>)> = reset
+            .keys_with_undefined_scopes
+            .into_iter()
+            .map(|(k, scopes)| (k.name, scopes))
+            .collect();
+        assert_eq!(
+            named,
+            [("billing".to_string(), vec!["invoices:read".to_string()])]
         );
     }
 

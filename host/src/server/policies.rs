@@ -98,13 +98,14 @@ pub struct ActivePolicyView {
     pub policy: PolicyView,
 }
 
-/// The answer to a policy upload.
+/// The answer to a policy upload or reset.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadedPolicyView {
     /// The team's policy from now on.
     pub policy: PolicyView,
-    /// Keys holding scopes the new policy does not define (those scopes now allow nothing).
+    /// Keys holding scopes the policy now in force does not define (those scopes now allow
+    /// nothing).
     pub keys_with_undefined_scopes: Vec<OrphanedKeyView>,
 }
 
@@ -118,6 +119,18 @@ pub struct OrphanedKeyView {
     pub name: String,
     /// Its scopes that the policy does not define.
     pub undefined_scopes: Vec<String>,
+}
+
+impl OrphanedKeyView {
+    fn list(keys: Vec<(billstack_keystore::KeyRecord, Vec<String>)>) -> Vec<OrphanedKeyView> {
+        keys.into_iter()
+            .map(|(key, undefined_scopes)| OrphanedKeyView {
+                id: key.id,
+                name: key.name,
+                undefined_scopes,
+            })
+            .collect()
+    }
 }
 
 /// `GET /api/billstack/teams/{teamId}/policy`.
@@ -189,15 +202,7 @@ pub(super) async fn upload(
         .app
         .run(move |app| app.upload_policy(&caller, &team_id, &bytes))
         .await?;
-    let orphaned = uploaded
-        .keys_with_undefined_scopes
-        .into_iter()
-        .map(|(key, undefined_scopes)| OrphanedKeyView {
-            id: key.id,
-            name: key.name,
-            undefined_scopes,
-        })
-        .collect();
+    let orphaned = OrphanedKeyView::list(uploaded.keys_with_undefined_scopes);
     Ok(Json(UploadedPolicyView {
         policy: PolicyView::of(&uploaded.plugin, PolicySource::Team),
         keys_with_undefined_scopes: orphaned,
@@ -207,19 +212,20 @@ pub(super) async fn upload(
 /// `DELETE /api/billstack/teams/{teamId}/policy`: back to the deployment default.
 #[utoipa::path(delete, path = "/api/billstack/teams/{teamId}/policy", operation_id = "resetPolicy", tag = "policies", security(("session" = [])),
     params(("teamId" = String, Path, description = "The team, `team_…`")),
-    responses((status = 200, description = "Back to the deployment default", body = ActivePolicyView),
+    responses((status = 200, description = "Back to the deployment default, with the keys holding scopes it does not define", body = UploadedPolicyView),
         (status = 401, description = "No session", body = ErrorBody), (status = 403, description = "Not an owner, or CSRF", body = ErrorBody), (status = 404, description = "No such team (or not a member)", body = ErrorBody)))]
 pub(super) async fn reset(
     State(state): State<Arc<AppState>>,
     session: SessionUser,
     Path(team_id): Path<String>,
-) -> ApiResult<Json<ActivePolicyView>> {
+) -> ApiResult<Json<UploadedPolicyView>> {
     let caller = session.caller();
-    let (policy, source) = state
+    let reset = state
         .app
         .run(move |app| app.reset_policy(&caller, &team_id))
         .await?;
-    Ok(Json(ActivePolicyView {
-        policy: PolicyView::of_active(&policy, source),
+    Ok(Json(UploadedPolicyView {
+        policy: PolicyView::of_active(&reset.policy, reset.source),
+        keys_with_undefined_scopes: OrphanedKeyView::list(reset.keys_with_undefined_scopes),
     }))
 }
