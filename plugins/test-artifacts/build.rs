@@ -26,6 +26,7 @@ fn main() {
         "wit",
         "plugins/fixtures",
         "plugins/scope-table",
+        "sdk/billstack-policy",
         "examples/policies/invoices",
         "examples/policies/read-only",
         "Cargo.toml",

@@ -38,8 +38,8 @@ pub const SCOPES: &[(&str, &str)] = &[
 ];
 
 /// One segment of a route pattern.
-#[derive(Debug, Clone, Copy)]
-enum Seg {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seg {
     /// Exactly this text.
     Lit(&'static str),
     /// Any one non-empty segment (`{id}`).
@@ -51,10 +51,14 @@ enum Seg {
 use Seg::{Id, Lit, Rest};
 
 /// One row of the table: these methods on this path need this scope.
-struct Route {
-    methods: &'static [&'static str],
-    path: &'static [Seg],
-    scope: &'static str,
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// The methods (upper case; `HEAD` is looked up as `GET`).
+    pub methods: &'static [&'static str],
+    /// The path below the project, segment by segment.
+    pub path: &'static [Seg],
+    /// The scope they need.
+    pub scope: &'static str,
 }
 
 const READ: &[&str] = &["GET"];
@@ -64,7 +68,8 @@ const DELETE: &[&str] = &["DELETE"];
 const UPDATE: &[&str] = &["PUT", "PATCH"];
 
 /// The table. Paths are relative to `/api/billstack/teams/{teamId}/projects/{projectId}`.
-const ROUTES: &[Route] = &[
+/// Every row of the default table, in lookup order (the first match wins).
+pub const ROUTES: &[Route] = &[
     Route {
         methods: READ,
         path: &[Lit("customers")],
@@ -225,7 +230,9 @@ pub fn required_scope(method: &str, resource: &str) -> Option<&'static str> {
         .map(|route| route.scope)
 }
 
-fn matches(pattern: &[Seg], path: &str) -> bool {
+/// Whether `path` (below the project, without its leading and trailing slash) matches
+/// `pattern`.
+pub fn matches(pattern: &[Seg], path: &str) -> bool {
     let mut segments = path.split('/');
     for seg in pattern {
         match seg {

@@ -4,95 +4,57 @@
 //!
 //! Build: `cargo build --release --target wasm32-wasip2 -p policy-example-invoices`
 
-use billstack::policy::types::{Denial, ScopeInfo};
-use billstack_scope_table::{Outcome, SCOPES, decide};
+use std::sync::LazyLock;
 
-wit_bindgen::generate!({
-    world: "policy",
-    path: "../../../wit",
+use billstack_policy::{Decision, Guest, PluginInfo, Request, Table};
+
+/// The default table, plus the invoice scopes and routes (`*` is one id segment).
+static TABLE: LazyLock<Table> = LazyLock::new(|| {
+    Table::billstack_default()
+        .scope("invoices:read", "Read invoices and their line items")
+        .scope("invoices:write", "Create, finalize and void invoices")
+        .route(&["GET"], "/invoices", "invoices:read")
+        .route(&["GET"], "/invoices/*", "invoices:read")
+        .route(&["GET"], "/invoices/*/lines", "invoices:read")
+        .route(&["POST"], "/invoices", "invoices:write")
+        .route(&["POST"], "/invoices/*/finalize", "invoices:write")
+        .route(&["POST"], "/invoices/*/void", "invoices:write")
 });
-
-/// The new scopes, with the descriptions the dashboard shows.
-const INVOICE_SCOPES: &[(&str, &str)] = &[
-    ("invoices:read", "Read invoices and their line items"),
-    ("invoices:write", "Create, finalize and void invoices"),
-];
-
-/// The new routes below the project: (method, path segments, scope); `*` is one id segment.
-const INVOICE_ROUTES: &[(&str, &[&str], &str)] = &[
-    ("GET", &["invoices"], "invoices:read"),
-    ("GET", &["invoices", "*"], "invoices:read"),
-    ("GET", &["invoices", "*", "lines"], "invoices:read"),
-    ("POST", &["invoices"], "invoices:write"),
-    ("POST", &["invoices", "*", "finalize"], "invoices:write"),
-    ("POST", &["invoices", "*", "void"], "invoices:write"),
-];
-
-fn invoice_scope(method: &str, path: &str) -> Option<&'static str> {
-    let method = if method == "HEAD" { "GET" } else { method };
-    let path = path.split('?').next().unwrap_or_default();
-    let path = path.strip_prefix('/')?;
-    let path = path.strip_suffix('/').unwrap_or(path);
-    let segments: Vec<&str> = path.split('/').collect();
-    INVOICE_ROUTES
-        .iter()
-        .find(|(m, pattern, _)| {
-            *m == method
-                && pattern.len() == segments.len()
-                && pattern
-                    .iter()
-                    .zip(&segments)
-                    .all(|(p, s)| !s.is_empty() && (*p == "*" || p == s))
-        })
-        .map(|(_, _, scope)| *scope)
-}
-
-fn deny_scope(scope: &str) -> Decision {
-    Decision::Deny(Denial {
-        status: 403,
-        code: "insufficient_scope".to_string(),
-        message: format!("this key lacks the {scope} scope"),
-        required_scope: Some(scope.to_string()),
-    })
-}
 
 struct Invoices;
 
 impl Guest for Invoices {
     fn info() -> PluginInfo {
-        PluginInfo {
-            name: "billstack-with-invoices".to_string(),
-            version: "1.0.0".to_string(),
-            scopes: SCOPES
-                .iter()
-                .chain(INVOICE_SCOPES)
-                .map(|(name, description)| ScopeInfo {
-                    name: name.to_string(),
-                    description: description.to_string(),
-                })
-                .collect(),
-        }
+        TABLE.info("billstack-with-invoices", "1.0.0")
     }
 
     fn authorize(request: Request) -> Decision {
-        if let Some(scope) = invoice_scope(&request.method, &request.path) {
-            return if request.key.scopes.iter().any(|s| s == scope) {
-                Decision::Allow
-            } else {
-                deny_scope(scope)
-            };
-        }
-        match decide(&request.method, &request.path, &request.key.scopes) {
-            Outcome::Allow => Decision::Allow,
-            Outcome::InsufficientScope(scope) => deny_scope(scope),
-            Outcome::UnknownRoute => Decision::Deny(Denial {
-                status: 404,
-                code: "unknown_route".to_string(),
-                message: format!("{} {} is not a known route", request.method, request.path),
-                required_scope: None,
-            }),
-        }
+        TABLE.decide(&request)
     }
 }
 
-export!(Invoices);
+billstack_policy::export!(Invoices);
+
+#[cfg(test)]
+mod tests {
+    use billstack_policy::testing::decide;
+
+    use super::Invoices;
+
+    #[test]
+    fn invoices_need_their_scopes_and_the_rest_is_the_default() {
+        assert_eq!(
+            decide::<Invoices>("GET", "/invoices/in_1/lines", &["invoices:read"]),
+            "allow"
+        );
+        assert_eq!(
+            decide::<Invoices>("POST", "/invoices/in_1/void", &["invoices:read"]),
+            "insufficient_scope invoices:write"
+        );
+        assert_eq!(
+            decide::<Invoices>("GET", "/customers", &["customers:read"]),
+            "allow"
+        );
+        assert_eq!(decide::<Invoices>("GET", "/unknown", &[]), "unknown_route");
+    }
+}

@@ -4,61 +4,56 @@
 //!
 //! Build: `cargo build --release --target wasm32-wasip2 -p policy-example-read-only`
 
-use billstack::policy::types::{Denial, ScopeInfo};
-use billstack_scope_table::{Outcome, SCOPES, decide};
+use std::sync::LazyLock;
 
-wit_bindgen::generate!({
-    world: "policy",
-    path: "../../../wit",
-});
+use billstack_policy::{Decision, Guest, PluginInfo, Request, Table, deny};
+
+/// The default table with only its read scopes: write scopes would grant nothing here.
+static TABLE: LazyLock<Table> =
+    LazyLock::new(|| Table::billstack_default().retain_scopes(|name| name.ends_with(":read")));
 
 struct ReadOnly;
 
 impl Guest for ReadOnly {
     fn info() -> PluginInfo {
-        PluginInfo {
-            name: "read-only".to_string(),
-            version: "1.0.0".to_string(),
-            // Only the read scopes: write scopes would grant nothing here.
-            scopes: SCOPES
-                .iter()
-                .filter(|(name, _)| name.ends_with(":read"))
-                .map(|(name, description)| ScopeInfo {
-                    name: name.to_string(),
-                    description: description.to_string(),
-                })
-                .collect(),
-        }
+        TABLE.info("read-only", "1.0.0")
     }
 
     fn authorize(request: Request) -> Decision {
         if request.method != "GET" && request.method != "HEAD" {
-            return Decision::Deny(Denial {
-                status: 403,
-                code: "read_only".to_string(),
-                message: format!(
+            // Its own code: no scope would make this write possible, so none is named.
+            return deny(
+                403,
+                "read_only",
+                format!(
                     "this team's keys are read-only; {} is not allowed",
                     request.method
                 ),
-                required_scope: None,
-            });
+                None,
+            );
         }
-        match decide(&request.method, &request.path, &request.key.scopes) {
-            Outcome::Allow => Decision::Allow,
-            Outcome::InsufficientScope(scope) => Decision::Deny(Denial {
-                status: 403,
-                code: "insufficient_scope".to_string(),
-                message: format!("this key lacks the {scope} scope"),
-                required_scope: Some(scope.to_string()),
-            }),
-            Outcome::UnknownRoute => Decision::Deny(Denial {
-                status: 404,
-                code: "unknown_route".to_string(),
-                message: format!("{} {} is not a known route", request.method, request.path),
-                required_scope: None,
-            }),
-        }
+        TABLE.decide(&request)
     }
 }
 
-export!(ReadOnly);
+billstack_policy::export!(ReadOnly);
+
+#[cfg(test)]
+mod tests {
+    use billstack_policy::testing::{all_scopes, decide};
+
+    use super::ReadOnly;
+
+    #[test]
+    fn writes_are_refused_with_its_own_code_and_reads_follow_the_default() {
+        let all = all_scopes::<ReadOnly>();
+        assert!(all.iter().all(|s| s.ends_with(":read")), "{all:?}");
+        let full: Vec<&str> = all.iter().map(String::as_str).collect();
+        assert_eq!(decide::<ReadOnly>("POST", "/customers", &full), "read_only");
+        assert_eq!(decide::<ReadOnly>("GET", "/customers", &full), "allow");
+        assert_eq!(
+            decide::<ReadOnly>("GET", "/products", &["customers:read"]),
+            "insufficient_scope products:read"
+        );
+    }
+}
