@@ -147,36 +147,71 @@ fn backends(c: &mut Criterion, sled: &Store, sled_header: &str, wasm: &dyn Scope
     group.finish();
 }
 
-/// A JavaScript plugin (componentize-js, SpiderMonkey inside) against the Rust one, same
-/// request. Needs the example built: `.ci/run` does it, or
-/// `cd examples/policies/javascript && npm ci && npm run build`, then
-/// `BILLSTACK_EXAMPLE_JAVASCRIPT=$PWD/policy.wasm cargo bench ...`.
+/// The JavaScript (componentize-js, SpiderMonkey inside) and Python (componentize-py, CPython
+/// inside) examples against the Rust default, same request, same engine. They implement the same
+/// policy. Each needs its example built: `.ci/run` does it, or
+/// `cd examples/policies/javascript && npm ci && node build.mjs $PWD/policy.wasm` and
+/// `bash examples/policies/python/build.sh /tmp/py.wasm`, then
+/// `BILLSTACK_EXAMPLE_JAVASCRIPT=… BILLSTACK_EXAMPLE_PYTHON=… cargo bench ...`.
 fn javascript(c: &mut Criterion, request: &PolicyRequest<'_>) {
-    let Some(path) = std::env::var_os("BILLSTACK_EXAMPLE_JAVASCRIPT") else {
-        eprintln!(
-            "policy_call/javascript skipped: set BILLSTACK_EXAMPLE_JAVASCRIPT to the built example"
-        );
-        return;
-    };
-    let bytes = std::fs::read(&path).expect("the JavaScript example");
     let engine = PolicyEngine::new(PolicyLimits::default(), None).expect("engine");
-    let started = std::time::Instant::now();
-    let js = engine.load(&bytes).expect("the JavaScript example loads");
-    eprintln!(
-        "javascript: {} bytes, compiled and validated in {:?}",
-        bytes.len(),
-        started.elapsed()
-    );
+    let mut others = Vec::new();
+    for (label, var) in [
+        ("javascript_example", "BILLSTACK_EXAMPLE_JAVASCRIPT"),
+        ("python_example", "BILLSTACK_EXAMPLE_PYTHON"),
+    ] {
+        let Some(path) = std::env::var_os(var) else {
+            eprintln!("policy_call/{label} skipped: set {var} to the built example");
+            continue;
+        };
+        let bytes = std::fs::read(&path).expect("the example");
+        let started = std::time::Instant::now();
+        let plugin = engine.load(&bytes).expect("the example loads");
+        eprintln!(
+            "{label}: {} bytes, compiled and validated in {:?}, memory at start {} bytes",
+            bytes.len(),
+            started.elapsed(),
+            plugin.memory_at_start()
+        );
+        others.push((label, plugin));
+    }
+    if others.is_empty() {
+        return;
+    }
     let rust = engine.load(DEFAULT_PLUGIN).expect("default plugin");
     let mut group = c.benchmark_group("policy_call");
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("rust_default_same_engine", |b| {
         b.iter(|| rust.authorize(black_box(request)).expect("ok"))
     });
-    group.bench_function("javascript_example", |b| {
-        b.iter(|| js.authorize(black_box(request)).expect("ok"))
-    });
+    for (label, plugin) in &others {
+        group.bench_function(*label, |b| {
+            b.iter(|| plugin.authorize(black_box(request)).expect("ok"))
+        });
+    }
     group.finish();
+
+    // The Python component starts at about 12 MiB of its 16 MiB cap, past the 75 % at which
+    // an instance is retired after its call: with a 24 MiB cap its instances are reused.
+    if let Some(path) = std::env::var_os("BILLSTACK_EXAMPLE_PYTHON") {
+        let roomy = PolicyEngine::new(
+            PolicyLimits {
+                memory_bytes: 24 << 20,
+                ..PolicyLimits::default()
+            },
+            None,
+        )
+        .expect("engine");
+        let plugin = roomy
+            .load(&std::fs::read(path).expect("the example"))
+            .expect("loads");
+        let mut group = c.benchmark_group("policy_call");
+        group.measurement_time(Duration::from_secs(5));
+        group.bench_function("python_example_24_mib", |b| {
+            b.iter(|| plugin.authorize(black_box(request)).expect("ok"))
+        });
+        group.finish();
+    }
 }
 
 /// Issue 5's isolation figure: team A's decisions (deployment default plugin) alone, and while
