@@ -11,6 +11,19 @@ pub(super) fn offline_engine(overrides: &Overrides) -> anyhow::Result<Arc<Policy
     PolicyEngine::new(limits, None)
 }
 
+/// Every case of every file, in order; the first unreadable or invalid file is the error.
+fn read_cases(paths: &[PathBuf]) -> anyhow::Result<Vec<crate::policytest::Case>> {
+    let mut all = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let file = crate::policytest::parse_cases(&text)
+            .with_context(|| format!("invalid cases file {}", path.display()))?;
+        all.extend(file.cases);
+    }
+    Ok(all)
+}
+
 impl PolicyCommand {
     pub(super) fn run(self, overrides: &Overrides) -> anyhow::Result<()> {
         match self {
@@ -32,14 +45,7 @@ impl PolicyCommand {
                 let bytes = read_plugin_arg(&plugin)?;
                 // Every file is read and parsed before the (possibly slow) compilation, so a
                 // typo in the last one is reported at once.
-                let mut all = Vec::new();
-                for path in &cases {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    let file = crate::policytest::parse_cases(&text)
-                        .with_context(|| format!("invalid cases file {}", path.display()))?;
-                    all.extend(file.cases);
-                }
+                let all = read_cases(&cases)?;
                 let loaded = offline_engine(overrides)?
                     .load(&bytes)
                     .with_context(|| format!("{plugin} is not a usable policy"))?;
@@ -65,14 +71,7 @@ impl PolicyCommand {
                 Ok(())
             }
             PolicyCommand::Diff { old, new, cases } => {
-                let mut probes = Vec::new();
-                for path in &cases {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    let file = crate::policytest::parse_cases(&text)
-                        .with_context(|| format!("invalid cases file {}", path.display()))?;
-                    probes.extend(file.cases);
-                }
+                let mut probes = read_cases(&cases)?;
                 if probes.is_empty() {
                     probes = crate::policytest::default_table_probes();
                 }
