@@ -431,9 +431,10 @@ fn survive_sigkills(data: &std::path::Path, envs: &[(&str, &str)], backend: &str
                                     acked.lock().expect("lock").revoked.push(id);
                                 }
                                 Ok(r) => panic!("revoke answered {}", r.status()),
-                                Err(_) => {
+                                Err(e) => {
                                     // The server is gone; the revocation may or may not have
                                     // been made.
+                                    eprintln!("round {round} writer {w}: revoke: {e}");
                                     acked.lock().expect("lock").in_doubt.push(id);
                                     return;
                                 }
@@ -456,7 +457,10 @@ fn survive_sigkills(data: &std::path::Path, envs: &[(&str, &str)], backend: &str
                                     acked.lock().expect("lock").created.push((id, raw));
                                 }
                                 Ok(r) => panic!("create answered {}", r.status()),
-                                Err(_) => return,
+                                Err(e) => {
+                                    eprintln!("round {round} writer {w}: create: {e}");
+                                    return;
+                                }
                             }
                         }
                         done.fetch_add(1, Ordering::Relaxed);
@@ -466,9 +470,23 @@ fn survive_sigkills(data: &std::path::Path, envs: &[(&str, &str)], backend: &str
             .collect();
         // A random moment: after between 4 and 60 acknowledged operations in this round.
         let kill_after = rand::random_range(4..60);
-        wait_for("writes before the kill", Duration::from_secs(120), || {
-            done_this_round.load(Ordering::Relaxed) >= kill_after
-        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while done_this_round.load(Ordering::Relaxed) < kill_after {
+            if Instant::now() >= deadline {
+                // Which writers gave up, and what the server said, to tell a stall from a crash.
+                let finished = writers.iter().filter(|w| w.is_finished()).count();
+                let log = server.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "round {round} ({backend}): only {} of {kill_after} writes in 120 s; \
+                     {finished} of {WRITERS} writers stopped; server running: {}; its log's end:\n{}",
+                    done_this_round.load(Ordering::Relaxed),
+                    server.child.try_wait().ok().flatten().is_none(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::yield_now();
+        }
         server.child.kill().expect("SIGKILL");
         server.child.wait().expect("reap");
         for writer in writers {
