@@ -413,7 +413,10 @@ fn survive_sigkills(data: &std::path::Path, envs: &[(&str, &str)], backend: &str
                     Arc::clone(&done_this_round),
                 );
                 std::thread::spawn(move || {
-                    let http = common::agent_with_timeout(Duration::from_secs(10));
+                    // Longer than a replica lease (10 s on the PostgreSQL pass): after a
+                    // SIGKILL the next server's revocations wait, by design, until the killed
+                    // server's lease would have ended.
+                    let http = common::agent_with_timeout(Duration::from_secs(30));
                     let mut mine: Vec<String> = Vec::new();
                     for i in 0.. {
                         // Every third operation revokes this writer's oldest acknowledged key.
